@@ -1,0 +1,100 @@
+"""``mbrl-control``: the pip-only front door.
+
+  mbrl-control launch mpc [name:=value ...]   start a launch file's nodes (as ros2 launch would)
+  mbrl-control demo [--duration S] [...]       the headless swing-up demo, ending in one JSON line
+  mbrl-control warmup [--robot cartpole]       compile the planner kernels once (cached on disk)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from mbrl_control.graph import MPC_ARGUMENTS, robot_config
+from mbrl_control.launcher import launch, parse_launch_args
+
+
+def warmup(robot: str = "cartpole", planner: str | None = None) -> float:
+    """Build and run the controller's planner once in this process: torch.compile's on-disk cache
+    then makes every later controller start fast. Returns the seconds it took."""
+    import torch
+
+    from mbrl_control.config import node_parameters
+    from mbrl_control.core.builders import build_model, build_planner, build_task, robot_params
+    from mbrl_control.nodes.params import section
+    from mbrl_control.paths import resolve_config_path
+
+    p = node_parameters(robot_config(robot), "mpc_controller")
+    torch.set_num_threads(int(p.get("torch_threads", 1)))
+    name = planner or p["planner"]
+    params = robot_params(p["robot"], resolve_config_path(p["urdf"]), p["gravity"])
+    start = time.perf_counter()
+    model = build_model(params, 1.0 / p["control_rate"], **section(p, "model"))
+    task = build_task(params, section(p, "cost"))
+    build_planner(name, model, task, section(p, name), p.get("compile", True)).plan(torch.zeros(task.state_dim))
+    return time.perf_counter() - start
+
+
+def _table(rows: list[tuple[str, object]]) -> str:
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def demo(duration: float, mode: str, planner: str, extra: list[str], runs_dir: Path) -> int:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = runs_dir / stamp
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print(f"run directory: {run_dir}", flush=True)
+    print("warming up the planner (the first run on a machine compiles kernels: a minute or two)...", flush=True)
+    print(f"  planner ready in {warmup(planner=planner):.1f} s", flush=True)
+    summary_path = run_dir / "summary.json"
+    args = {"mode": mode, "planner": planner, "duration": str(duration), "summary_path": str(summary_path)}
+    args |= parse_launch_args(extra)
+    print(f"running mpc.launch.py {' '.join(f'{k}:={v}' for k, v in args.items())}", flush=True)
+    code = launch("mpc", args, log_dir=run_dir / "logs", timeout=duration * 20 + 600)
+    if not summary_path.is_file():
+        print(f"the run ended (exit code {code}) without a summary; see {run_dir / 'logs'}", file=sys.stderr)
+        print(json.dumps({"success": False, "error": "no summary", "exit_code": code, "run_dir": str(run_dir)}))
+        return 1
+    summary = json.loads(summary_path.read_text())
+    summary["run_dir"] = str(run_dir)
+    print("\nmbrl_control demo: cart-pole swing-up through ROS 2 nodes")
+    print(_table([(k, v) for k, v in summary.items()]))
+    print(json.dumps(summary), flush=True)
+    return 0 if summary.get("success") else 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="mbrl-control", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_launch = sub.add_parser("launch", help="start the nodes of a launch file without ros2 launch")
+    p_launch.add_argument("graph", help="launch file name without .launch.py (mpc)")
+    p_launch.add_argument("args", nargs="*", help="launch arguments name:=value; "
+                          + ", ".join(f"{a.name} (default {a.default!r})" for a in MPC_ARGUMENTS))
+    p_launch.add_argument("--log-dir", type=Path, help="also write each node's output to DIR/<node>.log")
+    p_demo = sub.add_parser("demo", help="headless swing-up demo; prints one JSON line last")
+    p_demo.add_argument("--duration", type=float, default=20.0, help="robot time to run [s]")
+    p_demo.add_argument("--mode", default="realtime", choices=("realtime", "lockstep"))
+    p_demo.add_argument("--planner", default="cem")
+    p_demo.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    p_demo.add_argument("args", nargs="*", help="extra launch arguments name:=value")
+    p_warm = sub.add_parser("warmup", help="compile the planner once so nodes start fast")
+    p_warm.add_argument("--robot", default="cartpole")
+    p_warm.add_argument("--planner", default=None)
+    a = parser.parse_args(argv)
+    try:
+        if a.command == "launch":
+            sys.exit(launch(a.graph, parse_launch_args(a.args), log_dir=a.log_dir))
+        if a.command == "demo":
+            sys.exit(demo(a.duration, a.mode, a.planner, a.args, a.runs_dir))
+        if a.command == "warmup":
+            print(f"planner compiled and run in {warmup(a.robot, a.planner):.1f} s")
+    except ValueError as exc:
+        parser.exit(2, f"mbrl-control: error: {exc}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""The dynamics-model interface every planner and estimator talks to."""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+from torch import Tensor
+
+
+class DynamicsModel(torch.nn.Module, abc.ABC):
+    """A discrete-time model ``x_next = f(x, u)`` over batches.
+
+    Shapes: ``x`` is ``[B, state_dim]``, ``u`` is ``[B, action_dim]``; float32. The state is the
+    robot's joint positions followed by its joint velocities, in the order of the ``state_joints``
+    parameter. ``dt`` is the period one ``step`` covers (the control period).
+    """
+
+    state_dim: int
+    action_dim: int
+    dt: float
+
+    @abc.abstractmethod
+    def step(self, x: Tensor, u: Tensor) -> Tensor:
+        """Advance a batch of states by one period under a batch of actions."""
+
+    def forward(self, x: Tensor, u: Tensor) -> Tensor:
+        return self.step(x, u)
+
+    def rollout(self, x0: Tensor, actions: Tensor) -> Tensor:
+        """States ``[B, T+1, nx]`` visited from ``x0[B, nx]`` under ``actions[B, T, nu]``.
+
+        Models override this when they can keep their rollout state in a faster form.
+        """
+        states = [x0]
+        x = x0
+        for t in range(actions.shape[1]):
+            x = self.step(x, actions[:, t])
+            states.append(x)
+        return torch.stack(states, dim=1)
+
+    def jacobians(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Batched Jacobians ``A = df/dx [B, nx, nx]`` and ``B = df/du [B, nx, nu]`` by autograd.
+
+        Uses ``torch.func`` (jacrev under vmap), so any differentiable model, the learned
+        ensemble included, gets exact Jacobians without finite differences.
+        """
+
+        def single(xi: Tensor, ui: Tensor) -> Tensor:
+            return self.step(xi.unsqueeze(0), ui.unsqueeze(0)).squeeze(0)
+
+        jac = torch.func.vmap(torch.func.jacrev(single, argnums=(0, 1)))
+        a, b = jac(x, u)
+        return a, b

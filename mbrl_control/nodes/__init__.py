@@ -1,0 +1,1 @@
+"""Thin ROS 2 nodes: parameters, topics, timing and safety around the pure core."""

@@ -1,0 +1,231 @@
+"""The MPC controller node: replans every control tick with the chosen planner and publishes the
+first action as an effort command.
+
+Topics: subscribes ``joint_states`` (sensor_msgs/JointState; remap it to an estimator's output),
+publishes ``effort_controller/commands`` (std_msgs/Float64MultiArray, ``command_joints`` order),
+``~/plan`` (visualization_msgs/MarkerArray, throttled) and ``/diagnostics``.
+
+Timing: in ``realtime`` mode a timer ticks at ``control_rate`` and the planner gets a deadline of
+``deadline_fraction`` of the period, so a tick never holds the executor longer than one period. In
+``lockstep`` mode the sim is the clock and only advances on our command, so a tick runs when the
+state for the next tick time arrives (a sim-time timer could fire before that state is delivered and
+plan from the previous one); no deadline applies there, which keeps lockstep runs deterministic,
+and a tick slower than the period is still counted as missed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.time import Time
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from visualization_msgs.msg import MarkerArray
+
+from mbrl_control.core.builders import PLANNERS, build_model, build_planner, build_task, robot_params
+from mbrl_control.core.timing import TickStats
+from mbrl_control.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
+from mbrl_control.nodes.joint_io import JointStateReader, command_message
+from mbrl_control.nodes.markers import goal_marker, plan_markers
+from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters, section
+from mbrl_control.nodes.runtime import main_for
+from mbrl_control.paths import resolve_config_path
+
+PARAMS = [
+    ParamSpec("robot", "cartpole", "robot model and task", choices=("cartpole",)),
+    ParamSpec("urdf", "urdf/cartpole.urdf", "robot URDF; relative paths are under the package's config/"),
+    ParamSpec("gravity", 9.81, "gravity [m/s^2]", 0.0, 30.0),
+    ParamSpec("mode", "realtime", "realtime: timer ticks; lockstep: ticks on sim states", choices=("realtime", "lockstep")),
+    ParamSpec("control_rate", 50.0, "control ticks per second [Hz]", 1.0, 1000.0),
+    ParamSpec("state_joints", ["slider_to_cart", "cart_to_pole"], "joints of the state vector, in order"),
+    ParamSpec("command_joints", ["slider_to_cart"], "actuated joints, in the order of the command array"),
+    ParamSpec("planner", "cem", "planning algorithm", choices=PLANNERS),
+    ParamSpec("compile", True, "fuse the rollout with torch.compile (falls back to eager without a compiler)"),
+    ParamSpec("torch_threads", 1, "torch intra-op threads for planning", 1, 64),
+    ParamSpec("deadline_fraction", 0.8, "realtime: planning budget as a fraction of the period", 0.05, 1.0),
+    ParamSpec("state_timeout", 0.1, "a state older than this is stale: the command is zero [s]", 0.001, 10.0),
+    ParamSpec("marker_rate", 10.0, "rate of ~/plan markers [Hz]; 0 disables them", 0.0, 100.0),
+    ParamSpec("diagnostics_rate", 1.0, "diagnostics publish rate [Hz]", 0.1, 100.0),
+    ParamSpec("frame_id", "world", "fixed frame of the markers"),
+    ParamSpec("model.integrator", "rk4", "analytic model integrator", choices=("rk4", "euler")),
+    ParamSpec("model.substeps", 1, "integrator substeps per control period", 1, 100),
+    ParamSpec("cost.angle", 1.0, "weight on 1 - cos(pole angle)", 0.0, 1e6),
+    ParamSpec("cost.position", 0.1, "weight on cart position^2", 0.0, 1e6),
+    ParamSpec("cost.velocity", 0.01, "weight on cart velocity^2", 0.0, 1e6),
+    ParamSpec("cost.angular_velocity", 0.005, "weight on pole angular velocity^2", 0.0, 1e6),
+    ParamSpec("cost.action", 1e-4, "weight on force^2", 0.0, 1e6),
+    ParamSpec("cost.track_barrier", 100.0, "weight on excursion beyond the soft track limit^2", 0.0, 1e9),
+    ParamSpec("cost.track_margin", 0.4, "soft track limit inside the hard one [m]", 0.0, 10.0),
+    ParamSpec("cost.terminal", 5.0, "terminal state cost multiplier", 0.0, 1e6),
+    ParamSpec("cem.population", 500, "CEM samples per iteration", 2, 100000),
+    ParamSpec("cem.elites", 50, "CEM elites refitted per iteration", 1, 100000),
+    ParamSpec("cem.iterations", 5, "CEM iterations per tick", 1, 100),
+    ParamSpec("cem.horizon", 30, "planning horizon [ticks]", 1, 1000),
+    ParamSpec("cem.init_std", 0.5, "initial std as a fraction of the action half-range", 0.0, 10.0),
+    ParamSpec("cem.min_std", 0.02, "std floor as a fraction of the action half-range", 0.0, 10.0),
+    ParamSpec("cem.momentum", 0.1, "weight of the previous distribution in a refit", 0.0, 1.0),
+    ParamSpec("cem.seed", 0, "sampling seed", 0, 2**31 - 1),
+]
+
+
+class ControllerNode(Node):
+    def __init__(self) -> None:
+        super().__init__("mpc_controller")
+        p = declare_parameters(self, PARAMS)
+        self.p = p
+        torch.set_num_threads(p["torch_threads"])
+        self.period = 1.0 / p["control_rate"]
+        self.lockstep = p["mode"] == "lockstep"
+        urdf = resolve_config_path(p["urdf"])
+        if not urdf.is_file():
+            raise ParameterError(f"parameter 'urdf': no such file {urdf}")
+        params = robot_params(p["robot"], urdf, p["gravity"])
+        self.model = build_model(params, self.period, **section(p, "model"))
+        self.task = build_task(params, section(p, "cost"))
+        if len(p["state_joints"]) * 2 != self.task.state_dim:
+            raise ParameterError(f"parameter 'state_joints' needs {self.task.state_dim // 2} joints")
+        if len(p["command_joints"]) != self.task.action_dim:
+            raise ParameterError(f"parameter 'command_joints' needs {self.task.action_dim} joints")
+        self.planner = build_planner(p["planner"], self.model, self.task, section(p, p["planner"]), p["compile"])
+        self.action_low = self.task.action_low.numpy().astype(np.float64)
+        self.action_high = self.task.action_high.numpy().astype(np.float64)
+
+        self.reader = JointStateReader(p["state_joints"])
+        self.state: np.ndarray | None = None
+        self.state_stamp: Time | None = None
+        self.stats = TickStats(self.period)
+        self.stale_ticks = 0
+        self.unsafe_plans = 0
+        self.deadline_stops = 0
+        self.last_plan = None
+        self.last_tick_start: float | None = None
+        self.next_tick_ns: int | None = None
+        self.last_marker_wall = -math.inf
+
+        self.warmup_s = self._warm_up()
+        self.command_pub = self.create_publisher(
+            Float64MultiArray, "effort_controller/commands", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        )
+        self.marker_pub = self.create_publisher(MarkerArray, "~/plan", 1)
+        self.diagnostics = DiagnosticsPublisher(self)
+        self.create_subscription(JointState, "joint_states", self._on_state, qos_profile_sensor_data)
+        if not self.lockstep:
+            self.create_timer(self.period, self._on_timer)
+        self.create_timer(1.0 / p["diagnostics_rate"], self._publish_diagnostics)
+        self.get_logger().info(
+            f"{p['planner']} MPC at {p['control_rate']:.0f} Hz ({p['mode']}), horizon "
+            f"{self.planner.horizon}, warm-up {self.warmup_s:.1f} s"
+        )
+
+    def _warm_up(self) -> float:
+        """Plan once before the first tick so compilation never lands inside a control period."""
+        start = time.perf_counter()
+        self.planner.plan(torch.zeros(self.task.state_dim))
+        self.planner.reset()
+        return time.perf_counter() - start
+
+    # -- inputs ------------------------------------------------------------------------------
+    def _on_state(self, msg: JointState) -> None:
+        x = self.reader.read(msg)
+        if x is None:
+            self.get_logger().warn(f"rejected state: {dict(self.reader.rejected)}", throttle_duration_sec=1.0)
+            return
+        stamp = Time.from_msg(msg.header.stamp)
+        if self.state_stamp is not None and stamp < self.state_stamp:
+            self.reader.rejected["out of order"] += 1
+            return
+        self.state, self.state_stamp = x, stamp
+        if self.lockstep:
+            # The sim advances only on our command: tick on the state of the next tick time.
+            if self.next_tick_ns is None or stamp.nanoseconds >= self.next_tick_ns - self.period * 0.5e9:
+                self.next_tick_ns = stamp.nanoseconds + int(self.period * 1e9)
+                self._tick()
+
+    def _on_timer(self) -> None:
+        self._tick()
+
+    # -- the control tick --------------------------------------------------------------------
+    def _tick(self) -> None:
+        start = time.perf_counter()
+        missed = 0
+        if self.last_tick_start is not None and not self.lockstep:
+            gap = start - self.last_tick_start
+            missed += max(0, round(gap / self.period) - 1)  # timer periods that never ran
+        self.last_tick_start = start
+
+        command = np.zeros(self.task.action_dim)
+        if self._state_fresh():
+            deadline = None if self.lockstep else start + self.p["deadline_fraction"] * self.period
+            plan = self.planner.plan(torch.from_numpy(self.state).float(), deadline)
+            self.deadline_stops += int(plan.deadline_missed)
+            action = plan.actions[0].double().numpy()
+            if np.all(np.isfinite(action)):
+                command = np.clip(action, self.action_low, self.action_high)
+                self.last_plan = plan
+            else:
+                self.unsafe_plans += 1
+        else:
+            self.stale_ticks += 1
+        self.command_pub.publish(command_message(command))
+
+        duration = time.perf_counter() - start
+        self.stats.record(duration, missed + int(duration > self.period))
+        self._maybe_publish_markers()
+
+    def _state_fresh(self) -> bool:
+        if self.state is None:
+            return False
+        age = (self.get_clock().now() - self.state_stamp).nanoseconds * 1e-9
+        return age <= self.p["state_timeout"]
+
+    # -- monitoring --------------------------------------------------------------------------
+    def _maybe_publish_markers(self) -> None:
+        rate = self.p["marker_rate"]
+        now = time.monotonic()
+        if rate <= 0 or self.last_plan is None or now - self.last_marker_wall < 1.0 / rate:
+            return
+        if self.marker_pub.get_subscription_count() == 0:
+            return
+        self.last_marker_wall = now
+        stamp = self.get_clock().now().to_msg()
+        keypoints = self.task.keypoints(self.last_plan.states.double().numpy())
+        markers = plan_markers(keypoints, stamp, self.p["frame_id"])
+        goal = self.task.keypoints(np.zeros((1, self.task.state_dim)))[0, -1]
+        markers.markers.append(goal_marker(goal, stamp, self.p["frame_id"]))
+        self.marker_pub.publish(markers)
+
+    def _publish_diagnostics(self) -> None:
+        level, message = OK, "planning"
+        if self.state is None:
+            level, message = WARN, "waiting for joint states"
+        elif not self._state_fresh():
+            level, message = ERROR, "state stale: zero command"
+        age = (
+            (self.get_clock().now() - self.state_stamp).nanoseconds * 1e-6 if self.state_stamp is not None else -1.0
+        )
+        values = {
+            "planner": self.p["planner"],
+            "control_hz": self.p["control_rate"],
+            **self.stats.summary(),
+            "stale_ticks": self.stale_ticks,
+            "unsafe_plans": self.unsafe_plans,
+            "deadline_stops": self.deadline_stops,
+            "rejected_states": self.reader.rejected_total,
+            "state_age_ms": f"{age:.1f}",
+            "warmup_s": f"{self.warmup_s:.2f}",
+        }
+        if self.last_plan is not None:
+            values["plan_cost"] = f"{self.last_plan.cost:.4f}"
+            values["plan_iterations"] = self.last_plan.iterations
+        self.diagnostics.publish(level, message, values)
+
+
+main = main_for(ControllerNode)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""rviz markers for a plan: the predicted trajectory of each keypoint, and the goal."""
+
+from __future__ import annotations
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Point
+from std_msgs.msg import ColorRGBA
+from visualization_msgs.msg import Marker, MarkerArray
+
+_COLOURS = [ColorRGBA(r=0.2, g=0.4, b=1.0, a=0.9), ColorRGBA(r=0.1, g=0.9, b=0.3, a=0.9)]
+
+
+def plan_markers(
+    keypoints: np.ndarray, stamp: Time, frame: str = "world", namespace: str = "plan"
+) -> MarkerArray:
+    """``keypoints[T, K, 3]``: one LINE_STRIP per keypoint (cart, pole tip, ...) along the plan."""
+    out = MarkerArray()
+    for k in range(keypoints.shape[1]):
+        m = Marker()
+        m.header.frame_id = frame
+        m.header.stamp = stamp
+        m.ns = namespace
+        m.id = k
+        m.type = Marker.LINE_STRIP
+        m.action = Marker.ADD
+        m.pose.orientation.w = 1.0
+        m.scale.x = 0.02
+        m.color = _COLOURS[k % len(_COLOURS)]
+        m.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in keypoints[:, k]]
+        out.markers.append(m)
+    return out
+
+
+def goal_marker(position: np.ndarray, stamp: Time, frame: str = "world") -> Marker:
+    m = Marker()
+    m.header.frame_id = frame
+    m.header.stamp = stamp
+    m.ns = "goal"
+    m.id = 0
+    m.type = Marker.SPHERE
+    m.action = Marker.ADD
+    m.pose.position = Point(x=float(position[0]), y=float(position[1]), z=float(position[2]))
+    m.pose.orientation.w = 1.0
+    m.scale.x = m.scale.y = m.scale.z = 0.08
+    m.color = ColorRGBA(r=1.0, g=0.8, b=0.0, a=0.8)
+    return m

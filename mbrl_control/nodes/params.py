@@ -1,0 +1,91 @@
+"""Parameters declared from a table: descriptor, range and description for each, and an error
+that names the parameter when a value is wrong, so a node fails at start and says why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import (
+    InvalidParameterTypeException,
+    InvalidParameterValueException,
+    ParameterException,
+)
+from rclpy.node import Node
+
+
+class ParameterError(ValueError):
+    """A parameter value a node cannot start with."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: bool | int | float | str | list
+    description: str
+    low: float | None = None  # inclusive bounds; for lists, of every element
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def allowed(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        if self.low is not None or self.high is not None:
+            return f"in [{self.low}, {self.high}]"
+        return f"of type {type(self.default).__name__}"
+
+    def descriptor(self) -> ParameterDescriptor:
+        d = ParameterDescriptor(description=self.description, read_only=True)
+        scalar = self.default if not isinstance(self.default, list) else None
+        if self.low is not None and self.high is not None and scalar is not None:
+            if isinstance(scalar, bool):
+                pass
+            elif isinstance(scalar, int):
+                d.integer_range = [IntegerRange(from_value=int(self.low), to_value=int(self.high), step=0)]
+            elif isinstance(scalar, float):
+                d.floating_point_range = [
+                    FloatingPointRange(from_value=float(self.low), to_value=float(self.high), step=0.0)
+                ]
+        if self.choices:
+            d.additional_constraints = self.allowed()
+        return d
+
+    def check(self, value: Any) -> None:
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if self.choices and value not in self.choices:
+            raise ParameterError(f"parameter '{self.name}' = {value!r} is not {self.allowed()} ({self.description})")
+        for v in values:
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                if (self.low is not None and v < self.low) or (self.high is not None and v > self.high):
+                    raise ParameterError(
+                        f"parameter '{self.name}' = {value!r} is out of range: must be {self.allowed()} "
+                        f"({self.description})"
+                    )
+
+
+def declare_parameters(node: Node, specs: list[ParamSpec]) -> dict[str, Any]:
+    """Declare every spec on ``node`` and return the values, or raise ParameterError."""
+    values: dict[str, Any] = {}
+    for spec in specs:
+        try:
+            value = node.declare_parameter(spec.name, spec.default, spec.descriptor()).value
+        except InvalidParameterTypeException as exc:
+            kind = type(spec.default).__name__
+            hint = " (write 50.0, not 50, for a float)" if isinstance(spec.default, float) else ""
+            raise ParameterError(f"parameter '{spec.name}' must be of type {kind}{hint}: {exc}") from exc
+        except (InvalidParameterValueException, ParameterException) as exc:
+            raise ParameterError(
+                f"parameter '{spec.name}' is invalid: must be {spec.allowed()} ({spec.description}): {exc}"
+            ) from exc
+        if isinstance(spec.default, list) and value is not None:
+            value = list(value)
+        spec.check(value)
+        values[spec.name] = value
+    return values
+
+
+def section(values: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The ``prefix.*`` parameters as a dict without the prefix."""
+    p = prefix + "."
+    return {k[len(p):]: v for k, v in values.items() if k.startswith(p)}

@@ -1,0 +1,31 @@
+"""Where the package's config/ and launch/ live: the source tree when running from one (pip
+editable install), else the ament share directory (colcon build), else ``<prefix>/share``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+PACKAGE = "mbrl_control"
+
+
+def share_dir() -> Path:
+    source_tree = Path(__file__).resolve().parents[1]
+    if (source_tree / "config").is_dir() and (source_tree / "package.xml").is_file():
+        return source_tree
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory(PACKAGE))
+    except (ImportError, LookupError, OSError):  # no ament index, or this package not in it
+        return Path(sys.prefix) / "share" / PACKAGE
+
+
+def config_dir() -> Path:
+    return share_dir() / "config"
+
+
+def resolve_config_path(path: str) -> Path:
+    """An absolute path as is; a relative one against the package's config directory."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else config_dir() / p

@@ -1,0 +1,1 @@
+"""Simulated robots (PyBullet) behind a small, ROS-free interface used by the sim node."""

@@ -1,0 +1,93 @@
+"""A URDF robot in PyBullet, driven by joint efforts, with a fixed physics step.
+
+ROS-free: the sim node wraps it with topics and timing; tests use it directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pybullet
+from pybullet_utils.bullet_client import BulletClient
+
+
+@dataclass
+class JointSample:
+    position: np.ndarray
+    velocity: np.ndarray
+    effort: np.ndarray
+
+
+class BulletRobot:
+    """One robot in its own PyBullet client (several may live in one process).
+
+    ``joint_names`` lists the movable joints in URDF order. Efforts are applied with
+    TORQUE_CONTROL after PyBullet's default velocity motors are switched off, and PyBullet's
+    default link damping is removed so the URDF's joint damping is the only dissipation.
+    """
+
+    def __init__(self, urdf: str | Path, physics_dt: float, gravity: float = 9.81, gui: bool = False):
+        self._client = BulletClient(connection_mode=pybullet.GUI if gui else pybullet.DIRECT)
+        c = self._client
+        c.setGravity(0.0, 0.0, -gravity)
+        c.setTimeStep(physics_dt)
+        self.physics_dt = physics_dt
+        self.body = c.loadURDF(str(urdf), useFixedBase=True, flags=pybullet.URDF_USE_INERTIA_FROM_FILE)
+        self.joint_names: list[str] = []
+        self._joint_index: dict[str, int] = {}
+        for j in range(c.getNumJoints(self.body)):
+            info = c.getJointInfo(self.body, j)
+            c.changeDynamics(self.body, j, linearDamping=0.0, angularDamping=0.0)
+            if info[2] == pybullet.JOINT_FIXED:
+                continue
+            name = info[1].decode()
+            self.joint_names.append(name)
+            self._joint_index[name] = j
+        self._indices = [self._joint_index[n] for n in self.joint_names]
+        c.setJointMotorControlArray(
+            self.body, self._indices, pybullet.VELOCITY_CONTROL, forces=[0.0] * len(self._indices)
+        )
+        self._effort = np.zeros(len(self._indices))
+
+    def indices(self, names: list[str]) -> list[int]:
+        """Positions of ``names`` in ``joint_names`` (raises for an unknown joint)."""
+        missing = [n for n in names if n not in self._joint_index]
+        if missing:
+            raise ValueError(f"unknown joints {missing}; the URDF has {self.joint_names}")
+        return [self.joint_names.index(n) for n in names]
+
+    def reset(self, position: np.ndarray, velocity: np.ndarray) -> None:
+        for k, j in enumerate(self._indices):
+            self._client.resetJointState(self.body, j, float(position[k]), float(velocity[k]))
+        self._effort[:] = 0.0
+
+    def step(self, effort: np.ndarray, n_steps: int = 1) -> None:
+        """Hold ``effort`` (one per movable joint) for ``n_steps`` physics steps."""
+        self._effort[:] = effort
+        forces = self._effort.tolist()
+        for _ in range(n_steps):
+            # PyBullet clears TORQUE_CONTROL forces after every stepSimulation: set them each step.
+            self._client.setJointMotorControlArray(
+                self.body, self._indices, pybullet.TORQUE_CONTROL, forces=forces
+            )
+            self._client.stepSimulation()
+
+    def state(self) -> JointSample:
+        states = self._client.getJointStates(self.body, self._indices)
+        return JointSample(
+            position=np.array([s[0] for s in states]),
+            velocity=np.array([s[1] for s in states]),
+            effort=self._effort.copy(),
+        )
+
+    def set_dynamics(self, joint: str, **kwargs: float) -> None:
+        """Change a link's dynamics (mass, joint damping, ...) for domain randomization."""
+        self._client.changeDynamics(self.body, self._joint_index[joint], **kwargs)
+
+    def close(self) -> None:
+        try:
+            self._client.disconnect()
+        except pybullet.error:
+            pass

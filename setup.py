@@ -1,0 +1,47 @@
+"""ament_python package setup: colcon build installs the nodes in lib/mbrl_control and launch/ and
+config/ under share/mbrl_control; pip install -e . gives the same modules plus the mbrl-control CLI."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "mbrl_control"
+
+
+def data_tree(folder: str) -> list[tuple[str, list[str]]]:
+    """(install dir, files) pairs for every directory under ``folder``, kept relative."""
+    pairs = {}
+    for path in glob(f"{folder}/**/*", recursive=True):
+        if "." in path.rsplit("/", 1)[-1]:
+            parent = path.rsplit("/", 1)[0]
+            pairs.setdefault(f"share/{PACKAGE}/{parent}", []).append(path)
+    return sorted(pairs.items())
+
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        *data_tree("launch"),
+        *data_tree("config"),
+    ],
+    install_requires=["setuptools", "numpy", "scipy", "pyyaml"],
+    zip_safe=True,
+    maintainer="mbrl_control maintainers",
+    maintainer_email="maintainers@mbrl-control.dev",
+    description="Model-based RL and MPC for robots on ROS 2",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            # Node executables: the same table as mbrl_control.graph.EXECUTABLES (a test checks).
+            "sim_node = mbrl_control.nodes.sim_node:main",
+            "controller_node = mbrl_control.nodes.controller_node:main",
+            "run_monitor = mbrl_control.nodes.run_monitor:main",
+            "mbrl-control = mbrl_control.cli:main",
+        ],
+    },
+)
