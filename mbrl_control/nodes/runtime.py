@@ -27,6 +27,8 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
         except (ParameterError, ValueError, FileNotFoundError) as exc:
             print(f"[FATAL] cannot start: {exc}", file=sys.stderr, flush=True)
             return EXIT_BAD_PARAMETER
+        except KeyboardInterrupt:  # Ctrl-C while starting (e.g. compiling the planner)
+            return 0
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         try:

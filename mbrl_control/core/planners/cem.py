@@ -101,8 +101,11 @@ class CEMPlanner(Planner):
             iterations=done,
             deadline_missed=done < cfg.iterations,
         )
-        # Warm start for the next tick: shift by one step and repeat the last action.
+        self._shift_mean()
+        return plan
+
+    def _shift_mean(self) -> None:
+        """Warm start for the next tick: drop the step just executed, repeat the last one."""
         self._scratch[:-1].copy_(self._mean[1:])
         self._scratch[-1].copy_(self._mean[-1])
         self._mean.copy_(self._scratch)
-        return plan

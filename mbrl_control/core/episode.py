@@ -1,0 +1,49 @@
+"""Closed-loop episodes without ROS: a planner acting on a plant model, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mbrl_control.core.dynamics.base import DynamicsModel
+from mbrl_control.core.planners.base import Planner
+
+
+@dataclass
+class Episode:
+    states: np.ndarray  # [T+1, nx], the first is the initial state
+    actions: np.ndarray  # [T, nu]
+    tick_s: np.ndarray  # [T] planning time per tick
+    dt: float
+
+    @property
+    def times(self) -> np.ndarray:
+        return np.arange(len(self.states)) * self.dt
+
+
+def run_episode(
+    planner: Planner,
+    plant: DynamicsModel,
+    x0: torch.Tensor,
+    steps: int,
+    budget_s: float | None = None,
+) -> Episode:
+    """Replan every step from the plant's true state and apply the first action.
+
+    ``budget_s`` gives the planner a deadline per tick, as the controller node does in realtime.
+    """
+    planner.reset()
+    x = x0.to(torch.float64).unsqueeze(0)
+    states, actions, ticks = [x[0].numpy().copy()], [], []
+    for _ in range(steps):
+        start = time.perf_counter()
+        plan = planner.plan(x[0].float(), None if budget_s is None else start + budget_s)
+        ticks.append(time.perf_counter() - start)
+        u = plan.actions[:1].to(torch.float64)
+        x = plant.step(x, u)
+        states.append(x[0].numpy().copy())
+        actions.append(u[0].numpy().copy())
+    return Episode(np.array(states), np.array(actions), np.array(ticks), plant.dt)

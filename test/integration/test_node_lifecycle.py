@@ -1,0 +1,64 @@
+"""Nodes start and stop like ROS nodes should: bad parameters stop them at start with a message
+naming the parameter; the pip-only launcher stops every node cleanly on Ctrl-C."""
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from rosutil import node_env
+
+from mbrl_control.graph import mpc_graph
+from mbrl_control.launcher import node_command
+
+
+def _run_node(spec_name, overrides, domain, tmp_path, timeout=120):
+    """Start one node of the graph as the launchers do, with ``overrides`` on top of its config."""
+    spec = next(s for s in mpc_graph({}) if s.name == spec_name)
+    spec = dataclasses.replace(spec, parameters=[*spec.parameters, overrides])
+    cmd = node_command(spec, tmp_path)
+    return subprocess.run(cmd, env=node_env(domain), capture_output=True, text=True, timeout=timeout)
+
+
+def test_out_of_range_parameter_stops_the_controller_naming_it(domain, tmp_path):
+    result = _run_node("mpc_controller", {"control_rate": 5000.0}, domain, tmp_path)
+    assert result.returncode == 2
+    assert "control_rate" in result.stderr and "1.0" in result.stderr and "1000.0" in result.stderr
+
+
+def test_bad_choice_and_wrong_type_stop_the_sim_naming_them(domain, tmp_path):
+    result = _run_node("sim", {"mode": "fast"}, domain, tmp_path)
+    assert result.returncode == 2 and "'mode'" in result.stderr and "lockstep" in result.stderr
+    result = _run_node("sim", {"physics_rate": "fast"}, domain, tmp_path)
+    assert result.returncode == 2 and "physics_rate" in result.stderr and "float" in result.stderr
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purpose; /proc says which.
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_launcher_stops_all_nodes_on_ctrl_c(domain):
+    cmd = [sys.executable, "-m", "mbrl_control.cli", "launch", "mpc", "mode:=realtime"]
+    proc = subprocess.Popen(cmd, env=node_env(domain), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(5.0)  # the nodes are up (the controller may still be warming up)
+        assert proc.poll() is None
+        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                                    text=True).stdout.split()]
+        assert len(children) == 2  # sim and controller
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert not [pid for pid in children if _alive(pid)]
+    assert "Traceback" not in err, err[-3000:]

@@ -1,0 +1,83 @@
+"""One description of the node graph serves mpc.launch.py and the pip-only launcher."""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mbrl_control.graph import EXECUTABLES, MPC_ARGUMENTS, mpc_graph
+from mbrl_control.launcher import node_command, parse_launch_args
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def names(specs):
+    return [s.name for s in specs]
+
+
+def test_default_graph_is_sim_and_controller_wired_by_ros2_control_topics():
+    specs = mpc_graph({})
+    assert names(specs) == ["sim", "mpc_controller"]
+    controller = specs[1]
+    assert dict(controller.remappings) == {
+        "joint_states": "/joint_states",
+        "effort_controller/commands": "/effort_controller/commands",
+    }
+    assert controller.parameters[0].endswith("config/cartpole.yaml")
+    assert controller.parameters[1] == {"mode": "realtime", "use_sim_time": False, "planner": "cem"}
+
+
+def test_launch_arguments_change_the_graph():
+    lockstep = mpc_graph({"mode": "lockstep", "duration": "5", "gui": "true"})
+    assert names(lockstep) == ["sim", "mpc_controller", "run_monitor"]
+    assert all(s.parameters[1]["use_sim_time"] is True for s in lockstep)
+    assert lockstep[0].parameters[1]["gui"] is True
+    assert lockstep[2].ends_launch and lockstep[2].parameters[1]["duration"] == 5.0
+    assert names(mpc_graph({"use_sim": "false"})) == ["mpc_controller"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ({"mode": "fast"}, "mode"),
+        ({"planner": "magic"}, "planner"),
+        ({"robot": "unicycle"}, "robot"),
+        ({"colour": "red"}, "unknown launch arguments"),
+        ({"duration": "-1"}, "duration"),
+    ],
+)
+def test_bad_launch_arguments_are_refused_by_name(args, message):
+    with pytest.raises(ValueError, match=message):
+        mpc_graph(args)
+
+
+def test_pip_launcher_command_passes_files_overrides_and_remaps(tmp_path):
+    spec = mpc_graph({"mode": "lockstep"})[1]
+    cmd = node_command(spec, tmp_path)
+    assert cmd[1:3] == ["-m", "mbrl_control.nodes.controller_node"]
+    assert cmd[3:6] == ["--ros-args", "-r", "__node:=mpc_controller"]
+    files = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--params-file"]
+    assert files[0].endswith("cartpole.yaml")
+    override = yaml.safe_load(Path(files[1]).read_text())
+    assert override == {"/mpc_controller": {"ros__parameters": {"mode": "lockstep", "use_sim_time": True, "planner": "cem"}}}
+    assert "joint_states:=/joint_states" in cmd
+    assert parse_launch_args(["a:=1", "b:=x:=y"]) == {"a": "1", "b": "x:=y"}
+    with pytest.raises(ValueError):
+        parse_launch_args(["oops"])
+
+
+def test_setup_py_installs_every_graph_executable():
+    text = (ROOT / "setup.py").read_text()
+    scripts = dict(re.findall(r'"(\w+) = ([\w.]+):main"', text))
+    for exe, module in EXECUTABLES.items():
+        assert scripts.get(exe) == module
+
+
+def test_launch_file_declares_every_argument_and_builds_from_the_graph():
+    source = (ROOT / "launch" / "mpc.launch.py").read_text()
+    tree = ast.parse(source)
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert {"MPC_ARGUMENTS", "mpc_graph", "DeclareLaunchArgument", "Node", "OpaqueFunction"} <= imported
+    assert {a.name for a in MPC_ARGUMENTS} >= {"robot", "mode", "gui", "use_sim", "planner"}
