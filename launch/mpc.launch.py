@@ -1,5 +1,6 @@
 """ros2 launch mbrl_control mpc.launch.py [robot:=cartpole] [mode:=realtime|lockstep] [gui:=false]
-[use_sim:=true] [planner:=cem] [duration:=0]
+[use_sim:=true] [hardware:=mock|ros2_control|loopback|pkg.module:Device] [planner:=cem] [duration:=0]
+[record:=false] [rviz:=false]  (ros2 launch mbrl_control mpc.launch.py --show-args lists them all)
 
 A thin adapter: the node graph itself (nodes, parameter files, remappings per argument) lives in
 mbrl_control.graph, which the pip-only launcher (mbrl-control launch mpc) reads too.
@@ -23,6 +24,7 @@ def _nodes(context):
             namespace=spec.namespace,  # given, so dict overrides key on the node's full name
             parameters=spec.parameters,
             remappings=spec.remappings,
+            arguments=spec.arguments,
             output="screen",
             emulate_tty=True,
             on_exit=Shutdown(reason=f"{spec.name} finished") if spec.ends_launch else None,

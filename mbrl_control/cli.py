@@ -43,7 +43,7 @@ def _table(rows: list[tuple[str, object]]) -> str:
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
 
-def demo(duration: float, mode: str, planner: str, extra: list[str], runs_dir: Path) -> int:
+def demo(duration: float, mode: str, planner: str, extra: list[str], runs_dir: Path, record: bool = True) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = runs_dir / stamp
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -51,7 +51,9 @@ def demo(duration: float, mode: str, planner: str, extra: list[str], runs_dir: P
     print("warming up the planner (the first run on a machine compiles kernels: a minute or two)...", flush=True)
     print(f"  planner ready in {warmup(planner=planner):.1f} s", flush=True)
     summary_path = run_dir / "summary.json"
-    args = {"mode": mode, "planner": planner, "duration": str(duration), "summary_path": str(summary_path)}
+    recording = run_dir / "run.mcap"
+    args = {"mode": mode, "planner": planner, "duration": str(duration), "summary_path": str(summary_path),
+            "record": str(record).lower(), "record_path": str(recording)}
     args |= parse_launch_args(extra)
     print(f"running mpc.launch.py {' '.join(f'{k}:={v}' for k, v in args.items())}", flush=True)
     code = launch("mpc", args, log_dir=run_dir / "logs", timeout=duration * 20 + 600)
@@ -61,6 +63,13 @@ def demo(duration: float, mode: str, planner: str, extra: list[str], runs_dir: P
         return 1
     summary = json.loads(summary_path.read_text())
     summary["run_dir"] = str(run_dir)
+    if record and recording.is_file():
+        from mbrl_control.report import make_report
+
+        summary["recording"] = str(recording)
+        period_ms = 1e3 / summary["control_hz"] if summary.get("control_hz") else None
+        summary["report"] = str(make_report(recording, run_dir / "report.png", dict(summary), period_ms=period_ms,
+                                            title=f"mbrl_control demo: {summary['task']}, {summary['planner']}"))
     print("\nmbrl_control demo: cart-pole swing-up through ROS 2 nodes")
     print(_table([(k, v) for k, v in summary.items()]))
     print(json.dumps(summary), flush=True)
@@ -80,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     p_demo.add_argument("--mode", default="realtime", choices=("realtime", "lockstep"))
     p_demo.add_argument("--planner", default="cem")
     p_demo.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    p_demo.add_argument("--no-record", dest="record", action="store_false", help="no MCAP recording and report")
     p_demo.add_argument("args", nargs="*", help="extra launch arguments name:=value")
     p_warm = sub.add_parser("warmup", help="compile the planner once so nodes start fast")
     p_warm.add_argument("--robot", default="cartpole")
@@ -89,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         if a.command == "launch":
             sys.exit(launch(a.graph, parse_launch_args(a.args), log_dir=a.log_dir))
         if a.command == "demo":
-            sys.exit(demo(a.duration, a.mode, a.planner, a.args, a.runs_dir))
+            sys.exit(demo(a.duration, a.mode, a.planner, a.args, a.runs_dir, a.record))
         if a.command == "warmup":
             print(f"planner compiled and run in {warmup(a.robot, a.planner):.1f} s")
     except ValueError as exc:

@@ -20,6 +20,9 @@ EXECUTABLES = {
     "sim_node": "mbrl_control.nodes.sim_node",
     "controller_node": "mbrl_control.nodes.controller_node",
     "run_monitor": "mbrl_control.nodes.run_monitor",
+    "mock_hardware_node": "mbrl_control.nodes.mock_hardware_node",
+    "driver_node": "mbrl_control.nodes.driver_node",
+    "recorder_node": "mbrl_control.nodes.recorder_node",
 }
 
 STATE_TOPIC = "/joint_states"
@@ -43,6 +46,7 @@ class NodeSpec:
     ends_launch: bool = False  # its exit ends the whole launch (the run monitor)
     namespace: str = ""
     package: str = PACKAGE
+    arguments: list[str] = field(default_factory=list)  # command-line arguments before --ros-args
 
     @property
     def fqn(self) -> str:
@@ -50,18 +54,32 @@ class NodeSpec:
         return f"{self.namespace.rstrip('/')}/{self.name}" if self.namespace.strip("/") else f"/{self.name}"
 
     @property
-    def module(self) -> str:
-        return EXECUTABLES[self.executable]
+    def module(self) -> str | None:
+        """The Python module to run, or None for another package's executable (rviz2, ...)."""
+        return EXECUTABLES.get(self.executable) if self.package == PACKAGE else None
 
+
+HARDWARE = ("mock", "ros2_control", "loopback")
 
 MPC_ARGUMENTS = [
     LaunchArgument("robot", "cartpole", "robot config: config/<robot>.yaml, or a path to a parameter file"),
     LaunchArgument("mode", "realtime", "realtime: wall-clock physics; lockstep: one step per command, /clock", ("realtime", "lockstep")),
     LaunchArgument("gui", "false", "open the PyBullet GUI", ("true", "false")),
-    LaunchArgument("use_sim", "true", "start the PyBullet sim; false: a real robot provides the topics", ("true", "false")),
+    LaunchArgument("use_sim", "true", "start the PyBullet sim; false: hardware provides the topics", ("true", "false")),
+    LaunchArgument(
+        "hardware", "mock",
+        "with use_sim:=false: mock (mirrors commands, like mock_components), ros2_control (your "
+        "controller_manager provides the topics; nothing is started), loopback (the driver template "
+        "on its loopback device), or your device class 'package.module:Class' for the driver template",
+    ),
+    LaunchArgument("state_topic", STATE_TOPIC, "joint states the controller reads (joint_state_broadcaster's)"),
+    LaunchArgument("command_topic", COMMAND_TOPIC, "effort commands the controller writes (a forward_command_controller's)"),
     LaunchArgument("planner", "cem", "planning algorithm", ("cem",)),
     LaunchArgument("duration", "0", "stop after this many seconds of robot time (0: run until stopped)"),
     LaunchArgument("summary_path", "", "write the run summary JSON here when the run ends"),
+    LaunchArgument("record", "false", "record every topic to MCAP", ("true", "false")),
+    LaunchArgument("record_path", "", "MCAP file to write (default runs/<stamp>/run.mcap)"),
+    LaunchArgument("rviz", "false", "start rviz2 and robot_state_publisher (needs a ROS 2 install)", ("true", "false")),
 ]
 
 
@@ -104,15 +122,20 @@ def mpc_graph(args: dict[str, str]) -> list[NodeSpec]:
     if duration < 0:
         raise ValueError("launch argument 'duration' must be >= 0")
     common = {"mode": a["mode"], "use_sim_time": lockstep}
+    robot_topics = [("joint_states", a["state_topic"]), ("effort_controller/commands", a["command_topic"])]
     nodes: list[NodeSpec] = []
+    if _bool(a["record"], "record"):  # first, so it sees the other nodes' topics appear
+        nodes.append(NodeSpec("recorder_node", "recorder", [str(config), common | {"output": a["record_path"]}]))
     if _bool(a["use_sim"], "use_sim"):
-        nodes.append(NodeSpec("sim_node", "sim", [str(config), common | {"gui": _bool(a["gui"], "gui")}]))
+        nodes.append(NodeSpec("sim_node", "sim", [str(config), common | {"gui": _bool(a["gui"], "gui")}], robot_topics))
+    else:
+        nodes += hardware_nodes(a["hardware"], config, common, robot_topics)
     nodes.append(
         NodeSpec(
             "controller_node",
             "mpc_controller",
             [str(config), common | {"planner": a["planner"]}],
-            remappings=[("joint_states", STATE_TOPIC), ("effort_controller/commands", COMMAND_TOPIC)],
+            remappings=robot_topics,
         )
     )
     if duration > 0:
@@ -121,11 +144,46 @@ def mpc_graph(args: dict[str, str]) -> list[NodeSpec]:
                 "run_monitor",
                 "run_monitor",
                 [str(config), common | {"duration": duration, "planner": a["planner"], "summary_path": a["summary_path"]}],
-                remappings=[("joint_states", STATE_TOPIC), ("effort_controller/commands", COMMAND_TOPIC)],
+                remappings=robot_topics,
                 ends_launch=True,
             )
         )
+    if _bool(a["rviz"], "rviz"):
+        nodes += visualization_nodes(config, common, a["state_topic"])
     return nodes
+
+
+def hardware_nodes(hardware: str, config: Path, common: dict, topics: list[tuple[str, str]]) -> list[NodeSpec]:
+    """What stands in for the robot when there is no sim."""
+    if hardware == "ros2_control":
+        return []  # the user's controller_manager publishes and subscribes the topics
+    if hardware == "mock":
+        return [NodeSpec("mock_hardware_node", "mock_hardware", [str(config), common], topics)]
+    device = "mbrl_control.hardware.device:LoopbackDevice" if hardware == "loopback" else hardware
+    if ":" not in device:
+        raise ValueError(
+            f"launch argument 'hardware' must be one of {', '.join(HARDWARE)} or 'package.module:DeviceClass'; got '{hardware}'"
+        )
+    return [NodeSpec("driver_node", "driver", [str(config), common | {"device": device, "autostart": True}], topics)]
+
+
+def visualization_nodes(config: Path, common: dict, state_topic: str) -> list[NodeSpec]:
+    """robot_state_publisher (TF from joint states) and rviz2: ROS 2 install only."""
+    from mbrl_control.config import node_parameters
+    from mbrl_control.paths import resolve_config_path
+
+    urdf = resolve_config_path(node_parameters(config, "robot_state_publisher").get("urdf", "urdf/cartpole.urdf"))
+    return [
+        NodeSpec(
+            "robot_state_publisher", "robot_state_publisher",
+            [{"robot_description": urdf.read_text(), "use_sim_time": common["use_sim_time"]}],
+            [("joint_states", state_topic)], package="robot_state_publisher",
+        ),
+        NodeSpec(
+            "rviz2", "rviz2", [{"use_sim_time": common["use_sim_time"]}], package="rviz2",
+            arguments=["-d", str(config.parent / "mbrl_control.rviz")],
+        ),
+    ]
 
 
 GRAPHS = {"mpc": (MPC_ARGUMENTS, mpc_graph)}

@@ -26,7 +26,9 @@ STOP_GRACE_S = 5.0
 
 
 def node_command(spec: NodeSpec, scratch: Path) -> list[str]:
-    cmd = [sys.executable, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}"]
+    if spec.module is None:
+        raise ValueError(f"{spec.package}/{spec.executable} is not part of mbrl_control")
+    cmd = [sys.executable, "-m", spec.module, *spec.arguments, "--ros-args", "-r", f"__node:={spec.name}"]
     for i, params in enumerate(spec.parameters):
         if isinstance(params, dict):
             # Keyed by the fully qualified node name, as launch_ros does for a node given a name
@@ -149,7 +151,10 @@ def launch(graph: str, args: dict[str, str], log_dir: Path | None = None, timeou
         raise ValueError(f"unknown launch file '{graph}'; known: {sorted(GRAPHS)}")
     _, build = GRAPHS[graph]
     specs = build(args)
-    running = Launch(specs, log_dir)
+    for spec in [s for s in specs if s.module is None]:
+        print(f"[launch] skipping {spec.package}/{spec.executable}: it needs a ROS 2 install "
+              "(use ros2 launch there)", file=sys.stderr)
+    running = Launch([s for s in specs if s.module is not None], log_dir)
 
     def on_signal(signum, frame):  # Ctrl-C or SIGTERM: stop the nodes cleanly, then leave
         raise KeyboardInterrupt

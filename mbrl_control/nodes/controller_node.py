@@ -24,7 +24,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 from visualization_msgs.msg import MarkerArray
 
 from mbrl_control.core.builders import PLANNERS, build_model, build_planner, build_task, robot_params
@@ -35,6 +35,8 @@ from mbrl_control.nodes.markers import goal_marker, plan_markers
 from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters, section
 from mbrl_control.nodes.runtime import main_for
 from mbrl_control.paths import resolve_config_path
+
+TIMING_FIELDS = "tick_ms,plan_cost,plan_iterations,state_age_ms"
 
 PARAMS = [
     ParamSpec("robot", "cartpole", "robot model and task", choices=("cartpole",)),
@@ -112,6 +114,10 @@ class ControllerNode(Node):
             Float64MultiArray, "effort_controller/commands", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         )
         self.marker_pub = self.create_publisher(MarkerArray, "~/plan", 1)
+        # Per-tick figures for plots and recordings (tick time, plan cost, iterations, state age).
+        self.timing_pub = self.create_publisher(Float64MultiArray, "~/timing", 10)
+        self.timing_msg = Float64MultiArray()
+        self.timing_msg.layout.dim = [MultiArrayDimension(label=TIMING_FIELDS, size=4, stride=4)]
         self.diagnostics = DiagnosticsPublisher(self)
         self.create_subscription(JointState, "joint_states", self._on_state, qos_profile_sensor_data)
         if not self.lockstep:
@@ -159,10 +165,12 @@ class ControllerNode(Node):
         self.last_tick_start = start
 
         command = np.zeros(self.task.action_dim)
+        cost, iterations = math.nan, 0
         if self._state_fresh():
             deadline = None if self.lockstep else start + self.p["deadline_fraction"] * self.period
             plan = self.planner.plan(torch.from_numpy(self.state).float(), deadline)
             self.deadline_stops += int(plan.deadline_missed)
+            cost, iterations = plan.cost, plan.iterations
             action = plan.actions[0].double().numpy()
             if np.all(np.isfinite(action)):
                 command = np.clip(action, self.action_low, self.action_high)
@@ -175,13 +183,17 @@ class ControllerNode(Node):
 
         duration = time.perf_counter() - start
         self.stats.record(duration, missed + int(duration > self.period))
+        self.timing_msg.data = [duration * 1e3, cost, float(iterations), self._state_age() * 1e3]
+        self.timing_pub.publish(self.timing_msg)
         self._maybe_publish_markers()
 
+    def _state_age(self) -> float:
+        if self.state_stamp is None:
+            return math.inf
+        return (self.get_clock().now() - self.state_stamp).nanoseconds * 1e-9
+
     def _state_fresh(self) -> bool:
-        if self.state is None:
-            return False
-        age = (self.get_clock().now() - self.state_stamp).nanoseconds * 1e-9
-        return age <= self.p["state_timeout"]
+        return self.state is not None and self._state_age() <= self.p["state_timeout"]
 
     # -- monitoring --------------------------------------------------------------------------
     def _maybe_publish_markers(self) -> None:
@@ -205,9 +217,7 @@ class ControllerNode(Node):
             level, message = WARN, "waiting for joint states"
         elif not self._state_fresh():
             level, message = ERROR, "state stale: zero command"
-        age = (
-            (self.get_clock().now() - self.state_stamp).nanoseconds * 1e-6 if self.state_stamp is not None else -1.0
-        )
+        age = self._state_age() * 1e3
         values = {
             "planner": self.p["planner"],
             "control_hz": self.p["control_rate"],

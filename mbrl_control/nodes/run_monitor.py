@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
@@ -116,6 +117,8 @@ class RunMonitor(Node):
         summary = self.summary()
         text = json.dumps(summary)
         self.summary_pub.publish(String(data=text))
+        # Reliable delivery needs the publisher alive until subscribers (a recorder) acknowledge.
+        self.summary_pub.wait_for_all_acked(Duration(seconds=1.0))
         if self.p["summary_path"]:
             path = Path(self.p["summary_path"])
             path.parent.mkdir(parents=True, exist_ok=True)

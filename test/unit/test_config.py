@@ -6,10 +6,24 @@ import pytest
 import yaml
 
 from mbrl_control.config import node_parameters
-from mbrl_control.nodes import controller_node, run_monitor, sim_node
+from mbrl_control.nodes import (
+    controller_node,
+    driver_node,
+    mock_hardware_node,
+    recorder_node,
+    run_monitor,
+    sim_node,
+)
 from mbrl_control.paths import config_dir
 
-NODES = {"sim": sim_node.PARAMS, "mpc_controller": controller_node.PARAMS, "run_monitor": run_monitor.PARAMS}
+NODES = {
+    "sim": sim_node.PARAMS,
+    "mpc_controller": controller_node.PARAMS,
+    "run_monitor": run_monitor.PARAMS,
+    "mock_hardware": mock_hardware_node.PARAMS,
+    "driver": driver_node.PARAMS,
+    "recorder": recorder_node.PARAMS,
+}
 CONFIGS = sorted(p for p in config_dir().glob("*.yaml") if "ros__parameters" in p.read_text())
 
 

@@ -35,7 +35,30 @@ def test_launch_arguments_change_the_graph():
     assert all(s.parameters[1]["use_sim_time"] is True for s in lockstep)
     assert lockstep[0].parameters[1]["gui"] is True
     assert lockstep[2].ends_launch and lockstep[2].parameters[1]["duration"] == 5.0
-    assert names(mpc_graph({"use_sim": "false"})) == ["mpc_controller"]
+    assert names(mpc_graph({"use_sim": "false"})) == ["mock_hardware", "mpc_controller"]
+    assert names(mpc_graph({"use_sim": "false", "hardware": "ros2_control"})) == ["mpc_controller"]
+    driver = mpc_graph({"use_sim": "false", "hardware": "my_robot.io:Motors"})[0]
+    assert driver.name == "driver" and driver.parameters[1]["device"] == "my_robot.io:Motors"
+    assert driver.parameters[1]["autostart"] is True
+    recorded = mpc_graph({"record": "true", "record_path": "/tmp/x.mcap"})
+    assert names(recorded)[0] == "recorder" and recorded[0].parameters[1]["output"] == "/tmp/x.mcap"
+
+
+def test_topic_arguments_remap_every_robot_facing_node():
+    specs = mpc_graph({"use_sim": "false", "hardware": "mock", "state_topic": "/robot/joint_states",
+                       "command_topic": "/forward_effort_controller/commands", "duration": "3"})
+    for spec in specs:
+        assert dict(spec.remappings) == {"joint_states": "/robot/joint_states",
+                                         "effort_controller/commands": "/forward_effort_controller/commands"}
+
+
+def test_rviz_adds_ros2_install_nodes_the_pip_launcher_cannot_start():
+    specs = mpc_graph({"rviz": "true"})
+    rsp, rviz = specs[-2], specs[-1]
+    assert (rsp.package, rviz.package) == ("robot_state_publisher", "rviz2")
+    assert "<robot" in rsp.parameters[0]["robot_description"]
+    assert rviz.arguments[0] == "-d" and rviz.arguments[1].endswith("mbrl_control.rviz")
+    assert rsp.module is None and rviz.module is None
 
 
 @pytest.mark.parametrize(
@@ -46,6 +69,7 @@ def test_launch_arguments_change_the_graph():
         ({"robot": "unicycle"}, "robot"),
         ({"colour": "red"}, "unknown launch arguments"),
         ({"duration": "-1"}, "duration"),
+        ({"use_sim": "false", "hardware": "gazebo"}, "hardware"),
     ],
 )
 def test_bad_launch_arguments_are_refused_by_name(args, message):

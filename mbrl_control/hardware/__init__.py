@@ -1,0 +1,1 @@
+"""Hardware access for the driver template: one small Device class a user replaces."""

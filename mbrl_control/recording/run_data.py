@@ -1,0 +1,93 @@
+"""A recorded run (MCAP) as arrays: states, commands, planner timing, summary. No ROS needed:
+messages are decoded with the schemas stored in the file."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from mcap.reader import NonSeekingReader, make_reader
+from mcap_ros2.decoder import DecoderFactory
+
+
+@dataclass
+class RunData:
+    joints: list[str] = field(default_factory=list)
+    state_time: np.ndarray = field(default_factory=lambda: np.zeros(0))  # robot time [s], from stamps
+    position: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    command_time: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    command: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    timing_time: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    timing: dict[str, np.ndarray] = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _iter_decoded(path: Path):
+    with open(path, "rb") as f:
+        try:
+            reader = make_reader(f, decoder_factories=[DecoderFactory()])
+            yield from reader.iter_decoded_messages(log_time_order=True)
+            return
+        except Exception:  # no summary section (the writer was killed): stream through it
+            f.seek(0)
+        reader = NonSeekingReader(f, decoder_factories=[DecoderFactory()])
+        yield from reader.iter_decoded_messages()
+
+
+def load_run(path: str | Path, state_topic: str = "/joint_states", command_topic: str = "/effort_controller/commands",
+             timing_topic: str = "/mpc_controller/timing", summary_topic: str = "/run_monitor/summary") -> RunData:
+    run = RunData()
+    st_log, st_stamp, pos, vel = [], [], [], []
+    cmd_log, cmd = [], []
+    tm_log, tm = [], []
+    fields: list[str] = []
+    try:
+        for schema, channel, message, msg in _iter_decoded(Path(path)):
+            topic = channel.topic
+            run.counts[topic] = run.counts.get(topic, 0) + 1
+            if topic == state_topic:
+                if not run.joints:
+                    run.joints = list(msg.name)
+                if list(msg.name) != run.joints or len(msg.position) != len(run.joints):
+                    continue
+                st_log.append(message.log_time)
+                st_stamp.append(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
+                pos.append(list(msg.position))
+                vel.append(list(msg.velocity) if len(msg.velocity) == len(run.joints) else [math.nan] * len(run.joints))
+            elif topic == command_topic:
+                cmd_log.append(message.log_time)
+                cmd.append(list(msg.data))
+            elif topic == timing_topic:
+                if not fields and msg.layout.dim:
+                    fields = msg.layout.dim[0].label.split(",")
+                tm_log.append(message.log_time)
+                tm.append(list(msg.data))
+            elif topic == summary_topic:
+                run.summary = json.loads(msg.data)
+    except Exception:  # a torn tail after a crash: keep everything read before it
+        pass
+    if st_log:
+        st_log_a = np.array(st_log, dtype=np.float64)
+        stamps = np.array(st_stamp)
+        run.state_time = stamps - stamps[0]
+        run.position, run.velocity = np.array(pos), np.array(vel)
+
+        def robot_time(log_times: list[int]) -> np.ndarray:
+            # Log times are wall clock; map them onto robot time through the states' stamps.
+            return np.interp(np.array(log_times, dtype=np.float64), st_log_a, run.state_time)
+
+        run.command_time = robot_time(cmd_log)
+        run.timing_time = robot_time(tm_log)
+    if cmd:
+        width = max(len(c) for c in cmd)
+        run.command = np.array([c + [math.nan] * (width - len(c)) for c in cmd])
+    if tm:
+        arr = np.array(tm)
+        names = fields or [f"field{i}" for i in range(arr.shape[1])]
+        run.timing = {name: arr[:, i] for i, name in enumerate(names)}
+    return run
