@@ -44,6 +44,7 @@ setup(
             "mock_hardware_node = mbrl_control.nodes.mock_hardware_node:main",
             "driver_node = mbrl_control.nodes.driver_node:main",
             "recorder_node = mbrl_control.nodes.recorder_node:main",
+            "foxglove_bridge_node = mbrl_control.nodes.foxglove_bridge_node:main",
             "mbrl-control = mbrl_control.cli:main",
         ],
     },

@@ -23,6 +23,7 @@ EXECUTABLES = {
     "mock_hardware_node": "mbrl_control.nodes.mock_hardware_node",
     "driver_node": "mbrl_control.nodes.driver_node",
     "recorder_node": "mbrl_control.nodes.recorder_node",
+    "foxglove_bridge_node": "mbrl_control.nodes.foxglove_bridge_node",
 }
 
 STATE_TOPIC = "/joint_states"
@@ -80,6 +81,7 @@ MPC_ARGUMENTS = [
     LaunchArgument("record", "false", "record every topic to MCAP", ("true", "false")),
     LaunchArgument("record_path", "", "MCAP file to write (default runs/<stamp>/run.mcap)"),
     LaunchArgument("rviz", "false", "start rviz2 and robot_state_publisher (needs a ROS 2 install)", ("true", "false")),
+    LaunchArgument("foxglove", "false", "stream every topic to Foxglove on ws://localhost:8765", ("true", "false")),
 ]
 
 
@@ -148,6 +150,8 @@ def mpc_graph(args: dict[str, str]) -> list[NodeSpec]:
                 ends_launch=True,
             )
         )
+    if _bool(a["foxglove"], "foxglove"):
+        nodes.append(NodeSpec("foxglove_bridge_node", "foxglove_bridge", [str(config), common]))
     if _bool(a["rviz"], "rviz"):
         nodes += visualization_nodes(config, common, a["state_topic"])
     return nodes

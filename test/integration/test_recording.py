@@ -12,7 +12,7 @@ from mcap.reader import make_reader
 from rclpy.serialization import deserialize_message
 from rosutil import logs, node_env, run_mpc
 
-from mbrl_control.nodes.recorder_node import message_class
+from mbrl_control.nodes.topic_tap import message_class
 from mbrl_control.paths import config_dir
 from mbrl_control.recording.run_data import load_run
 from mbrl_control.report import make_report
