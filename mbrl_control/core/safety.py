@@ -82,3 +82,75 @@ class CommandWatchdog:
             self.timeouts += 1
         self._was_fresh = fresh
         return fresh
+
+
+RUNNING, DEGRADED, STOPPED = "running", "degraded", "stopped"
+
+
+@dataclass(frozen=True)
+class SafetyConfig:
+    effort_limit: np.ndarray  # per commanded joint
+    rate_limit: float = np.inf  # max effort change per second in normal operation
+    state_timeout: float = 0.1  # [s] an older state is stale
+    stale_action: str = "zero"  # 'zero', or 'hold' the last command for at most hold_timeout
+    hold_timeout: float = 0.2  # [s]
+
+    def __post_init__(self) -> None:
+        if self.stale_action not in ("zero", "hold"):
+            raise ValueError(f"stale_action must be 'zero' or 'hold', got '{self.stale_action}'")
+
+
+class SafetyLayer:
+    """The last word on every command the controller sends.
+
+    Normal operation (``running``): the planner's action, clamped to the effort limits and
+    rate-limited. ``degraded``: the state is stale or the plan was unusable (non-finite), so the
+    command is zero, or the last good command held briefly when configured to. ``stopped``: the
+    e-stop is latched and the command is zero until it is reset. Going safe is never
+    rate-limited: a zero command goes out on the very tick the fault is seen.
+    """
+
+    def __init__(self, config: SafetyConfig) -> None:
+        self.config = config
+        self.estop = EStopLatch()
+        self.mode = RUNNING
+        self.reason = ""
+        self.last_command = np.zeros_like(config.effort_limit, dtype=float)
+        self.last_good_time: float | None = None
+        self.counts = {"stale_state": 0, "unsafe_plan": 0, "clamped": 0, "rate_limited": 0, "estop": 0}
+
+    def command(self, now: float, action: np.ndarray | None, state_age: float, dt: float) -> np.ndarray:
+        """The command to send at time ``now`` given the planner's ``action`` (None: no plan)."""
+        cfg = self.config
+        zero = np.zeros_like(self.last_command)
+        if self.estop.latched:
+            self.counts["estop"] += 1
+            return self._emit(zero, STOPPED, "e-stop latched")
+        if not state_age <= cfg.state_timeout:  # also catches NaN and inf (no state yet)
+            self.counts["stale_state"] += 1
+            return self._emit(self._fallback(now, zero), DEGRADED, "state stale")
+        if action is None or not np.all(np.isfinite(action)):
+            self.counts["unsafe_plan"] += 1
+            return self._emit(self._fallback(now, zero), DEGRADED, "plan rejected (non-finite)")
+        clamped = np.clip(action, -cfg.effort_limit, cfg.effort_limit)
+        self.counts["clamped"] += int(not np.array_equal(clamped, action))
+        step = cfg.rate_limit * dt
+        limited = np.clip(clamped, self.last_command - step, self.last_command + step)
+        self.counts["rate_limited"] += int(not np.array_equal(limited, clamped))
+        self.last_good_time = now
+        return self._emit(limited, RUNNING, "")
+
+    def _fallback(self, now: float, zero: np.ndarray) -> np.ndarray:
+        cfg = self.config
+        if (
+            cfg.stale_action == "hold"
+            and self.last_good_time is not None
+            and now - self.last_good_time <= cfg.hold_timeout
+        ):
+            return self.last_command
+        return zero
+
+    def _emit(self, command: np.ndarray, mode: str, reason: str) -> np.ndarray:
+        self.mode, self.reason = mode, reason
+        self.last_command = command.copy()
+        return command

@@ -24,10 +24,12 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+from std_msgs.msg import Bool, Float64MultiArray, MultiArrayDimension
+from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
 from mbrl_control.core.builders import PLANNERS, build_model, build_planner, build_task, robot_params
+from mbrl_control.core.safety import DEGRADED, RUNNING, STOPPED, SafetyConfig, SafetyLayer
 from mbrl_control.core.timing import TickStats
 from mbrl_control.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
 from mbrl_control.nodes.joint_io import JointStateReader, command_message
@@ -50,7 +52,10 @@ PARAMS = [
     ParamSpec("compile", True, "fuse the rollout with torch.compile (falls back to eager without a compiler)"),
     ParamSpec("torch_threads", 1, "torch intra-op threads for planning", 1, 64),
     ParamSpec("deadline_fraction", 0.8, "realtime: planning budget as a fraction of the period", 0.05, 1.0),
-    ParamSpec("state_timeout", 0.1, "a state older than this is stale: the command is zero [s]", 0.001, 10.0),
+    ParamSpec("state_timeout", 0.1, "a state older than this is stale: the safe command goes out [s]", 0.001, 10.0),
+    ParamSpec("safety.stale_action", "zero", "command while the state is stale or a plan unusable", choices=("zero", "hold")),
+    ParamSpec("safety.hold_timeout", 0.2, "'hold' keeps the last command at most this long, then zero [s]", 0.0, 10.0),
+    ParamSpec("safety.rate_limit", 2000.0, "max command change per second in normal operation [N/s]", 0.0, 1e9),
     ParamSpec("marker_rate", 10.0, "rate of ~/plan markers [Hz]; 0 disables them", 0.0, 100.0),
     ParamSpec("diagnostics_rate", 1.0, "diagnostics publish rate [Hz]", 0.1, 100.0),
     ParamSpec("frame_id", "world", "fixed frame of the markers"),
@@ -94,15 +99,21 @@ class ControllerNode(Node):
         if len(p["command_joints"]) != self.task.action_dim:
             raise ParameterError(f"parameter 'command_joints' needs {self.task.action_dim} joints")
         self.planner = build_planner(p["planner"], self.model, self.task, section(p, p["planner"]), p["compile"])
-        self.action_low = self.task.action_low.numpy().astype(np.float64)
         self.action_high = self.task.action_high.numpy().astype(np.float64)
 
+        self.safety = SafetyLayer(
+            SafetyConfig(
+                effort_limit=self.action_high,
+                rate_limit=p["safety.rate_limit"],
+                state_timeout=p["state_timeout"],
+                stale_action=p["safety.stale_action"],
+                hold_timeout=p["safety.hold_timeout"],
+            )
+        )
         self.reader = JointStateReader(p["state_joints"])
         self.state: np.ndarray | None = None
         self.state_stamp: Time | None = None
         self.stats = TickStats(self.period)
-        self.stale_ticks = 0
-        self.unsafe_plans = 0
         self.deadline_stops = 0
         self.last_plan = None
         self.last_tick_start: float | None = None
@@ -120,6 +131,9 @@ class ControllerNode(Node):
         self.timing_msg.layout.dim = [MultiArrayDimension(label=TIMING_FIELDS, size=4, stride=4)]
         self.diagnostics = DiagnosticsPublisher(self)
         self.create_subscription(JointState, "joint_states", self._on_state, qos_profile_sensor_data)
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.create_subscription(Bool, "/estop", lambda m: self.safety.estop.update(m.data), reliable)
+        self.create_service(Trigger, "~/reset_estop", self._on_reset_estop)
         if not self.lockstep:
             self.create_timer(self.period, self._on_timer)
         self.create_timer(1.0 / p["diagnostics_rate"], self._publish_diagnostics)
@@ -164,21 +178,17 @@ class ControllerNode(Node):
             missed += max(0, round(gap / self.period) - 1)  # timer periods that never ran
         self.last_tick_start = start
 
-        command = np.zeros(self.task.action_dim)
-        cost, iterations = math.nan, 0
-        if self._state_fresh():
+        cost, iterations, action = math.nan, 0, None
+        age = self._state_age()
+        if age <= self.p["state_timeout"] and not self.safety.estop.latched:
             deadline = None if self.lockstep else start + self.p["deadline_fraction"] * self.period
             plan = self.planner.plan(torch.from_numpy(self.state).float(), deadline)
             self.deadline_stops += int(plan.deadline_missed)
             cost, iterations = plan.cost, plan.iterations
             action = plan.actions[0].double().numpy()
             if np.all(np.isfinite(action)):
-                command = np.clip(action, self.action_low, self.action_high)
                 self.last_plan = plan
-            else:
-                self.unsafe_plans += 1
-        else:
-            self.stale_ticks += 1
+        command = self.safety.command(time.monotonic(), action, age, self.period)
         self.command_pub.publish(command_message(command))
 
         duration = time.perf_counter() - start
@@ -192,8 +202,10 @@ class ControllerNode(Node):
             return math.inf
         return (self.get_clock().now() - self.state_stamp).nanoseconds * 1e-9
 
-    def _state_fresh(self) -> bool:
-        return self.state is not None and self._state_age() <= self.p["state_timeout"]
+    def _on_reset_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        response.success, response.message = self.safety.estop.reset()
+        self.get_logger().info(f"reset_estop: {response.message}")
+        return response
 
     # -- monitoring --------------------------------------------------------------------------
     def _maybe_publish_markers(self) -> None:
@@ -212,18 +224,24 @@ class ControllerNode(Node):
         self.marker_pub.publish(markers)
 
     def _publish_diagnostics(self) -> None:
-        level, message = OK, "planning"
+        mode = self.safety.mode
+        level = {RUNNING: OK, DEGRADED: WARN, STOPPED: ERROR}[mode]
+        message = mode if not self.safety.reason else f"{mode}: {self.safety.reason}"
         if self.state is None:
-            level, message = WARN, "waiting for joint states"
-        elif not self._state_fresh():
-            level, message = ERROR, "state stale: zero command"
+            message += " (no joint state received yet)"
         age = self._state_age() * 1e3
+        counts = self.safety.counts
         values = {
+            "mode": mode,
             "planner": self.p["planner"],
             "control_hz": self.p["control_rate"],
             **self.stats.summary(),
-            "stale_ticks": self.stale_ticks,
-            "unsafe_plans": self.unsafe_plans,
+            "stale_ticks": counts["stale_state"],
+            "unsafe_plans": counts["unsafe_plan"],
+            "clamped_commands": counts["clamped"],
+            "rate_limited_commands": counts["rate_limited"],
+            "estop_latched": self.safety.estop.latched,
+            "estop_ticks": counts["estop"],
             "deadline_stops": self.deadline_stops,
             "rejected_states": self.reader.rejected_total,
             "state_age_ms": f"{age:.1f}",
