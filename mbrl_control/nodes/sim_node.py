@@ -30,6 +30,7 @@ from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_paramet
 from mbrl_control.nodes.runtime import main_for
 from mbrl_control.paths import resolve_config_path
 from mbrl_control.core.dynamics.urdf import read_urdf
+from mbrl_control.core.safety import CommandWatchdog
 from mbrl_control.sim.bullet_robot import BulletRobot
 
 PARAMS = [
@@ -80,7 +81,7 @@ class SimNode(Node):
         self.lockstep = p["mode"] == "lockstep"
         self.sim_time_ns = 0
         self.command = np.zeros(len(self.actuated))
-        self.command_wall_time = -np.inf
+        self.watchdog = CommandWatchdog(p["command_timeout"])
         self.rejected_commands = 0
         self.commands_received = 0
         self.last_reject_reason = ""
@@ -121,7 +122,7 @@ class SimNode(Node):
         velocity = velocity + noise * self.rng.standard_normal(velocity.shape)
         self.robot.reset(position, velocity)
         self.command[:] = 0.0
-        self.command_wall_time = -np.inf
+        self.watchdog.last_time = None
         self._publish_state()
 
     def _stamp(self):
@@ -157,7 +158,7 @@ class SimNode(Node):
             self.get_logger().warn(f"rejected command: {command}", throttle_duration_sec=1.0)
             command = np.zeros(len(self.actuated))  # never applied; the robot gets zero effort
         self.command = command
-        self.command_wall_time = time.monotonic()
+        self.watchdog.feed(time.monotonic())
         if self.lockstep:
             self.robot.step(self._efforts(self.command), self.steps_per_control)
             self.sim_time_ns += int(round(self.steps_per_control * self.physics_dt * 1e9))
@@ -174,7 +175,7 @@ class SimNode(Node):
         self.steps_done = target
         if steps <= 0:
             return
-        fresh = time.monotonic() - self.command_wall_time <= self.p["command_timeout"]
+        fresh = self.watchdog.fresh(time.monotonic())
         self.robot.step(self._efforts(self.command if fresh else np.zeros_like(self.command)), steps)
         self.sim_time_ns += int(round(steps * self.physics_dt * 1e9))
         self._publish_state()
@@ -193,9 +194,10 @@ class SimNode(Node):
         return response
 
     def _publish_diagnostics(self) -> None:
-        age = time.monotonic() - self.command_wall_time
+        last = self.watchdog.last_time
+        age = time.monotonic() - last if last is not None else np.inf
         level, message = OK, "running"
-        if not self.lockstep and age > self.p["command_timeout"]:
+        if not self.lockstep and not self.watchdog.fresh(time.monotonic()):
             level, message = WARN, "no fresh command: zero effort"
         self.diagnostics.publish(
             level,
@@ -207,6 +209,7 @@ class SimNode(Node):
                 "rejected_commands": self.rejected_commands,
                 "last_reject_reason": self.last_reject_reason,
                 "command_age_s": f"{age:.3f}" if np.isfinite(age) else "never",
+                "command_timeouts": self.watchdog.timeouts,
             },
         )
 
