@@ -1,6 +1,7 @@
 """ament_python package setup: colcon build installs the nodes in lib/mbrl_control and launch/ and
 config/ under share/mbrl_control; pip install -e . gives the same modules plus the mbrl-control CLI."""
 
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
@@ -9,12 +10,13 @@ PACKAGE = "mbrl_control"
 
 
 def data_tree(folder: str) -> list[tuple[str, list[str]]]:
-    """(install dir, files) pairs for every directory under ``folder``, kept relative."""
-    pairs = {}
-    for path in glob(f"{folder}/**/*", recursive=True):
-        if "." in path.rsplit("/", 1)[-1]:
-            parent = path.rsplit("/", 1)[0]
-            pairs.setdefault(f"share/{PACKAGE}/{parent}", []).append(path)
+    """(install dir, files) pairs for every file under ``folder``, its layout kept: every regular
+    file (with or without an extension), no bytecode caches, no directories."""
+    pairs: dict[str, list[str]] = {}
+    for path in sorted(glob(f"{folder}/**/*", recursive=True)):
+        if not os.path.isfile(path) or "__pycache__" in path.split("/") or path.endswith(".pyc"):
+            continue
+        pairs.setdefault(f"share/{PACKAGE}/{os.path.dirname(path)}", []).append(path)
     return sorted(pairs.items())
 
 
@@ -34,7 +36,7 @@ setup(
     maintainer_email="maintainers@mbrl-control.dev",
     description="Model-based RL and MPC for robots on ROS 2",
     license="Apache-2.0",
-    tests_require=["pytest"],
+    extras_require={"test": ["pytest"]},  # tests_require is gone from setuptools (>= 72)
     entry_points={
         "console_scripts": [
             # Node executables: the same table as mbrl_control.graph.EXECUTABLES (a test checks).

@@ -7,11 +7,13 @@ mbrl_control.graph, which the pip-only launcher (mbrl-control launch mpc) reads 
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
-from launch.substitutions import LaunchConfiguration
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable, Shutdown
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import Node
 
 from mbrl_control.graph import MPC_ARGUMENTS, mpc_graph
+
+DISCOVERY_RANGE = "ROS_AUTOMATIC_DISCOVERY_RANGE"
 
 
 def _nodes(context):
@@ -27,7 +29,8 @@ def _nodes(context):
             arguments=spec.arguments,
             output="screen",
             emulate_tty=True,
-            on_exit=Shutdown(reason=f"{spec.name} finished") if spec.ends_launch else None,
+            # A list: launch then counts the action among the Node's sub-entities (get_sub_entities()).
+            on_exit=[Shutdown(reason=f"{spec.name} finished")] if spec.ends_launch else None,
         )
         for spec in mpc_graph(args)
     ]
@@ -36,6 +39,11 @@ def _nodes(context):
 def generate_launch_description() -> LaunchDescription:
     return LaunchDescription(
         [
+            # Security default, as the pip-only launcher: DDS discovery stays on this machine
+            # unless ROS_AUTOMATIC_DISCOVERY_RANGE is already set (to anything).
+            SetEnvironmentVariable(DISCOVERY_RANGE, EnvironmentVariable(DISCOVERY_RANGE, default_value="LOCALHOST")),
+        ]
+        + [
             DeclareLaunchArgument(a.name, default_value=a.default, description=a.description, choices=list(a.choices) or None)
             for a in MPC_ARGUMENTS
         ]

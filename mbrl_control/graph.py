@@ -120,7 +120,10 @@ def mpc_graph(args: dict[str, str]) -> list[NodeSpec]:
     if not config.is_file():
         raise ValueError(f"launch argument 'robot': no parameter file {config}")
     lockstep = a["mode"] == "lockstep"
-    duration = float(a["duration"])
+    try:
+        duration = float(a["duration"])
+    except ValueError:
+        raise ValueError(f"launch argument 'duration' must be a number of seconds; got '{a['duration']}'") from None
     if duration < 0:
         raise ValueError("launch argument 'duration' must be >= 0")
     common = {"mode": a["mode"], "use_sim_time": lockstep}

@@ -29,6 +29,10 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
             return EXIT_BAD_PARAMETER
         except KeyboardInterrupt:  # Ctrl-C while starting (e.g. compiling the planner)
             return 0
+        except Exception:
+            if not rclpy.ok():  # SIGINT/SIGTERM while starting: rclpy's handler shut the context down
+                return 0
+            raise
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         try:

@@ -69,6 +69,7 @@ def test_rviz_adds_ros2_install_nodes_the_pip_launcher_cannot_start():
         ({"robot": "unicycle"}, "robot"),
         ({"colour": "red"}, "unknown launch arguments"),
         ({"duration": "-1"}, "duration"),
+        ({"duration": "abc"}, "number of seconds"),
         ({"use_sim": "false", "hardware": "gazebo"}, "hardware"),
     ],
 )
