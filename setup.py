@@ -47,6 +47,7 @@ setup(
             "driver_node = mbrl_control.nodes.driver_node:main",
             "recorder_node = mbrl_control.nodes.recorder_node:main",
             "foxglove_bridge_node = mbrl_control.nodes.foxglove_bridge_node:main",
+            "estimator_node = mbrl_control.nodes.estimator_node:main",
             "mbrl-control = mbrl_control.cli:main",
         ],
     },

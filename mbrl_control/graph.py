@@ -24,10 +24,13 @@ EXECUTABLES = {
     "driver_node": "mbrl_control.nodes.driver_node",
     "recorder_node": "mbrl_control.nodes.recorder_node",
     "foxglove_bridge_node": "mbrl_control.nodes.foxglove_bridge_node",
+    "estimator_node": "mbrl_control.nodes.estimator_node",
 }
 
 STATE_TOPIC = "/joint_states"
 COMMAND_TOPIC = "/effort_controller/commands"
+ESTIMATE_TOPIC = "/estimator/state"
+GROUND_TRUTH_TOPIC = "/sim/ground_truth"
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ HARDWARE = ("mock", "ros2_control", "loopback")
 
 MPC_ARGUMENTS = [
     LaunchArgument("robot", "cartpole", "robot config: config/<robot>.yaml, or a path to a parameter file"),
+    LaunchArgument("overrides", "", "an extra parameter file applied on top of the robot config (any node's section)"),
     LaunchArgument("mode", "realtime", "realtime: wall-clock physics; lockstep: one step per command, /clock", ("realtime", "lockstep")),
     LaunchArgument("gui", "false", "open the PyBullet GUI", ("true", "false")),
     LaunchArgument("use_sim", "true", "start the PyBullet sim; false: hardware provides the topics", ("true", "false")),
@@ -75,6 +79,8 @@ MPC_ARGUMENTS = [
     ),
     LaunchArgument("state_topic", STATE_TOPIC, "joint states the controller reads (joint_state_broadcaster's)"),
     LaunchArgument("command_topic", COMMAND_TOPIC, "effort commands the controller writes (a forward_command_controller's)"),
+    LaunchArgument("estimator", "ekf", "state estimator between joint_states and the controller; none: "
+                   "the controller reads joint_states (and the sim publishes exact states)", ("ekf", "ukf", "none")),
     LaunchArgument("planner", "cem", "planning algorithm", ("cem",)),
     LaunchArgument("duration", "0", "stop after this many seconds of robot time (0: run until stopped)"),
     LaunchArgument("summary_path", "", "write the run summary JSON here when the run ends"),
@@ -120,6 +126,12 @@ def mpc_graph(args: dict[str, str]) -> list[NodeSpec]:
     if not config.is_file():
         raise ValueError(f"launch argument 'robot': no parameter file {config}")
     lockstep = a["mode"] == "lockstep"
+    files = [str(config)]
+    if a["overrides"]:
+        overrides = Path(a["overrides"]).expanduser().resolve()
+        if not overrides.is_file():
+            raise ValueError(f"launch argument 'overrides': no parameter file {overrides}")
+        files.append(str(overrides))
     try:
         duration = float(a["duration"])
     except ValueError:
@@ -128,19 +140,28 @@ def mpc_graph(args: dict[str, str]) -> list[NodeSpec]:
         raise ValueError("launch argument 'duration' must be >= 0")
     common = {"mode": a["mode"], "use_sim_time": lockstep}
     robot_topics = [("joint_states", a["state_topic"]), ("effort_controller/commands", a["command_topic"])]
+    estimator = a["estimator"]
+    use_sim = _bool(a["use_sim"], "use_sim")
+    # The controller reads the estimate when there is an estimator, the robot's joint states if not.
+    controller_topics = robot_topics if estimator == "none" else [
+        ("joint_states", ESTIMATE_TOPIC), ("effort_controller/commands", a["command_topic"])]
     nodes: list[NodeSpec] = []
     if _bool(a["record"], "record"):  # first, so it sees the other nodes' topics appear
-        nodes.append(NodeSpec("recorder_node", "recorder", [str(config), common | {"output": a["record_path"]}]))
-    if _bool(a["use_sim"], "use_sim"):
-        nodes.append(NodeSpec("sim_node", "sim", [str(config), common | {"gui": _bool(a["gui"], "gui")}], robot_topics))
+        nodes.append(NodeSpec("recorder_node", "recorder", [*files, common | {"output": a["record_path"]}]))
+    if use_sim:
+        sim = common | {"gui": _bool(a["gui"], "gui"), "sensor.enabled": estimator != "none"}
+        nodes.append(NodeSpec("sim_node", "sim", [*files, sim], robot_topics))
     else:
-        nodes += hardware_nodes(a["hardware"], config, common, robot_topics)
+        nodes += hardware_nodes(a["hardware"], files, common, robot_topics)
+    if estimator != "none":
+        nodes.append(NodeSpec("estimator_node", "estimator", [*files, common | {"estimator.kind": estimator}],
+                              robot_topics))
     nodes.append(
         NodeSpec(
             "controller_node",
             "mpc_controller",
-            [str(config), common | {"planner": a["planner"]}],
-            remappings=robot_topics,
+            [*files, common | {"planner": a["planner"]}],
+            remappings=controller_topics,
         )
     )
     if duration > 0:
@@ -148,30 +169,34 @@ def mpc_graph(args: dict[str, str]) -> list[NodeSpec]:
             NodeSpec(
                 "run_monitor",
                 "run_monitor",
-                [str(config), common | {"duration": duration, "planner": a["planner"], "summary_path": a["summary_path"]}],
-                remappings=robot_topics,
+                [*files, common | {"duration": duration, "planner": a["planner"], "summary_path": a["summary_path"],
+                                        "estimator": estimator}],
+                remappings=robot_topics + [
+                    ("ground_truth", GROUND_TRUTH_TOPIC if use_sim else a["state_topic"]),
+                    ("estimate", ESTIMATE_TOPIC if estimator != "none" else a["state_topic"]),
+                ],
                 ends_launch=True,
             )
         )
     if _bool(a["foxglove"], "foxglove"):
-        nodes.append(NodeSpec("foxglove_bridge_node", "foxglove_bridge", [str(config), common]))
+        nodes.append(NodeSpec("foxglove_bridge_node", "foxglove_bridge", [*files, common]))
     if _bool(a["rviz"], "rviz"):
         nodes += visualization_nodes(config, common, a["state_topic"])
     return nodes
 
 
-def hardware_nodes(hardware: str, config: Path, common: dict, topics: list[tuple[str, str]]) -> list[NodeSpec]:
+def hardware_nodes(hardware: str, files: list[str], common: dict, topics: list[tuple[str, str]]) -> list[NodeSpec]:
     """What stands in for the robot when there is no sim."""
     if hardware == "ros2_control":
         return []  # the user's controller_manager publishes and subscribes the topics
     if hardware == "mock":
-        return [NodeSpec("mock_hardware_node", "mock_hardware", [str(config), common], topics)]
+        return [NodeSpec("mock_hardware_node", "mock_hardware", [*files, common], topics)]
     device = "mbrl_control.hardware.device:LoopbackDevice" if hardware == "loopback" else hardware
     if ":" not in device:
         raise ValueError(
             f"launch argument 'hardware' must be one of {', '.join(HARDWARE)} or 'package.module:DeviceClass'; got '{hardware}'"
         )
-    return [NodeSpec("driver_node", "driver", [str(config), common | {"device": device, "autostart": True}], topics)]
+    return [NodeSpec("driver_node", "driver", [*files, common | {"device": device, "autostart": True}], topics)]
 
 
 def visualization_nodes(config: Path, common: dict, state_topic: str) -> list[NodeSpec]:

@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 import torch
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
@@ -52,6 +53,7 @@ PARAMS = [
     ParamSpec("compile", True, "fuse the rollout with torch.compile (falls back to eager without a compiler)"),
     ParamSpec("torch_threads", 1, "torch intra-op threads for planning", 1, 64),
     ParamSpec("deadline_fraction", 0.8, "realtime: planning budget as a fraction of the period", 0.05, 1.0),
+    ParamSpec("lockstep_watchdog", 0.5, "lockstep: tick anyway (safe command if stale) after this wall time without a state [s]", 0.01, 60.0),
     ParamSpec("state_timeout", 0.1, "a state older than this is stale: the safe command goes out [s]", 0.001, 10.0),
     ParamSpec("safety.stale_action", "zero", "command while the state is stale or a plan unusable", choices=("zero", "hold")),
     ParamSpec("safety.hold_timeout", 0.2, "'hold' keeps the last command at most this long, then zero [s]", 0.0, 10.0),
@@ -116,7 +118,7 @@ class ControllerNode(Node):
         self.stats = TickStats(self.period)
         self.deadline_stops = 0
         self.last_plan = None
-        self.last_tick_start: float | None = None
+        self.last_tick_start = 0.0
         self.next_tick_ns: int | None = None
         self.last_marker_wall = -math.inf
 
@@ -134,9 +136,14 @@ class ControllerNode(Node):
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.create_subscription(Bool, "/estop", lambda m: self.safety.estop.update(m.data), reliable)
         self.create_service(Trigger, "~/reset_estop", self._on_reset_estop)
-        if not self.lockstep:
+        if self.lockstep:
+            # Ticks follow the states; if none come (no estimate yet, sensor dropout), tick anyway so
+            # the sim, which waits for our command, advances under the safe command.
+            self.create_timer(p["lockstep_watchdog"] / 2, self._lockstep_watchdog, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        else:
             self.create_timer(self.period, self._on_timer)
         self.create_timer(1.0 / p["diagnostics_rate"], self._publish_diagnostics)
+        self.last_tick_start = time.perf_counter()  # the lockstep watchdog counts from here
         self.get_logger().info(
             f"{p['planner']} MPC at {p['control_rate']:.0f} Hz ({p['mode']}), horizon "
             f"{self.planner.horizon}, warm-up {self.warmup_s:.1f} s"
@@ -169,11 +176,15 @@ class ControllerNode(Node):
     def _on_timer(self) -> None:
         self._tick()
 
+    def _lockstep_watchdog(self) -> None:
+        if time.perf_counter() - self.last_tick_start > self.p["lockstep_watchdog"]:
+            self._tick()
+
     # -- the control tick --------------------------------------------------------------------
     def _tick(self) -> None:
         start = time.perf_counter()
         missed = 0
-        if self.last_tick_start is not None and not self.lockstep:
+        if self.stats.ticks and not self.lockstep:
             gap = start - self.last_tick_start
             missed += max(0, round(gap / self.period) - 1)  # timer periods that never ran
         self.last_tick_start = start

@@ -33,7 +33,9 @@ class JointStateReader:
         except ValueError:
             return self._reject("unknown joint names")
         pos = np.asarray(msg.position, dtype=np.float64)[idx]
-        vel = np.asarray(msg.velocity, dtype=np.float64)[idx] if self.need_velocity else np.zeros(len(idx))
+        # Without need_velocity, missing velocities read as zero (encoders that report positions only).
+        has_velocity = len(msg.velocity) == n
+        vel = np.asarray(msg.velocity, dtype=np.float64)[idx] if has_velocity else np.zeros(len(idx))
         x = np.concatenate([pos, vel])
         if not np.all(np.isfinite(x)):
             return self._reject("non-finite value")

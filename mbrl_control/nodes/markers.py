@@ -45,3 +45,37 @@ def goal_marker(position: np.ndarray, stamp: Time, frame: str = "world") -> Mark
     m.scale.x = m.scale.y = m.scale.z = 0.08
     m.color = ColorRGBA(r=1.0, g=0.8, b=0.0, a=0.8)
     return m
+
+
+def uncertainty_markers(
+    keypoints_of, mean: np.ndarray, cov: np.ndarray, stamp: Time, frame: str = "world", sigmas: float = 2.0
+) -> MarkerArray:
+    """``sigmas``-sigma ellipsoids of each keypoint (cart, pole tip, ...) of the state estimate.
+
+    The keypoints' covariance is the state covariance pushed through the keypoint map's Jacobian
+    (central differences: the map is cheap, smooth and not torch). Axis-aligned: rviz ellipsoids
+    are, and the cart-pole's keypoints move in a plane."""
+    eps = 1e-5
+    base = keypoints_of(mean[None])[0]  # [K, 3]
+    jac = np.zeros(base.shape + (len(mean),))
+    for i in range(len(mean)):
+        d = np.zeros_like(mean)
+        d[i] = eps
+        jac[..., i] = (keypoints_of((mean + d)[None])[0] - keypoints_of((mean - d)[None])[0]) / (2 * eps)
+    out = MarkerArray()
+    for k in range(base.shape[0]):
+        var = np.einsum("ai,ij,aj->a", jac[k], cov, jac[k])
+        m = Marker()
+        m.header.frame_id = frame
+        m.header.stamp = stamp
+        m.ns = "estimate_uncertainty"
+        m.id = k
+        m.type = Marker.SPHERE
+        m.action = Marker.ADD
+        m.pose.position = Point(x=float(base[k, 0]), y=float(base[k, 1]), z=float(base[k, 2]))
+        m.pose.orientation.w = 1.0
+        scale = 2.0 * sigmas * np.sqrt(np.maximum(var, 0.0)) + 0.005  # visible even when tiny
+        m.scale.x, m.scale.y, m.scale.z = (float(v) for v in scale)
+        m.color = ColorRGBA(r=1.0, g=0.2, b=0.2, a=0.5)
+        out.markers.append(m)
+    return out

@@ -1,6 +1,8 @@
 """The run monitor: watches a run for ``duration`` seconds of robot time from the controller's
-first command, then reports what happened (task success, upright fraction, the controller's tick
-statistics from /diagnostics) and exits, which ends the launch.
+first command, then reports what happened (task success and upright fraction judged on the true
+state, ``ground_truth``; the estimator's velocity RMSE against it, when ``estimate`` is an
+estimator's output; the controller's tick statistics from /diagnostics) and exits, which ends the
+launch.
 
 It is how ``make demo`` and the integration tests judge a run through ROS alone. The summary goes
 out on ``~/summary`` (std_msgs/String holding JSON, transient-local) and, when ``summary_path`` is
@@ -38,6 +40,7 @@ PARAMS = [
     ParamSpec("summary_path", "", "also write the summary JSON here (empty: topic only)"),
     ParamSpec("mode", "realtime", "run mode, reported in the summary", choices=("realtime", "lockstep")),
     ParamSpec("planner", "cem", "planner name, reported in the summary"),
+    ParamSpec("estimator", "none", "estimator kind, reported; 'none': no velocity RMSE"),
 ]
 
 
@@ -50,17 +53,24 @@ class RunMonitor(Node):
         if not urdf.is_file():
             raise ParameterError(f"parameter 'urdf': no such file {urdf}")
         self.task = build_task(robot_params(p["robot"], urdf, p["gravity"]))
-        self.reader = JointStateReader(p["state_joints"])
+        # Positions decide success; a robot's joint_states may carry no velocities.
+        self.reader = JointStateReader(p["state_joints"], need_velocity=False)
+        self.estimate_reader = JointStateReader(p["state_joints"])
         self.start: Time | None = None
         self.times: list[float] = []
         self.states: list[np.ndarray] = []
+        self.truth_velocity_known: list[bool] = []
+        self.estimate_times: list[float] = []
+        self.estimates: list[np.ndarray] = []
         self.controller: dict[str, str] = {}
         self.summary_pub = self.create_publisher(
             String,
             "~/summary",
             QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
         )
-        self.create_subscription(JointState, "joint_states", self._on_state, qos_profile_sensor_data)
+        self.create_subscription(JointState, "ground_truth", self._on_state, qos_profile_sensor_data)
+        if p["estimator"] != "none":
+            self.create_subscription(JointState, "estimate", self._on_estimate, qos_profile_sensor_data)
         self.create_subscription(Float64MultiArray, "effort_controller/commands", self._on_command, 10)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
 
@@ -74,19 +84,42 @@ class RunMonitor(Node):
             if status.name == self.p["controller_name"]:
                 self.controller = values_of(status)
 
-    def _on_state(self, msg: JointState) -> None:
+    def _elapsed(self, msg: JointState) -> float | None:
         if self.start is None:
-            return
-        x = self.reader.read(msg)
-        if x is None:
-            return
+            return None
         t = (Time.from_msg(msg.header.stamp) - self.start).nanoseconds * 1e-9
-        if t < 0:
+        return t if t >= 0 else None
+
+    def _on_estimate(self, msg: JointState) -> None:
+        t = self._elapsed(msg)
+        x = self.estimate_reader.read(msg) if t is not None else None
+        if x is not None:
+            self.estimate_times.append(t)
+            self.estimates.append(x)
+
+    def _on_state(self, msg: JointState) -> None:
+        t = self._elapsed(msg)
+        x = self.reader.read(msg) if t is not None else None
+        if x is None:
             return
         self.times.append(t)
         self.states.append(x)
+        self.truth_velocity_known.append(len(msg.velocity) == len(msg.name))
         if self.p["duration"] > 0 and t >= self.p["duration"]:
             self.finish()
+
+    def velocity_rmse(self) -> list[float] | None:
+        """Per joint, the estimate's velocity error against the truth at the estimate's stamps."""
+        if not self.estimates or not all(self.truth_velocity_known):
+            return None
+        times, truth = np.array(self.times), np.array(self.states)
+        est_t, est = np.array(self.estimate_times), np.array(self.estimates)
+        inside = (est_t >= times[0]) & (est_t <= times[-1])
+        if not inside.any():
+            return None
+        nq = truth.shape[1] // 2
+        errors = [est[inside, nq + j] - np.interp(est_t[inside], times, truth[:, nq + j]) for j in range(nq)]
+        return [round(float(np.sqrt(np.mean(e * e))), 5) for e in errors]
 
     def summary(self) -> dict:
         states, times = np.array(self.states), np.array(self.times)
@@ -108,6 +141,8 @@ class RunMonitor(Node):
             "tick_ms_p99": num("tick_ms_p99"),
             "upright_fraction": round(float(upright.mean()), 4) if len(upright) else 0.0,
             "success": self.task.success(states, times) if len(states) else False,
+            "estimator": self.p["estimator"],
+            "velocity_rmse": self.velocity_rmse(),
             "final_state": [round(float(v), 4) for v in states[-1]] if len(states) else None,
             "stale_ticks": num("stale_ticks", int),
             "rejected_states": num("rejected_states", int),

@@ -5,6 +5,10 @@ Publishes ``/joint_states`` (sensor_msgs/JointState, like joint_state_broadcaste
 forward_command_controller: one value per joint of the ``joints`` parameter, in that order), so a
 hardware driver replaces it without any controller change.
 
+``/joint_states`` carries what encoders would report (``sensor.*``): noisy, quantised positions,
+sampled at their own rate, stamped with their sample time and delivered late, sometimes lost. The
+exact state goes to ``~/ground_truth`` for tests and plots only; no controller reads it.
+
 Modes: ``realtime`` advances physics with the wall clock; ``lockstep`` advances one control period
 per received command and publishes ``/clock``, so runs with ``use_sim_time`` are deterministic
 whatever the planner's speed.
@@ -12,6 +16,7 @@ whatever the planner's speed.
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -24,15 +29,18 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
-from mbrl_control.nodes.diagnostics import OK, WARN, DiagnosticsPublisher
-from mbrl_control.nodes.joint_io import read_command
-from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters
-from mbrl_control.nodes.runtime import main_for
-from mbrl_control.paths import resolve_config_path
 from mbrl_control.core.dynamics.urdf import read_urdf
 from mbrl_control.core.safety import CommandWatchdog
+from mbrl_control.core.util import dataclass_from
+from mbrl_control.nodes.diagnostics import OK, WARN, DiagnosticsPublisher
+from mbrl_control.nodes.joint_io import read_command
+from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters, section
+from mbrl_control.nodes.runtime import main_for
+from mbrl_control.paths import resolve_config_path
 from mbrl_control.sim.bullet_robot import BulletRobot
+from mbrl_control.sim.sensor import JointSensor, SensorConfig
 
+PI = math.pi
 PARAMS = [
     ParamSpec("urdf", "urdf/cartpole.urdf", "robot URDF; relative paths are under the package's config/"),
     ParamSpec("gravity", 9.81, "gravity [m/s^2]", 0.0, 30.0),
@@ -40,17 +48,36 @@ PARAMS = [
     ParamSpec("gui", False, "open the PyBullet GUI (needs a display)"),
     ParamSpec("physics_rate", 400.0, "physics steps per second [Hz]", 10.0, 10000.0),
     ParamSpec("control_rate", 50.0, "lockstep: one command advances 1/control_rate seconds [Hz]", 1.0, 1000.0),
-    ParamSpec("publish_rate", 100.0, "realtime: joint state publish rate [Hz]", 1.0, 1000.0),
+    ParamSpec("ground_truth_rate", 100.0, "realtime: ~/ground_truth rate (and /joint_states without a sensor) [Hz]", 1.0, 1000.0),
     ParamSpec("joints", ["slider_to_cart"], "actuated joints, in the order of the command array"),
     ParamSpec("command_timeout", 0.1, "realtime: a command older than this means zero effort [s]", 0.0, 10.0),
-    ParamSpec("initial_position", [0.0, 3.141592653589793], "joint positions at start and reset (URDF order)"),
+    ParamSpec("initial_position", [0.0, PI], "joint positions at start and reset (URDF order)"),
     ParamSpec("initial_velocity", [0.0, 0.0], "joint velocities at start and reset (URDF order)"),
     ParamSpec("initial_noise", 0.05, "std of Gaussian noise added to the initial state", 0.0, 10.0),
-    ParamSpec("random_position_low", [-1.0, -3.141592653589793], "~/reset_random: lower position bounds"),
-    ParamSpec("random_position_high", [1.0, 3.141592653589793], "~/reset_random: upper position bounds"),
+    ParamSpec("random_position_low", [-1.0, -PI], "~/reset_random: lower position bounds"),
+    ParamSpec("random_position_high", [1.0, PI], "~/reset_random: upper position bounds"),
     ParamSpec("seed", 0, "random seed of resets", 0, 2**31 - 1),
     ParamSpec("lockstep_republish", 0.5, "lockstep: re-publish state and clock after this idle wall time [s]", 0.01, 60.0),
     ParamSpec("diagnostics_rate", 1.0, "diagnostics publish rate [Hz]", 0.1, 100.0),
+    ParamSpec("sensor.enabled", True, "encoder-like readings on joint_states; false: the exact state"),
+    ParamSpec("sensor.rate", 100.0, "encoder sample rate [Hz]", 1.0, 10000.0),
+    ParamSpec("sensor.position_noise_std", [5e-4, 1e-3], "position noise per joint [m, rad]", 0.0, 10.0),
+    ParamSpec("sensor.resolution", [2e-5, 2 * PI / 4096], "encoder step per joint; 0 = continuous", 0.0, 1.0),
+    ParamSpec("sensor.measure_velocity", False, "encoders also report velocities"),
+    ParamSpec("sensor.velocity_noise_std", [0.01, 0.02], "velocity noise per joint, when measured", 0.0, 100.0),
+    ParamSpec("sensor.wrap_angles", [False, False], "report a joint's angle wrapped to [-pi, pi)"),
+    ParamSpec("sensor.latency", 0.004, "sample-to-delivery delay [s]", 0.0, 1.0),
+    ParamSpec("sensor.latency_jitter", 0.001, "mean extra exponential delay [s]", 0.0, 0.1),
+    ParamSpec("sensor.dropout_probability", 0.0, "fault: each sample lost", 0.0, 1.0),
+    ParamSpec("sensor.burst_probability", 0.0, "fault: per sample, lose everything for burst_duration", 0.0, 1.0),
+    ParamSpec("sensor.burst_duration", 0.5, "length of a burst of loss [s]", 0.0, 60.0),
+    ParamSpec("sensor.nan_probability", 0.0, "fault: a position reads NaN", 0.0, 1.0),
+    ParamSpec("sensor.inf_probability", 0.0, "fault: a position reads +-inf", 0.0, 1.0),
+    ParamSpec("sensor.wrong_length_probability", 0.0, "fault: a reading misses its last position", 0.0, 1.0),
+    ParamSpec("sensor.spike_probability", 0.0, "fault: a position jumps by spike_magnitude", 0.0, 1.0),
+    ParamSpec("sensor.spike_magnitude", [0.5, 1.0], "size of a spike per joint", 0.0, 100.0),
+    ParamSpec("sensor.reorder_probability", 0.0, "fault: a reading arrives after the next one", 0.0, 1.0),
+    ParamSpec("sensor.seed", 0, "random seed of the sensor", 0, 2**31 - 1),
 ]
 
 
@@ -60,38 +87,49 @@ class SimNode(Node):
         p = declare_parameters(self, PARAMS)
         self.p = p
         self.physics_dt = 1.0 / p["physics_rate"]
-        self.control_dt = 1.0 / p["control_rate"]
-        self.steps_per_control = max(1, round(self.control_dt / self.physics_dt))
+        self.physics_dt_ns = int(round(self.physics_dt * 1e9))
+        self.steps_per_control = max(1, round(1.0 / (p["control_rate"] * self.physics_dt)))
         urdf = resolve_config_path(p["urdf"])
         if not urdf.is_file():
             raise ParameterError(f"parameter 'urdf': no such file {urdf}")
         self.robot = BulletRobot(urdf, self.physics_dt, p["gravity"], gui=p["gui"])
-        n = len(self.robot.joint_names)
+        names = self.robot.joint_names
         for name in ("initial_position", "initial_velocity", "random_position_low", "random_position_high"):
-            if len(p[name]) != n:
-                raise ParameterError(f"parameter '{name}' needs {n} values (joints {self.robot.joint_names})")
+            if len(p[name]) != len(names):
+                raise ParameterError(f"parameter '{name}' needs {len(names)} values (joints {names})")
         try:
             self.actuated = self.robot.indices(p["joints"])
         except ValueError as exc:
             raise ParameterError(f"parameter 'joints': {exc}") from exc
         urdf_joints = read_urdf(urdf).joints
-        self.effort_limit = np.array([urdf_joints[j].effort for j in self.robot.joint_names])
+        self.effort_limit = np.array([urdf_joints[j].effort for j in names])
+        self.sensor = None
+        if p["sensor.enabled"]:
+            try:
+                self.sensor = JointSensor(dataclass_from(SensorConfig, section(p, "sensor")), len(names))
+            except ValueError as exc:
+                raise ParameterError(f"sensor.* parameters: {exc}") from exc
         self.rng = np.random.default_rng(p["seed"])
 
         self.lockstep = p["mode"] == "lockstep"
-        self.sim_time_ns = 0
+        self.sim_time_ns = 0  # physics time since start
+        # Stamps: sim time itself in lockstep (it is /clock); in realtime the ROS clock at the start
+        # plus sim time, taken together with the wall clock that paces the physics (below).
+        self.stamp_offset_ns = 0
+        self.wall_start = time.monotonic()
+        if not self.lockstep:
+            self.stamp_offset_ns = self.get_clock().now().nanoseconds
         self.command = np.zeros(len(self.actuated))
+        self.applied = np.zeros(len(names))
         self.watchdog = CommandWatchdog(p["command_timeout"])
-        self.rejected_commands = 0
-        self.commands_received = 0
+        self.counts = {"commands_received": 0, "rejected_commands": 0, "readings_published": 0}
         self.last_reject_reason = ""
 
         self.state_pub = self.create_publisher(JointState, "joint_states", 10)
+        self.truth_pub = self.create_publisher(JointState, "~/ground_truth", 10)
         self.clock_pub = self.create_publisher(ClockMsg, "/clock", 10) if self.lockstep else None
         self.create_subscription(
-            Float64MultiArray,
-            "effort_controller/commands",
-            self._on_command,
+            Float64MultiArray, "effort_controller/commands", self._on_command,
             QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE),
         )
         self.create_service(Trigger, "~/reset", self._on_reset)
@@ -103,12 +141,14 @@ class SimNode(Node):
             self.last_publish_wall = time.monotonic()
             self.create_timer(p["lockstep_republish"], self._republish_if_idle, clock=self._steady())
         else:
-            self.wall_start = time.monotonic()
             self.steps_done = 0
-            self.create_timer(1.0 / p["publish_rate"], self._realtime_tick, clock=self._steady())
+            self.truth_every = max(1, round(p["physics_rate"] / p["ground_truth_rate"]))
+            # One tick per physics step: readings go out when they are due, not a timer period later.
+            self.create_timer(self.physics_dt, self._realtime_tick, clock=self._steady())
+        sensing = "encoder readings" if self.sensor else "exact states"
         self.get_logger().info(
-            f"{p['mode']} sim of {urdf.name}: joints {self.robot.joint_names}, "
-            f"physics {p['physics_rate']:.0f} Hz, commands on {p['joints']}"
+            f"{p['mode']} sim of {urdf.name}: joints {names}, physics {p['physics_rate']:.0f} Hz, "
+            f"{sensing} on joint_states, commands on {p['joints']}"
         )
 
     @staticmethod
@@ -116,69 +156,101 @@ class SimNode(Node):
         # The sim's own timers run on the steady clock: in lockstep the sim *is* the ROS clock.
         return Clock(clock_type=ClockType.STEADY_TIME)
 
-    # -- state -------------------------------------------------------------------------------
+    # -- physics and sensing ------------------------------------------------------------------
+    @property
+    def sim_time(self) -> float:
+        return self.sim_time_ns * 1e-9
+
     def reset_state(self, position: np.ndarray, velocity: np.ndarray, noise: float) -> None:
         position = position + noise * self.rng.standard_normal(position.shape)
         velocity = velocity + noise * self.rng.standard_normal(velocity.shape)
         self.robot.reset(position, velocity)
         self.command[:] = 0.0
         self.watchdog.last_time = None
-        self._publish_state()
+        if self.sensor is not None:
+            self.sensor.reset(self.sim_time)
+            self.sensor.observe(self.sim_time, position, velocity)
+        self._publish(truth=True)
 
-    def _stamp(self):
-        if self.lockstep:
-            return Time(nanoseconds=self.sim_time_ns).to_msg()
-        return self.get_clock().now().to_msg()
-
-    def _publish_state(self) -> None:
-        s = self.robot.state()
-        msg = JointState()
-        msg.header.stamp = self._stamp()
-        msg.name = list(self.robot.joint_names)
-        msg.position = s.position.tolist()
-        msg.velocity = s.velocity.tolist()
-        msg.effort = s.effort.tolist()
-        self.state_pub.publish(msg)
-        if self.clock_pub is not None:
-            self.clock_pub.publish(ClockMsg(clock=msg.header.stamp))
-            self.last_publish_wall = time.monotonic()
-
-    def _efforts(self, command: np.ndarray) -> np.ndarray:
+    def _advance(self, steps: int, command: np.ndarray) -> None:
         effort = np.zeros(len(self.robot.joint_names))
         effort[self.actuated] = command
-        return np.clip(effort, -self.effort_limit, self.effort_limit)
+        self.applied = np.clip(effort, -self.effort_limit, self.effort_limit)
+        for _ in range(steps):
+            self.robot.step(self.applied, 1)
+            self.sim_time_ns += self.physics_dt_ns
+            if self.sensor is not None:
+                s = self.robot.state()
+                self.sensor.observe(self.sim_time, s.position, s.velocity)
+
+    def _stamp(self, t_ns: int):
+        return Time(nanoseconds=self.stamp_offset_ns + t_ns).to_msg()
+
+    def _joint_state(self, t_ns: int, position, velocity) -> JointState:
+        msg = JointState()
+        msg.header.stamp = self._stamp(t_ns)
+        msg.name = list(self.robot.joint_names)
+        msg.position = [float(v) for v in position]
+        msg.velocity = [float(v) for v in velocity]
+        msg.effort = self.applied.tolist()
+        return msg
+
+    def _publish(self, truth: bool) -> None:
+        """Readings due by now (or the exact state without a sensor), ground truth, then /clock."""
+        s = self.robot.state()
+        exact = self._joint_state(self.sim_time_ns, s.position, s.velocity)
+        if self.sensor is None:
+            self.state_pub.publish(exact)
+        else:
+            for m in self.sensor.deliver(self.sim_time):
+                self.state_pub.publish(self._joint_state(int(round(m.stamp * 1e9)), m.position, m.velocity))
+                self.counts["readings_published"] += 1
+        if truth:
+            self.truth_pub.publish(exact)
+        if self.clock_pub is not None:
+            self.clock_pub.publish(ClockMsg(clock=self._stamp(self.sim_time_ns)))
+            self.last_publish_wall = time.monotonic()
 
     # -- commands ----------------------------------------------------------------------------
     def _on_command(self, msg: Float64MultiArray) -> None:
-        self.commands_received += 1
+        self.counts["commands_received"] += 1
         command = read_command(msg, len(self.actuated))
         if isinstance(command, str):
-            self.rejected_commands += 1
+            self.counts["rejected_commands"] += 1
             self.last_reject_reason = command
             self.get_logger().warn(f"rejected command: {command}", throttle_duration_sec=1.0)
             command = np.zeros(len(self.actuated))  # never applied; the robot gets zero effort
         self.command = command
         self.watchdog.feed(time.monotonic())
         if self.lockstep:
-            self.robot.step(self._efforts(self.command), self.steps_per_control)
-            self.sim_time_ns += int(round(self.steps_per_control * self.physics_dt * 1e9))
-            self._publish_state()
+            self._advance(self.steps_per_control, self.command)
+            self._publish(truth=True)
 
     def _republish_if_idle(self) -> None:
         # A late subscriber, or a lost best-effort sample, must not stall the lockstep loop.
         if time.monotonic() - self.last_publish_wall >= self.p["lockstep_republish"]:
-            self._publish_state()
+            s = self.robot.state()
+            exact = self._joint_state(self.sim_time_ns, s.position, s.velocity)
+            (self.state_pub if self.sensor is None else self.truth_pub).publish(exact)
+            self.clock_pub.publish(ClockMsg(clock=self._stamp(self.sim_time_ns)))
+            self.last_publish_wall = time.monotonic()
 
     def _realtime_tick(self) -> None:
         target = int((time.monotonic() - self.wall_start) / self.physics_dt)
-        steps = min(target - self.steps_done, int(0.1 / self.physics_dt))  # never spiral after a stall
+        steps = target - self.steps_done
+        cap = int(0.1 / self.physics_dt)
+        if steps > cap:  # after a stall, never spiral: skip the lost time, keep stamps on the wall clock
+            self.stamp_offset_ns += (steps - cap) * self.physics_dt_ns
+            steps = cap
         self.steps_done = target
         if steps <= 0:
             return
         fresh = self.watchdog.fresh(time.monotonic())
-        self.robot.step(self._efforts(self.command if fresh else np.zeros_like(self.command)), steps)
-        self.sim_time_ns += int(round(steps * self.physics_dt * 1e9))
-        self._publish_state()
+        before = self.sim_time_ns // (self.physics_dt_ns * self.truth_every)
+        self._advance(steps, self.command if fresh else np.zeros_like(self.command))
+        truth_due = self.sim_time_ns // (self.physics_dt_ns * self.truth_every) > before
+        if self.sensor is not None or truth_due:
+            self._publish(truth=truth_due)
 
     # -- services ----------------------------------------------------------------------------
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
@@ -195,23 +267,21 @@ class SimNode(Node):
 
     def _publish_diagnostics(self) -> None:
         last = self.watchdog.last_time
-        age = time.monotonic() - last if last is not None else np.inf
+        age = time.monotonic() - last if last is not None else math.inf
         level, message = OK, "running"
         if not self.lockstep and not self.watchdog.fresh(time.monotonic()):
             level, message = WARN, "no fresh command: zero effort"
-        self.diagnostics.publish(
-            level,
-            message,
-            {
-                "mode": self.p["mode"],
-                "sim_time": f"{self.sim_time_ns * 1e-9:.3f}",
-                "commands_received": self.commands_received,
-                "rejected_commands": self.rejected_commands,
-                "last_reject_reason": self.last_reject_reason,
-                "command_age_s": f"{age:.3f}" if np.isfinite(age) else "never",
-                "command_timeouts": self.watchdog.timeouts,
-            },
-        )
+        values = {
+            "mode": self.p["mode"],
+            "sim_time": f"{self.sim_time:.3f}",
+            **self.counts,
+            "last_reject_reason": self.last_reject_reason,
+            "command_age_s": f"{age:.3f}" if math.isfinite(age) else "never",
+            "command_timeouts": self.watchdog.timeouts,
+        }
+        if self.sensor is not None:
+            values |= {"sensor_samples": self.sensor.samples, "sensor_lost": self.sensor.lost}
+        self.diagnostics.publish(level, message, values)
 
     def close(self) -> None:
         self.robot.close()

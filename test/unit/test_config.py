@@ -9,6 +9,7 @@ from mbrl_control.config import node_parameters
 from mbrl_control.nodes import (
     controller_node,
     driver_node,
+    estimator_node,
     foxglove_bridge_node,
     mock_hardware_node,
     recorder_node,
@@ -25,6 +26,7 @@ NODES = {
     "driver": driver_node.PARAMS,
     "recorder": recorder_node.PARAMS,
     "foxglove_bridge": foxglove_bridge_node.PARAMS,
+    "estimator": estimator_node.PARAMS,
 }
 CONFIGS = sorted(p for p in config_dir().glob("*.yaml") if "ros__parameters" in p.read_text())
 

@@ -17,26 +17,42 @@ def names(specs):
     return [s.name for s in specs]
 
 
-def test_default_graph_is_sim_and_controller_wired_by_ros2_control_topics():
+def spec(specs, name):
+    return next(s for s in specs if s.name == name)
+
+
+def test_default_graph_is_sim_estimator_controller_wired_by_ros2_control_topics():
     specs = mpc_graph({})
-    assert names(specs) == ["sim", "mpc_controller"]
-    controller = specs[1]
-    assert dict(controller.remappings) == {
-        "joint_states": "/joint_states",
-        "effort_controller/commands": "/effort_controller/commands",
-    }
+    assert names(specs) == ["sim", "estimator", "mpc_controller"]
+    robot = {"joint_states": "/joint_states", "effort_controller/commands": "/effort_controller/commands"}
+    assert dict(spec(specs, "sim").remappings) == robot
+    assert dict(spec(specs, "estimator").remappings) == robot  # readings in, commands for prediction
+    controller = spec(specs, "mpc_controller")
+    assert dict(controller.remappings) == robot | {"joint_states": "/estimator/state"}
     assert controller.parameters[0].endswith("config/cartpole.yaml")
     assert controller.parameters[1] == {"mode": "realtime", "use_sim_time": False, "planner": "cem"}
+    assert spec(specs, "sim").parameters[1]["sensor.enabled"] is True
+
+
+def test_without_estimator_the_controller_reads_exact_joint_states():
+    specs = mpc_graph({"estimator": "none"})
+    assert names(specs) == ["sim", "mpc_controller"]
+    assert dict(specs[1].remappings)["joint_states"] == "/joint_states"
+    assert specs[0].parameters[1]["sensor.enabled"] is False
+    assert spec(mpc_graph({"estimator": "ukf"}), "estimator").parameters[1]["estimator.kind"] == "ukf"
 
 
 def test_launch_arguments_change_the_graph():
     lockstep = mpc_graph({"mode": "lockstep", "duration": "5", "gui": "true"})
-    assert names(lockstep) == ["sim", "mpc_controller", "run_monitor"]
+    assert names(lockstep) == ["sim", "estimator", "mpc_controller", "run_monitor"]
     assert all(s.parameters[1]["use_sim_time"] is True for s in lockstep)
     assert lockstep[0].parameters[1]["gui"] is True
-    assert lockstep[2].ends_launch and lockstep[2].parameters[1]["duration"] == 5.0
-    assert names(mpc_graph({"use_sim": "false"})) == ["mock_hardware", "mpc_controller"]
-    assert names(mpc_graph({"use_sim": "false", "hardware": "ros2_control"})) == ["mpc_controller"]
+    monitor = lockstep[3]
+    assert monitor.ends_launch and monitor.parameters[1]["duration"] == 5.0
+    assert dict(monitor.remappings)["ground_truth"] == "/sim/ground_truth"
+    assert dict(monitor.remappings)["estimate"] == "/estimator/state"
+    assert names(mpc_graph({"use_sim": "false"})) == ["mock_hardware", "estimator", "mpc_controller"]
+    assert names(mpc_graph({"use_sim": "false", "hardware": "ros2_control", "estimator": "none"})) == ["mpc_controller"]
     driver = mpc_graph({"use_sim": "false", "hardware": "my_robot.io:Motors"})[0]
     assert driver.name == "driver" and driver.parameters[1]["device"] == "my_robot.io:Motors"
     assert driver.parameters[1]["autostart"] is True
@@ -47,9 +63,12 @@ def test_launch_arguments_change_the_graph():
 def test_topic_arguments_remap_every_robot_facing_node():
     specs = mpc_graph({"use_sim": "false", "hardware": "mock", "state_topic": "/robot/joint_states",
                        "command_topic": "/forward_effort_controller/commands", "duration": "3"})
-    for spec in specs:
-        assert dict(spec.remappings) == {"joint_states": "/robot/joint_states",
-                                         "effort_controller/commands": "/forward_effort_controller/commands"}
+    for s in specs:
+        remaps = dict(s.remappings)
+        assert remaps["effort_controller/commands"] == "/forward_effort_controller/commands"
+        expected = "/estimator/state" if s.name == "mpc_controller" else "/robot/joint_states"
+        assert remaps["joint_states"] == expected, s.name
+    assert dict(spec(specs, "run_monitor").remappings)["ground_truth"] == "/robot/joint_states"
 
 
 def test_rviz_adds_ros2_install_nodes_the_pip_launcher_cannot_start():
@@ -70,6 +89,7 @@ def test_rviz_adds_ros2_install_nodes_the_pip_launcher_cannot_start():
         ({"colour": "red"}, "unknown launch arguments"),
         ({"duration": "-1"}, "duration"),
         ({"duration": "abc"}, "number of seconds"),
+        ({"overrides": "/nonexistent.yaml"}, "overrides"),
         ({"use_sim": "false", "hardware": "gazebo"}, "hardware"),
     ],
 )
@@ -79,15 +99,15 @@ def test_bad_launch_arguments_are_refused_by_name(args, message):
 
 
 def test_pip_launcher_command_passes_files_overrides_and_remaps(tmp_path):
-    spec = mpc_graph({"mode": "lockstep"})[1]
-    cmd = node_command(spec, tmp_path)
+    controller = spec(mpc_graph({"mode": "lockstep"}), "mpc_controller")
+    cmd = node_command(controller, tmp_path)
     assert cmd[1:3] == ["-m", "mbrl_control.nodes.controller_node"]
     assert cmd[3:6] == ["--ros-args", "-r", "__node:=mpc_controller"]
     files = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--params-file"]
     assert files[0].endswith("cartpole.yaml")
     override = yaml.safe_load(Path(files[1]).read_text())
     assert override == {"/mpc_controller": {"ros__parameters": {"mode": "lockstep", "use_sim_time": True, "planner": "cem"}}}
-    assert "joint_states:=/joint_states" in cmd
+    assert "joint_states:=/estimator/state" in cmd
     assert parse_launch_args(["a:=1", "b:=x:=y"]) == {"a": "1", "b": "x:=y"}
     with pytest.raises(ValueError):
         parse_launch_args(["oops"])
@@ -106,3 +126,10 @@ def test_launch_file_declares_every_argument_and_builds_from_the_graph():
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
     assert {"MPC_ARGUMENTS", "mpc_graph", "DeclareLaunchArgument", "Node", "OpaqueFunction"} <= imported
     assert {a.name for a in MPC_ARGUMENTS} >= {"robot", "mode", "gui", "use_sim", "planner"}
+
+
+def test_overrides_file_goes_on_top_of_the_robot_config_for_every_node(tmp_path):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("sim:\n  ros__parameters:\n    seed: 3\n")
+    for s in mpc_graph({"overrides": str(extra), "duration": "1", "record": "true"}):
+        assert s.parameters[1] == str(extra) and isinstance(s.parameters[2], dict), s.name

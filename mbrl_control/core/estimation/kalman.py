@@ -1,0 +1,358 @@
+"""What the EKF and the UKF share: the measurement update, gating, delay compensation, health.
+
+The measurement is the joints' positions (and velocities, if the encoders report them): linear in
+the state, so the Kalman update below is exact for both filters (the unscented transform of a
+linear function is the linear transform); they differ only in how they predict.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
+
+import numpy as np
+from scipy.stats import chi2
+
+from mbrl_control.core.dynamics.base import DynamicsModel
+from mbrl_control.core.estimation.base import REJECT_REASONS, Estimator, EstimatorStatus
+from mbrl_control.core.estimation.process import ProcessModel
+
+TIME_EPS = 1e-9  # stamps closer than this are the same instant [s]
+
+
+@dataclass(frozen=True)
+class EstimatorConfig:
+    """Per-joint tuples are in the state's joint order (cart-pole: cart [m], pole [rad]).
+
+    The measurement noise defaults equal the sensor model's (``mbrl_control.sim.sensor``); on a
+    robot they come from the encoders' data sheet.
+    """
+
+    position_noise_std: tuple[float, ...] = (5e-4, 1e-3)  # reading noise [m, rad]
+    position_resolution: tuple[float, ...] = (2e-5, 2.0 * math.pi / 4096)  # encoder step; adds step^2/12
+    measure_velocity: bool = False  # readings are [positions, velocities], not positions only
+    velocity_noise_std: tuple[float, ...] = (0.01, 0.02)  # [m/s, rad/s], when measured
+    accel_noise_density: tuple[float, ...] = (0.01, 0.05)  # unmodelled acceleration [m^2/s^3, rad^2/s^3]
+    initial_velocity_std: tuple[float, ...] = (1.0, 3.0)  # velocity prior at (re)initialisation
+    gate_probability: float = 0.999  # chi-square gate on the innovation; 1 disables gating
+    reinit_after_rejections: int = 20  # this many gated readings in a row: re-initialise (0: never)
+    delay_compensation: bool = True  # fuse a late reading at its stamp, then re-predict to now
+    history_duration: float = 0.5  # oldest reading fused [s]
+    max_future: float = 0.1  # readings stamped further ahead of the estimate are rejected [s]
+    max_prediction: float = 1.0  # a longer single prediction is a clock jump: forget the estimate [s]
+    stale_after: float = 0.1  # no reading fused for this long: stale [s]
+    stale_position_std: tuple[float, ...] = (0.05, 0.1)  # position std above this: stale [m, rad]
+    stale_velocity_std: tuple[float, ...] = (0.5, 1.0)  # velocity std above this: stale [m/s, rad/s]
+    nis_window: int = 100  # readings in the running NIS mean
+    ukf_alpha: float = 1.0  # sigma-point spread (UKF)
+    ukf_beta: float = 2.0  # prior knowledge of the distribution, 2 for Gaussian (UKF)
+    ukf_kappa: float = 0.0  # secondary scaling (UKF)
+    compile: bool = True  # torch.compile the model evaluations (eager if no compiler)
+
+    def measurement_variance(self) -> np.ndarray:
+        pos = np.square(self.position_noise_std) + np.square(self.position_resolution) / 12.0
+        return np.concatenate([pos, np.square(self.velocity_noise_std)]) if self.measure_velocity else pos
+
+
+class _Snapshot(NamedTuple):
+    time: float  # the estimate (mean, cov) at this time ...
+    mean: np.ndarray
+    cov: np.ndarray
+    command: np.ndarray  # ... and the command applied from then until the next snapshot
+
+
+class KalmanFilter(Estimator):
+    """A Gaussian filter on the controller's ``DynamicsModel``; subclasses say how to predict.
+
+    Delay compensation keeps the estimate (mean, covariance) and the command at the start of every
+    prediction for ``history_duration`` seconds. A reading stamped in the past is fused at its
+    stamp, from the snapshot before it, and the estimate is re-predicted to the present with the
+    commands that were actually applied in between. Readings must arrive in stamp order; an older
+    one than the last fused is rejected (re-fusing out-of-order readings would need the whole
+    history re-run, and a transport delivers in order anyway).
+
+    The estimate never becomes NaN: readings are validated before use, a prediction that turns
+    non-finite is replaced by the old mean with grown covariance, and covariances are kept
+    symmetric (Joseph-form update).
+    """
+
+    def __init__(
+        self,
+        model: DynamicsModel,
+        config: EstimatorConfig = EstimatorConfig(),
+        angular_joints: Sequence[bool] | None = None,
+    ) -> None:
+        self.config = config
+        self.process = ProcessModel(model, config.accel_noise_density, compile=config.compile)
+        nq = self.process.nq
+        self.state_dim, self.action_dim = 2 * nq, model.action_dim
+        per_joint = ("position_noise_std", "position_resolution", "velocity_noise_std", "initial_velocity_std",
+                     "stale_position_std", "stale_velocity_std")
+        for name in per_joint:
+            if len(getattr(config, name)) != nq:
+                raise ValueError(f"estimator config '{name}' needs {nq} values (one per joint)")
+        if not 0.0 < config.gate_probability <= 1.0 or config.nis_window < 1 or config.history_duration < 0:
+            raise ValueError("need 0 < gate_probability <= 1, nis_window >= 1, history_duration >= 0")
+        angular = tuple(angular_joints) if angular_joints is not None else (False,) * nq
+        if len(angular) != nq:
+            raise ValueError(f"angular_joints needs {nq} flags")
+        self._angles = np.flatnonzero(angular)  # measured positions that are angles (wrap innovations)
+        self._measured_count = 2 * nq if config.measure_velocity else nq
+        self._measurement_cov = np.diag(config.measurement_variance())
+        self._gate = chi2.ppf(config.gate_probability, self._measured_count) if config.gate_probability < 1 else math.inf
+        self._initial_velocity_var = np.square(config.initial_velocity_std)
+        self._stale_std = np.concatenate([config.stale_position_std, config.stale_velocity_std])
+        self._eye = np.eye(self.state_dim)
+        self.reset()
+
+    # -- interface -----------------------------------------------------------------------------
+    def reset(self) -> None:
+        self._mean = np.zeros(self.state_dim)
+        self._cov = np.eye(self.state_dim)
+        self._time = math.nan
+        self._command = np.zeros(self.action_dim)
+        self._history: deque[_Snapshot] = deque()
+        self._early_commands: deque[tuple[float, np.ndarray]] = deque()  # (time, command) before the first reading
+        self._last_stamp = -math.inf
+        self._gated_in_a_row = 0
+        self.accepted = 0
+        self.rejected: Counter[str] = Counter({r: 0 for r in REJECT_REASONS})
+        self.events: Counter[str] = Counter()
+        self._nis = np.full(self.config.nis_window, math.nan)
+        self._nis_count = 0
+        self.last_nis = math.nan
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self._mean.copy()
+
+    @property
+    def cov(self) -> np.ndarray:
+        return self._cov.copy()
+
+    @property
+    def time(self) -> float:
+        return self._time
+
+    @property
+    def command(self) -> np.ndarray:
+        return self._command.copy()
+
+    def predict(self, u: np.ndarray, dt: float) -> None:
+        u = self._checked_command(u)
+        dt = float(dt)
+        if not math.isfinite(dt) or dt < 0:
+            self.events["bad_dt"] += 1
+            return
+        if self.initialized and dt > self.config.max_prediction:
+            self.events["time_jump"] += 1  # a clock jump, not a gap: start over from the next reading
+            self.reset_estimate()
+        if self.initialized and dt > TIME_EPS:
+            self._history.append(_Snapshot(self._time, self._mean, self._cov, u))
+            self._mean, self._cov = self._safe_propagate(self._mean, self._cov, u, dt)
+            self._time += dt
+            self._forget_old_snapshots()
+        self._command = u
+
+    def update(self, z: np.ndarray, stamp: float) -> bool:
+        try:
+            z = np.asarray(z, dtype=np.float64).reshape(-1)
+            stamp = float(stamp)
+        except (TypeError, ValueError):
+            return self._reject("invalid")
+        if z.shape[0] != self._measured_count:
+            return self._reject("wrong_length")
+        if not (np.isfinite(z).all() and math.isfinite(stamp)):
+            return self._reject("nonfinite")
+        if not self.initialized:
+            self._mean, self._cov = self._initial_estimate(z)
+            self._time = stamp
+            self._history.clear()
+            self.last_nis = math.nan
+            self._catch_up_with_early_commands()
+            return self._accept(stamp)
+        if stamp <= self._last_stamp + TIME_EPS:
+            return self._reject("out_of_order")
+        if stamp > self._time + self.config.max_future:
+            return self._reject("future")
+        if self._time - stamp > self.config.history_duration:
+            return self._reject("too_old")
+        # Without compensation a late reading is fused as if it were taken now.
+        at = stamp if self.config.delay_compensation else max(stamp, self._time)
+        return self._accept(stamp) if self._fuse(at, z) else False
+
+    def apply_command(self, u: np.ndarray, t: float) -> None:
+        if self.initialized:
+            super().apply_command(u, t)
+            return
+        # Before the first reading there is no estimate to advance, but the first reading arrives
+        # late: remember when each command started, to predict from that reading's stamp with them.
+        self._command = self._checked_command(u)
+        self._early_commands.append((float(t), self._command))
+        while len(self._early_commands) > 1 and self._early_commands[1][0] <= t - self.config.history_duration:
+            self._early_commands.popleft()
+
+    def status(self, now: float | None = None) -> EstimatorStatus:
+        now = self._time if now is None else now
+        std = np.sqrt(np.maximum(np.diag(self._cov), 0.0))
+        age = now - self._last_stamp if self.initialized else math.inf
+        stale = not self.initialized or age > self.config.stale_after or bool(np.any(std > self._stale_std))
+        filled = self._nis[: min(self._nis_count, len(self._nis))]
+        return EstimatorStatus(
+            initialized=self.initialized,
+            stale=stale,
+            time=self._time,
+            measurement_age=age,
+            std=std,
+            accepted=self.accepted,
+            rejected=dict(self.rejected),
+            events=dict(self.events),
+            nis_mean=float(filled.mean()) if filled.size else math.nan,
+            nis_dof=self._measured_count,
+        )
+
+    def warm_up(self) -> None:
+        """Compile the model evaluations now (seconds, once per model and process) rather than on
+        the first control tick; then start over, counters included."""
+        self.update(np.zeros(self._measured_count), 0.0)
+        self.predict(self._command, self.process.dt)
+        self.predict(self._command, 0.5 * self.process.dt)
+        self.reset()
+
+    def reset_estimate(self) -> None:
+        """Uninitialise, keeping the counters: the next valid reading starts a new estimate."""
+        self._time = math.nan
+        self._history.clear()
+        self._early_commands.clear()
+        self._last_stamp = -math.inf
+        self._gated_in_a_row = 0
+
+    # -- prediction, by the subclass -----------------------------------------------------------
+    @abc.abstractmethod
+    def _propagate(self, mean: np.ndarray, cov: np.ndarray, u: np.ndarray, duration: float) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and (symmetric) covariance ``duration`` seconds later under command ``u``."""
+
+    def _safe_propagate(self, mean: np.ndarray, cov: np.ndarray, u: np.ndarray, duration: float) -> tuple[np.ndarray, np.ndarray]:
+        if duration <= TIME_EPS:
+            return mean, cov
+        new_mean, new_cov = self._propagate(mean, cov, u, duration)
+        if np.isfinite(new_mean).all() and np.isfinite(new_cov).all():
+            return new_mean, new_cov
+        # A model that diverged (a learned one far from its data): hold the mean, grow the doubt.
+        self.events["nonfinite_prediction"] += 1
+        return mean, cov + self.process.noise(duration)
+
+    # -- fusion --------------------------------------------------------------------------------
+    def _fuse(self, at: float, z: np.ndarray) -> bool:
+        """Fuse ``z`` at time ``at``: ahead of the estimate, at it, or in its recent past."""
+        if at > self._time + TIME_EPS:  # ahead: the held command stays applied until then
+            self.predict(self._command, at - self._time)
+        if at >= self._time - TIME_EPS:
+            corrected = self._correct(self._mean, self._cov, z)
+            if corrected is not None:
+                self._mean, self._cov = corrected
+            return corrected is not None
+        # In the past: restart from the last snapshot at or before the stamp.
+        index = next((i for i in range(len(self._history) - 1, -1, -1) if self._history[i].time <= at + TIME_EPS), None)
+        if index is None:
+            return self._reject("too_old")
+        start = self._history[index]
+        mean, cov = self._safe_propagate(start.mean, start.cov, start.command, at - start.time)
+        corrected = self._correct(mean, cov, z)
+        if corrected is None:
+            return False
+        # Re-predict to the present with the commands applied since; older snapshots can never be
+        # used again (later readings must be newer than this one).
+        replay = list(self._history)[index + 1 :]
+        mean, cov = corrected
+        self._history = deque([_Snapshot(at, mean, cov, start.command)])
+        t, u = at, start.command
+        for snap in replay:
+            mean, cov = self._safe_propagate(mean, cov, u, snap.time - t)
+            self._history.append(_Snapshot(snap.time, mean, cov, snap.command))
+            t, u = snap.time, snap.command
+        self._mean, self._cov = self._safe_propagate(mean, cov, u, self._time - t)
+        return True
+
+    def _correct(self, mean: np.ndarray, cov: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Kalman update with the chi-square gate; None (counted) if the reading is an outlier."""
+        m, angles = self._measured_count, self._angles  # measured: the first m state entries
+        difference = z - mean[:m]
+        innovation = difference.copy()
+        innovation[angles] = _wrap(difference[angles])  # angle-safe: 2 pi apart is 0 apart
+        s_inv = np.linalg.inv(cov[:m, :m] + self._measurement_cov)
+        nis = float(innovation @ s_inv @ innovation)
+        if not nis <= self._gate:
+            self._gated_in_a_row += 1
+            limit = self.config.reinit_after_rejections
+            if limit and self._gated_in_a_row >= limit:
+                # Persistently far from every reading: the estimate, not the sensor, is wrong.
+                self.events["reinitialized"] += 1
+                self._gated_in_a_row = 0
+                self.last_nis = math.nan
+                return self._initial_estimate(z)
+            self._reject("gate")
+            return None
+        self._gated_in_a_row = 0
+        gain = cov[:, :m] @ s_inv
+        mean = mean + gain @ innovation
+        # Report angles on the reading's turn, so the estimate follows the encoder's convention.
+        mean[angles] += difference[angles] - innovation[angles]
+        residual = self._eye.copy()
+        residual[:, :m] -= gain
+        cov = residual @ cov @ residual.T + gain @ self._measurement_cov @ gain.T  # Joseph: stays PSD
+        self._record_nis(nis)
+        return mean, 0.5 * (cov + cov.T)
+
+    def _catch_up_with_early_commands(self) -> None:
+        early, self._early_commands = self._early_commands, deque()
+        before = [u for t, u in early if t <= self._time]
+        self._command = before[-1] if before else np.zeros(self.action_dim)  # at rest until commanded
+        for t, u in early:
+            if t > self._time:
+                self.apply_command(u, t)
+
+    def _initial_estimate(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        nq = self.process.nq
+        mean = np.zeros(self.state_dim)
+        var = np.concatenate([np.diag(self._measurement_cov)[:nq], self._initial_velocity_var])
+        mean[: self._measured_count] = z
+        var[: self._measured_count] = np.diag(self._measurement_cov)
+        return mean, np.diag(var)
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def _checked_command(self, u: np.ndarray) -> np.ndarray:
+        try:
+            u = np.asarray(u, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            u = np.full(0, math.nan)
+        if u.shape != (self.action_dim,) or not np.all(np.isfinite(u)):
+            self.events["bad_command"] += 1  # the robot's driver rejects it too: the old one stays
+            return self._command
+        return u
+
+    def _accept(self, stamp: float) -> bool:
+        self._last_stamp = stamp
+        self.accepted += 1
+        return True
+
+    def _reject(self, reason: str) -> bool:
+        self.rejected[reason] += 1
+        return False
+
+    def _record_nis(self, nis: float) -> None:
+        self.last_nis = nis
+        self._nis[self._nis_count % len(self._nis)] = nis
+        self._nis_count += 1
+
+    def _forget_old_snapshots(self) -> None:
+        horizon = self._time - self.config.history_duration
+        while len(self._history) > 1 and self._history[1].time <= horizon:
+            self._history.popleft()
+
+
+def _wrap(a: np.ndarray) -> np.ndarray:
+    return np.remainder(a + math.pi, 2 * math.pi) - math.pi

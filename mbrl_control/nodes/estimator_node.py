@@ -1,0 +1,230 @@
+"""The state estimator node: noisy, late, partial joint readings in; a full state with covariance
+out, at the control rate.
+
+Subscribes ``joint_states`` (the encoders: positions, stamped with their sample time) and
+``effort_controller/commands`` (the commands actually sent, for prediction). Publishes ``~/state``
+(sensor_msgs/JointState: positions and velocities), ``~/covariance`` (std_msgs/Float64MultiArray,
+a row-major nx x nx matrix with its MultiArrayLayout), ``~/uncertainty`` (visualization_msgs/
+MarkerArray: 2-sigma ellipsoids of the cart and the pole tip, throttled) and ``/diagnostics``.
+
+The filter's process model is the controller's own dynamics model (same parameters). While the
+estimate is stale (no reading fused for ``estimator.stale_after``, or its uncertainty too large)
+nothing is published on ``~/state``, so the controller's state watchdog sends the safe command.
+In lockstep the estimate is published once per control period of sim time, as /clock advances.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.time import Time
+from rosgraph_msgs.msg import Clock as ClockMsg
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+from visualization_msgs.msg import Marker, MarkerArray
+
+from mbrl_control.core.builders import build_model, build_task, robot_params
+from mbrl_control.core.dynamics.urdf import read_urdf
+from mbrl_control.core.estimation import ESTIMATORS, build_estimator
+from mbrl_control.core.timing import TickStats
+from mbrl_control.nodes.diagnostics import OK, WARN, DiagnosticsPublisher
+from mbrl_control.nodes.joint_io import read_command
+from mbrl_control.nodes.markers import uncertainty_markers
+from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters, section
+from mbrl_control.nodes.runtime import main_for
+from mbrl_control.paths import resolve_config_path
+
+PI = math.pi
+PARAMS = [
+    ParamSpec("robot", "cartpole", "robot model", choices=("cartpole",)),
+    ParamSpec("urdf", "urdf/cartpole.urdf", "robot URDF; relative paths are under the package's config/"),
+    ParamSpec("gravity", 9.81, "gravity [m/s^2]", 0.0, 30.0),
+    ParamSpec("mode", "realtime", "realtime: timer; lockstep: once per control period of /clock", choices=("realtime", "lockstep")),
+    ParamSpec("control_rate", 50.0, "estimate publish rate [Hz]", 1.0, 1000.0),
+    ParamSpec("state_joints", ["slider_to_cart", "cart_to_pole"], "joints of the state vector, in order"),
+    ParamSpec("command_joints", ["slider_to_cart"], "actuated joints, in the order of the command array"),
+    ParamSpec("model.integrator", "rk4", "analytic model integrator (the controller's)", choices=("rk4", "euler")),
+    ParamSpec("model.substeps", 1, "integrator substeps per control period", 1, 100),
+    ParamSpec("torch_threads", 1, "torch intra-op threads", 1, 64),
+    ParamSpec("marker_rate", 10.0, "rate of ~/uncertainty markers [Hz]; 0 disables them", 0.0, 100.0),
+    ParamSpec("diagnostics_rate", 1.0, "diagnostics publish rate [Hz]", 0.1, 100.0),
+    ParamSpec("frame_id", "world", "fixed frame of the markers"),
+    ParamSpec("estimator.kind", "ekf", "filter", choices=tuple(ESTIMATORS)),
+    ParamSpec("estimator.position_noise_std", [5e-4, 1e-3], "reading noise per joint [m, rad]", 1e-9, 1.0),
+    ParamSpec("estimator.position_resolution", [2e-5, 2 * PI / 4096], "encoder step per joint", 0.0, 0.1),
+    ParamSpec("estimator.measure_velocity", False, "readings carry velocities too"),
+    ParamSpec("estimator.velocity_noise_std", [0.01, 0.02], "velocity reading noise per joint", 1e-9, 10.0),
+    ParamSpec("estimator.accel_noise_density", [0.01, 0.05], "unmodelled acceleration per joint [x^2/s^3]", 0.0, 100.0),
+    ParamSpec("estimator.initial_velocity_std", [1.0, 3.0], "velocity prior at (re)initialisation", 0.01, 100.0),
+    ParamSpec("estimator.gate_probability", 0.999, "chi-square gate on innovations; 1 disables it", 0.9, 1.0),
+    ParamSpec("estimator.reinit_after_rejections", 20, "re-initialise after this many gated readings in a row (0: never)", 0, 1000),
+    ParamSpec("estimator.delay_compensation", True, "fuse late readings at their stamp, then re-predict"),
+    ParamSpec("estimator.history_duration", 0.5, "oldest reading fused [s] (>= the worst latency)", 0.0, 5.0),
+    ParamSpec("estimator.max_future", 0.1, "readings stamped further ahead are rejected [s]", 0.0, 1.0),
+    ParamSpec("estimator.max_prediction", 1.0, "a longer single prediction is a clock jump [s]", 0.05, 60.0),
+    ParamSpec("estimator.stale_after", 0.1, "no reading fused for this long: stale [s]", 0.001, 10.0),
+    ParamSpec("estimator.stale_position_std", [0.05, 0.1], "position std above this: stale", 1e-4, 10.0),
+    ParamSpec("estimator.stale_velocity_std", [0.5, 1.0], "velocity std above this: stale", 1e-3, 100.0),
+    ParamSpec("estimator.nis_window", 100, "readings in the running NIS mean", 1, 100000),
+    ParamSpec("estimator.ukf_alpha", 1.0, "UKF sigma-point spread", 1e-3, 1.0),
+    ParamSpec("estimator.ukf_beta", 2.0, "UKF prior knowledge of the distribution", 0.0, 10.0),
+    ParamSpec("estimator.ukf_kappa", 0.0, "UKF secondary scaling", -3.0, 10.0),
+    ParamSpec("estimator.compile", True, "torch.compile the model evaluations (eager without a compiler)"),
+]
+
+
+class EstimatorNode(Node):
+    def __init__(self) -> None:
+        super().__init__("estimator")
+        p = declare_parameters(self, PARAMS)
+        self.p = p
+        torch.set_num_threads(p["torch_threads"])
+        self.period = 1.0 / p["control_rate"]
+        self.lockstep = p["mode"] == "lockstep"
+        urdf = resolve_config_path(p["urdf"])
+        if not urdf.is_file():
+            raise ParameterError(f"parameter 'urdf': no such file {urdf}")
+        params = robot_params(p["robot"], urdf, p["gravity"])
+        model = build_model(params, self.period, **section(p, "model"))
+        self.task = build_task(params)  # for the keypoints of the uncertainty markers
+        joints = read_urdf(urdf).joints
+        self.joints = list(p["state_joints"])
+        if len(self.joints) * 2 != model.state_dim:
+            raise ParameterError(f"parameter 'state_joints' needs {model.state_dim // 2} joints")
+        angular = [joints[j].type in ("continuous", "revolute") for j in self.joints]
+        config = section(p, "estimator")
+        try:
+            self.filter = build_estimator(config.pop("kind"), model, config, angular_joints=angular)
+        except ValueError as exc:
+            raise ParameterError(f"estimator.* parameters: {exc}") from exc
+        start = time.perf_counter()
+        self.filter.warm_up()
+        self.warmup_s = time.perf_counter() - start
+        self.measure_velocity = p["estimator.measure_velocity"]
+        self.counts = {"readings": 0, "unknown_joint_names": 0, "bad_commands": 0, "published": 0, "stale_ticks": 0}
+        self.stats = TickStats(self.period)
+        self.last_marker_wall = -math.inf
+        self.next_publish_ns: int | None = None
+
+        self.state_pub = self.create_publisher(JointState, "~/state", qos_profile_sensor_data)
+        self.cov_pub = self.create_publisher(Float64MultiArray, "~/covariance", 10)
+        self.marker_pub = self.create_publisher(MarkerArray, "~/uncertainty", 1)
+        nx = model.state_dim
+        self.cov_msg = Float64MultiArray()
+        self.cov_msg.layout.dim = [
+            MultiArrayDimension(label="rows", size=nx, stride=nx * nx),
+            MultiArrayDimension(label="cols", size=nx, stride=nx),
+        ]
+        self.diagnostics = DiagnosticsPublisher(self)
+        self.create_subscription(JointState, "joint_states", self._on_reading, qos_profile_sensor_data)
+        self.create_subscription(
+            Float64MultiArray, "effort_controller/commands", self._on_command,
+            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
+        )
+        if self.lockstep:
+            self.create_subscription(ClockMsg, "/clock", self._on_clock, 10)
+        else:
+            self.create_timer(self.period, self._publish)
+        self.create_timer(1.0 / p["diagnostics_rate"], self._publish_diagnostics)
+        self.get_logger().info(
+            f"{p['estimator.kind'].upper()} on the {p['model.integrator']} model, {p['control_rate']:.0f} Hz "
+            f"({p['mode']}), delay compensation {'on' if p['estimator.delay_compensation'] else 'off'}, "
+            f"warm-up {self.warmup_s:.1f} s"
+        )
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # -- inputs ------------------------------------------------------------------------------
+    def _on_reading(self, msg: JointState) -> None:
+        self.counts["readings"] += 1
+        try:
+            idx = [list(msg.name).index(j) for j in self.joints]
+        except ValueError:
+            self.counts["unknown_joint_names"] += 1
+            return
+        position = np.asarray(msg.position, dtype=np.float64)
+        if len(position) != len(msg.name):
+            z = position  # the filter counts the wrong length
+        else:
+            z = position[idx]
+            if self.measure_velocity:
+                velocity = np.asarray(msg.velocity, dtype=np.float64)
+                z = np.concatenate([z, velocity[idx]]) if len(velocity) == len(msg.name) else velocity
+        self.filter.update(z, Time.from_msg(msg.header.stamp).nanoseconds * 1e-9)
+
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        command = read_command(msg, len(self.p["command_joints"]))
+        if isinstance(command, str):
+            self.counts["bad_commands"] += 1
+            return
+        self.filter.apply_command(command, self._now())
+
+    def _on_clock(self, msg: ClockMsg) -> None:
+        t = Time.from_msg(msg.clock).nanoseconds
+        if self.next_publish_ns is None or t >= self.next_publish_ns - self.period * 0.5e9:
+            self.next_publish_ns = t + int(self.period * 1e9)
+            self._publish(t * 1e-9)
+
+    # -- outputs -----------------------------------------------------------------------------
+    def _publish(self, now: float | None = None) -> None:
+        start = time.perf_counter()
+        now = self._now() if now is None else now
+        f = self.filter
+        f.predict_to(now)
+        if not f.initialized or f.status(now).stale:
+            self.counts["stale_ticks"] += 1
+            return
+        mean, cov = f.mean, f.cov
+        nq = len(self.joints)
+        msg = JointState()
+        msg.header.stamp = Time(nanoseconds=int(round(f.time * 1e9))).to_msg()
+        msg.name = self.joints
+        msg.position = mean[:nq].tolist()
+        msg.velocity = mean[nq:].tolist()
+        self.state_pub.publish(msg)
+        self.cov_msg.data = cov.ravel().tolist()
+        self.cov_pub.publish(self.cov_msg)
+        self.counts["published"] += 1
+        self.stats.record(time.perf_counter() - start)
+        self._maybe_publish_markers(mean, cov, msg.header.stamp)
+
+    def _maybe_publish_markers(self, mean: np.ndarray, cov: np.ndarray, stamp) -> None:
+        rate, now = self.p["marker_rate"], time.monotonic()
+        if rate <= 0 or now - self.last_marker_wall < 1.0 / rate or self.marker_pub.get_subscription_count() == 0:
+            return
+        self.last_marker_wall = now
+        self.marker_pub.publish(uncertainty_markers(self.task.keypoints, mean, cov, stamp, self.p["frame_id"]))
+
+    def _publish_diagnostics(self) -> None:
+        status = self.filter.status(self._now())
+        level = OK if status.initialized and not status.stale else WARN
+        message = "tracking" if level == OK else ("waiting for readings" if not status.initialized else "stale")
+        values = {
+            "kind": self.p["estimator.kind"],
+            "initialized": status.initialized,
+            "stale": status.stale,
+            "measurement_age_ms": f"{status.measurement_age * 1e3:.1f}",
+            "std": " ".join(f"{v:.4g}" for v in status.std),
+            "accepted": status.accepted,
+            "rejected": sum(status.rejected.values()) + self.counts["unknown_joint_names"],
+            **{f"rejected_{k}": v for k, v in status.rejected.items()},
+            **{f"event_{k}": v for k, v in status.events.items()},
+            "nis_mean": f"{status.nis_mean:.3f}",
+            "nis_dof": status.nis_dof,
+            **self.counts,
+            "publish_us_p99": f"{self.stats.percentile_ms(99) * 1e3:.0f}",
+            "warmup_s": f"{self.warmup_s:.2f}",
+        }
+        self.diagnostics.publish(level, message, values)
+
+
+main = main_for(EstimatorNode)
+
+if __name__ == "__main__":
+    main()

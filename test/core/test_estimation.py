@@ -1,0 +1,367 @@
+"""State estimation on the cart-pole, no ROS: the filters are consistent and accurate against the
+sim's own integrator, compensate delay, and survive bad input.
+
+The truth is the sim (semi-implicit Euler at the 400 Hz physics step, which reproduces PyBullet)
+plus white acceleration noise at the filter's configured density, the unmodelled forces of a real
+rig; the filters predict with the controller's rk4 model, as the controller plans with it.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mbrl_control.core.builders import build_model, robot_params
+from mbrl_control.core.dynamics import CartPoleDynamics
+from mbrl_control.core.estimation import EstimatorConfig, build_estimator
+from mbrl_control.core.estimation.evaluation import (
+    cart_excitation,
+    consistency,
+    rmse,
+    run_filter,
+    simulate_truth,
+)
+from mbrl_control.core.estimation.process import ProcessModel
+from mbrl_control.paths import config_dir
+from mbrl_control.sim.sensor import JointSensor, SensorConfig
+
+DT, PHYSICS_DT = 0.02, 0.0025
+CONTROL_EVERY = round(DT / PHYSICS_DT)
+ANGULAR = (False, True)  # the pole's angle wraps, the cart's position does not
+RUNS = 20
+HANGING = np.array([0.0, math.pi, 0.0, 0.0])
+
+
+@pytest.fixture(scope="module")
+def params():
+    return robot_params("cartpole", config_dir() / "urdf" / "cartpole.urdf")
+
+
+@pytest.fixture(scope="module")
+def model(params):
+    return build_model(params, DT)  # the controller's planning model
+
+
+@pytest.fixture(scope="module")
+def plant(params):
+    return CartPoleDynamics(params, PHYSICS_DT, substeps=1, integrator="euler").double()  # == PyBullet
+
+
+def _truth(plant, runs, seed, ticks=200, x0=HANGING, spread=0.05, noise=EstimatorConfig().accel_noise_density):
+    rng = np.random.default_rng(seed)
+    start = x0 + spread * rng.standard_normal((runs, 4))
+    return simulate_truth(plant, start, ticks, CONTROL_EVERY, cart_excitation(10.0, 5.0, 8.0, 20.0), noise, rng)
+
+
+def _monte_carlo(estimator, truth, sensor_config=SensorConfig()):
+    return [
+        run_filter(estimator, truth, r, JointSensor(dataclasses.replace(sensor_config, seed=r)), ANGULAR)
+        for r in range(len(truth.states))
+    ]
+
+
+@pytest.fixture(scope="module", params=["ekf", "ukf"])
+def default_runs(request, model, plant):
+    """RUNS Monte-Carlo runs of 4 s with every noise at its default."""
+    estimator = build_estimator(request.param, model, EstimatorConfig(), ANGULAR)
+    return request.param, _monte_carlo(estimator, _truth(plant, RUNS, seed=0))
+
+
+def _eager(model, kind="ekf", **config):
+    return build_estimator(kind, model, EstimatorConfig(compile=False, **config), ANGULAR)
+
+
+# -- Monte-Carlo acceptance -----------------------------------------------------------------------
+def test_nees_and_nis_lie_in_their_95_percent_intervals(default_runs):
+    kind, runs = default_runs
+    c = consistency(runs, state_dim=4, measurement_dim=2)
+    assert c["nees_lo"] <= c["nees_mean"] <= c["nees_hi"], (kind, c)
+    assert c["nis_lo"] <= c["nis_mean"] <= c["nis_hi"], (kind, c)
+
+
+def test_velocity_is_three_times_better_than_finite_differences(default_runs):
+    kind, runs = default_runs
+    filtered = rmse([r.velocity_errors for r in runs])
+    differenced = rmse([r.finite_difference_errors for r in runs])
+    assert np.all(filtered * 3.0 <= differenced), (kind, filtered, differenced)
+
+
+@pytest.mark.parametrize(
+    "mistuning, too",
+    [(dict(position_noise_std=(2.5e-3, 5e-3)), "low"), (dict(accel_noise_density=(1e-4, 5e-4)), "high")],
+)
+def test_a_mistuned_filter_fails_the_consistency_test(model, plant, mistuning, too):
+    # Readings said to be 5x noisier than they are: the innovations look small for their covariance.
+    # Process noise 100x too small: the filter is overconfident, its errors large for its covariance.
+    estimator = build_estimator("ekf", model, EstimatorConfig(**mistuning), ANGULAR)
+    c = consistency(_monte_carlo(estimator, _truth(plant, 8, seed=1)), state_dim=4, measurement_dim=2)
+    if too == "low":
+        assert c["nis_mean"] < c["nis_lo"], c
+    else:
+        assert c["nees_mean"] > c["nees_hi"], c
+
+
+def test_delay_compensation_removes_the_error_a_30ms_latency_causes(model, plant):
+    truth = _truth(plant, 6, seed=2)
+    sensor = SensorConfig(latency=0.03)
+    results = {}
+    for compensate in (True, False):
+        estimator = build_estimator("ekf", model, EstimatorConfig(delay_compensation=compensate), ANGULAR)
+        results[compensate] = _monte_carlo(estimator, truth, sensor)
+    on, off = (rmse([r.tick_errors for r in results[c]]) for c in (True, False))
+    assert np.all(on * 3.0 < off), (on, off)
+    c = consistency(results[True], state_dim=4, measurement_dim=2)
+    assert c["nees_lo"] <= c["nees_mean"] <= c["nees_hi"], c
+
+
+def test_bad_readings_and_a_dropout_never_crash_nor_poison_the_estimate(model, plant):
+    faults = dict(nan_probability=0.03, inf_probability=0.03, wrong_length_probability=0.03,
+                  spike_probability=0.03, reorder_probability=0.03)
+    estimator = build_estimator("ekf", model, EstimatorConfig(), ANGULAR)
+    truth = _truth(plant, 2, seed=3, ticks=250)
+    for r in range(2):
+        sensor = JointSensor(SensorConfig(seed=10 + r, **faults))
+        sensor.blackout(2.0, 0.5)
+        run = run_filter(estimator, truth, r, sensor, ANGULAR)
+        assert run.finite and np.isfinite(run.tick_errors).all()
+        by_fault = {}
+        for _, fault, accepted in run.outcomes:
+            by_fault.setdefault(fault, []).append(accepted)
+        rejected = estimator.rejected
+        assert not any(by_fault["nan"] + by_fault["inf"] + by_fault["wrong_length"] + by_fault["spike"])
+        assert rejected["nonfinite"] == len(by_fault["nan"]) + len(by_fault["inf"]) > 0
+        assert rejected["wrong_length"] == len(by_fault["wrong_length"]) > 0
+        assert rejected["gate"] >= len(by_fault["spike"]) > 0
+        # A reading not newer than the last fused one is rejected, and only those are counted so.
+        newest, stale_stamps = -math.inf, 0
+        for stamp, fault, accepted in run.outcomes:
+            if stamp <= newest:
+                stale_stamps += 1
+                assert not accepted
+            newest = max(newest, stamp) if accepted else newest
+        assert rejected["out_of_order"] == stale_stamps > 0
+        # The dropout: stale soon after it starts, trusted again soon after it ends.
+        t = run.tick_times
+        assert run.tick_stale[(t > 2.0 + 0.12) & (t < 2.5)].all()
+        recovered = t > 2.7
+        assert not run.tick_stale[recovered].any()
+        assert np.abs(run.tick_errors[recovered, :2]).max() < 0.01
+
+
+def test_a_spinning_pole_on_a_wrapping_encoder_is_tracked_through_every_turn(model, plant):
+    # 9 rad/s from hanging: the pole goes over the top and keeps turning; the encoder reports
+    # [-pi, pi), so readings jump by 2 pi every turn while the true angle does not.
+    truth = _truth(plant, 2, seed=4, ticks=150, x0=np.array([0.0, math.pi, 0.0, 9.0]), spread=0.01)
+    assert np.ptp(truth.states[:, :, 1]) > 4 * math.pi
+    estimator = build_estimator("ekf", model, EstimatorConfig(), ANGULAR)
+    runs = _monte_carlo(estimator, truth, SensorConfig(wrap_angles=(False, True)))
+    assert estimator.rejected["gate"] <= 2 and "reinitialized" not in estimator.events
+    assert rmse([r.tick_errors for r in runs])[1] < 0.01
+    assert -math.pi <= estimator.mean[1] < math.pi  # on the encoder's turn
+
+
+# -- delay handling, deterministic ------------------------------------------------------------------
+def test_a_late_reading_is_fused_at_its_stamp_as_if_it_had_come_in_time(model):
+    u0, u1, z = np.array([5.0]), np.array([-3.0]), np.array([0.01, math.pi - 0.02])
+    in_time, late, ignored = _eager(model), _eager(model), _eager(model, delay_compensation=False)
+    for f in (in_time, late, ignored):
+        f.update([0.0, math.pi], 0.0)
+    in_time.predict(u0, 0.01)
+    in_time.update(z, 0.01)
+    in_time.predict(u0, 0.01)
+    in_time.predict(u1, 0.02)
+    for f in (late, ignored):
+        f.predict(u0, 0.02)
+        f.predict(u1, 0.02)
+        assert f.update(z, 0.01)
+    for f in (in_time, late, ignored):
+        assert f.time == pytest.approx(0.04)
+    np.testing.assert_allclose(late.mean, in_time.mean, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(late.cov, in_time.cov, rtol=1e-9, atol=1e-15)
+    assert np.abs(ignored.mean - in_time.mean).max() > 1e-3
+
+
+def test_a_reading_ahead_of_the_estimate_is_predicted_to_with_the_held_command(model):
+    ahead, stepped = _eager(model), _eager(model)
+    for f in (ahead, stepped):
+        f.update([0.0, math.pi], 0.0)
+        f.apply_command(np.array([4.0]), 0.0)
+    stepped.predict_to(0.03)
+    stepped.update([0.001, math.pi], 0.03)
+    ahead.update([0.001, math.pi], 0.03)
+    np.testing.assert_allclose(ahead.mean, stepped.mean, rtol=1e-12)
+    assert ahead.time == stepped.time == pytest.approx(0.03)
+
+
+def test_commands_sent_before_the_first_reading_arrives_are_not_lost(model):
+    # The first reading, stamped 0, arrives after two commands: prediction from it must use both.
+    early, timely = _eager(model), _eager(model)
+    timely.update([0.0, math.pi], 0.0)
+    for f in (early, timely):
+        f.apply_command(np.array([15.0]), 0.0)
+        f.apply_command(np.array([-12.0]), 0.02)
+    early.update([0.0, math.pi], 0.0)
+    for f in (early, timely):
+        f.predict_to(0.04)
+    np.testing.assert_allclose(early.mean, timely.mean, rtol=1e-12, atol=1e-15)
+    assert early.command.tolist() == [-12.0]
+
+
+def test_sub_step_predictions_agree_with_whole_steps_and_with_the_plant(model, params):
+    estimator = _eager(model)
+    halves, whole = _eager(model), _eager(model)
+    x0, u = np.array([0.2, 2.5, 1.0, -3.0]), np.array([7.0])
+    for f in (halves, whole, estimator):
+        f.update(x0[:2], 0.0)
+        f._mean = x0.copy()
+    halves.predict(u, 0.01)
+    halves.predict(u, 0.01)
+    whole.predict(u, 0.02)
+    np.testing.assert_allclose(halves.mean, whole.mean, atol=2e-5)
+    estimator.predict(u, 0.0075)
+    sim = CartPoleDynamics(params, PHYSICS_DT, substeps=1, integrator="euler").double()
+    x = torch.tensor(x0).unsqueeze(0)
+    for _ in range(3):
+        x = sim.step(x, torch.from_numpy(u)[None])
+    np.testing.assert_allclose(estimator.mean, x[0].numpy(), atol=2e-3)  # the sim's own integrator error
+
+
+def test_compiled_linearisation_equals_the_models_autograd_jacobians(model):
+    compiled, eager = ProcessModel(model, (0.01, 0.05), compile=True), ProcessModel(model, (0.01, 0.05), compile=False)
+    x, u = np.array([0.3, 2.0, -0.5, 1.0]), np.array([3.0])
+    cov = np.diag([1e-4, 2e-4, 1e-2, 3e-2])
+    a, _ = model.jacobians(torch.tensor(x, dtype=torch.float32)[None], torch.tensor(u, dtype=torch.float32)[None])
+    a = a[0].double().numpy()
+    expected_mean = model.step(torch.tensor(x)[None], torch.tensor(u)[None])[0].numpy()
+    for process in (compiled, eager):
+        mean, new_cov = process.linearized_step(x, cov, u, DT)
+        np.testing.assert_allclose(mean, expected_mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(new_cov, a @ cov @ a.T + process.noise(DT), rtol=1e-5, atol=1e-10)
+
+
+def test_ukf_and_ekf_predict_alike_when_the_uncertainty_is_small(model):
+    ekf, ukf = _eager(model, "ekf"), _eager(model, "ukf")
+    for f in (ekf, ukf):
+        f.update([0.1, 2.0], 0.0)
+        f._mean = np.array([0.1, 2.0, 0.5, -1.0])
+        f._cov = np.diag([1e-6, 1e-6, 1e-4, 1e-4])
+        f.predict(np.array([5.0]), 0.05)
+    np.testing.assert_allclose(ukf.mean, ekf.mean, atol=1e-5)
+    np.testing.assert_allclose(ukf.cov, ekf.cov, rtol=0.02, atol=1e-9)
+
+
+# -- robustness, deterministic ----------------------------------------------------------------------
+def test_each_bad_reading_is_rejected_by_reason_and_changes_nothing(model):
+    f = _eager(model)
+    assert f.update([0.0, math.pi], 0.0)
+    for _ in range(30):
+        f.predict(np.zeros(1), 0.02)
+    f.update([0.0, math.pi], 0.58)
+    mean, cov = f.mean, f.cov
+    bad = [
+        ("invalid", ["a", "b"], 0.59),
+        ("wrong_length", [0.0, 1.0, 2.0], 0.59),
+        ("wrong_length", [0.0], 0.59),
+        ("nonfinite", [math.nan, math.pi], 0.59),
+        ("nonfinite", [0.0, math.inf], 0.59),
+        ("nonfinite", [0.0, math.pi], math.nan),
+        ("out_of_order", [0.0, math.pi], 0.58),  # a duplicate
+        ("out_of_order", [0.0, math.pi], 0.3),
+        ("future", [0.0, math.pi], 0.58 + 0.2),
+        ("gate", [0.5, math.pi], 0.59),
+    ]
+    for reason, z, stamp in bad:
+        before = f.rejected[reason]
+        assert not f.update(z, stamp), reason
+        assert f.rejected[reason] == before + 1, reason
+    assert sum(f.rejected.values()) == len(bad)
+    np.testing.assert_array_equal(f.mean, mean)
+    np.testing.assert_array_equal(f.cov, cov)
+    stale = _eager(model)
+    stale.update([0.0, math.pi], 0.0)
+    stale.predict(np.zeros(1), 0.8)
+    assert not stale.update([0.0, math.pi], 0.1) and stale.rejected["too_old"] == 1
+
+
+def test_a_gap_grows_the_covariance_and_the_estimate_goes_stale_then_recovers(model):
+    f = _eager(model)
+    t = 0.0
+    for _ in range(20):  # settle on readings of the hanging pole
+        f.predict(np.zeros(1), 0.01)
+        t += 0.01
+        f.update([0.0, math.pi], t)
+    assert not f.status().stale
+    variances, stale = [], []
+    for _ in range(25):  # 0.5 s without a reading
+        f.predict(np.zeros(1), 0.02)
+        variances.append(np.diag(f.cov))
+        stale.append(f.status().stale)
+    assert np.all(np.diff(np.array(variances), axis=0) > 0)
+    assert not any(stale[:4]) and all(stale[6:])  # stale_after = 0.1 s
+    assert np.isfinite(f.mean).all()
+    assert f.update([0.0, math.pi], f.time)
+    assert not f.status().stale
+
+
+def test_persistent_disagreement_reinitialises_from_the_readings(model):
+    f = _eager(model, reinit_after_rejections=5)
+    f.update([0.0, math.pi], 0.0)
+    for k in range(1, 6):
+        f.predict(np.zeros(1), 0.01)
+        f.update([1.0, math.pi], 0.01 * k)  # the cart is really a metre away
+    assert f.rejected["gate"] == 4 and f.events["reinitialized"] == 1
+    assert f.mean[0] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_bad_commands_are_held_and_a_clock_jump_restarts_the_estimate(model):
+    f = _eager(model)
+    f.update([0.0, math.pi], 0.0)
+    f.predict(np.array([2.0]), 0.02)
+    f.predict(np.array([math.nan]), 0.02)
+    f.predict(np.array([1.0, 2.0]), 0.02)
+    assert f.events["bad_command"] == 2 and f.command.tolist() == [2.0]
+    f.predict(np.zeros(1), -0.1)
+    assert f.events["bad_dt"] == 1 and f.time == pytest.approx(0.06)
+    f.predict(np.zeros(1), 1e9)  # sim time to wall time, say
+    assert f.events["time_jump"] == 1 and not f.initialized and f.status().stale
+    assert f.update([0.1, 3.0], 1e9) and f.mean[0] == pytest.approx(0.1)
+
+
+def test_an_angle_two_pi_away_is_the_same_angle(model):
+    wrapped = _eager(model)
+    naive = build_estimator("ekf", model, EstimatorConfig(compile=False), angular_joints=(False, False))
+    for f in (wrapped, naive):
+        f.update([0.0, math.pi - 0.001], 0.0)
+        f.predict(np.zeros(1), 0.01)
+    assert wrapped.update([0.0, -math.pi + 0.001], 0.01)  # 2 mrad from the last reading
+    assert wrapped.mean[1] == pytest.approx(-math.pi + 0.001, abs=2e-3)  # on the reading's turn
+    assert wrapped.last_nis < 5.0
+    assert not naive.update([0.0, -math.pi + 0.001], 0.01)
+
+
+# -- construction ---------------------------------------------------------------------------------
+def test_warm_up_leaves_a_fresh_filter(model):
+    f = _eager(model, "ukf")
+    f.warm_up()
+    assert not f.initialized and f.accepted == 0 and sum(f.rejected.values()) == 0
+    assert f.update([0.0, math.pi], 5.0) and f.time == 5.0
+
+
+def test_built_from_node_parameters(model):
+    f = build_estimator("ukf", model, {"accel_noise_density": [0.02, 0.1], "gate_probability": 0.99,
+                                        "compile": False, "cem.population": 500})
+    assert f.config.accel_noise_density == (0.02, 0.1) and f.config.gate_probability == 0.99
+    with pytest.raises(ValueError):
+        build_estimator("kalman", model)
+    with pytest.raises(ValueError):
+        build_estimator("ekf", model, {"stale_position_std": [0.1]})
+
+
+def test_the_filters_measurement_noise_defaults_are_the_sensors():
+    sensor, estimator = SensorConfig(), EstimatorConfig()
+    assert estimator.position_noise_std == sensor.position_noise_std
+    assert estimator.position_resolution == sensor.resolution
+    assert estimator.velocity_noise_std == sensor.velocity_noise_std
+    np.testing.assert_allclose(np.sqrt(estimator.measurement_variance()), sensor.measurement_std())
