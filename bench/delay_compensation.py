@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-
 from common import emit_json, machine, print_table
 from ros_run import run_graph
 

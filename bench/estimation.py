@@ -26,8 +26,8 @@ import time
 
 import numpy as np
 import torch
-
 from common import emit_json, machine, print_table
+
 from mbrl_control.core.builders import build_model, build_planner, build_task, robot_params
 from mbrl_control.core.dynamics import CartPoleDynamics
 from mbrl_control.core.estimation import ESTIMATORS, EstimatorConfig, build_estimator

@@ -18,23 +18,20 @@ from mbrl_control.launcher import launch, parse_launch_args
 
 
 def warmup(robot: str = "cartpole", planner: str | None = None) -> float:
-    """Build and run the controller's planner once in this process: torch.compile's on-disk cache
-    then makes every later controller start fast. Returns the seconds it took."""
+    """Build and run the controller's planner once in this process, exactly as the controller
+    node does: torch.compile's on-disk cache then makes every later controller start fast.
+    Returns the seconds it took."""
     import torch
 
     from mbrl_control.config import node_parameters
-    from mbrl_control.core.builders import build_model, build_planner, build_task, robot_params
-    from mbrl_control.nodes.params import section
+    from mbrl_control.core.builders import build_mpc
     from mbrl_control.paths import resolve_config_path
 
     p = node_parameters(robot_config(robot), "mpc_controller")
     torch.set_num_threads(int(p.get("torch_threads", 1)))
-    name = planner or p["planner"]
-    params = robot_params(p["robot"], resolve_config_path(p["urdf"]), p["gravity"])
     start = time.perf_counter()
-    model = build_model(params, 1.0 / p["control_rate"], **section(p, "model"))
-    task = build_task(params, section(p, "cost"))
-    build_planner(name, model, task, section(p, name), p.get("compile", True)).plan(torch.zeros(task.state_dim))
+    mpc = build_mpc(p, resolve_config_path(p["urdf"]), planner)
+    mpc.planner.plan(torch.zeros(mpc.task.state_dim))
     return time.perf_counter() - start
 
 

@@ -27,6 +27,10 @@ EXECUTABLES = {
     "estimator_node": "mbrl_control.nodes.estimator_node",
 }
 
+# The planners of mbrl_control.core.builders.PLANNERS (a test keeps the two equal; this module
+# stays free of torch so launch files load fast).
+PLANNERS = ("cem", "icem", "mppi", "ilqr", "lqr", "nmpc", "dp")
+
 STATE_TOPIC = "/joint_states"
 COMMAND_TOPIC = "/effort_controller/commands"
 ESTIMATE_TOPIC = "/estimator/state"
@@ -81,7 +85,7 @@ MPC_ARGUMENTS = [
     LaunchArgument("command_topic", COMMAND_TOPIC, "effort commands the controller writes (a forward_command_controller's)"),
     LaunchArgument("estimator", "ekf", "state estimator between joint_states and the controller; none: "
                    "the controller reads joint_states (and the sim publishes exact states)", ("ekf", "ukf", "none")),
-    LaunchArgument("planner", "cem", "planning algorithm", ("cem",)),
+    LaunchArgument("planner", "cem", "planning algorithm", PLANNERS),
     LaunchArgument("duration", "0", "stop after this many seconds of robot time (0: run until stopped)"),
     LaunchArgument("summary_path", "", "write the run summary JSON here when the run ends"),
     LaunchArgument("record", "false", "record every topic to MCAP", ("true", "false")),

@@ -3,23 +3,54 @@ a benchmark's settings, a test's), so every caller gets the same objects from th
 
 from __future__ import annotations
 
-import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mbrl_control.core.dynamics import CartPoleDynamics, CartPoleParams, DynamicsModel
-from mbrl_control.core.planners import CEMConfig, CEMPlanner, Planner
+from mbrl_control.core.planners import (
+    CEMConfig,
+    CEMPlanner,
+    DPConfig,
+    DPPlanner,
+    ICEMConfig,
+    ICEMPlanner,
+    ILQRConfig,
+    ILQRPlanner,
+    LQRConfig,
+    LQRFallback,
+    LQRPlanner,
+    MPPIConfig,
+    MPPIPlanner,
+    Planner,
+)
+from mbrl_control.core.planners.dp import solve_value
+from mbrl_control.core.planners.lqr import solve_lqr
 from mbrl_control.core.rollout import TrajectoryEvaluator
 from mbrl_control.core.tasks import CartPoleCostWeights, CartPoleSwingUp, Task
+from mbrl_control.core.tasks.lqr_terminal import LQRTerminalCost
+from mbrl_control.core.tasks.value_terminal import ValueTerminalCost
+from mbrl_control.core.util import dataclass_from, section
 
 ROBOTS = ("cartpole",)
-PLANNERS = ("cem",)
+PLANNERS = ("cem", "icem", "mppi", "ilqr", "lqr", "nmpc", "dp")
+SAMPLING_PLANNERS = ("cem", "icem", "mppi")
+TERMINALS = ("task", "lqr", "dp")
+
+# planner name -> its config dataclass (NMPC's lives beside casadi, imported on demand)
+PLANNER_CONFIGS: dict[str, type] = {
+    "cem": CEMConfig, "icem": ICEMConfig, "mppi": MPPIConfig, "ilqr": ILQRConfig, "lqr": LQRConfig, "dp": DPConfig,
+}
 
 
-def _fill(cls: type, values: dict[str, Any]) -> Any:
-    """A dataclass from the keys of ``values`` that it has (others belong to someone else)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in values.items() if k in names})
+def planner_config_class(name: str) -> type:
+    if name == "nmpc":
+        from mbrl_control.core.planners.nmpc import NMPCConfig  # casadi only when asked for
+
+        return NMPCConfig
+    if name not in PLANNER_CONFIGS:
+        raise ValueError(f"unknown planner '{name}'; known: {PLANNERS}")
+    return PLANNER_CONFIGS[name]
 
 
 def robot_params(robot: str, urdf: str | Path, gravity: float = 9.81) -> CartPoleParams:
@@ -33,7 +64,21 @@ def build_model(params: CartPoleParams, dt: float, integrator: str = "rk4", subs
 
 
 def build_task(params: CartPoleParams, cost: dict[str, Any] | None = None, **success: float) -> Task:
-    return CartPoleSwingUp(params, _fill(CartPoleCostWeights, cost or {}), **success)
+    return CartPoleSwingUp(params, dataclass_from(CartPoleCostWeights, cost or {}), **success)
+
+
+def with_terminal(task: Task, model: DynamicsModel, kind: str = "task", weight: float = 1.0,
+                  dp_config: dict[str, Any] | None = None) -> Task:
+    """``task`` with the terminal cost the sampling planners should price the horizon's end with:
+    its own (``task``), the LQR cost-to-go about upright (``lqr``), or the DP value (``dp``)."""
+    if kind == "task":
+        return task
+    if kind == "lqr":
+        return LQRTerminalCost(task, solve_lqr(model, task).P, weight=weight)
+    if kind == "dp":
+        value, _ = solve_value(model, task, dataclass_from(DPConfig, dp_config or {}))
+        return ValueTerminalCost(task, value, weight=weight)
+    raise ValueError(f"unknown terminal cost '{kind}'; known: {TERMINALS}")
 
 
 def build_planner(
@@ -44,8 +89,44 @@ def build_planner(
     compile: bool = True,
 ) -> Planner:
     """A planner by name with its config section (e.g. the ``cem.*`` parameters)."""
-    config = config or {}
-    evaluator = TrajectoryEvaluator(model, task, compile=compile)
-    if name == "cem":
-        return CEMPlanner(evaluator, _fill(CEMConfig, config))
-    raise ValueError(f"unknown planner '{name}'; known: {PLANNERS}")
+    settings = dataclass_from(planner_config_class(name), config or {})
+    if name in SAMPLING_PLANNERS:
+        evaluator = TrajectoryEvaluator(model, task, compile=compile)
+        return {"cem": CEMPlanner, "icem": ICEMPlanner, "mppi": MPPIPlanner}[name](evaluator, settings)
+    if name == "ilqr":
+        return ILQRPlanner(model, task, settings, compile=compile)
+    if name == "lqr":
+        return LQRPlanner(model, task, settings)
+    if name == "dp":
+        return DPPlanner(model, task, settings, compile=compile)
+    from mbrl_control.core.planners.nmpc import NMPCPlanner
+
+    return NMPCPlanner(model, task, settings)
+
+
+@dataclass
+class MPCSetup:
+    """What a controller plans with: the model, the task, the planner, the LQR fallback."""
+
+    model: DynamicsModel
+    task: Task
+    planner: Planner
+    fallback: LQRFallback
+
+
+def build_mpc(p: dict[str, Any], urdf: str | Path, planner: str | None = None) -> MPCSetup:
+    """The controller's planning stack from its flat parameters (``robot``, ``gravity``,
+    ``control_rate``, ``model.*``, ``cost.*``, ``terminal``, ``terminal_weight``, ``<planner>.*``,
+    ``lqr.*``, ``compile``): the node and ``mbrl-control warmup`` build exactly the same thing."""
+    name = planner or p["planner"]
+    params = robot_params(p["robot"], urdf, p.get("gravity", 9.81))
+    model = build_model(params, 1.0 / p["control_rate"], **section(p, "model"))
+    task = build_task(params, section(p, "cost"))
+    planning_task = with_terminal(task, model, p.get("terminal", "task"), p.get("terminal_weight", 1.0), section(p, "dp"))
+    return MPCSetup(
+        model=model,
+        task=task,
+        planner=build_planner(name, model, planning_task, section(p, name), p.get("compile", True)),
+        # Near upright, LQR takes over a tick whose planner missed its deadline or failed.
+        fallback=LQRFallback.from_model(model, task, dataclass_from(LQRConfig, section(p, "lqr"))),
+    )

@@ -51,3 +51,48 @@ def compile_or_eager(fn, example_args: tuple):
     except Exception as exc:  # no C++ compiler, unsupported op, ...: eager still works
         log.warning("torch.compile unavailable (%s: %s); using eager mode", type(exc).__name__, exc)
         return fn
+
+
+class FeedbackRollout(torch.nn.Module):
+    """Closed-loop rollouts of a time-varying affine policy at several step sizes, in one batch.
+
+    ``(x0[nx], x_ref[T+1,nx], u_ref[T,nu], feedforward[T,nu], gains[T,nu,nx], step_sizes[S])
+    -> (cost[S], states[S,T+1,nx], actions[S,T,nu])`` with
+    ``u_t = clip(u_ref_t + step * feedforward_t + gains_t (x_t - x_ref_t))``: the forward pass and
+    parallel line search of iLQR/DDP. The feedback product is unrolled over the state entries into
+    pointwise operations, which a compiled graph fuses with the dynamics (a batched matmul or a
+    reduction per step splits it into many small kernels: 2x slower for the cart-pole).
+    """
+
+    def __init__(self, model: DynamicsModel, task: Task, compile: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.task = task
+        self._fn = self._rollout
+        self._compile_pending = compile
+
+    def _rollout(
+        self, x0: Tensor, x_ref: Tensor, u_ref: Tensor, feedforward: Tensor, gains: Tensor, step_sizes: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        low, high = self.task.action_low, self.task.action_high
+        x = x0.unsqueeze(0).expand(step_sizes.shape[0], -1)
+        step = step_sizes.unsqueeze(-1)
+        states, actions = [x], []
+        for t in range(u_ref.shape[0]):
+            dx = x - x_ref[t]
+            feedback = sum(dx[:, i : i + 1] * gains[t][:, i] for i in range(dx.shape[-1]))
+            u = torch.clamp(u_ref[t] + step * feedforward[t] + feedback, low, high)
+            x = self.model.step(x, u)
+            states.append(x)
+            actions.append(u)
+        states_b, actions_b = torch.stack(states, dim=1), torch.stack(actions, dim=1)
+        return self.task.trajectory_cost(states_b, actions_b), states_b, actions_b
+
+    def forward(
+        self, x0: Tensor, x_ref: Tensor, u_ref: Tensor, feedforward: Tensor, gains: Tensor, step_sizes: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        args = (x0, x_ref, u_ref, feedforward, gains, step_sizes)
+        if self._compile_pending:
+            self._compile_pending = False
+            self._fn = compile_or_eager(self._rollout, args)
+        return self._fn(*args)

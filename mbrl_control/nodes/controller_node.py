@@ -29,13 +29,13 @@ from std_msgs.msg import Bool, Float64MultiArray, MultiArrayDimension
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from mbrl_control.core.builders import PLANNERS, build_model, build_planner, build_task, robot_params
+from mbrl_control.core.builders import PLANNERS, TERMINALS, build_mpc, planner_config_class
 from mbrl_control.core.safety import DEGRADED, RUNNING, STOPPED, SafetyConfig, SafetyLayer
 from mbrl_control.core.timing import TickStats
 from mbrl_control.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
 from mbrl_control.nodes.joint_io import JointStateReader, command_message
 from mbrl_control.nodes.markers import goal_marker, plan_markers
-from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters, section
+from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters, specs_from
 from mbrl_control.nodes.runtime import main_for
 from mbrl_control.paths import resolve_config_path
 
@@ -71,14 +71,10 @@ PARAMS = [
     ParamSpec("cost.track_barrier", 100.0, "weight on excursion beyond the soft track limit^2", 0.0, 1e9),
     ParamSpec("cost.track_margin", 0.4, "soft track limit inside the hard one [m]", 0.0, 10.0),
     ParamSpec("cost.terminal", 5.0, "terminal state cost multiplier", 0.0, 1e6),
-    ParamSpec("cem.population", 500, "CEM samples per iteration", 2, 100000),
-    ParamSpec("cem.elites", 50, "CEM elites refitted per iteration", 1, 100000),
-    ParamSpec("cem.iterations", 5, "CEM iterations per tick", 1, 100),
-    ParamSpec("cem.horizon", 30, "planning horizon [ticks]", 1, 1000),
-    ParamSpec("cem.init_std", 0.5, "initial std as a fraction of the action half-range", 0.0, 10.0),
-    ParamSpec("cem.min_std", 0.02, "std floor as a fraction of the action half-range", 0.0, 10.0),
-    ParamSpec("cem.momentum", 0.1, "weight of the previous distribution in a refit", 0.0, 1.0),
-    ParamSpec("cem.seed", 0, "sampling seed", 0, 2**31 - 1),
+    ParamSpec("terminal", "task", "terminal cost of sampling planners and iLQR: the task's, the LQR cost-to-go, or the DP value",
+              choices=TERMINALS),
+    ParamSpec("terminal_weight", 1.0, "multiplier of an lqr or dp terminal cost", 0.0, 1e6),
+    *[spec for name in PLANNERS for spec in specs_from(planner_config_class(name), name)],
 ]
 
 
@@ -93,14 +89,15 @@ class ControllerNode(Node):
         urdf = resolve_config_path(p["urdf"])
         if not urdf.is_file():
             raise ParameterError(f"parameter 'urdf': no such file {urdf}")
-        params = robot_params(p["robot"], urdf, p["gravity"])
-        self.model = build_model(params, self.period, **section(p, "model"))
-        self.task = build_task(params, section(p, "cost"))
+        try:
+            mpc = build_mpc(p, urdf)
+        except ValueError as exc:
+            raise ParameterError(f"planner parameters: {exc}") from exc
+        self.model, self.task, self.planner, self.fallback = mpc.model, mpc.task, mpc.planner, mpc.fallback
         if len(p["state_joints"]) * 2 != self.task.state_dim:
             raise ParameterError(f"parameter 'state_joints' needs {self.task.state_dim // 2} joints")
         if len(p["command_joints"]) != self.task.action_dim:
             raise ParameterError(f"parameter 'command_joints' needs {self.task.action_dim} joints")
-        self.planner = build_planner(p["planner"], self.model, self.task, section(p, p["planner"]), p["compile"])
         self.action_high = self.task.action_high.numpy().astype(np.float64)
 
         self.safety = SafetyLayer(
@@ -117,7 +114,9 @@ class ControllerNode(Node):
         self.state_stamp: Time | None = None
         self.stats = TickStats(self.period)
         self.deadline_stops = 0
+        self.fallbacks = {"lqr": 0, "previous_plan": 0, "planner_error": 0}
         self.last_plan = None
+        self.ticks_since_plan = 0
         self.last_tick_start = 0.0
         self.next_tick_ns: int | None = None
         self.last_marker_wall = -math.inf
@@ -193,12 +192,12 @@ class ControllerNode(Node):
         age = self._state_age()
         if age <= self.p["state_timeout"] and not self.safety.estop.latched:
             deadline = None if self.lockstep else start + self.p["deadline_fraction"] * self.period
-            plan = self.planner.plan(torch.from_numpy(self.state).float(), deadline)
-            self.deadline_stops += int(plan.deadline_missed)
-            cost, iterations = plan.cost, plan.iterations
-            action = plan.actions[0].double().numpy()
-            if np.all(np.isfinite(action)):
-                self.last_plan = plan
+            plan = self._plan(deadline)
+            if plan is not None:
+                self.deadline_stops += int(plan.deadline_missed)
+                cost, iterations = plan.cost, plan.iterations
+                action = plan.actions[0].double().numpy()
+            action = self._fall_back_if_needed(plan, action)
         command = self.safety.command(time.monotonic(), action, age, self.period)
         self.command_pub.publish(command_message(command))
 
@@ -207,6 +206,36 @@ class ControllerNode(Node):
         self.timing_msg.data = [duration * 1e3, cost, float(iterations), self._state_age() * 1e3]
         self.timing_pub.publish(self.timing_msg)
         self._maybe_publish_markers()
+
+    def _plan(self, deadline: float | None):
+        try:
+            return self.planner.plan(torch.from_numpy(self.state).float(), deadline)
+        except Exception as exc:  # a solver that blows up must not take the control loop with it
+            self.fallbacks["planner_error"] += 1
+            self.get_logger().error(f"planner failed: {type(exc).__name__}: {exc}", throttle_duration_sec=1.0)
+            return None
+
+    def _fall_back_if_needed(self, plan, action: np.ndarray | None) -> np.ndarray | None:
+        """A usable plan is kept (its action goes to the safety layer). A plan that missed its
+        deadline yields to LQR near upright; a failed plan, to LQR near upright or else to the
+        previous plan shifted by the ticks since it was made; with neither, the safety layer's
+        safe command goes out."""
+        failed = plan is None or action is None or not np.all(np.isfinite(action))
+        if not failed:
+            self.last_plan, self.ticks_since_plan = plan, 0
+        if failed or plan.deadline_missed:
+            lqr = self.fallback.fallback_action(self.state)
+            if lqr is not None:
+                self.fallbacks["lqr"] += 1
+                return lqr
+        if not failed:
+            return action
+        self.ticks_since_plan += 1
+        previous = self.last_plan
+        if previous is not None and self.ticks_since_plan < len(previous.actions):
+            self.fallbacks["previous_plan"] += 1
+            return previous.actions[self.ticks_since_plan].double().numpy()
+        return None
 
     def _state_age(self) -> float:
         if self.state_stamp is None:
@@ -254,6 +283,7 @@ class ControllerNode(Node):
             "estop_latched": self.safety.estop.latched,
             "estop_ticks": counts["estop"],
             "deadline_stops": self.deadline_stops,
+            **{f"fallback_{k}": v for k, v in self.fallbacks.items()},
             "rejected_states": self.reader.rejected_total,
             "state_age_ms": f"{age:.1f}",
             "warmup_s": f"{self.warmup_s:.2f}",

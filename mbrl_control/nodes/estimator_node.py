@@ -26,7 +26,7 @@ from rclpy.time import Time
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
-from visualization_msgs.msg import Marker, MarkerArray
+from visualization_msgs.msg import MarkerArray
 
 from mbrl_control.core.builders import build_model, build_task, robot_params
 from mbrl_control.core.dynamics.urdf import read_urdf

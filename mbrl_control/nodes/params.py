@@ -7,12 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.exceptions import (
-    InvalidParameterTypeException,
-    InvalidParameterValueException,
-    ParameterException,
-)
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException, ParameterException
 from rclpy.node import Node
+
+from mbrl_control.core.util import section  # noqa: F401  (nodes take their parameter sections from here)
 
 
 class ParameterError(ValueError):
@@ -85,7 +83,15 @@ def declare_parameters(node: Node, specs: list[ParamSpec]) -> dict[str, Any]:
     return values
 
 
-def section(values: dict[str, Any], prefix: str) -> dict[str, Any]:
-    """The ``prefix.*`` parameters as a dict without the prefix."""
-    p = prefix + "."
-    return {k[len(p):]: v for k, v in values.items() if k.startswith(p)}
+
+
+def specs_from(config_class: type, prefix: str) -> list[ParamSpec]:
+    """ROS parameter specs ``<prefix>.<field>`` for a core config dataclass declared with
+    ``mbrl_control.core.util.setting`` (tuples become lists, as ROS arrays)."""
+    from mbrl_control.core.util import settings_of
+
+    return [
+        ParamSpec(f"{prefix}.{f.name}", list(f.default) if isinstance(f.default, tuple) else f.default,
+                  f.doc, f.low, f.high, f.choices)
+        for f in settings_of(config_class)
+    ]

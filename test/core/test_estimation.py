@@ -16,13 +16,7 @@ import torch
 from mbrl_control.core.builders import build_model, robot_params
 from mbrl_control.core.dynamics import CartPoleDynamics
 from mbrl_control.core.estimation import EstimatorConfig, build_estimator
-from mbrl_control.core.estimation.evaluation import (
-    cart_excitation,
-    consistency,
-    rmse,
-    run_filter,
-    simulate_truth,
-)
+from mbrl_control.core.estimation.evaluation import cart_excitation, consistency, rmse, run_filter, simulate_truth
 from mbrl_control.core.estimation.process import ProcessModel
 from mbrl_control.paths import config_dir
 from mbrl_control.sim.sensor import JointSensor, SensorConfig

@@ -1,5 +1,4 @@
 import pytest
-
 from rosutil import Probe, isolated_domain
 
 

@@ -42,10 +42,11 @@ def evaluate(args: dict[str, str]):
     """Include the launch file with ``args`` (as ``ros2 launch ... name:=value`` does) and visit it
     until the Node actions appear; return them with their substitutions performed, and the context."""
     require_launch()
-    from launch import LaunchContext
     from launch.actions import IncludeLaunchDescription
     from launch.launch_description_sources import PythonLaunchDescriptionSource
     from launch_ros.actions import Node
+
+    from launch import LaunchContext
 
     context = LaunchContext()
     include = IncludeLaunchDescription(
@@ -190,9 +191,10 @@ def test_bad_arguments_fail_with_a_clear_error(args, words, monkeypatch):
 def test_launch_service_refuses_a_bad_argument_before_starting_anything(monkeypatch):
     """What `ros2 launch mbrl_control mpc.launch.py mode:=fast` runs: a non-zero return, no process."""
     require_launch()
-    from launch import LaunchService
     from launch.actions import IncludeLaunchDescription
     from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    from launch import LaunchService
 
     monkeypatch.delenv(DISCOVERY_RANGE, raising=False)
     service = LaunchService()

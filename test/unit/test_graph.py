@@ -133,3 +133,9 @@ def test_overrides_file_goes_on_top_of_the_robot_config_for_every_node(tmp_path)
     extra.write_text("sim:\n  ros__parameters:\n    seed: 3\n")
     for s in mpc_graph({"overrides": str(extra), "duration": "1", "record": "true"}):
         assert s.parameters[1] == str(extra) and isinstance(s.parameters[2], dict), s.name
+
+
+def test_launch_planner_choices_are_the_cores():
+    from mbrl_control.core.builders import PLANNERS
+
+    assert next(a for a in MPC_ARGUMENTS if a.name == "planner").choices == PLANNERS

@@ -42,3 +42,13 @@ class Planner(abc.ABC):
 def out_of_time(deadline: float | None, reserve: float = 0.0) -> bool:
     """True when less than ``reserve`` seconds remain before ``deadline``."""
     return deadline is not None and time.perf_counter() + reserve >= deadline
+
+
+def shift_in_time(sequence: Tensor, scratch: Tensor) -> None:
+    """Warm start in place: ``sequence[t] = sequence[t + 1]``, the last step repeated.
+
+    ``scratch`` is a buffer of the same shape (source and destination overlap).
+    """
+    scratch[:-1].copy_(sequence[1:])
+    scratch[-1].copy_(sequence[-1])
+    sequence.copy_(scratch)

@@ -35,3 +35,32 @@ class Task(torch.nn.Module, abc.ABC):
     @abc.abstractmethod
     def success(self, states: np.ndarray, times: np.ndarray) -> bool:
         """Whether a recorded trajectory ``states[T,nx]`` sampled at ``times[T]`` [s] succeeded."""
+
+
+class TerminalCostOverride(Task):
+    """``task`` with its terminal cost replaced by a subclass's ``terminal_cost``; everything else
+    (running cost, bounds, success, and attributes such as ``upright`` or ``keypoints``) is
+    ``task``'s. How a value function (LQR, DP, a learned critic) extends a short horizon."""
+
+    def __init__(self, task: Task) -> None:
+        super().__init__()
+        self.state_dim = task.state_dim
+        self.action_dim = task.action_dim
+        # Buffers first: registering checks the name is free, which would ask the task below.
+        self.register_buffer("action_low", task.action_low.clone())
+        self.register_buffer("action_high", task.action_high.clone())
+        self.task = task
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)  # parameters, buffers, submodules (``task`` itself)
+        except AttributeError:
+            if name == "task":
+                raise
+            return getattr(self.task, name)
+
+    def running_cost(self, x: Tensor, u: Tensor) -> Tensor:
+        return self.task.running_cost(x, u)
+
+    def success(self, states: np.ndarray, times: np.ndarray) -> bool:
+        return self.task.success(states, times)

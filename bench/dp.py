@@ -1,0 +1,106 @@
+"""Dynamic programming on the cart-pole grid: solve times, VI/PI agreement, balance rate, tick.
+
+Per grid: value iteration and policy iteration on the same MDP (time, sweeps / improvement
+steps, max |V_vi - V_pi|), the greedy policy's success rate from N random starts in the middle
+third of the grid (plant = Euler, 8 substeps: the simulator; success = the task's 5 s upright
+window and never off the grid), and the compiled dp planner's tick p50/p99 over a closed-loop
+episode, one thread: the full tick (the action and a ``horizon``-step predicted rollout) and the
+action alone (one batched model call). Prints a table, then one JSON line with the figures.
+
+  python bench/dp.py [--starts 1000] [--ticks 300] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import numpy as np
+import torch
+from common import emit_json, machine, percentiles_ms, print_table
+
+from mbrl_control.core.builders import build_model, build_task, robot_params
+from mbrl_control.core.dp import build_grid_mdp, closed_loop, value_iteration
+from mbrl_control.core.dynamics import CartPoleDynamics
+from mbrl_control.core.episode import run_episode
+from mbrl_control.core.planners.dp import DPConfig, DPPlanner
+from mbrl_control.paths import config_dir
+
+DT = 0.02
+DEFAULT = DPConfig()
+GRIDS = [  # (points per dimension, actions)
+    ((9, 11, 9, 11), 9),
+    (DEFAULT.grid_points, DEFAULT.actions),  # the default
+    ((19, 19, 17, 19), 11),
+]
+TICK_P99_TARGET_MS = 1.0
+
+
+def success_rate(planner: DPPlanner, task, plant, starts: int, steps: int) -> float:
+    """Share of random starts in the middle third of the grid that balance and stay on it."""
+    grid = planner.grid
+    g = torch.Generator().manual_seed(0)
+    unit = 2 * torch.rand(starts, grid.dim, generator=g, dtype=torch.float64) - 1
+    x0 = (grid.low + grid.high) / 2 + (grid.high - grid.low) / 6 * unit
+    states = closed_loop(planner.policy, plant, x0, steps)
+    on_grid = grid.inside(states).all(dim=1).numpy()
+    times = np.arange(steps + 1) * DT
+    states = states.numpy()
+    balanced = np.array([task.success(s, times) for s in states])
+    return float((on_grid & balanced).mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--starts", type=int, default=1000)
+    parser.add_argument("--ticks", type=int, default=300)
+    parser.add_argument("--quick", action="store_true", help="the default grid only")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    params = robot_params("cartpole", config_dir() / "urdf" / "cartpole.urdf")
+    model, task = build_model(params, DT), build_task(params)
+    plant = CartPoleDynamics(params, DT, substeps=8, integrator="euler").double()
+    x0 = torch.tensor([0.3, 0.1, -0.2, 0.3])
+    grids = [GRIDS[1]] if args.quick else GRIDS
+    rows, figures = [], []
+    for points, actions in grids:
+        config = dataclasses.replace(DEFAULT, grid_points=points, actions=actions)
+        start = time.perf_counter()
+        planner = DPPlanner(model, task, config, compile=True)  # transitions, PI, compile
+        build_s = time.perf_counter() - start
+        pi = planner.solution
+        mdp = build_grid_mdp(model, task, planner.grid, planner.policy.actions, config.gamma, config.exit_cost)
+        vi = value_iteration(mdp, config.tolerance, config.max_iterations)
+        diff = float((vi.values - pi.values).abs().max())
+        rate = success_rate(planner, task, plant, args.starts, steps=300)
+        planner.plan(x0)  # warm up outside the timing
+        episode = run_episode(planner, plant, x0, steps=args.ticks)
+        p50, p99 = percentiles_ms(episode.tick_s)
+        # A zero budget leaves each tick the first action only: the one-model-call lookahead.
+        act50, act99 = percentiles_ms(run_episode(planner, plant, x0, steps=args.ticks, budget_s=0.0).tick_s)
+        size = "x".join(map(str, points))
+        rows.append([size, planner.grid.size, len(mdp.actions), vi.solve_s, vi.iterations, pi.solve_s,
+                     f"{pi.iterations} ({pi.evaluations})", f"{diff:.1e}", rate, p50, p99, act50, act99, build_s])
+        figures.append({
+            "grid": size, "states": planner.grid.size, "actions": len(mdp.actions), "gamma": config.gamma,
+            "tolerance": config.tolerance, "vi_s": round(vi.solve_s, 3), "vi_sweeps": vi.iterations,
+            "pi_s": round(pi.solve_s, 3), "pi_iterations": pi.iterations, "pi_inner_steps": pi.evaluations,
+            "max_abs_v_diff": diff, "success_rate": rate, "starts": args.starts,
+            "tick_ms_p50": round(p50, 3), "tick_ms_p99": round(p99, 3), "horizon": config.horizon,
+            "action_only_tick_ms_p50": round(act50, 3), "action_only_tick_ms_p99": round(act99, 3),
+            "planner_build_s": round(build_s, 2),
+        })
+    print(f"DP on the cart-pole grid (gamma {DEFAULT.gamma}, tolerance {DEFAULT.tolerance}), "
+          f"success from {args.starts} starts, dp tick over {args.ticks} closed-loop ticks, 1 thread")
+    print_table(["grid", "states", "actions", "VI s", "VI sweeps", "PI s", "PI iters (inner)",
+                 "max|Vvi-Vpi|", "success", "tick p50 ms", "tick p99 ms", "action p50", "action p99",
+                 "build s"], rows)
+    default = next(f for f in figures if f["grid"] == "x".join(map(str, DEFAULT.grid_points)))
+    emit_json({"benchmark": "dp", "machine": machine(), "results": figures,
+               "target": {"dp_tick_p99_ms": TICK_P99_TARGET_MS, "measured": default["tick_ms_p99"],
+                          "met": default["tick_ms_p99"] <= TICK_P99_TARGET_MS}})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Improved CEM (iCEM, Pinneri et al. 2020): colored noise, elites kept across iterations and ticks.
+
+Against plain CEM: samples are colored noise along time (smooth sequences explore further per
+sample), a fraction of the elites is carried into the next iteration and, shifted by one step,
+into the next tick (good sequences are not thrown away and re-found), and the plan executed is
+the best sequence seen this tick. Together these reach CEM's success with a fraction of its
+samples per tick.
+
+Population decay (``population_decay > 1``): iteration ``i`` evaluates the first
+``max(population / decay^i, 2 elites)`` members of one preallocated buffer. Under a compiled
+evaluator every distinct population size is its own compiled graph (a cold compile each, ~70 s
+for the cart-pole at horizon 30, then cached on disk), and at cart-pole sizes a compiled call
+costs mostly fixed overhead (about 170 us at 100 samples against 250 us at 500), so the default
+keeps the population constant: one graph, which at population 500 and horizon 30 is CEM's own.
+Decay pays off with an eager model whose cost grows with the batch (a learned ensemble).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mbrl_control.core.planners.base import Plan, Planner, out_of_time, shift_in_time
+from mbrl_control.core.planners.noise import ColoredNoise
+from mbrl_control.core.rollout import TrajectoryEvaluator
+from mbrl_control.core.util import setting
+
+
+@dataclass(frozen=True)
+class ICEMConfig:
+    population: int = setting(500, "action sequences per iteration", 2, 100000)
+    elites: int = setting(20, "elites refitted per iteration", 1, 100000)
+    iterations: int = setting(1, "iterations per tick", 1, 100)
+    horizon: int = setting(30, "planning horizon [ticks]", 1, 1000)
+    noise_beta: float = setting(2.0, "colored-noise exponent: 0 white, 2 Brownian-like", 0.0, 4.0)
+    keep_elites: float = setting(0.3, "fraction of the elites carried into the next iteration and tick", 0.0, 1.0)
+    population_decay: float = setting(1.0, "population of iteration i: population / decay^i (1: constant)", 1.0, 10.0)
+    init_std: float = setting(0.5, "initial std as a fraction of the action half-range", 0.0, 10.0)
+    min_std: float = setting(0.02, "std floor as a fraction of the action half-range", 0.0, 10.0)
+    momentum: float = setting(0.1, "weight of the old distribution in each refit", 0.0, 1.0)
+    seed: int = setting(0, "sampling seed", 0, 2**31 - 1)
+
+
+class ICEMPlanner(Planner):
+    """iCEM over open-loop action sequences; every buffer allocated once, time-major.
+
+    Member layout of each evaluated batch ``[T, nu, n]``: 0 is the current mean, ``1..keep`` are
+    the kept elites (from the previous iteration, or from the previous tick shifted by one step),
+    the rest are fresh colored-noise samples around the mean, all clipped to the action bounds.
+    """
+
+    def __init__(self, evaluator: TrajectoryEvaluator, config: ICEMConfig = ICEMConfig()) -> None:
+        if not 0 < config.elites <= config.population:
+            raise ValueError("need 0 < elites <= population")
+        if config.iterations < 1 or config.horizon < 1:
+            raise ValueError("need iterations >= 1 and horizon >= 1")
+        if not 0.0 <= config.keep_elites <= 1.0 or config.population_decay < 1.0:
+            raise ValueError("need 0 <= keep_elites <= 1 and population_decay >= 1")
+        self.evaluator = evaluator
+        self.config = config
+        self.horizon = config.horizon
+        task = evaluator.task
+        low, high = task.action_low.float(), task.action_high.float()
+        nu, T, P, K = low.shape[0], config.horizon, config.population, config.elites
+        self._low = low.view(1, nu, 1)
+        self._high = high.view(1, nu, 1)
+        half_range = 0.5 * (high - low)
+        self._center = (0.5 * (low + high)).expand(T, nu).contiguous()
+        self._init_std = (config.init_std * half_range).expand(T, nu).contiguous()
+        self._min_std = (config.min_std * half_range).expand(T, nu).contiguous()
+        self.populations = [
+            max(math.ceil(P / config.population_decay**i), min(2 * K, P)) for i in range(config.iterations)
+        ]
+        self._keep = min(round(config.keep_elites * K), min(self.populations) - 1)
+        self._generator = torch.Generator().manual_seed(config.seed)
+        self._noise = ColoredNoise(T, nu, P, config.noise_beta, self._generator)
+        # One storage; iteration i sees its first populations[i] members as a contiguous [T, nu, n].
+        storage = torch.empty(T * nu * P)
+        self._samples_t = [storage[: T * nu * n].view(T, nu, n) for n in self.populations]
+        self._mean = torch.empty(T, nu)
+        self._std = torch.empty(T, nu)
+        self._scratch = torch.empty(T, nu)
+        self._elite_costs = torch.empty(K)
+        self._elite_idx = torch.empty(K, dtype=torch.long)
+        self._elites = torch.empty(T, nu, K)
+        self._elite_std = torch.empty(T, nu)
+        self._elite_mean = torch.empty(T, nu)
+        self._kept = torch.empty(T, nu, self._keep)
+        self._kept_scratch = torch.empty(T, nu, self._keep)
+        self._best_actions = torch.empty(T, nu)
+        self._best_states = torch.empty(T + 1, task.state_dim)
+        self.reset()
+
+    def reset(self) -> None:
+        self._mean.copy_(self._center)
+        self._has_kept = False
+        self._generator.manual_seed(self.config.seed)
+
+    def plan(self, x0: Tensor, deadline: float | None = None) -> Plan:
+        cfg = self.config
+        start = time.perf_counter()
+        x0 = x0.to(torch.float32)
+        self._std.copy_(self._init_std)
+        best_cost = float("inf")
+        done = 0
+        keep = self._keep
+        for it, samples_t in enumerate(self._samples_t):
+            if it > 0 and out_of_time(deadline, (time.perf_counter() - start) / it):
+                break
+            n = samples_t.shape[-1]
+            noise = self._noise.sample()[..., :n]
+            torch.addcmul(self._mean.unsqueeze(-1), self._std.unsqueeze(-1), noise, out=samples_t)
+            samples_t[..., 0] = self._mean
+            if self._has_kept and keep > 0:
+                samples_t[..., 1 : 1 + keep] = self._kept
+            torch.clamp(samples_t, self._low, self._high, out=samples_t)
+            costs, states = self.evaluator(x0, samples_t.permute(2, 0, 1))
+            costs = torch.nan_to_num(costs, nan=float("inf"))
+            torch.topk(costs, cfg.elites, largest=False, sorted=True, out=(self._elite_costs, self._elite_idx))
+            if self._elite_costs[0].item() < best_cost:
+                best_cost = self._elite_costs[0].item()
+                self._best_actions.copy_(samples_t[..., self._elite_idx[0]])
+                self._best_states.copy_(states[self._elite_idx[0]])
+            torch.index_select(samples_t, -1, self._elite_idx, out=self._elites)
+            self._kept.copy_(self._elites[..., :keep])
+            self._has_kept = True
+            torch.mean(self._elites, dim=-1, out=self._elite_mean)
+            torch.std(self._elites, dim=-1, out=self._elite_std)
+            self._mean.mul_(cfg.momentum).add_(self._elite_mean, alpha=1.0 - cfg.momentum)
+            self._std.mul_(cfg.momentum).add_(self._elite_std, alpha=1.0 - cfg.momentum)
+            torch.maximum(self._std, self._min_std, out=self._std)
+            done += 1
+        plan = Plan(
+            actions=self._best_actions.clone(),
+            states=self._best_states.clone(),
+            cost=best_cost,
+            iterations=done,
+            deadline_missed=done < cfg.iterations,
+        )
+        self._shift_warm_start()
+        return plan
+
+    def _shift_warm_start(self) -> None:
+        """Next tick: drop the step just executed from the mean and the kept elites, repeat the last."""
+        shift_in_time(self._mean, self._scratch)
+        shift_in_time(self._kept, self._kept_scratch)
+

@@ -1,0 +1,162 @@
+"""Discrete-time LQR about the upright equilibrium: a planner, a terminal value, a fallback.
+
+The model is linearised at ``x = 0, u = 0`` with ``model.jacobians`` (any differentiable model)
+and the weights are the task's own stage-cost Hessians there (``Q = l_xx``, ``R = l_uu``), so the
+stage cost near upright is ``x'Qx/2 + u'Ru/2`` and ``x'Px/2`` (``P`` from
+``scipy.linalg.solve_discrete_are``) is the task's infinite-horizon cost-to-go to second order.
+Angles listed in ``angle_indices`` enter wrapped to ``[-pi, pi)``.
+
+Region of validity of the fallback: the largest ellipsoid ``x'Px <= c`` in which the feedback
+``u = -Kx`` stays inside the action bounds, ``c = min_i (u_max_i^2 / (K P^-1 K')_ii)``, shrunk by
+``region_scale`` as a margin for the nonlinearity the linearisation ignores. Inside it the
+linearised closed loop is unsaturated and ``x'Px`` decreases every step, so the state stays inside.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+import torch
+from torch import Tensor
+
+from mbrl_control.core.dynamics.base import DynamicsModel
+from mbrl_control.core.planners.base import Plan, Planner
+from mbrl_control.core.tasks.base import Task
+from mbrl_control.core.util import setting
+
+
+@dataclass(frozen=True)
+class LQRConfig:
+    horizon: int = setting(30, "length of the predicted (linearised) trajectory in the plan", 1, 1000)
+    action_weight_scale: float = setting(10.0, "multiplies R = l_uu: larger is gentler, with a larger region", 1e-3, 1e6)
+    region_scale: float = setting(0.5, "fallback region: this fraction of the unsaturated ellipsoid's level", 1e-3, 1.0)
+    angle_indices: tuple[int, ...] = setting((1,), "state entries that are angles (wrapped)", 0, 100)
+
+
+@dataclass(frozen=True)
+class LQRSolution:
+    """Linearisation, weights and solution, all float64: ``u = -K (x - x_eq)`` (then clipped)."""
+
+    A: np.ndarray
+    B: np.ndarray
+    Q: np.ndarray
+    R: np.ndarray
+    P: np.ndarray
+    K: np.ndarray
+
+    @property
+    def closed_loop(self) -> np.ndarray:
+        return self.A - self.B @ self.K
+
+
+def solve_lqr(model: DynamicsModel, task: Task, action_weight_scale: float = 1.0) -> LQRSolution:
+    """LQR of ``model`` linearised at the origin, weighted by ``task``'s stage-cost Hessians there."""
+    nx, nu = task.state_dim, task.action_dim
+    x = torch.zeros(1, nx)
+    u = torch.zeros(1, nu)
+    a, b = model.jacobians(x, u)
+
+    def stage(xu: Tensor) -> Tensor:
+        return task.running_cost(xu[:nx].view(1, 1, nx), xu[nx:].view(1, 1, nu))[0]
+
+    hessian = torch.func.hessian(stage)(torch.zeros(nx + nu)).double().numpy()
+    A, B = a[0].double().numpy(), b[0].double().numpy()
+    Q = 0.5 * (hessian[:nx, :nx] + hessian[:nx, :nx].T)
+    R = action_weight_scale * 0.5 * (hessian[nx:, nx:] + hessian[nx:, nx:].T)
+    P = scipy.linalg.solve_discrete_are(A, B, Q, R)
+    K = np.linalg.solve(R + B.T @ P @ B, B.T @ P @ A)
+    return LQRSolution(A=A, B=B, Q=Q, R=R, P=P, K=K)
+
+
+def wrapped_deviation(x: np.ndarray, angle_indices: tuple[int, ...]) -> np.ndarray:
+    """``x`` (any leading shape) with its angle entries wrapped to ``[-pi, pi)``."""
+    dx = np.array(x, dtype=np.float64)
+    for i in angle_indices:
+        dx[..., i] = np.remainder(dx[..., i] + math.pi, 2 * math.pi) - math.pi
+    return dx
+
+
+class LQRFallback:
+    """``fallback_action(x)``: the clipped LQR action inside the region of validity, else None.
+
+    Cheap (a few numpy operations, no torch) so a controller can call it when its planner missed
+    its deadline or returned a non-finite plan. See the module docstring for the region.
+    """
+
+    def __init__(self, solution: LQRSolution, action_low: np.ndarray, action_high: np.ndarray,
+                 angle_indices: tuple[int, ...] = (1,), region_scale: float = 0.5) -> None:
+        if not 0.0 < region_scale <= 1.0:
+            raise ValueError("need 0 < region_scale <= 1")
+        self.solution = solution
+        self.angle_indices = tuple(angle_indices)
+        self.action_low = np.asarray(action_low, dtype=np.float64)
+        self.action_high = np.asarray(action_high, dtype=np.float64)
+        u_max = np.minimum(np.abs(self.action_low), np.abs(self.action_high))
+        K, P = solution.K, solution.P
+        gain_spread = np.einsum("ij,jk,ik->i", K, np.linalg.inv(P), K)  # max of (K_i x)^2 on x'Px = 1
+        self.level = region_scale * float(np.min(u_max**2 / gain_spread))
+
+    @classmethod
+    def from_model(cls, model: DynamicsModel, task: Task, config: LQRConfig = LQRConfig()) -> "LQRFallback":
+        """The fallback for ``model`` and ``task`` (one DARE solve: build it once, at start-up)."""
+        solution = solve_lqr(model, task, config.action_weight_scale)
+        low, high = task.action_low.double().numpy(), task.action_high.double().numpy()
+        return cls(solution, low, high, tuple(config.angle_indices), config.region_scale)
+
+    def value(self, x: np.ndarray) -> float:
+        """``x'Px`` of the wrapped state: the region test and (halved) the LQR cost-to-go."""
+        dx = wrapped_deviation(x, self.angle_indices)
+        return float(dx @ self.solution.P @ dx)
+
+    def in_region(self, x: np.ndarray) -> bool:
+        return self.value(x) <= self.level
+
+    def fallback_action(self, x: np.ndarray) -> np.ndarray | None:
+        """The LQR action for state ``x[nx]``, or None when ``x`` is outside the region of validity."""
+        dx = wrapped_deviation(x, self.angle_indices)
+        if not float(dx @ self.solution.P @ dx) <= self.level:  # also rejects NaN states
+            return None
+        return np.clip(-self.solution.K @ dx, self.action_low, self.action_high)
+
+
+class LQRPlanner(Planner):
+    """Constant-gain LQR as a planner: the feedback action now, and the linearised prediction.
+
+    ``Plan.states`` follows the linearised closed loop (``x_{t+1} = (A - BK) x_t``, unclipped) and
+    ``Plan.actions = clip(-K x_t)``; ``Plan.cost`` is the LQR cost-to-go ``x'Px/2``. The gain is
+    computed once; ``plan`` is a handful of matrix products, so it never misses a deadline.
+    """
+
+    def __init__(self, model: DynamicsModel, task: Task, config: LQRConfig = LQRConfig()) -> None:
+        if config.horizon < 1:
+            raise ValueError("need horizon >= 1")
+        self.config = config
+        self.horizon = config.horizon
+        self.fallback = LQRFallback.from_model(model, task, config)
+        self.solution = self.fallback.solution
+        self._low, self._high = self.fallback.action_low, self.fallback.action_high
+        # Powers of the closed loop, stacked: the whole prediction is one batched product.
+        powers = [np.eye(task.state_dim)]
+        for _ in range(config.horizon):
+            powers.append(self.solution.closed_loop @ powers[-1])
+        self._powers = np.stack(powers)  # [T+1, nx, nx]
+
+    def reset(self) -> None:
+        pass  # no warm start: the gain is fixed
+
+    def plan(self, x0: Tensor, deadline: float | None = None) -> Plan:
+        x = x0.double().numpy()
+        dx = wrapped_deviation(x, self.config.angle_indices)
+        predicted = self._powers @ dx  # [T+1, nx]
+        actions = np.clip(-predicted[:-1] @ self.solution.K.T, self._low, self._high)
+        states = predicted + (x - dx)  # back to the unwrapped angle of x0
+        return Plan(
+            actions=torch.from_numpy(actions).float(),
+            states=torch.from_numpy(states).float(),
+            cost=0.5 * float(dx @ self.solution.P @ dx),
+            iterations=1,
+            info={"in_fallback_region": float(self.fallback.in_region(x))},
+        )

@@ -1,0 +1,65 @@
+"""Closed-loop acceptance of every new planner on the analytic cart-pole, no ROS involved.
+
+The plant is the Euler, 8-substep model that reproduces PyBullet. Each planner balances from a
+perturbed upright state; the sampling planners and iLQR also swing up from hanging. iCEM and MPPI
+share one compiled evaluator at population 500 and horizon 30 (CEM's graph, already compiled
+by test_cem); iLQR runs eager at horizon 30 so no cold compile lands in the suite (bench/planners.py
+times it compiled at horizon 50).
+"""
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from mbrl_control.core.episode import run_episode
+from mbrl_control.core.planners import (
+    ICEMConfig,
+    ICEMPlanner,
+    ILQRConfig,
+    ILQRPlanner,
+    LQRPlanner,
+    MPPIConfig,
+    MPPIPlanner,
+)
+from mbrl_control.core.planners.nmpc import NMPCPlanner
+from mbrl_control.core.rollout import TrajectoryEvaluator
+
+DT = 0.02
+HANGING = torch.tensor([0.0, math.pi, 0.0, 0.0])
+PERTURBED_UPRIGHT = torch.tensor([0.3, 0.2, -0.3, 0.5])
+PLANNERS = {  # name: (planner factory, seeds of the swing-up test; 0 = cannot swing up)
+    "icem": (lambda rig, seed: ICEMPlanner(rig.compiled, ICEMConfig(seed=seed)), 3),
+    "mppi": (lambda rig, seed: MPPIPlanner(rig.compiled, MPPIConfig(seed=seed)), 3),
+    "ilqr": (lambda rig, seed: ILQRPlanner(rig.model, rig.task, ILQRConfig(horizon=30)), 2),
+    "lqr": (lambda rig, seed: LQRPlanner(rig.model, rig.task), 0),
+    "nmpc": (lambda rig, seed: NMPCPlanner(rig.model, rig.task), 0),
+}
+
+
+@pytest.fixture(scope="module")
+def rig(cartpole) -> SimpleNamespace:
+    return SimpleNamespace(**vars(cartpole), compiled=TrajectoryEvaluator(cartpole.model, cartpole.task, compile=True))
+
+
+@pytest.mark.parametrize("name", [n for n, (_, seeds) in PLANNERS.items() if seeds])
+def test_swings_up_and_balances(rig, name):
+    make, seeds = PLANNERS[name]
+    results = []
+    for seed in range(seeds):
+        g = torch.Generator().manual_seed(seed)
+        x0 = HANGING + 0.1 * torch.randn(4, generator=g)
+        ep = run_episode(make(rig, seed), rig.plant, x0, steps=400)  # 8 s: swing up, then 5 s balanced
+        results.append(rig.task.success(ep.states, ep.times))
+        assert np.abs(ep.actions).max() <= rig.params.force_limit + 1e-6
+    assert all(results), f"{name} succeeded for seeds {[i for i, ok in enumerate(results) if ok]}"
+
+
+@pytest.mark.parametrize("name", PLANNERS)
+def test_balances_from_a_perturbed_upright_state(rig, name):
+    make, _ = PLANNERS[name]
+    ep = run_episode(make(rig, 1), rig.plant, PERTURBED_UPRIGHT, steps=300)
+    assert rig.task.success(ep.states, ep.times)
+    assert np.abs(ep.actions).max() <= rig.params.force_limit + 1e-6

@@ -1,0 +1,77 @@
+"""iLQR-MPC on the analytic cart-pole: derivatives, monotone cost, bounds, warm start, deadline.
+
+Eager mode and horizon 30 keep this file fast without a cold compile; bench/planners.py times
+the compiled planner at horizon 50. Closed-loop swing-up and balance: test_planner_closed_loop.py.
+"""
+
+
+import numpy as np
+import pytest
+import torch
+
+from mbrl_control.core.planners import ILQRConfig, ILQRPlanner
+from mbrl_control.core.planners.ilqr import StageDerivatives
+
+DT = 0.02
+
+
+@pytest.fixture(scope="module")
+def setup(cartpole):
+    return cartpole.params, cartpole.model, cartpole.task
+
+
+def test_derivatives_match_per_step_autograd(setup):
+    _, model, task = setup
+    g = torch.Generator().manual_seed(0)
+    T = 6
+    states = torch.randn(T + 1, 4, generator=g) + torch.tensor([2.2, 0.0, 0.0, 0.0])  # past the soft track limit too
+    actions = 10.0 * torch.randn(T, 1, generator=g)
+    dynamics, stage, terminal = StageDerivatives(model, task)(states, actions)
+
+    def stage_cost(z):
+        return task.running_cost(z[:4].view(1, 1, 4), z[4:].view(1, 1, 1))[0]
+
+    def terminal_cost(x):
+        return task.terminal_cost(x.view(1, 4))[0]
+
+    for t in range(T):
+        z = torch.cat([states[t], actions[t]])
+        a, b = torch.autograd.functional.jacobian(lambda x, u: model.step(x[None], u[None])[0], (states[t], actions[t]))
+        torch.testing.assert_close(dynamics[t, :4, :4], a.T)
+        torch.testing.assert_close(dynamics[t, 4:5, :4], b.T)
+        hessian = torch.autograd.functional.hessian(stage_cost, z)
+        torch.testing.assert_close(stage[t, :5, :5], hessian, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(stage[t, :5, 5], torch.autograd.functional.jacobian(stage_cost, z))
+    torch.testing.assert_close(terminal[:4, :4], torch.autograd.functional.hessian(terminal_cost, states[-1]))
+    torch.testing.assert_close(terminal[:4, 4], torch.autograd.functional.jacobian(terminal_cost, states[-1]))
+    assert float(dynamics[:, 5, 4].min()) == 1.0 and float(stage[:, 5, 5].abs().max()) == 0.0
+
+
+def test_cost_decreases_monotonically_over_iterations(setup):
+    _, model, task = setup
+    planner = ILQRPlanner(model, task, ILQRConfig(horizon=30, iterations=15, tolerance=0.0))
+    plan = planner.plan(torch.tensor([0.0, 3.0, 0.0, 0.0]))
+    costs = planner.cost_history[: plan.iterations + 1]
+    assert plan.iterations >= 5
+    assert np.all(np.diff(costs) <= 1e-6 * costs[0]), costs
+    assert costs[-1] < 0.9 * costs[0]
+    assert plan.cost == pytest.approx(costs[-1])
+    # The plan is consistent: its states are the model's rollout of its actions from x0.
+    rollout = model.rollout(plan.states[:1], plan.actions[None])[0]
+    torch.testing.assert_close(rollout, plan.states, atol=1e-4, rtol=1e-4)
+    assert plan.actions.abs().max() <= 20.0
+
+
+def test_warm_start_shifts_the_nominal(setup):
+    _, model, task = setup
+    planner = ILQRPlanner(model, task, ILQRConfig(horizon=20, iterations=2))
+    plan = planner.plan(torch.tensor([0.0, 3.0, 0.0, 0.0]))
+    torch.testing.assert_close(planner._actions[:-1], plan.actions[1:])
+    torch.testing.assert_close(planner._states[:-1], plan.states[1:])
+
+
+def test_rejects_bad_configs(setup):
+    _, model, task = setup
+    for bad in ({"horizon": 0}, {"line_search_steps": 0}, {"reg_factor": 1.0}):
+        with pytest.raises(ValueError):
+            ILQRPlanner(model, task, ILQRConfig(**bad))

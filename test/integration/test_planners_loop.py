@@ -1,0 +1,27 @@
+"""planner:=X works through the real nodes for every planner (lockstep): the swing-up planners
+from hanging, the balance controllers (LQR, DP: their region is around upright) from a tilt."""
+
+import math
+
+import pytest
+import yaml
+from rosutil import logs, run_mpc
+
+from mbrl_control.graph import PLANNERS
+
+BALANCE_ONLY = ("lqr", "dp")
+
+
+@pytest.mark.parametrize("planner", PLANNERS)
+def test_every_planner_closes_the_loop(planner, domain, tmp_path):
+    # iLQR's compiled graphs take minutes to build cold; lockstep needs no speed, so it runs eager.
+    controller = {"compile": planner != "ilqr"}
+    sim = {"initial_position": [0.0, 0.15] if planner in BALANCE_ONLY else [0.0, math.pi]}
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text(yaml.safe_dump({"mpc_controller": {"ros__parameters": controller},
+                                         "sim": {"ros__parameters": sim}}))
+    code, summary = run_mpc({"mode": "lockstep", "duration": "7", "planner": planner, "overrides": str(overrides)},
+                            domain, tmp_path)
+    assert code == 0, logs(tmp_path)
+    assert summary["planner"] == planner
+    assert summary["success"], (summary, logs(tmp_path))
