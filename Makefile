@@ -16,7 +16,9 @@ PYTEST_ARGS ?=
 # test-ros2` runs them on a ROS 2 machine.
 ROS2_SELECT := -m "not ros2_install"
 
-.PHONY: setup demo test test-ros2 warmup bench clean
+PEERS    := .bench-peers
+
+.PHONY: setup demo test test-ros2 warmup bench bench-peers clean
 
 setup: $(STAMP)
 
@@ -39,8 +41,19 @@ test: setup warmup
 test-ros2: setup
 	$(PY) -m pytest -m ros2_install $(PYTEST_ARGS)
 
+# Benchmarks (not part of the tests): each prints a table, then one JSON line.
 bench: setup
-	$(PY) bench/planner_latency.py
+	cd bench && ../$(PY) planner_latency.py && ../$(PY) planners.py && ../$(PY) estimation.py && ../$(PY) dp.py
+
+# The libraries users would pick instead (pytorch_mppi, mbrl-lib) in a venv of their own, then
+# bench/planners.py times them beside ours. mbrl 0.2.0 pins a hydra-core that no longer imports on
+# Python 3.11: the second install overrides it (pip warns about the conflict; mbrl.planning works).
+bench-peers:
+	@test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install --quiet torch==2.13.0 numpy scipy casadi==3.8.2 pyyaml pytorch_mppi==0.9.1 mbrl==0.2.0
+	$(PEERS)/bin/pip install --quiet hydra-core==1.3.2 omegaconf==2.3.0
+	$(PEERS)/bin/pip install --quiet --no-deps -e .
+	cd bench && ../$(PEERS)/bin/python planners.py
 
 clean:
-	rm -rf $(VENV) build install log runs .pytest_cache
+	rm -rf $(VENV) $(PEERS) build install log runs .pytest_cache
