@@ -34,10 +34,11 @@ from mbrl_control.core.safety import CommandWatchdog
 from mbrl_control.core.util import dataclass_from
 from mbrl_control.nodes.diagnostics import OK, WARN, DiagnosticsPublisher
 from mbrl_control.nodes.joint_io import read_command
-from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters, section
+from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters, section, specs_from
 from mbrl_control.nodes.runtime import main_for
 from mbrl_control.paths import resolve_config_path
 from mbrl_control.sim.bullet_robot import BulletRobot
+from mbrl_control.sim.randomization import DomainRandomizer, PhysicalDraw, RandomizationConfig
 from mbrl_control.sim.sensor import JointSensor, SensorConfig
 
 PI = math.pi
@@ -78,6 +79,7 @@ PARAMS = [
     ParamSpec("sensor.spike_magnitude", [0.5, 1.0], "size of a spike per joint", 0.0, 100.0),
     ParamSpec("sensor.reorder_probability", 0.0, "fault: a reading arrives after the next one", 0.0, 1.0),
     ParamSpec("sensor.seed", 0, "random seed of the sensor", 0, 2**31 - 1),
+    *specs_from(RandomizationConfig, "randomize"),
 ]
 
 
@@ -110,6 +112,12 @@ class SimNode(Node):
             except ValueError as exc:
                 raise ParameterError(f"sensor.* parameters: {exc}") from exc
         self.rng = np.random.default_rng(p["seed"])
+        try:
+            self.randomizer = DomainRandomizer(dataclass_from(RandomizationConfig, section(p, "randomize")))
+        except ValueError as exc:
+            raise ParameterError(f"randomize.* parameters: {exc}") from exc
+        self.urdf_text = urdf.read_text()
+        self.physics = PhysicalDraw()
 
         self.lockstep = p["mode"] == "lockstep"
         self.sim_time_ns = 0  # physics time since start
@@ -162,6 +170,10 @@ class SimNode(Node):
         return self.sim_time_ns * 1e-9
 
     def reset_state(self, position: np.ndarray, velocity: np.ndarray, noise: float) -> None:
+        draw = self.randomizer.draw()
+        if draw != self.physics:  # a new episode's robot (domain randomization)
+            self.robot.reload(self.randomizer.urdf(self.urdf_text, draw))
+            self.physics = draw
         position = position + noise * self.rng.standard_normal(position.shape)
         velocity = velocity + noise * self.rng.standard_normal(velocity.shape)
         self.robot.reset(position, velocity)
@@ -175,7 +187,7 @@ class SimNode(Node):
     def _advance(self, steps: int, command: np.ndarray) -> None:
         effort = np.zeros(len(self.robot.joint_names))
         effort[self.actuated] = command
-        self.applied = np.clip(effort, -self.effort_limit, self.effort_limit)
+        self.applied = np.clip(effort, -self.effort_limit, self.effort_limit) * self.physics.motor_gain
         for _ in range(steps):
             self.robot.step(self.applied, 1)
             self.sim_time_ns += self.physics_dt_ns
@@ -281,6 +293,8 @@ class SimNode(Node):
         }
         if self.sensor is not None:
             values |= {"sensor_samples": self.sensor.samples, "sensor_lost": self.sensor.lost}
+        if self.randomizer.config.enabled:
+            values |= {f"randomized_{k}": v for k, v in self.physics.as_dict().items()}
         self.diagnostics.publish(level, message, values)
 
     def close(self) -> None:

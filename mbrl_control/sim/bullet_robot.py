@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import tempfile
+
 import numpy as np
 import pybullet
 from pybullet_utils.bullet_client import BulletClient
@@ -34,6 +36,21 @@ class BulletRobot:
         c.setGravity(0.0, 0.0, -gravity)
         c.setTimeStep(physics_dt)
         self.physics_dt = physics_dt
+        self._load(urdf)
+
+    def reload(self, urdf_text: str) -> None:
+        """Replace the robot by the one ``urdf_text`` describes (same joints; domain randomization)."""
+        names = self.joint_names
+        self._client.removeBody(self.body)
+        with tempfile.NamedTemporaryFile("w", suffix=".urdf") as f:
+            f.write(urdf_text)
+            f.flush()
+            self._load(f.name)
+        if self.joint_names != names:
+            raise ValueError(f"reloaded robot has joints {self.joint_names}, expected {names}")
+
+    def _load(self, urdf: str | Path) -> None:
+        c = self._client
         self.body = c.loadURDF(str(urdf), useFixedBase=True, flags=pybullet.URDF_USE_INERTIA_FROM_FILE)
         self.joint_names: list[str] = []
         self._joint_index: dict[str, int] = {}

@@ -1,0 +1,96 @@
+"""Domain randomization of the simulated robot, one draw per episode: a learner that only ever
+sees one exact robot overfits it ("performance bias"); a spread of masses, lengths, frictions and
+motor gains makes the learned model, and what is planned with it, robust to the real one.
+
+Pure: draws parameters and rewrites the URDF text; the sim node reloads the robot from it.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+import numpy as np
+
+from mbrl_control.core.util import setting
+
+
+@dataclass(frozen=True)
+class RandomizationConfig:
+    enabled: bool = setting(False, "draw new physical parameters at every reset")
+    link: str = setting("pole", "the link whose mass and length are scaled (a rod along its joint's z axis)")
+    mass_scale: tuple[float, ...] = setting((0.8, 1.2), "uniform range of the link's mass multiplier", 0.01, 100.0)
+    length_scale: tuple[float, ...] = setting((0.8, 1.2), "uniform range of the link's length multiplier", 0.01, 100.0)
+    joint_damping: tuple[float, ...] = setting((0.0, 0.05), "uniform range of viscous damping added to every joint", 0.0, 100.0)
+    motor_gain: tuple[float, ...] = setting((0.9, 1.1), "uniform range of applied effort per commanded effort", 0.0, 10.0)
+    seed: int = setting(0, "random seed of the draws", 0, 2**31 - 1)
+
+
+@dataclass(frozen=True)
+class PhysicalDraw:
+    mass_scale: float = 1.0
+    length_scale: float = 1.0
+    joint_damping: float = 0.0
+    motor_gain: float = 1.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in self.__dict__.items()}
+
+
+class DomainRandomizer:
+    def __init__(self, config: RandomizationConfig) -> None:
+        for name in ("mass_scale", "length_scale", "joint_damping", "motor_gain"):
+            low, high = getattr(config, name)
+            if not low <= high:
+                raise ValueError(f"randomization '{name}' needs [low, high] with low <= high")
+        self.config = config
+        self.rng = np.random.default_rng(config.seed)
+
+    def draw(self) -> PhysicalDraw:
+        if not self.config.enabled:
+            return PhysicalDraw()
+        c, u = self.config, self.rng.uniform
+        return PhysicalDraw(u(*c.mass_scale), u(*c.length_scale), u(*c.joint_damping), u(*c.motor_gain))
+
+    def urdf(self, text: str, draw: PhysicalDraw) -> str:
+        """``text`` with the link scaled and damping added, per ``draw``."""
+        if draw == PhysicalDraw():
+            return text
+        root = ET.fromstring(text)
+        link = root.find(f"link[@name='{self.config.link}']")
+        if link is None:
+            raise ValueError(f"randomization link '{self.config.link}' is not in the URDF")
+        m, s = draw.mass_scale, draw.length_scale
+        inertial = link.find("inertial")
+        if inertial is not None:
+            mass = inertial.find("mass")
+            mass.set("value", _fmt(float(mass.get("value")) * m))
+            origin = inertial.find("origin")
+            if origin is not None:
+                origin.set("xyz", _scale_xyz(origin.get("xyz", "0 0 0"), (1.0, 1.0, s)))
+            inertia = inertial.find("inertia")
+            if inertia is not None:  # a rod along z: ixx, iyy ~ m L^2, izz ~ m
+                for key, factor in (("ixx", m * s * s), ("iyy", m * s * s), ("izz", m)):
+                    inertia.set(key, _fmt(float(inertia.get(key, "0")) * factor))
+        for shape in list(link.iter("visual")) + list(link.iter("collision")):
+            origin, box = shape.find("origin"), shape.find("geometry/box")
+            if origin is not None:
+                origin.set("xyz", _scale_xyz(origin.get("xyz", "0 0 0"), (1.0, 1.0, s)))
+            if box is not None:
+                box.set("size", _scale_xyz(box.get("size"), (1.0, 1.0, s)))
+        for joint in root.iter("joint"):
+            if joint.get("type") == "fixed":
+                continue
+            dynamics = joint.find("dynamics")
+            if dynamics is None:
+                dynamics = ET.SubElement(joint, "dynamics")
+            dynamics.set("damping", _fmt(float(dynamics.get("damping", "0")) + draw.joint_damping))
+        return ET.tostring(root, encoding="unicode")
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.9g}"
+
+
+def _scale_xyz(text: str, factors: tuple[float, float, float]) -> str:
+    return " ".join(_fmt(float(v) * f) for v, f in zip(text.split(), factors))
