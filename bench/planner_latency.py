@@ -1,22 +1,38 @@
-"""Planner tick latency on the cart-pole: CEM at several budgets (population, horizon, iterations).
+"""Planner tick latency on the cart-pole: CEM at several budgets (population, horizon, iterations),
+on the analytic model and on a learned probabilistic ensemble.
 
 Each budget runs closed-loop swing-ups (the states a real run visits), >= 200 ticks, one thread,
 and reports tick p50/p99. Prints a table, then one JSON line with the figures.
 
-  python bench/planner_latency.py [--ticks 300] [--eager]
+Ensemble rows: a 5 x (3 hidden x 64, SiLU) ensemble is first trained here on logged episodes of
+the plant (random actions and analytic-model CEM, with process noise), then CEM plans with it
+(TS1 propagation, compiled) while the analytic plant is controlled, so ``success`` says whether
+planning on the learned model still swings the pole up. Besides wall time, the ensemble rows give
+the planning thread's CPU time per tick, which other processes on a shared machine do not
+inflate; the load average is recorded too. Also timed: the hot swap of new weights into the
+model in use (validate + copy in place), from a model message and from a decoded state.
+
+  python bench/planner_latency.py [--ticks 300] [--eager] [--skip-ensemble | --ensemble-only]
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import time
 
+import numpy as np
 import torch
-
 from common import emit_json, machine, percentiles_ms, print_table
+
 from mbrl_control.core.builders import build_model, build_planner, build_task, robot_params
-from mbrl_control.core.dynamics import CartPoleDynamics
+from mbrl_control.core.dynamics import CartPoleDynamics, EnsembleConfig, EnsembleDynamics, PropagationConfig
 from mbrl_control.core.episode import run_episode
+from mbrl_control.core.learning import ModelInfo, Transitions, decode, encode, load_into, train_ensemble
+from mbrl_control.core.learning.synthetic import PlannerPolicy, RandomPolicy, explore
+from mbrl_control.core.planners import CEMConfig, CEMPlanner, Plan, Planner
+from mbrl_control.core.rollout import TrajectoryEvaluator
 from mbrl_control.paths import config_dir
 
 DT = 0.02
@@ -27,12 +43,142 @@ BUDGETS = [  # (population, horizon, iterations)
     (1000, 30, 5),
     (500, 30, 10),
 ]
+ENSEMBLE_BUDGET = (500, 30, 5)  # the issue's ensemble target: p99 <= 10 ms (goal 8 ms, 100 Hz)
+ENSEMBLE_TARGET_MS = 10.0
+ENSEMBLE_ROWS = [  # (label, dtype, torch threads, population, inductor C++ wrapper)
+    ("ensemble-ts1", "float32", 1, 500, False),
+    ("ensemble-ts1", "bfloat16", 1, 500, False),
+    ("ensemble-ts1", "float32", 1, 500, True),  # the graph's launcher in C++, not Python
+    ("ensemble-ts1", "bfloat16", 1, 500, True),
+    ("ensemble-ts1", "float32", 2, 500, False),
+    ("ensemble-ts1", "bfloat16", 2, 500, False),
+    ("ensemble-ts1", "float32", 1, 150, False),  # not the target budget: a smaller population, for scale
+]
+PROCESS_NOISE = torch.tensor([0.001, 0.002, 0.01, 0.02])  # std of the logged data's state noise
+
+
+class CpuTimedPlanner(Planner):
+    """A planner whose ticks are also timed in CPU time of the calling thread."""
+
+    def __init__(self, planner: Planner) -> None:
+        self.planner, self.horizon, self.cpu_s = planner, planner.horizon, []
+
+    def reset(self) -> None:
+        self.planner.reset()
+
+    def plan(self, x0: torch.Tensor, deadline: float | None = None) -> Plan:
+        start = time.thread_time()
+        plan = self.planner.plan(x0, deadline)
+        self.cpu_s.append(time.thread_time() - start)
+        return plan
+
+
+def logged_transitions(params, task, plant, analytic_planner) -> Transitions:
+    """Random-action episodes from anywhere and swing-ups by the analytic CEM (with exploration
+    noise), the kind of log a learner has after a few episodes."""
+    g = torch.Generator().manual_seed(0)
+    spread = torch.tensor([1.0, math.pi, 1.0, 2.0])
+    hanging = torch.tensor([0.0, math.pi, 0.0, 0.0])
+    random_starts = hanging + spread * (2 * torch.rand(40, 4, generator=g) - 1)
+    random = [RandomPolicy(task.action_low, task.action_high, hold=5, seed=i) for i in range(40)]
+    cem = [PlannerPolicy(analytic_planner, action_noise=3.0, seed=i) for i in range(8)]
+    return Transitions.concatenate([
+        explore(plant, random, random_starts, 200, PROCESS_NOISE, position_limit=params.track_limit),
+        explore(plant, cem, hanging + 0.2 * torch.randn(8, 4, generator=g), 300, PROCESS_NOISE, first_episode=100,
+                first_seq=100_000, position_limit=params.track_limit),
+    ])
+
+
+def ensemble_rows(params, task, plant, x0, ticks: int) -> tuple[list, list, dict]:
+    """Train an ensemble, time CEM on it per row, time the hot swap."""
+    analytic = build_planner("cem", build_model(params, DT), task, {})
+    start = time.perf_counter()
+    data = logged_transitions(params, task, plant, analytic)
+    model = EnsembleDynamics(EnsembleConfig(state_dim=4, action_dim=1, dt=DT, angle_dims=(1,)))
+    result = train_ensemble(model, data)
+    print(f"ensemble: trained on {len(data)} transitions in {time.perf_counter() - start:.0f} s, "
+          f"held-out MSE {result.holdout.mse:.4f} (1 = mean change), 2-sigma coverage {result.holdout.coverage_2sigma:.3f}")
+    # Every evaluator here is one more compiled entry of the same function (and the thread count
+    # is part of the guard): raise Dynamo's per-function limit so no row falls back to eager.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    rows, figures = [], []
+    _, horizon, iters = ENSEMBLE_BUDGET
+    for label, dtype, threads, pop, cpp_wrapper in ENSEMBLE_ROWS:
+        torch.set_num_threads(threads)
+        in_use = model.clone(PropagationConfig(mode="ts1", dtype=dtype), trainable=False)
+        config = CEMConfig(population=pop, elites=max(2, pop // 10), horizon=horizon, iterations=iters)
+        evaluator = TrajectoryEvaluator(in_use, task, compile=True)
+        planner = CpuTimedPlanner(CEMPlanner(evaluator, config))
+        compile_start = time.perf_counter()
+        with torch._inductor.config.patch(cpp_wrapper=cpp_wrapper):
+            planner.plan(x0)  # compile and warm up outside the timing
+        compile_s = time.perf_counter() - compile_start
+        compiled = evaluator._fn != evaluator._evaluate  # False: compile failed, eager fallback
+        planner.cpu_s.clear()
+        load_before = os.getloadavg()[0]
+        episode = run_episode(planner, plant, x0, steps=ticks)
+        p50, p99 = percentiles_ms(episode.tick_s)
+        cpu50, cpu99 = percentiles_ms(np.array(planner.cpu_s)) if threads == 1 else (math.nan, math.nan)
+        ok = task.success(episode.states, episode.times) if ticks * DT > task.success_window else None
+        load = max(load_before, os.getloadavg()[0])
+        wrapper = ("C++" if cpp_wrapper else "py") if compiled else "eager!"
+        rows.append([label, dtype, threads, pop, horizon, iters, wrapper, ticks, p50, p99, cpu50, cpu99, load, ok])
+        figures.append({"planner": label, "dtype": dtype, "threads": threads, "population": pop, "horizon": horizon,
+                        "iterations": iters, "cpp_wrapper": cpp_wrapper, "ticks": ticks, "tick_ms_p50": round(p50, 3),
+                        "tick_ms_p99": round(p99, 3), "tick_cpu_ms_p50": _finite_or_none(cpu50),
+                        "tick_cpu_ms_p99": _finite_or_none(cpu99), "loadavg_1min": round(load, 2),
+                        "compiled": compiled, "compile_s": round(compile_s, 1), "success": ok})
+    torch.set_num_threads(1)
+    swap = hot_swap_figures(model, planner_model=in_use, task=task, x0=x0)
+    return rows, figures, {"training": {"transitions": len(data), "seconds": round(result.seconds, 1), "epochs": result.epochs,
+                                        "holdout_mse": round(result.holdout.mse, 5),
+                                        "coverage_2sigma": round(result.holdout.coverage_2sigma, 4)},
+                           "hot_swap": swap}
+
+
+def hot_swap_figures(trained: EnsembleDynamics, planner_model: EnsembleDynamics, task, x0, repeats: int = 500) -> dict:
+    """Time swapping weights into the model a compiled planner uses: decoding and validating a
+    model message (the subscriber's part, off the tick) and the in-place copy (at a tick
+    boundary), then ticks after a swap (no recompilation)."""
+    blob = encode(trained, ModelInfo(config=trained.config, version=1))
+    planner = CEMPlanner(TrajectoryEvaluator(planner_model, task, compile=True), CEMConfig())
+    planner.plan(x0)
+    times: dict[str, list[float]] = {"decode": [], "swap": [], "both": []}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        checked, _ = decode(blob, planner_model)  # parse + validate
+        t1 = time.perf_counter()
+        planner_model.load_state_(checked)  # copy in place
+        t2 = time.perf_counter()
+        load_into(planner_model, blob)
+        t3 = time.perf_counter()
+        times["decode"].append(t1 - t0)
+        times["swap"].append(t2 - t1)
+        times["both"].append(t3 - t2)
+    next_tick = []
+    for _ in range(20):
+        t = time.perf_counter()
+        planner.plan(x0)
+        next_tick.append(time.perf_counter() - t)
+    figures: dict[str, object] = {"message_bytes": len(blob)}
+    for name, values in times.items():
+        p50, p99 = percentiles_ms(np.array(values))
+        figures[f"{name}_ms_p50"], figures[f"{name}_ms_p99"] = round(p50, 4), round(p99, 4)
+    figures.update(tick_after_swap_ms_max=round(max(next_tick) * 1e3, 2), target_ms=1.0,
+                   met=figures["swap_ms_p99"] <= 1.0)
+    return figures
+
+
+def _finite_or_none(value: float) -> float | None:
+    return round(value, 3) if math.isfinite(value) else None  # JSON has no NaN
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ticks", type=int, default=300)
     parser.add_argument("--eager", action="store_true", help="also time the default budget without torch.compile")
+    parser.add_argument("--skip-ensemble", action="store_true", help="only the analytic-model rows")
+    parser.add_argument("--ensemble-only", action="store_true", help="only the learned-ensemble rows")
     args = parser.parse_args()
     torch.set_num_threads(1)
     params = robot_params("cartpole", config_dir() / "urdf" / "cartpole.urdf")
@@ -40,6 +186,7 @@ def main() -> None:
     plant = CartPoleDynamics(params, DT, substeps=8, integrator="euler").double()
     x0 = torch.tensor([0.0, math.pi, 0.0, 0.0])
     runs = [(b, True) for b in BUDGETS] + ([(BUDGETS[2], False)] if args.eager else [])
+    runs = [] if args.ensemble_only else runs
     rows, figures = [], []
     for (pop, horizon, iters), compiled in runs:
         config = {"population": pop, "elites": max(2, pop // 10), "horizon": horizon, "iterations": iters}
@@ -53,12 +200,32 @@ def main() -> None:
         rows.append([name, pop, horizon, iters, ticks, p50, p99, ok])
         figures.append({"planner": name, "population": pop, "horizon": horizon, "iterations": iters,
                         "ticks": ticks, "tick_ms_p50": round(p50, 3), "tick_ms_p99": round(p99, 3), "success": ok})
-    print("CEM tick latency, cart-pole swing-up closed loop, 1 thread")
-    print_table(["planner", "population", "horizon", "iterations", "ticks", "p50 ms", "p99 ms", "success"], rows)
-    default = next(f for f in figures if (f["population"], f["horizon"], f["iterations"]) == BUDGETS[2])
-    emit_json({"benchmark": "planner_latency", "machine": machine(), "results": figures,
-               "target": {"cem_500x30x5_p99_ms": 5.0, "measured": default["tick_ms_p99"],
-                          "met": default["tick_ms_p99"] <= 5.0}})
+    report = {"benchmark": "planner_latency", "machine": machine(), "results": figures}
+    if figures:
+        print("CEM tick latency, cart-pole swing-up closed loop, 1 thread")
+        print_table(["planner", "population", "horizon", "iterations", "ticks", "p50 ms", "p99 ms", "success"], rows)
+        default = next(f for f in figures if (f["population"], f["horizon"], f["iterations"]) == BUDGETS[2])
+        report["target"] = {"cem_500x30x5_p99_ms": 5.0, "measured": default["tick_ms_p99"],
+                            "met": default["tick_ms_p99"] <= 5.0}
+    if not args.skip_ensemble:
+        e_rows, e_figures, extra = ensemble_rows(params, task, plant, x0, args.ticks)
+        print("\nCEM tick latency on the learned ensemble (5 x 3 x 64, TS1), cart-pole swing-up closed loop")
+        print_table(["planner", "dtype", "threads", "population", "horizon", "iterations", "wrapper", "ticks",
+                     "p50 ms", "p99 ms", "cpu p50 ms", "cpu p99 ms", "load", "success"], e_rows)
+        swap = extra["hot_swap"]
+        print(f"hot swap of a {swap['message_bytes']}-byte model message, p50/p99: decode + validate "
+              f"{swap['decode_ms_p50']:.3f}/{swap['decode_ms_p99']:.3f} ms (subscriber), in-place copy "
+              f"{swap['swap_ms_p50']:.3f}/{swap['swap_ms_p99']:.3f} ms (tick boundary), both "
+              f"{swap['both_ms_p50']:.3f}/{swap['both_ms_p99']:.3f} ms")
+        report["results"] = figures + e_figures
+        stated = next(f for f in e_figures if (f["dtype"], f["threads"], f["population"], f["cpp_wrapper"])
+                      == ("float32", 1, ENSEMBLE_BUDGET[0], False))
+        report["ensemble_target"] = {"ensemble_500x30x5_ts1_p99_ms": ENSEMBLE_TARGET_MS, "measured": stated["tick_ms_p99"],
+                                     "met": stated["tick_ms_p99"] <= ENSEMBLE_TARGET_MS,
+                                     "best_variant_p99_ms": min(f["tick_ms_p99"] for f in e_figures
+                                                                if f["population"] == ENSEMBLE_BUDGET[0])}
+        report.update(ensemble=extra)
+    emit_json(report)
 
 
 if __name__ == "__main__":

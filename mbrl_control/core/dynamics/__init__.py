@@ -1,6 +1,17 @@
-"""Dynamics models: the interface, the analytic cart-pole and (later) learned ensembles."""
+"""Dynamics models: the interface, the analytic cart-pole and the learned probabilistic ensemble."""
 
 from mbrl_control.core.dynamics.base import DynamicsModel
 from mbrl_control.core.dynamics.cartpole import CartPoleDynamics, CartPoleParams, wrap_angle
+from mbrl_control.core.dynamics.ensemble import EnsembleConfig, EnsembleDynamics, ModelStateError, PropagationConfig
 
-__all__ = ["DynamicsModel", "CartPoleDynamics", "CartPoleParams", "wrap_angle"]
+__all__ = [
+    "DynamicsModel",
+    "CartPoleDynamics",
+    "CartPoleParams",
+    "wrap_angle",
+    "CheckedState",
+    "EnsembleConfig",
+    "EnsembleDynamics",
+    "ModelStateError",
+    "PropagationConfig",
+]

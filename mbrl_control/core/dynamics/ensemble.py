@@ -1,0 +1,470 @@
+"""A probabilistic ensemble of MLPs (PETS) as a ``DynamicsModel``: learned one-period dynamics.
+
+Each of ``members`` MLPs maps normalised features of ``(x, u)`` to a Gaussian over the normalised
+state change ``x_next - x`` (mean and log-variance per state dimension). Every member's weights
+live in one ``[E, out, in]`` tensor per layer, so all members run in a single batched matmul.
+Angles listed in ``angle_dims`` are fed as (sin, cos) instead of the raw value, which winds past
++-pi; their deltas are predicted unwrapped, so rollouts keep winding like the robot's encoder.
+
+Planning propagates particles by trajectory sampling (Chua et al. 2018):
+
+- ``ts1``: every step, each particle is handed to a member drawn anew;
+- ``tsinf``: each particle keeps one member for the whole rollout;
+- ``expectation``: every member predicts every particle and the means are averaged (E x the work);
+
+optionally adding noise drawn from the predicted Gaussian (``output_noise``). Members are
+assigned by a random affine permutation of the particle slots, ``slot = (a*i + b) mod B`` with
+``a`` coprime to ``B``: each particle's member is uniform and independent from step to step, every
+member gets exactly ``B/E`` particles (one ``bmm``), and applying it is two gathers, with no sort.
+The random numbers of a rollout come from one small custom op holding a ``torch.Generator``
+seeded from ``(seed, rollout counter)``, which ``torch.compile`` keeps opaque: results are the
+same in eager and compiled code, and ``reseed`` restarts them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mbrl_control.core.dynamics.base import DynamicsModel
+
+PROPAGATIONS = ("ts1", "tsinf", "expectation")
+ACTIVATIONS = {"silu": F.silu, "relu": F.relu, "tanh": torch.tanh}
+PLANNING_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+MAX_LOGVAR_INIT = 0.5  # PETS's initial soft bounds on the normalised log-variance
+MIN_LOGVAR_INIT = -10.0
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """The architecture: what a checkpoint or a model message must match to be loaded."""
+
+    state_dim: int
+    action_dim: int
+    dt: float
+    members: int = 5
+    hidden: int = 64
+    layers: int = 3  # hidden layers
+    activation: str = "silu"
+    angle_dims: tuple[int, ...] = ()  # state dimensions that are angles, fed as (sin, cos)
+    learn_reward: bool = False  # also predict r(x, u): one more output of every member
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "angle_dims", tuple(int(d) for d in self.angle_dims))
+        if self.state_dim < 1 or self.action_dim < 1 or self.dt <= 0:
+            raise ValueError("need state_dim >= 1, action_dim >= 1 and dt > 0")
+        if self.members < 1 or self.hidden < 1 or self.layers < 1:
+            raise ValueError("need members >= 1, hidden >= 1 and layers >= 1")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got '{self.activation}'")
+        if len(set(self.angle_dims)) != len(self.angle_dims) or not all(
+            0 <= d < self.state_dim for d in self.angle_dims
+        ):
+            raise ValueError(f"angle_dims {self.angle_dims} must be distinct state indices")
+
+    @property
+    def input_dim(self) -> int:
+        return self.state_dim + len(self.angle_dims) + self.action_dim
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["angle_dims"] = list(self.angle_dims)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "EnsembleConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown ensemble config fields {sorted(unknown)}")
+        return cls(**dict(d))
+
+
+@dataclass(frozen=True)
+class PropagationConfig:
+    """How the model in use predicts: not part of the learned model, so free to differ per user.
+
+    Changing it on a compiled model recompiles its rollout (tens of seconds): choose at build time.
+    """
+
+    mode: str = "ts1"
+    output_noise: bool = False  # add noise drawn from each member's predicted Gaussian
+    seed: int = 0  # of the member draws and the output noise (and of the initial weights)
+    dtype: str = "float32"  # "bfloat16": the hidden x hidden matmuls of step/rollout in bf16
+
+    def __post_init__(self) -> None:
+        if self.mode not in PROPAGATIONS:
+            raise ValueError(f"propagation mode must be one of {PROPAGATIONS}, got '{self.mode}'")
+        if self.dtype not in PLANNING_DTYPES:
+            raise ValueError(f"dtype must be one of {tuple(PLANNING_DTYPES)}, got '{self.dtype}'")
+        if not 0 <= self.seed < 2**31:
+            raise ValueError("seed must be in [0, 2**31 - 1]")
+
+
+class ModelStateError(ValueError):
+    """A state dict that does not fit this model (missing or extra tensors, shapes, values)."""
+
+
+@dataclass(frozen=True)
+class CheckedState:
+    """A state that ``check_state`` accepted for models of ``config``: its tensors in
+    ``state_dict`` order."""
+
+    config: EnsembleConfig
+    tensors: tuple[Tensor, ...]
+
+
+class EnsembleDynamics(DynamicsModel):
+    """``E`` Gaussian MLPs over the state change, batched as one module; float32.
+
+    ``step``/``rollout`` follow ``propagation``; ``mean_step`` is the deterministic ensemble mean
+    (what ``jacobians`` differentiates, for the EKF and iLQR). ``predict`` gives every member's
+    Gaussian; ``load_state_`` validates and copies new weights into the existing tensors, which is
+    how a model in use (even a compiled one) is updated between ticks.
+    """
+
+    def __init__(self, config: EnsembleConfig, propagation: PropagationConfig = PropagationConfig()) -> None:
+        super().__init__()
+        self.config = config
+        self.propagation = propagation
+        self.state_dim = config.state_dim
+        self.action_dim = config.action_dim
+        self.dt = float(config.dt)
+        self._act = ACTIVATIONS[config.activation]
+        nx, E, H = config.state_dim, config.members, config.hidden
+        sizes = [config.input_dim] + [H] * config.layers + [2 * nx + int(config.learn_reward)]
+        g = torch.Generator().manual_seed(propagation.seed)
+        self.weights = torch.nn.ParameterList(
+            [torch.nn.Parameter(_init_weight(E, n_out, n_in, g)) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+        )
+        self.biases = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(E, 1, n)) for n in sizes[1:]])
+        self.max_logvar = torch.nn.Parameter(torch.full((nx,), MAX_LOGVAR_INIT))
+        self.min_logvar = torch.nn.Parameter(torch.full((nx,), MIN_LOGVAR_INIT))
+        # The normaliser is part of the learned model (fitted on data, saved, swapped with it).
+        self.register_buffer("input_mean", torch.zeros(config.input_dim))
+        self.register_buffer("input_std", torch.ones(config.input_dim))
+        self.register_buffer("delta_mean", torch.zeros(nx))
+        self.register_buffer("delta_std", torch.ones(nx))
+        if config.learn_reward:
+            self.register_buffer("reward_mean", torch.zeros(1))
+            self.register_buffer("reward_std", torch.ones(1))
+        self._plain_dims = tuple(d for d in range(nx) if d not in config.angle_dims)
+        # Randomness state: tensors, so that reseeding never invalidates a compiled graph.
+        self.register_buffer("_seed", torch.tensor(propagation.seed, dtype=torch.long), persistent=False)
+        self.register_buffer("_draws", torch.zeros((), dtype=torch.long), persistent=False)
+        self._plan_dtype = PLANNING_DTYPES[propagation.dtype]
+        for k in range(1, config.layers):  # bf16 copies of the hidden x hidden weights, if asked for
+            if self._plan_dtype != torch.float32:
+                self.register_buffer(f"_plan_w{k}", self.weights[k].detach().to(self._plan_dtype), persistent=False)
+
+    # -- features and normalisation ----------------------------------------------------------
+    def features(self, x: Tensor, u: Tensor) -> Tensor:
+        """Normalised network inputs ``[..., input_dim]``: plain state dims, sin and cos of the
+        angles, the action."""
+        # Static per-dimension slices, not an index_select: compiled, this stays a vector loop.
+        angles = [x[..., d] for d in self.config.angle_dims]
+        parts = [x[..., d] for d in self._plain_dims] + [torch.sin(a) for a in angles] + [torch.cos(a) for a in angles]
+        f = torch.stack(parts + [u[..., j] for j in range(self.action_dim)], dim=-1)
+        return (f - self.input_mean) / self.input_std
+
+    @torch.no_grad()
+    def fit_normalizer(self, states: Tensor, actions: Tensor, next_states: Tensor, rewards: Tensor | None = None) -> None:
+        """Set the input and output statistics from data ``[N, ...]`` (std floored, never 0)."""
+        self.input_mean.zero_()
+        self.input_std.fill_(1.0)
+        f = self.features(states, actions)
+        _set_stats(self.input_mean, self.input_std, f)
+        _set_stats(self.delta_mean, self.delta_std, next_states - states)
+        if self.config.learn_reward:
+            if rewards is None:
+                raise ValueError("learn_reward needs rewards to fit the normaliser")
+            _set_stats(self.reward_mean, self.reward_std, rewards.reshape(-1, 1))
+
+    # -- the network ---------------------------------------------------------------------------
+    def _hidden(self, f: Tensor) -> Tensor:
+        """Last hidden layer ``[E, N, H]`` for normalised features ``f[E, N, in]`` (fp32)."""
+        h = f
+        for k in range(self.config.layers):
+            h = self._act(torch.baddbmm(self.biases[k], h, self.weights[k].transpose(1, 2)))
+        return h
+
+    def _bounded_logvar(self, raw: Tensor) -> Tensor:
+        """PETS's soft clamp of the log-variance between the learned bounds (keeps gradients)."""
+        logvar = self.max_logvar - F.softplus(self.max_logvar - raw)
+        return self.min_logvar + F.softplus(logvar - self.min_logvar)
+
+    def predict_normalized(self, f: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Each member's normalised delta mean and bounded log-variance ``[E, N, nx]`` and, with
+        ``learn_reward``, normalised reward ``[E, N]``, for features ``f[E, N, in]`` (member ``e``
+        sees ``f[e]``: bootstrapped batches in training)."""
+        nx = self.state_dim
+        out = torch.baddbmm(self.biases[-1], self._hidden(f), self.weights[-1].transpose(1, 2))
+        reward = out[..., 2 * nx] if self.config.learn_reward else None
+        return out[..., :nx], self._bounded_logvar(out[..., nx : 2 * nx]), reward
+
+    def predict(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Every member's Gaussian over the state change: mean and variance ``[E, B, nx]``."""
+        f = self.features(x, u).unsqueeze(0).expand(self.config.members, -1, -1)
+        mean_n, logvar_n, _ = self.predict_normalized(f)
+        return mean_n * self.delta_std + self.delta_mean, torch.exp(logvar_n) * self.delta_std**2
+
+    def predict_mixture(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """The ensemble as one Gaussian over the state change ``[B, nx]`` (e.g. an EKF's process
+        noise): see ``moment_match``."""
+        return moment_match(*self.predict(x, u))
+
+    def predict_reward(self, x: Tensor, u: Tensor) -> Tensor:
+        """Learned reward of every pair ``x[..., nx]``, ``u[..., nu]``: shape ``[...]``.
+
+        Each pair is scored by one member (the pairs, flattened, split into E contiguous blocks:
+        with ``[B, T]`` pairs, each sample's steps mostly by one member), so scoring a planner's
+        whole population costs one pass of one network, not E.
+        """
+        if not self.config.learn_reward:
+            raise RuntimeError("this ensemble was built without learn_reward")
+        lead = x.shape[:-1]
+        E = self.config.members
+        f = self.features(x.reshape(-1, self.state_dim), u.reshape(-1, self.action_dim))
+        n = f.shape[0]
+        G = -(-n // E)
+        if G * E > n:
+            f = torch.cat([f, f[:1].expand(G * E - n, -1)])
+        h = self._hidden(f.view(E, G, -1))
+        w, b = self.weights[-1][:, 2 * self.state_dim :], self.biases[-1][..., 2 * self.state_dim :]
+        r = torch.baddbmm(b, h, w.transpose(1, 2)).reshape(-1)[:n]
+        return (r * self.reward_std + self.reward_mean).reshape(lead)
+
+    # -- propagation ---------------------------------------------------------------------------
+    def mean_step(self, x: Tensor, u: Tensor) -> Tensor:
+        """Deterministic: ``x`` plus the mean of the members' mean deltas."""
+        return x + self.predict(x, u)[0].mean(0)
+
+    def step(self, x: Tensor, u: Tensor) -> Tensor:
+        return self.rollout(x, u.unsqueeze(1))[:, 1]
+
+    def rollout(self, x0: Tensor, actions: Tensor) -> Tensor:
+        B, T = actions.shape[0], actions.shape[1]
+        x0 = x0.expand(B, -1)
+        E, mode = self.config.members, self.propagation.mode
+        # Pad to a multiple of E particles so every member gets an equal group (one bmm).
+        n = B if mode == "expectation" else -(-B // E) * E
+        if n > B:
+            x0 = torch.cat([x0, x0[:1].expand(n - B, -1)])
+            actions = torch.cat([actions, actions[:1].expand(n - B, -1, -1)])
+        assignments = {"expectation": 0, "tsinf": 1, "ts1": T}[mode]
+        noise = n * self.state_dim if self.propagation.output_noise else 0
+        to_slot, from_slot, noises = torch.ops.mbrl_control.ensemble_draws(
+            self._seed, self._draws, n, assignments, T, noise
+        )
+        self._draws.add_(1)  # the next rollout draws anew
+        if mode == "expectation":
+            states = self._rollout_expectation(x0, actions, noises)
+        elif mode == "tsinf":
+            states = self._rollout_fixed_members(x0, actions, to_slot[0], from_slot[0], noises)
+        else:
+            states = self._rollout_redrawn_members(x0, actions, to_slot, from_slot, noises)
+        return states[:B] if n > B else states
+
+    def _rollout_redrawn_members(
+        self, x: Tensor, actions: Tensor, to_slot: Tensor, from_slot: Tensor, noises: Tensor
+    ) -> Tensor:
+        """TS1: a fresh member assignment every step."""
+        E, nx, nu = self.config.members, self.state_dim, self.action_dim
+        n = x.shape[0]
+        states = [x]
+        for t in range(actions.shape[1]):
+            xs = x.index_select(0, from_slot[t]).view(E, n // E, nx)
+            us = actions[:, t].index_select(0, from_slot[t]).view(E, n // E, nu)
+            x_slots = xs + self._grouped_delta(xs, us, noises[t])
+            x = x_slots.view(n, nx).index_select(0, to_slot[t])
+            states.append(x)
+        return torch.stack(states, dim=1)
+
+    def _rollout_fixed_members(
+        self, x: Tensor, actions: Tensor, to_slot: Tensor, from_slot: Tensor, noises: Tensor
+    ) -> Tensor:
+        """TS-infinity: one member assignment for the whole rollout, the particles kept in slot
+        order and put back in theirs once at the end."""
+        E, nx, nu = self.config.members, self.state_dim, self.action_dim
+        n, T = actions.shape[0], actions.shape[1]
+        xs = x.index_select(0, from_slot).view(E, n // E, nx)
+        us = actions.index_select(0, from_slot).view(E, n // E, T, nu)
+        states = [xs]
+        for t in range(T):
+            xs = xs + self._grouped_delta(xs, us[:, :, t], noises[t])
+            states.append(xs)
+        return torch.stack(states, dim=2).view(n, T + 1, nx).index_select(0, to_slot)
+
+    def _rollout_expectation(self, x: Tensor, actions: Tensor, noises: Tensor) -> Tensor:
+        """Every member on every particle; the particle moves by the mean of their deltas."""
+        E, nx, nu = self.config.members, self.state_dim, self.action_dim
+        B = x.shape[0]
+        states = [x]
+        for t in range(actions.shape[1]):
+            xs = x.unsqueeze(0).expand(E, B, nx)
+            us = actions[:, t].unsqueeze(0).expand(E, B, nu)
+            x = x + self._grouped_delta(xs, us, noises[t]).mean(0)  # one noise sample for all members
+            states.append(x)
+        return torch.stack(states, dim=1)
+
+    def _grouped_delta(self, xs: Tensor, us: Tensor, noise: Tensor) -> Tensor:
+        """State change ``[E, G, nx]`` of group ``e`` under member ``e``: the planning hot path.
+
+        Hidden layers are plain ``bmm`` (optionally in bf16) with bias and activation left to the
+        compiler, which fuses them (and the casts) into one loop; the log-variance head runs only
+        when noise is asked for.
+        """
+        nx, w, b = self.state_dim, self.weights, self.biases
+        h = self._act(torch.baddbmm(b[0], self.features(xs, us), w[0].transpose(1, 2)))
+        for k in range(1, self.config.layers):
+            if self._plan_dtype == torch.float32:
+                h = self._act(torch.bmm(h, w[k].transpose(1, 2)) + b[k])
+            else:
+                w_plan = getattr(self, f"_plan_w{k}")
+                h = self._act(torch.bmm(h.to(self._plan_dtype), w_plan.transpose(1, 2)).float() + b[k])
+        # The mean head as W h^T ([E, nx, G]): a narrow output is the slow shape for the matmul.
+        mean_n = torch.bmm(w[-1][:, :nx], h.transpose(1, 2)).transpose(1, 2) + b[-1][..., :nx]
+        delta = mean_n * self.delta_std + self.delta_mean
+        if self.propagation.output_noise:
+            raw = torch.baddbmm(b[-1][..., nx : 2 * nx], h, w[-1][:, nx : 2 * nx].transpose(1, 2))
+            delta = delta + torch.exp(0.5 * self._bounded_logvar(raw)) * self.delta_std * noise.view(-1, *delta.shape[1:])
+        return delta
+
+    def jacobians(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Jacobians of the deterministic ensemble mean (``mean_step``), not of a sampled step."""
+
+        def single(xi: Tensor, ui: Tensor) -> Tensor:
+            return self.mean_step(xi.unsqueeze(0), ui.unsqueeze(0)).squeeze(0)
+
+        return torch.func.vmap(torch.func.jacrev(single, argnums=(0, 1)))(x, u)
+
+    def reseed(self, seed: int | None = None) -> None:
+        """Restart the member draws and output noise (from ``seed``, default the configured one)."""
+        self._seed.fill_(self.propagation.seed if seed is None else int(seed))
+        self._draws.zero_()
+
+    # -- weights in and out --------------------------------------------------------------------
+    def check_state(self, state: "Mapping[str, Tensor] | CheckedState") -> "CheckedState":
+        """Validate ``state`` for this model: the same tensor names, shapes and dtypes, finite
+        values, std > 0. Raises ``ModelStateError`` naming the first problem; returns the state
+        in a form ``load_state_`` copies without checking again (check off the tick, swap on it)."""
+        if isinstance(state, CheckedState):
+            if state.config != self.config:
+                raise ModelStateError("checked for another architecture")
+            return state
+        own = self.state_dict()
+        missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or extra:
+            raise ModelStateError(f"tensor names differ: missing {missing}, unexpected {extra}")
+        for name, ref in own.items():
+            t = state[name]
+            if not isinstance(t, Tensor):
+                raise ModelStateError(f"'{name}' is a {type(t).__name__}, not a tensor")
+            if t.dtype != ref.dtype:
+                raise ModelStateError(f"'{name}' has dtype {t.dtype}, expected {ref.dtype}")
+            if t.shape != ref.shape:
+                raise ModelStateError(f"'{name}' has shape {list(t.shape)}, expected {list(ref.shape)}")
+        tensors = tuple(state[name].detach() for name in own)
+        if not bool(torch.isfinite(torch.cat([t.reshape(-1) for t in tensors])).all()):  # one pass for all
+            bad = next(name for name, t in zip(own, tensors) if not bool(torch.isfinite(t).all()))
+            raise ModelStateError(f"'{bad}' has non-finite values")
+        for name, t in zip(own, tensors):
+            if name.endswith("_std") and not bool((t > 0).all()):
+                raise ModelStateError(f"'{name}' must be positive")
+        return CheckedState(self.config, tensors)
+
+    @torch.no_grad()
+    def load_state_(self, state: "Mapping[str, Tensor] | CheckedState") -> None:
+        """Copy ``state`` into this model's existing tensors in place, after ``check_state``
+        (skipped for a ``CheckedState``, which was checked already).
+
+        Nothing is reallocated, so a compiled rollout holding these tensors stays valid and picks
+        the new values up on its next call. Call it between planner ticks, from the ticking thread.
+        On a validation error nothing has been changed.
+        """
+        checked = self.check_state(state)
+        for own, new in zip(self.state_dict(keep_vars=True).values(), checked.tensors):
+            own.copy_(new)
+        self.refresh_planning_weights()
+
+    @torch.no_grad()
+    def refresh_planning_weights(self) -> None:
+        """Re-derive the reduced-precision planning copies after the weights changed."""
+        for k in range(1, self.config.layers):
+            if self._plan_dtype != torch.float32:
+                getattr(self, f"_plan_w{k}").copy_(self.weights[k])
+
+    def clone(self, propagation: PropagationConfig | None = None, trainable: bool = True) -> "EnsembleDynamics":
+        """A separate copy (e.g. to train while this one plans); same config and weights."""
+        copy = EnsembleDynamics(self.config, propagation or self.propagation)
+        copy.load_state_(self.state_dict())
+        return copy.requires_grad_(trainable)
+
+    def freeze(self) -> "EnsembleDynamics":
+        """No parameter gradients: the model in use for planning (compiles to an inference graph)."""
+        return self.requires_grad_(False)
+
+
+def moment_match(means: Tensor, variances: Tensor) -> tuple[Tensor, Tensor]:
+    """One Gaussian for E member Gaussians ``[E, ...]``: the mean of the means, and the mean
+    variance (aleatoric) plus the variance of the means (epistemic)."""
+    return means.mean(0), variances.mean(0) + means.var(0, correction=0)
+
+
+def _init_weight(members: int, n_out: int, n_in: int, g: torch.Generator) -> Tensor:
+    """Truncated normal, std 1/(2 sqrt(fan_in)), as in PETS."""
+    std = 1.0 / (2.0 * math.sqrt(n_in))
+    w = torch.randn(members, n_out, n_in, generator=g) * std
+    return torch.clamp(w, -2.0 * std, 2.0 * std)
+
+
+def _set_stats(mean: Tensor, std: Tensor, data: Tensor) -> None:
+    std_data, mean_data = torch.std_mean(data.reshape(-1, mean.shape[0]).float(), dim=0)
+    mean.copy_(mean_data)
+    std.copy_(torch.clamp(torch.nan_to_num(std_data, nan=1.0), min=1e-6))
+
+
+# -- randomness: one opaque op per rollout, so torch.compile neither traces nor inlines it ---------
+
+
+@torch.library.custom_op("mbrl_control::ensemble_draws", mutates_args=())
+def _ensemble_draws(
+    seed: Tensor, draw: Tensor, particles: int, assignments: int, steps: int, noise: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``assignments`` random permutations of ``particles`` slots as index vectors
+    ``to_slot[k, i]`` (the slot of particle ``i``) and ``from_slot[k, s]`` (the particle in slot
+    ``s``), both ``[assignments, particles]``, and ``noise`` standard normals ``[steps, noise]``.
+
+    The permutations are affine, ``slot(i) = (a*i + b) mod particles`` with ``a`` coprime to
+    ``particles``: uniform slot per particle, no sort. A pure function of ``(seed, draw)``: a
+    fresh generator seeded from both (torch.compile cannot trace a Generator, it keeps this op
+    opaque).
+    """
+    g = torch.Generator().manual_seed(int(seed) * 0x9E3779B1 + int(draw))
+    units, inverses = _units(particles)
+    k = torch.randint(len(units), (assignments, 1), generator=g)
+    b = torch.randint(particles, (assignments, 1), generator=g)
+    i = torch.arange(particles)
+    to_slot = (units[k] * i + b) % particles
+    from_slot = (inverses[k] * (i - b)) % particles
+    return to_slot, from_slot, torch.randn(steps, noise, generator=g)
+
+
+@_ensemble_draws.register_fake
+def _(seed: Tensor, draw: Tensor, particles: int, assignments: int, steps: int, noise: int) -> tuple[Tensor, Tensor, Tensor]:
+    slots = seed.new_empty(assignments, particles, dtype=torch.long)
+    return slots, slots.clone(), seed.new_empty(steps, noise, dtype=torch.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def _units(n: int) -> tuple[Tensor, Tensor]:
+    """The multipliers coprime to ``n`` and their inverses modulo ``n``."""
+    units = [a for a in range(1, n) if math.gcd(a, n) == 1] or [1]
+    return torch.tensor(units), torch.tensor([pow(a, -1, n) if n > 1 else 0 for a in units])

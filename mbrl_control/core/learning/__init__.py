@@ -1,0 +1,48 @@
+"""Online model learning, pure core (no ROS): logged transitions, a crash-safe replay buffer, the
+ensemble trainer, model (de)serialisation and the learned-reward task."""
+
+from mbrl_control.core.learning.model_io import (
+    ModelFormatError,
+    ModelInfo,
+    build_from_bytes,
+    decode,
+    encode,
+    latest_checkpoint,
+    load_into,
+    save_checkpoint,
+)
+from mbrl_control.core.learning.replay_buffer import ReplayBuffer, ReplayBufferError
+from mbrl_control.core.learning.reward_task import LearnedRewardTask
+from mbrl_control.core.learning.trainer import (
+    BackgroundTrainer,
+    HeldOutScores,
+    TrainerConfig,
+    TrainOutcome,
+    TrainResult,
+    evaluate,
+    train_ensemble,
+)
+from mbrl_control.core.learning.transitions import TransitionAssembler, Transitions
+
+__all__ = [
+    "BackgroundTrainer",
+    "HeldOutScores",
+    "LearnedRewardTask",
+    "ModelFormatError",
+    "ModelInfo",
+    "ReplayBuffer",
+    "ReplayBufferError",
+    "TrainOutcome",
+    "TrainResult",
+    "TrainerConfig",
+    "TransitionAssembler",
+    "Transitions",
+    "build_from_bytes",
+    "decode",
+    "encode",
+    "evaluate",
+    "latest_checkpoint",
+    "load_into",
+    "save_checkpoint",
+    "train_ensemble",
+]

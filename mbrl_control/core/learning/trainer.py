@@ -1,0 +1,298 @@
+"""Fits an ``EnsembleDynamics`` to logged transitions: Gaussian NLL, bootstrapped minibatches per
+member, a held-out split with early stopping, optional input-noise injection; and a background
+runner that trains a copy while the model in use keeps planning."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mbrl_control.core.dynamics.ensemble import EnsembleDynamics, moment_match
+from mbrl_control.core.learning.transitions import Transitions
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    learning_rate: float = 1e-3
+    weight_decay: float = 5e-5  # AdamW, on every weight
+    batch_size: int = 256  # per member
+    max_epochs: int = 100
+    patience: int = 8  # epochs without a held-out improvement before stopping
+    min_improvement: float = 0.01  # relative held-out MSE gain that counts as an improvement
+    holdout_fraction: float = 0.2
+    max_holdout: int = 5000
+    bootstrap: bool = True  # each member trains on its own resample (with replacement)
+    input_noise: float = 0.0  # std of Gaussian noise on the normalised inputs (smoothing)
+    logvar_bound_weight: float = 0.01  # pulls the learned log-variance bounds together
+    reward_weight: float = 1.0  # of the reward head's normalised MSE, with learn_reward
+    refit_normalizer: bool = True
+    max_seconds: float = 0.0  # wall-clock budget per call; 0: none
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
+            raise ValueError("need batch_size, max_epochs and patience >= 1")
+        if not 0.0 < self.holdout_fraction < 1.0 or self.max_holdout < 1:
+            raise ValueError("need 0 < holdout_fraction < 1 and max_holdout >= 1")
+        if self.learning_rate <= 0 or min(self.weight_decay, self.input_noise, self.max_seconds) < 0:
+            raise ValueError("need learning_rate > 0 and weight_decay, input_noise, max_seconds >= 0")
+
+
+@dataclass
+class HeldOutScores:
+    """Scores on held-out transitions, in units of the held-out state changes' own spread (per
+    dimension), so that models with different normalisers compare fairly."""
+
+    nll: float  # Gaussian NLL per state dimension, averaged over the members
+    mse: float  # of the ensemble mean; 1.0 = no better than predicting the mean change
+    mse_per_dim: list[float]  # of the ensemble mean, physical units
+    coverage_2sigma: float  # fraction of true changes within 2 sigma of the ensemble mixture
+    samples: int
+
+
+@dataclass
+class TrainResult:
+    holdout: HeldOutScores  # of the trained model
+    previous: HeldOutScores | None  # of the starting model on the same held-out data, if trained
+    epochs: int
+    best_epoch: int
+    train_samples: int
+    seconds: float
+    stopped_by: str  # "patience" | "max_epochs" | "time" | "cancelled"
+
+    @property
+    def improved(self) -> bool:
+        """Better than the starting model on this held-out set (or nothing to compare with)."""
+        return self.previous is None or not math.isfinite(self.previous.mse) or self.holdout.mse < self.previous.mse
+
+
+def holdout_mask(seq: np.ndarray, fraction: float) -> np.ndarray:
+    """Which transitions are held out: a fixed hash of their sequence number, so a transition
+    stays on the same side across retrains and the held-out error stays honest."""
+    h = (seq.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)
+    return (h % np.uint64(10_000)).astype(np.int64) < int(round(fraction * 10_000))
+
+
+def split(data: Transitions, config: TrainerConfig) -> tuple[Transitions, Transitions]:
+    """``(train, held_out)``; at most ``max_holdout`` held out (the rest go back to training)."""
+    held = holdout_mask(data.seq, config.holdout_fraction)
+    held_idx = np.flatnonzero(held)
+    if len(held_idx) > config.max_holdout:
+        held[held_idx[config.max_holdout :]] = False
+    return data.select(~held), data.select(held)
+
+
+@torch.no_grad()
+def evaluate(model: EnsembleDynamics, data: Transitions) -> HeldOutScores:
+    """Scores of ``model`` on ``data`` (all members on every transition)."""
+    if len(data) == 0:
+        nan = float("nan")
+        return HeldOutScores(nan, nan, [nan] * model.state_dim, nan, 0)
+    x, u, x_next, _ = data.tensors()
+    delta = x_next - x
+    scale = delta.std(0, correction=0).clamp(min=1e-6)  # the data's own units
+    means, variances = model.predict(x, u)
+    z2 = (means - delta) ** 2 / variances
+    nll = 0.5 * (z2 + torch.log(variances / scale**2) + math.log(2 * math.pi))
+    mix_mean, mix_var = moment_match(means, variances)
+    err2 = (mix_mean - delta) ** 2
+    return HeldOutScores(
+        nll=float(nll.mean()),
+        mse=float((err2 / scale**2).mean()),
+        mse_per_dim=err2.mean(0).tolist(),
+        coverage_2sigma=float((err2 <= 4.0 * mix_var).float().mean()),
+        samples=len(data),
+    )
+
+
+def train_ensemble(
+    model: EnsembleDynamics,
+    data: Transitions,
+    config: TrainerConfig = TrainerConfig(),
+    cancel: threading.Event | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on ``data`` (warm start from its current weights).
+
+    Held-out transitions are chosen by ``holdout_mask``. Each epoch, every member takes one pass
+    over its bootstrap resample; after each epoch a member whose held-out MSE improved by
+    ``min_improvement`` is snapshotted, and training stops after ``patience`` epochs with no
+    member improving. Every member ends at its best snapshot. Don't train a model that is
+    planning: train ``model.clone()`` and hand its ``state_dict()`` over (``BackgroundTrainer``).
+    """
+    start = time.perf_counter()
+    cfg = config
+    g = torch.Generator().manual_seed(cfg.seed)
+    train, held = split(data, cfg)
+    if len(train) < 2:
+        raise ValueError(f"need at least 2 training transitions, got {len(train)}")
+    previous = evaluate(model, held) if _has_been_fitted(model) and len(held) else None
+    x, u, x_next, r = train.tensors()
+    if cfg.refit_normalizer or not _has_been_fitted(model):
+        model.fit_normalizer(x, u, x_next, r if model.config.learn_reward else None)
+    with torch.no_grad():
+        inputs = model.features(x, u)
+        targets = (x_next - x - model.delta_mean) / model.delta_std
+        rewards = (r - model.reward_mean) / model.reward_std if model.config.learn_reward else None
+    E, N = model.config.members, len(train)
+    resample = torch.randint(N, (E, N), generator=g) if cfg.bootstrap else torch.arange(N).expand(E, N)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    best_scores = _member_mse(model, held) if len(held) else torch.full((E,), math.inf)
+    best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    best_epoch, epoch, stale, stopped_by = 0, 0, 0, "max_epochs"
+    while epoch < cfg.max_epochs:
+        epoch += 1
+        order = resample.gather(1, torch.argsort(torch.rand(E, N, generator=g), dim=1))
+        for lo in range(0, N, cfg.batch_size):
+            idx = order[:, lo : lo + cfg.batch_size]
+            loss = _loss(model, inputs[idx], targets[idx], None if rewards is None else rewards[idx], cfg, g)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if len(held):
+            scores = _member_mse(model, held)
+            better = scores < best_scores * (1.0 - cfg.min_improvement)
+            if bool(better.any()):
+                _snapshot_members(model, best, better)
+                best_scores = torch.where(better, scores, best_scores)
+                best_epoch, stale = epoch, 0
+            else:
+                stale += 1
+            if stale >= cfg.patience:
+                stopped_by = "patience"
+                break
+        if cancel is not None and cancel.is_set():
+            stopped_by = "cancelled"
+            break
+        if cfg.max_seconds > 0 and time.perf_counter() - start > cfg.max_seconds:
+            stopped_by = "time"
+            break
+    if len(held):
+        model.load_state_(best)
+    model.refresh_planning_weights()
+    return TrainResult(
+        holdout=evaluate(model, held),
+        previous=previous,
+        epochs=epoch,
+        best_epoch=best_epoch if len(held) else epoch,
+        train_samples=N,
+        seconds=time.perf_counter() - start,
+        stopped_by=stopped_by,
+    )
+
+
+def _loss(
+    model: EnsembleDynamics, inputs: Tensor, targets: Tensor, rewards: Tensor | None, cfg: TrainerConfig, g: torch.Generator
+) -> Tensor:
+    """Summed over members: Gaussian NLL (mean over batch and dims), the log-variance bound
+    penalty, and the reward head's MSE."""
+    if cfg.input_noise > 0:
+        inputs = inputs + cfg.input_noise * torch.randn(inputs.shape, generator=g)
+    mean, logvar, reward = model.predict_normalized(inputs)
+    nll = (((mean - targets) ** 2) * torch.exp(-logvar) + logvar).mean(dim=(1, 2)).sum()
+    loss = nll + cfg.logvar_bound_weight * (model.max_logvar.sum() - model.min_logvar.sum())
+    if rewards is not None:
+        loss = loss + cfg.reward_weight * ((reward - rewards) ** 2).mean(1).sum()
+    return loss
+
+
+@torch.no_grad()
+def _member_mse(model: EnsembleDynamics, data: Transitions) -> Tensor:
+    """Each member's held-out MSE ``[E]`` in normalised units (reward head included)."""
+    x, u, x_next, r = data.tensors()
+    f = model.features(x, u).unsqueeze(0).expand(model.config.members, -1, -1)
+    mean, _, reward = model.predict_normalized(f)
+    mse = ((mean - (x_next - x - model.delta_mean) / model.delta_std) ** 2).mean(dim=(1, 2))
+    if reward is not None:
+        mse = mse + ((reward - (r - model.reward_mean) / model.reward_std) ** 2).mean(1)
+    return mse
+
+
+@torch.no_grad()
+def _snapshot_members(model: EnsembleDynamics, best: dict[str, Tensor], members: Tensor) -> None:
+    """Copy the improved members' slices (leading dim E) into ``best``; shared tensors whole."""
+    for name, t in model.state_dict().items():
+        if name.split(".")[0] in ("weights", "biases"):  # [E, ...]: per member
+            best[name][members] = t[members]
+        else:
+            best[name].copy_(t)
+
+
+def _has_been_fitted(model: EnsembleDynamics) -> bool:
+    return bool((model.delta_std != 1.0).any() or (model.delta_mean != 0.0).any())
+
+
+@dataclass
+class TrainOutcome:
+    """What a background run hands back: the trained weights (plain tensors) and its scores."""
+
+    state: dict[str, Tensor] | None
+    result: TrainResult | None
+    error: str | None = None
+    data_size: int = 0
+    info: dict = field(default_factory=dict)
+
+
+class BackgroundTrainer:
+    """Trains a clone of the model in use on a worker thread; the model in use is never touched.
+
+    ``start`` copies the model (and takes the data snapshot it is given), ``poll`` returns the
+    outcome once, when done; the caller validates and publishes or hot-swaps ``outcome.state``.
+    torch releases the GIL inside its kernels, but the training loop still takes it between
+    them: in the same process as a 100 Hz controller, prefer a separate learner process.
+    """
+
+    def __init__(self, config: TrainerConfig = TrainerConfig()) -> None:
+        self.config = config
+        self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+        self._outcome: TrainOutcome | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, model: EnsembleDynamics, data: Transitions) -> bool:
+        """Begin training a copy of ``model`` on ``data``; False if a run is still going."""
+        if self.busy:
+            return False
+        candidate = model.clone(trainable=True)
+        self._cancel.clear()
+        with self._lock:
+            self._outcome = None
+        self._thread = threading.Thread(target=self._run, args=(candidate, data), name="ensemble-trainer", daemon=True)
+        self._thread.start()
+        return True
+
+    def _run(self, candidate: EnsembleDynamics, data: Transitions) -> None:
+        try:
+            result = train_ensemble(candidate, data, self.config, self._cancel)
+            state = {k: v.detach().clone() for k, v in candidate.state_dict().items()}
+            outcome = TrainOutcome(state=state, result=result, data_size=len(data))
+        except Exception as exc:  # reported through poll(), never lost in the thread
+            outcome = TrainOutcome(state=None, result=None, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+        with self._lock:
+            self._outcome = outcome
+
+    def poll(self) -> TrainOutcome | None:
+        """The finished run's outcome, once; None while running or idle."""
+        with self._lock:
+            outcome, self._outcome = self._outcome, None
+        return outcome
+
+    def cancel(self) -> None:
+        """Ask the run to stop after the current epoch (it still returns its best weights)."""
+        self._cancel.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the run; True if it has finished."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return not self.busy
