@@ -48,6 +48,8 @@ setup(
             "recorder_node = mbrl_control.nodes.recorder_node:main",
             "foxglove_bridge_node = mbrl_control.nodes.foxglove_bridge_node:main",
             "estimator_node = mbrl_control.nodes.estimator_node:main",
+            "learner_node = mbrl_control.nodes.learner_node:main",
+            "episode_manager = mbrl_control.nodes.episode_manager:main",
             "mbrl-control = mbrl_control.cli:main",
         ],
     },

@@ -7,6 +7,8 @@ overrides and remappings, for given launch arguments.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +27,14 @@ EXECUTABLES = {
     "recorder_node": "mbrl_control.nodes.recorder_node",
     "foxglove_bridge_node": "mbrl_control.nodes.foxglove_bridge_node",
     "estimator_node": "mbrl_control.nodes.estimator_node",
+    "learner_node": "mbrl_control.nodes.learner_node",
+    "episode_manager": "mbrl_control.nodes.episode_manager",
 }
 
 # The planners of mbrl_control.core.builders.PLANNERS (a test keeps the two equal; this module
 # stays free of torch so launch files load fast).
 PLANNERS = ("cem", "icem", "mppi", "ilqr", "lqr", "nmpc", "dp")
+SAMPLING_PLANNERS_FOR_LEARNING = ("cem", "icem", "mppi", "ilqr")  # nmpc needs the analytic model
 
 STATE_TOPIC = "/joint_states"
 COMMAND_TOPIC = "/effort_controller/commands"
@@ -222,4 +227,72 @@ def visualization_nodes(config: Path, common: dict, state_topic: str) -> list[No
     ]
 
 
-GRAPHS = {"mpc": (MPC_ARGUMENTS, mpc_graph)}
+LEARN_ARGUMENTS = [
+    LaunchArgument("robot", "cartpole", "robot config: config/<robot>.yaml, or a path to a parameter file"),
+    LaunchArgument("overrides", "", "an extra parameter file applied on top of the robot config (any node's section)"),
+    LaunchArgument("mode", "lockstep", "lockstep: the sim waits for training between episodes; realtime: learning alongside",
+                   ("realtime", "lockstep")),
+    LaunchArgument("gui", "false", "open the PyBullet GUI", ("true", "false")),
+    LaunchArgument("estimator", "ekf", "state estimator between joint_states and the controller", ("ekf", "ukf", "none")),
+    LaunchArgument("planner", "cem", "planner on the learned model", SAMPLING_PLANNERS_FOR_LEARNING),
+    LaunchArgument("episodes", "10", "episodes of the experiment"),
+    LaunchArgument("episode_length", "10", "robot time per episode [s]"),
+    LaunchArgument("randomize", "false", "domain randomization: new physical parameters every episode", ("true", "false")),
+    LaunchArgument("output_dir", "", "learning curve, replay buffer and checkpoints go here (default runs/learn-<stamp>)"),
+    LaunchArgument("record", "false", "record every topic to MCAP (in output_dir)", ("true", "false")),
+]
+
+
+def learn_graph(args: dict[str, str]) -> list[NodeSpec]:
+    """Nodes of ``learn.launch.py``: the mpc graph's sim, estimator and controller (on the learned
+    model), plus the learner and the episode manager, whose exit ends the launch."""
+    a = with_defaults(args, LEARN_ARGUMENTS)
+    output_dir = Path(a["output_dir"] or f"runs/learn-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    base = mpc_graph({
+        "robot": a["robot"], "overrides": a["overrides"], "mode": a["mode"], "gui": a["gui"],
+        "estimator": a["estimator"], "planner": a["planner"], "record": a["record"],
+        "record_path": str(output_dir / "run.mcap"),
+    })
+    files = [p for p in base[-1].parameters if isinstance(p, str)]
+    common = {"mode": a["mode"], "use_sim_time": a["mode"] == "lockstep"}
+    nodes = []
+    for spec in base:
+        extra = {}
+        if spec.name == "mpc_controller":
+            extra = {"model": "learned", "terminal": "task"}
+        elif spec.name == "sim":
+            extra = {"randomize.enabled": _bool(a["randomize"], "randomize")}
+        nodes.append(dataclasses.replace(spec, parameters=[*spec.parameters[:-1], spec.parameters[-1] | extra]))
+    nodes.append(NodeSpec("learner_node", "learner", [*files, common | {"data_dir": str(output_dir / "learner")}]))
+    nodes.append(NodeSpec(
+        "episode_manager", "episode_manager",
+        [*files, common | {"episodes": _positive_int(a["episodes"], "episodes"),
+                           "episode_length": _positive_float(a["episode_length"], "episode_length"),
+                           "wait_for_model": a["mode"] == "lockstep", "output_dir": str(output_dir)}],
+        remappings=[("ground_truth", GROUND_TRUTH_TOPIC)],
+        ends_launch=True,
+    ))
+    return nodes
+
+
+def _positive_int(value: str, name: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"launch argument '{name}' must be a positive integer; got '{value}'")
+    return n
+
+
+def _positive_float(value: str, name: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        x = 0.0
+    if not x > 0:
+        raise ValueError(f"launch argument '{name}' must be a positive number; got '{value}'")
+    return x
+
+
+GRAPHS = {"mpc": (MPC_ARGUMENTS, mpc_graph), "learn": (LEARN_ARGUMENTS, learn_graph)}

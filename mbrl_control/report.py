@@ -76,3 +76,29 @@ def make_report(recording: str | Path, out: str | Path | None = None, summary: d
     if summary:
         run.summary = summary
     return plot_report(run, Path(out) if out else recording.with_name("report.png"), **kwargs)
+
+
+def plot_learning_curve(runs: list[dict], out: Path, labels: list[str] | None = None) -> Path:
+    """Return and success per episode of one or more learning runs (episode manager summaries)."""
+    fig, (ax_ret, ax_up) = plt.subplots(1, 2, figsize=(13, 4.5))
+    for i, run in enumerate(runs):
+        curve = run["curve"]
+        episodes = [r["episode"] + 1 for r in curve]
+        label = labels[i] if labels else None
+        line = ax_ret.plot(episodes, [r["return"] for r in curve], marker="o", label=label)[0]
+        ax_up.plot(episodes, [r["upright_fraction"] for r in curve], marker="o", color=line.get_color(), label=label)
+        wins = [(e, r["return"]) for e, r in zip(episodes, curve) if r["success"]]
+        if wins:
+            ax_ret.scatter(*zip(*wins), s=120, facecolors="none", edgecolors=line.get_color(), linewidths=2)
+    ax_ret.set(title="return per episode (circled: success)", xlabel="episode", ylabel="sum of rewards")
+    ax_up.set(title="fraction of the episode upright", xlabel="episode", ylim=(-0.05, 1.05))
+    for ax in (ax_ret, ax_up):
+        ax.grid(alpha=0.3)
+        if labels:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from mbrl_control.core.dynamics import CartPoleDynamics, CartPoleParams, DynamicsModel
+from mbrl_control.core.dynamics.ensemble import EnsembleConfig, EnsembleDynamics, PropagationConfig
+from mbrl_control.core.dynamics.urdf import angular_joints
 from mbrl_control.core.planners import (
     CEMConfig,
     CEMPlanner,
@@ -33,6 +35,7 @@ from mbrl_control.core.tasks.value_terminal import ValueTerminalCost
 from mbrl_control.core.util import dataclass_from, section
 
 ROBOTS = ("cartpole",)
+MODELS = ("analytic", "learned")
 PLANNERS = ("cem", "icem", "mppi", "ilqr", "lqr", "nmpc", "dp")
 SAMPLING_PLANNERS = ("cem", "icem", "mppi")
 TERMINALS = ("task", "lqr", "dp")
@@ -104,14 +107,28 @@ def build_planner(
     return NMPCPlanner(model, task, settings)
 
 
+def build_ensemble(p: dict[str, Any], urdf: str | Path, propagation: dict[str, Any] | None = None) -> EnsembleDynamics:
+    """The learned model's architecture from ``ensemble.*`` (shared by learner and controller,
+    so the weights one sends fit the other); angles (revolute or continuous joints of
+    ``state_joints``) are fed as (sin, cos). ``propagation``: how this user predicts with it."""
+    joints = list(p["state_joints"])
+    nq = len(joints)
+    angles = tuple(i for i, angular in enumerate(angular_joints(urdf, joints)) if angular)
+    config = dataclass_from(EnsembleConfig, section(p, "ensemble") | {
+        "state_dim": 2 * nq, "action_dim": len(p["command_joints"]), "dt": 1.0 / p["control_rate"], "angle_dims": angles,
+    })
+    return EnsembleDynamics(config, dataclass_from(PropagationConfig, propagation or {}))
+
+
 @dataclass
 class MPCSetup:
-    """What a controller plans with: the model, the task, the planner, the LQR fallback."""
+    """What a controller plans with: the model, the task, the planner, the LQR fallback (None
+    for a learned model: a fallback from the true model would hide what the learner has not learned)."""
 
     model: DynamicsModel
     task: Task
     planner: Planner
-    fallback: LQRFallback
+    fallback: LQRFallback | None
 
 
 def build_mpc(p: dict[str, Any], urdf: str | Path, planner: str | None = None) -> MPCSetup:
@@ -120,13 +137,26 @@ def build_mpc(p: dict[str, Any], urdf: str | Path, planner: str | None = None) -
     ``lqr.*``, ``compile``): the node and ``mbrl-control warmup`` build exactly the same thing."""
     name = planner or p["planner"]
     params = robot_params(p["robot"], urdf, p.get("gravity", 9.81))
-    model = build_model(params, 1.0 / p["control_rate"], **section(p, "model"))
     task = build_task(params, section(p, "cost"))
+    analytic = build_model(params, 1.0 / p["control_rate"], **section(p, "model"))
+    if p.get("model", "analytic") == "learned":
+        if name == "nmpc":
+            raise ValueError("planner 'nmpc' plans on the analytic model's CasADi expressions: use model:=analytic")
+        propagation = section(p, "propagation")
+        if name not in SAMPLING_PLANNERS:  # gradient and DP planners need a deterministic model
+            propagation["mode"] = "expectation"
+        if p.get("terminal", "task") != "task":
+            raise ValueError("terminal lqr and dp are solved once at start, from a model: use them with model:=analytic")
+        model: DynamicsModel = build_ensemble(p, urdf, propagation).freeze()
+        fallback = None
+    else:
+        model = analytic
+        # Near upright, LQR takes over a tick whose planner missed its deadline or failed.
+        fallback = LQRFallback.from_model(model, task, dataclass_from(LQRConfig, section(p, "lqr")))
     planning_task = with_terminal(task, model, p.get("terminal", "task"), p.get("terminal_weight", 1.0), section(p, "dp"))
     return MPCSetup(
         model=model,
         task=task,
         planner=build_planner(name, model, planning_task, section(p, name), p.get("compile", True)),
-        # Near upright, LQR takes over a tick whose planner missed its deadline or failed.
-        fallback=LQRFallback.from_model(model, task, dataclass_from(LQRConfig, section(p, "lqr"))),
+        fallback=fallback,
     )

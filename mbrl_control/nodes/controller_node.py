@@ -25,16 +25,20 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Float64MultiArray, MultiArrayDimension
-from std_srvs.srv import Trigger
+from std_msgs.msg import Bool, Float64MultiArray, Int32, MultiArrayDimension
+from std_srvs.srv import SetBool, Trigger
 from visualization_msgs.msg import MarkerArray
 
-from mbrl_control.core.builders import PLANNERS, TERMINALS, build_mpc, planner_config_class
+from mbrl_control.core.builders import MODELS, PLANNERS, TERMINALS, build_mpc, planner_config_class
+from mbrl_control.core.dynamics.ensemble import EnsembleConfig, PropagationConfig
+from mbrl_control.core.planners.random import RandomConfig, RandomPlanner
 from mbrl_control.core.safety import DEGRADED, RUNNING, STOPPED, SafetyConfig, SafetyLayer
 from mbrl_control.core.timing import TickStats
+from mbrl_control.core.util import dataclass_from, section
 from mbrl_control.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
 from mbrl_control.nodes.joint_io import JointStateReader, command_message
 from mbrl_control.nodes.markers import goal_marker, plan_markers
+from mbrl_control.nodes.model_receiver import MODEL_QOS, ModelReceiver
 from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters, specs_from
 from mbrl_control.nodes.runtime import main_for
 from mbrl_control.paths import resolve_config_path
@@ -50,6 +54,7 @@ PARAMS = [
     ParamSpec("state_joints", ["slider_to_cart", "cart_to_pole"], "joints of the state vector, in order"),
     ParamSpec("command_joints", ["slider_to_cart"], "actuated joints, in the order of the command array"),
     ParamSpec("planner", "cem", "planning algorithm", choices=PLANNERS),
+    ParamSpec("model", "analytic", "plan on the analytic model, or on the learned ensemble the learner publishes", choices=MODELS),
     ParamSpec("compile", True, "fuse the rollout with torch.compile (falls back to eager without a compiler)"),
     ParamSpec("torch_threads", 1, "torch intra-op threads for planning", 1, 64),
     ParamSpec("deadline_fraction", 0.8, "realtime: planning budget as a fraction of the period", 0.05, 1.0),
@@ -75,6 +80,9 @@ PARAMS = [
               choices=TERMINALS),
     ParamSpec("terminal_weight", 1.0, "multiplier of an lqr or dp terminal cost", 0.0, 1e6),
     *[spec for name in PLANNERS for spec in specs_from(planner_config_class(name), name)],
+    *specs_from(EnsembleConfig, "ensemble", exclude=("angle_dims",)),  # angles come from the URDF
+    *specs_from(PropagationConfig, "propagation"),
+    *specs_from(RandomConfig, "explore"),
 ]
 
 
@@ -99,6 +107,11 @@ class ControllerNode(Node):
         if len(p["command_joints"]) != self.task.action_dim:
             raise ParameterError(f"parameter 'command_joints' needs {self.task.action_dim} joints")
         self.action_high = self.task.action_high.numpy().astype(np.float64)
+        self.learned = p["model"] == "learned"
+        # Learning from scratch: explore with random actions until the first model arrives.
+        self.receiver = ModelReceiver(self, self.model, "/learner/model") if self.learned else None
+        self.explorer = RandomPlanner(self.task.action_low, self.task.action_high, self.task.state_dim,
+                                      dataclass_from(RandomConfig, section(p, "explore")))
 
         self.safety = SafetyLayer(
             SafetyConfig(
@@ -120,6 +133,8 @@ class ControllerNode(Node):
         self.last_tick_start = 0.0
         self.next_tick_ns: int | None = None
         self.last_marker_wall = -math.inf
+        self.episode = -1  # until an episode manager numbers them: a first /episode starts a new one
+        self.paused = False
 
         self.warmup_s = self._warm_up()
         self.command_pub = self.create_publisher(
@@ -130,6 +145,14 @@ class ControllerNode(Node):
         self.timing_pub = self.create_publisher(Float64MultiArray, "~/timing", 10)
         self.timing_msg = Float64MultiArray()
         self.timing_msg.layout.dim = [MultiArrayDimension(label=TIMING_FIELDS, size=4, stride=4)]
+        # Per tick, what a learner needs: the state planned from, the command sent, its reward.
+        nx, nu = self.task.state_dim, self.task.action_dim
+        self.sample_pub = self.create_publisher(Float64MultiArray, "~/transitions", QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+        self.sample_msg = Float64MultiArray()
+        labels = ["stamp", "episode", *[f"x{i}" for i in range(nx)], *[f"u{i}" for i in range(nu)], "reward"]
+        self.sample_msg.layout.dim = [MultiArrayDimension(label=",".join(labels), size=len(labels), stride=len(labels))]
+        self.create_subscription(Int32, "/episode", self._on_episode, MODEL_QOS)
+        self.create_service(SetBool, "~/pause", self._on_pause)
         self.diagnostics = DiagnosticsPublisher(self)
         self.create_subscription(JointState, "joint_states", self._on_state, qos_profile_sensor_data)
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -188,6 +211,10 @@ class ControllerNode(Node):
             missed += max(0, round(gap / self.period) - 1)  # timer periods that never ran
         self.last_tick_start = start
 
+        if self.paused:  # an episode boundary: in lockstep the sim waits; in realtime, safe command
+            if not self.lockstep:
+                self.command_pub.publish(command_message(np.zeros(self.task.action_dim)))
+            return
         cost, iterations, action = math.nan, 0, None
         age = self._state_age()
         if age <= self.p["state_timeout"] and not self.safety.estop.latched:
@@ -200,6 +227,8 @@ class ControllerNode(Node):
             action = self._fall_back_if_needed(plan, action)
         command = self.safety.command(time.monotonic(), action, age, self.period)
         self.command_pub.publish(command_message(command))
+        if action is not None:
+            self._publish_sample(command)
 
         duration = time.perf_counter() - start
         self.stats.record(duration, missed + int(duration > self.period))
@@ -208,8 +237,9 @@ class ControllerNode(Node):
         self._maybe_publish_markers()
 
     def _plan(self, deadline: float | None):
+        planner = self.explorer if self.receiver is not None and self.receiver.version is None else self.planner
         try:
-            return self.planner.plan(torch.from_numpy(self.state).float(), deadline)
+            return planner.plan(torch.from_numpy(self.state).float(), deadline)
         except Exception as exc:  # a solver that blows up must not take the control loop with it
             self.fallbacks["planner_error"] += 1
             self.get_logger().error(f"planner failed: {type(exc).__name__}: {exc}", throttle_duration_sec=1.0)
@@ -223,7 +253,7 @@ class ControllerNode(Node):
         failed = plan is None or action is None or not np.all(np.isfinite(action))
         if not failed:
             self.last_plan, self.ticks_since_plan = plan, 0
-        if failed or plan.deadline_missed:
+        if self.fallback is not None and (failed or plan.deadline_missed):
             lqr = self.fallback.fallback_action(self.state)
             if lqr is not None:
                 self.fallbacks["lqr"] += 1
@@ -241,6 +271,30 @@ class ControllerNode(Node):
         if self.state_stamp is None:
             return math.inf
         return (self.get_clock().now() - self.state_stamp).nanoseconds * 1e-9
+
+    def _publish_sample(self, command: np.ndarray) -> None:
+        x = torch.from_numpy(self.state).float().view(1, 1, -1)
+        u = torch.from_numpy(command).float().view(1, 1, -1)
+        reward = -float(self.task.running_cost(x, u))
+        stamp = self.state_stamp.nanoseconds * 1e-9
+        self.sample_msg.data = [stamp, float(self.episode), *self.state.tolist(), *command.tolist(), reward]
+        self.sample_pub.publish(self.sample_msg)
+
+    def _on_episode(self, msg: Int32) -> None:
+        if msg.data != self.episode:
+            self.episode = msg.data
+            # The robot was reset: the state held, the warm start and the last plan are the old episode's.
+            self.state, self.state_stamp = None, None
+            self.planner.reset()
+            self.explorer.reset()
+            self.last_plan = None
+
+    def _on_pause(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        self.paused = bool(request.data)
+        response.success, response.message = True, "paused" if self.paused else "running"
+        if not self.paused:
+            self.last_tick_start = time.perf_counter()  # the lockstep watchdog starts over
+        return response
 
     def _on_reset_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         response.success, response.message = self.safety.estop.reset()
@@ -267,6 +321,10 @@ class ControllerNode(Node):
         mode = self.safety.mode
         level = {RUNNING: OK, DEGRADED: WARN, STOPPED: ERROR}[mode]
         message = mode if not self.safety.reason else f"{mode}: {self.safety.reason}"
+        if self.paused:
+            message += " (paused)"
+        elif self.receiver is not None and self.receiver.version is None:
+            message += " (exploring: no learned model yet)"
         if self.state is None:
             message += " (no joint state received yet)"
         age = self._state_age() * 1e3
@@ -274,6 +332,9 @@ class ControllerNode(Node):
         values = {
             "mode": mode,
             "planner": self.p["planner"],
+            "model": self.p["model"],
+            "episode": self.episode,
+            "paused": self.paused,
             "control_hz": self.p["control_rate"],
             **self.stats.summary(),
             "stale_ticks": counts["stale_state"],
@@ -288,6 +349,8 @@ class ControllerNode(Node):
             "state_age_ms": f"{age:.1f}",
             "warmup_s": f"{self.warmup_s:.2f}",
         }
+        if self.receiver is not None:
+            values |= self.receiver.diagnostics()
         if self.last_plan is not None:
             values["plan_cost"] = f"{self.last_plan.cost:.4f}"
             values["plan_iterations"] = self.last_plan.iterations

@@ -25,7 +25,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+from std_msgs.msg import Float64MultiArray, Int32, MultiArrayDimension
 from visualization_msgs.msg import MarkerArray
 
 from mbrl_control.core.builders import build_model, build_task, robot_params
@@ -35,6 +35,7 @@ from mbrl_control.core.timing import TickStats
 from mbrl_control.nodes.diagnostics import OK, WARN, DiagnosticsPublisher
 from mbrl_control.nodes.joint_io import read_command
 from mbrl_control.nodes.markers import uncertainty_markers
+from mbrl_control.nodes.model_receiver import MODEL_QOS
 from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters, section
 from mbrl_control.nodes.runtime import main_for
 from mbrl_control.paths import resolve_config_path
@@ -126,6 +127,8 @@ class EstimatorNode(Node):
             Float64MultiArray, "effort_controller/commands", self._on_command,
             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
         )
+        # A new episode follows a reset of the robot: start over from the next reading.
+        self.create_subscription(Int32, "/episode", lambda m: self.filter.reset_estimate(), MODEL_QOS)
         if self.lockstep:
             self.create_subscription(ClockMsg, "/clock", self._on_clock, 10)
         else:

@@ -85,13 +85,15 @@ def declare_parameters(node: Node, specs: list[ParamSpec]) -> dict[str, Any]:
 
 
 
-def specs_from(config_class: type, prefix: str) -> list[ParamSpec]:
+def specs_from(config_class: type, prefix: str, exclude: tuple[str, ...] = ()) -> list[ParamSpec]:
     """ROS parameter specs ``<prefix>.<field>`` for a core config dataclass declared with
-    ``mbrl_control.core.util.setting`` (tuples become lists, as ROS arrays)."""
+    ``mbrl_control.core.util.setting`` (tuples become lists, as ROS arrays); ``exclude`` names
+    fields the node sets itself."""
     from mbrl_control.core.util import settings_of
 
     return [
         ParamSpec(f"{prefix}.{f.name}", list(f.default) if isinstance(f.default, tuple) else f.default,
                   f.doc, f.low, f.high, f.choices)
         for f in settings_of(config_class)
+        if f.name not in exclude
     ]

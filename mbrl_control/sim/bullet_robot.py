@@ -5,10 +5,9 @@ ROS-free: the sim node wraps it with topics and timing; tests use it directly.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import tempfile
 
 import numpy as np
 import pybullet

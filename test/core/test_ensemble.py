@@ -186,3 +186,23 @@ def test_compiled_cem_plans_on_the_ensemble_and_sees_swapped_weights_without_rec
     plan = planner.plan(x0)
     assert plan.actions.shape == (8, 1) and math.isfinite(plan.cost)
     assert (plan.actions.abs() <= params.force_limit).all()
+
+
+def test_refitting_the_normalizer_keeps_the_learned_function():
+    """A warm-started round refits the statistics to more data; the model must not change by it."""
+    g = torch.Generator().manual_seed(0)
+    model = EnsembleDynamics(EnsembleConfig(4, 1, 0.02, angle_dims=(1,), learn_reward=True))
+    x, u = torch.randn(200, 4, generator=g), 5 * torch.randn(200, 1, generator=g)
+    model.fit_normalizer(x, u, x + 0.1 * torch.randn(200, 4, generator=g), torch.randn(200, generator=g))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+    xq, uq = torch.randn(50, 4, generator=g), torch.randn(50, 1, generator=g)
+    (mean0, var0), r0 = model.predict(xq, uq), model.predict_reward(xq, uq)
+    stats0 = model.input_std.clone(), model.delta_mean.clone()
+    model.refit_normalizer(3 * x + 1, 2 * u - 1, 3 * x + 1.5, 4 * torch.randn(200, generator=g) + 2)
+    (mean1, var1), r1 = model.predict(xq, uq), model.predict_reward(xq, uq)
+    assert (model.input_std - stats0[0]).abs().max() > 1.0 and (model.delta_mean - stats0[1]).abs().max() > 0.5
+    torch.testing.assert_close(mean1, mean0, atol=1e-5, rtol=1e-5)  # the statistics moved, the function did not
+    torch.testing.assert_close(var1, var0, atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(r1, r0, atol=1e-5, rtol=1e-5)

@@ -9,8 +9,10 @@ from mbrl_control.config import node_parameters
 from mbrl_control.nodes import (
     controller_node,
     driver_node,
+    episode_manager,
     estimator_node,
     foxglove_bridge_node,
+    learner_node,
     mock_hardware_node,
     recorder_node,
     run_monitor,
@@ -27,6 +29,8 @@ NODES = {
     "recorder": recorder_node.PARAMS,
     "foxglove_bridge": foxglove_bridge_node.PARAMS,
     "estimator": estimator_node.PARAMS,
+    "learner": learner_node.PARAMS,
+    "episode_manager": episode_manager.PARAMS,
 }
 CONFIGS = sorted(p for p in config_dir().glob("*.yaml") if "ros__parameters" in p.read_text())
 

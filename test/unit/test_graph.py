@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mbrl_control.graph import EXECUTABLES, MPC_ARGUMENTS, mpc_graph
+from mbrl_control.graph import EXECUTABLES, GRAPHS, MPC_ARGUMENTS, learn_graph, mpc_graph
 from mbrl_control.launcher import node_command, parse_launch_args
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,11 +120,17 @@ def test_setup_py_installs_every_graph_executable():
         assert scripts.get(exe) == module
 
 
-def test_launch_file_declares_every_argument_and_builds_from_the_graph():
-    source = (ROOT / "launch" / "mpc.launch.py").read_text()
-    tree = ast.parse(source)
-    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
-    assert {"MPC_ARGUMENTS", "mpc_graph", "DeclareLaunchArgument", "Node", "OpaqueFunction"} <= imported
+def _imports(path):
+    return {a.name for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.ImportFrom) for a in n.names}
+
+
+@pytest.mark.parametrize("name, arguments, build", [("mpc", "MPC_ARGUMENTS", "mpc_graph"),
+                                                    ("learn", "LEARN_ARGUMENTS", "learn_graph")])
+def test_launch_files_are_thin_adapters_over_the_graph(name, arguments, build):
+    assert {arguments, build, "launch_description"} <= _imports(ROOT / "launch" / f"{name}.launch.py")
+    assert name in GRAPHS
+    adapter = _imports(ROOT / "mbrl_control" / "launch_adapter.py")
+    assert {"DeclareLaunchArgument", "Node", "OpaqueFunction", "Shutdown"} <= adapter
     assert {a.name for a in MPC_ARGUMENTS} >= {"robot", "mode", "gui", "use_sim", "planner"}
 
 
@@ -139,3 +145,17 @@ def test_launch_planner_choices_are_the_cores():
     from mbrl_control.core.builders import PLANNERS
 
     assert next(a for a in MPC_ARGUMENTS if a.name == "planner").choices == PLANNERS
+
+
+def test_learn_graph_runs_the_controller_on_the_learned_model_with_learner_and_episode_manager(tmp_path):
+    specs = learn_graph({"episodes": "3", "episode_length": "5", "output_dir": str(tmp_path)})
+    assert names(specs) == ["sim", "estimator", "mpc_controller", "learner", "episode_manager"]
+    assert spec(specs, "mpc_controller").parameters[-1]["model"] == "learned"
+    assert spec(specs, "learner").parameters[-1]["data_dir"] == str(tmp_path / "learner")
+    manager = spec(specs, "episode_manager")
+    assert manager.ends_launch and manager.parameters[-1]["episodes"] == 3
+    assert manager.parameters[-1]["wait_for_model"] is True  # lockstep by default
+    with pytest.raises(ValueError, match="episodes"):
+        learn_graph({"episodes": "0"})
+    with pytest.raises(ValueError, match="planner"):
+        learn_graph({"planner": "nmpc"})

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mbrl_control.core.dynamics.base import DynamicsModel
+from mbrl_control.core.util import setting
 
 PROPAGATIONS = ("ts1", "tsinf", "expectation")
 ACTIVATIONS = {"silu": F.silu, "relu": F.relu, "tanh": torch.tanh}
@@ -49,12 +50,12 @@ class EnsembleConfig:
     state_dim: int
     action_dim: int
     dt: float
-    members: int = 5
-    hidden: int = 64
-    layers: int = 3  # hidden layers
-    activation: str = "silu"
-    angle_dims: tuple[int, ...] = ()  # state dimensions that are angles, fed as (sin, cos)
-    learn_reward: bool = False  # also predict r(x, u): one more output of every member
+    members: int = setting(5, "ensemble members (bootstrapped MLPs)", 1, 20)
+    hidden: int = setting(64, "units per hidden layer", 4, 1024)
+    layers: int = setting(3, "hidden layers", 1, 8)
+    activation: str = setting("silu", "hidden activation", choices=("silu", "relu", "tanh"))
+    angle_dims: tuple[int, ...] = setting((), "state dimensions that are angles, fed as (sin, cos)", 0, 64)
+    learn_reward: bool = setting(False, "also predict the reward r(x, u): one more output of every member")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "angle_dims", tuple(int(d) for d in self.angle_dims))
@@ -94,10 +95,12 @@ class PropagationConfig:
     Changing it on a compiled model recompiles its rollout (tens of seconds): choose at build time.
     """
 
-    mode: str = "ts1"
-    output_noise: bool = False  # add noise drawn from each member's predicted Gaussian
-    seed: int = 0  # of the member draws and the output noise (and of the initial weights)
-    dtype: str = "float32"  # "bfloat16": the hidden x hidden matmuls of step/rollout in bf16
+    mode: str = setting("ts1", "particle propagation: trajectory sampling (ts1, tsinf) or the members' mean",
+                        choices=("ts1", "tsinf", "expectation"))
+    output_noise: bool = setting(False, "add noise drawn from each member's predicted Gaussian")
+    seed: int = setting(0, "seed of the member draws and the output noise (and of the initial weights)", 0, 2**31 - 1)
+    dtype: str = setting("float32", "bfloat16: the hidden x hidden matmuls of step/rollout in bf16",
+                         choices=("float32", "bfloat16"))
 
     def __post_init__(self) -> None:
         if self.mode not in PROPAGATIONS:
@@ -186,6 +189,39 @@ class EnsembleDynamics(DynamicsModel):
             if rewards is None:
                 raise ValueError("learn_reward needs rewards to fit the normaliser")
             _set_stats(self.reward_mean, self.reward_std, rewards.reshape(-1, 1))
+
+    @torch.no_grad()
+    def refit_normalizer(self, states: Tensor, actions: Tensor, next_states: Tensor, rewards: Tensor | None = None) -> None:
+        """Refit the statistics to new data while the network keeps computing the same function.
+
+        A warm-started round sees more data than the last (swings, not just hanging), so its
+        statistics move; refitting them alone would scramble what the weights learned. Instead the
+        first layer and the output layer absorb the change exactly (an affine reparametrisation),
+        so training resumes from the model it had, in better-conditioned units.
+        """
+        old = {k: getattr(self, k).clone() for k in ("input_mean", "input_std", "delta_mean", "delta_std")}
+        if self.config.learn_reward:
+            old |= {k: getattr(self, k).clone() for k in ("reward_mean", "reward_std")}
+        self.fit_normalizer(states, actions, next_states, rewards)
+        w0, b0 = self.weights[0], self.biases[0]  # [E, H, in], [E, 1, H]
+        ratio = self.input_std / old["input_std"]
+        shift = (self.input_mean - old["input_mean"]) / old["input_std"]
+        b0.add_(torch.einsum("ehi,i->eh", w0, shift).unsqueeze(1))
+        w0.mul_(ratio)
+        nx = self.state_dim
+        wl, bl = self.weights[-1], self.biases[-1]  # [E, out, H], [E, 1, out]
+        scale = old["delta_std"] / self.delta_std
+        wl[:, :nx].mul_(scale.unsqueeze(-1))
+        bl[..., :nx] = (bl[..., :nx] * old["delta_std"] + old["delta_mean"] - self.delta_mean) / self.delta_std
+        logvar_shift = 2.0 * torch.log(scale)  # the same physical variance in the new units
+        bl[..., nx : 2 * nx] += logvar_shift
+        self.max_logvar.add_(logvar_shift)
+        self.min_logvar.add_(logvar_shift)
+        if self.config.learn_reward:
+            r_scale = old["reward_std"] / self.reward_std
+            wl[:, 2 * nx].mul_(r_scale)
+            bl[..., 2 * nx] = (bl[..., 2 * nx] * old["reward_std"] + old["reward_mean"] - self.reward_mean) / self.reward_std
+        self.refresh_planning_weights()
 
     # -- the network ---------------------------------------------------------------------------
     def _hidden(self, f: Tensor) -> Tensor:

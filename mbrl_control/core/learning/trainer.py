@@ -16,25 +16,26 @@ from torch import Tensor
 
 from mbrl_control.core.dynamics.ensemble import EnsembleDynamics, moment_match
 from mbrl_control.core.learning.transitions import Transitions
+from mbrl_control.core.util import setting
 
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    learning_rate: float = 1e-3
-    weight_decay: float = 5e-5  # AdamW, on every weight
-    batch_size: int = 256  # per member
-    max_epochs: int = 100
-    patience: int = 8  # epochs without a held-out improvement before stopping
-    min_improvement: float = 0.01  # relative held-out MSE gain that counts as an improvement
-    holdout_fraction: float = 0.2
-    max_holdout: int = 5000
-    bootstrap: bool = True  # each member trains on its own resample (with replacement)
-    input_noise: float = 0.0  # std of Gaussian noise on the normalised inputs (smoothing)
-    logvar_bound_weight: float = 0.01  # pulls the learned log-variance bounds together
-    reward_weight: float = 1.0  # of the reward head's normalised MSE, with learn_reward
-    refit_normalizer: bool = True
-    max_seconds: float = 0.0  # wall-clock budget per call; 0: none
-    seed: int = 0
+    learning_rate: float = setting(1e-3, "AdamW learning rate", 1e-6, 0.1)
+    weight_decay: float = setting(5e-5, "AdamW weight decay, on every weight", 0.0, 0.01)
+    batch_size: int = setting(256, "minibatch per member", 1, 65536)
+    max_epochs: int = setting(100, "epochs per training round at most", 1, 10000)
+    patience: int = setting(8, "epochs without a held-out improvement before stopping", 1, 1000)
+    min_improvement: float = setting(0.01, "relative held-out MSE gain that counts as an improvement", 0.0, 0.5)
+    holdout_fraction: float = setting(0.2, "transitions held out (by a hash of their number) for early stopping", 0.01, 0.5)
+    max_holdout: int = setting(5000, "held-out transitions used at most", 1, 1000000)
+    bootstrap: bool = setting(True, "each member trains on its own resample (with replacement)")
+    input_noise: float = setting(0.0, "std of Gaussian noise on the normalised inputs (noise injection)", 0.0, 1.0)
+    logvar_bound_weight: float = setting(0.01, "pulls the learned log-variance bounds together", 0.0, 1.0)
+    reward_weight: float = setting(1.0, "weight of the reward head's normalised MSE (learn_reward)", 0.0, 100.0)
+    refit_normalizer: bool = setting(True, "refit the input/output normalisers on every round's data")
+    max_seconds: float = setting(0.0, "wall-clock budget per round [s]; 0: none", 0.0, 3600.0)
+    seed: int = setting(0, "seed of minibatches and bootstraps", 0, 2**31 - 1)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
@@ -134,8 +135,11 @@ def train_ensemble(
         raise ValueError(f"need at least 2 training transitions, got {len(train)}")
     previous = evaluate(model, held) if _has_been_fitted(model) and len(held) else None
     x, u, x_next, r = train.tensors()
-    if cfg.refit_normalizer or not _has_been_fitted(model):
-        model.fit_normalizer(x, u, x_next, r if model.config.learn_reward else None)
+    rewards_in = r if model.config.learn_reward else None
+    if not _has_been_fitted(model):
+        model.fit_normalizer(x, u, x_next, rewards_in)
+    elif cfg.refit_normalizer:
+        model.refit_normalizer(x, u, x_next, rewards_in)  # the same function in the new data's units
     with torch.no_grad():
         inputs = model.features(x, u)
         targets = (x_next - x - model.delta_mean) / model.delta_std

@@ -1,0 +1,49 @@
+"""The one adapter from a node-graph description (mbrl_control.graph) to launch_ros actions,
+shared by every launch file. Imports launch and launch_ros: only launch files import it."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable, Shutdown
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration
+from launch_ros.actions import Node
+
+from launch import LaunchDescription
+from mbrl_control.graph import LaunchArgument, NodeSpec
+
+DISCOVERY_RANGE = "ROS_AUTOMATIC_DISCOVERY_RANGE"
+
+
+def launch_description(arguments: list[LaunchArgument], build: Callable[[dict[str, str]], list[NodeSpec]]) -> LaunchDescription:
+    def nodes(context):
+        args = {a.name: LaunchConfiguration(a.name).perform(context) for a in arguments}
+        return [
+            Node(
+                package=spec.package,
+                executable=spec.executable,
+                name=spec.name,
+                namespace=spec.namespace,  # given, so dict overrides key on the node's full name
+                parameters=spec.parameters,
+                remappings=spec.remappings,
+                arguments=spec.arguments,
+                output="screen",
+                emulate_tty=True,
+                # A list: launch then counts the action among the Node's sub-entities (get_sub_entities()).
+                on_exit=[Shutdown(reason=f"{spec.name} finished")] if spec.ends_launch else None,
+            )
+            for spec in build(args)
+        ]
+
+    return LaunchDescription(
+        [
+            # Security default, as the pip-only launcher: DDS discovery stays on this machine
+            # unless ROS_AUTOMATIC_DISCOVERY_RANGE is already set (to anything).
+            SetEnvironmentVariable(DISCOVERY_RANGE, EnvironmentVariable(DISCOVERY_RANGE, default_value="LOCALHOST")),
+        ]
+        + [
+            DeclareLaunchArgument(a.name, default_value=a.default, description=a.description, choices=list(a.choices) or None)
+            for a in arguments
+        ]
+        + [OpaqueFunction(function=nodes)]
+    )

@@ -1,0 +1,237 @@
+"""The learner node: learns the robot's dynamics from the live stream of control ticks and
+publishes better models to the controllers, without ever being in the control loop.
+
+Inputs: the controllers' per-tick samples (``sources``: std_msgs/Float64MultiArray with the
+state planned from, the command sent, its reward; several robots may feed one learner) and
+``/episode`` (std_msgs/Int32). Consecutive samples one control period apart become transitions
+(pairing at the source, where state and command belong together, avoids matching stamps of two
+topics); they go into a crash-safe replay buffer on disk.
+
+At every new episode (or every ``train_every`` transitions) a background thread trains a copy of
+the current ensemble on everything recorded. The result is accepted only if its error on
+held-out transitions beats the current model's on the same transitions; then it is published on
+``~/model`` (std_msgs/UInt8MultiArray holding safetensors bytes, reliable and transient-local, so
+late-joining controllers get it) and checkpointed (safetensors + JSON). ``~/trained_episode``
+(std_msgs/Int32) says which episodes the last finished round included, accepted or not.
+
+After a crash the learner reloads the buffer and the newest intact checkpoint and carries on.
+"""
+
+from __future__ import annotations
+
+import array
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Float64MultiArray, Int32, UInt8MultiArray
+
+from mbrl_control.core.builders import build_ensemble
+from mbrl_control.core.dynamics.ensemble import EnsembleConfig
+from mbrl_control.core.learning import (
+    BackgroundTrainer,
+    ModelInfo,
+    ReplayBuffer,
+    TrainerConfig,
+    TransitionAssembler,
+    encode,
+    latest_checkpoint,
+    load_into,
+    save_checkpoint,
+)
+from mbrl_control.core.util import dataclass_from, section
+from mbrl_control.nodes.diagnostics import OK, WARN, DiagnosticsPublisher
+from mbrl_control.nodes.model_receiver import MODEL_QOS
+from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters, specs_from
+from mbrl_control.nodes.runtime import main_for
+from mbrl_control.paths import resolve_config_path
+
+PARAMS = [
+    ParamSpec("robot", "cartpole", "robot", choices=("cartpole",)),
+    ParamSpec("urdf", "urdf/cartpole.urdf", "robot URDF; relative paths are under the package's config/"),
+    ParamSpec("control_rate", 50.0, "the controllers' tick rate: transitions span one period [Hz]", 1.0, 1000.0),
+    ParamSpec("state_joints", ["slider_to_cart", "cart_to_pole"], "joints of the state vector, in order"),
+    ParamSpec("command_joints", ["slider_to_cart"], "actuated joints, in the order of the command array"),
+    ParamSpec("sources", ["/mpc_controller/transitions"], "controllers' sample topics to learn from (one per robot)"),
+    ParamSpec("data_dir", "", "replay buffer and checkpoints live here; empty: runs/learner (relative to the cwd)"),
+    ParamSpec("replay.chunk_size", 1000, "transitions per sealed chunk file", 1, 100000),
+    ParamSpec("replay.max_transitions", 200000, "buffer cap: oldest chunks go first (never the first episode's)", 1, 10000000),
+    ParamSpec("replay.keep_first_episode", True, "the size cap never evicts the first episode"),
+    ParamSpec("sync_period", 0.5, "fsync the buffer this often: a power cut loses at most this [s]", 0.01, 60.0),
+    ParamSpec("train_on", "episode", "start a round at every new episode, or every train_every transitions",
+              choices=("episode", "count")),
+    ParamSpec("train_every", 500, "transitions between rounds with train_on:=count", 1, 1000000),
+    ParamSpec("min_transitions", 200, "no training before this many transitions", 1, 10000000),
+    ParamSpec("keep_checkpoints", 5, "checkpoints kept on disk", 1, 1000),
+    ParamSpec("torch_threads", 1, "torch threads for training", 1, 64),
+    ParamSpec("diagnostics_rate", 1.0, "diagnostics publish rate [Hz]", 0.1, 100.0),
+    *specs_from(EnsembleConfig, "ensemble", exclude=("angle_dims",)),
+    *specs_from(TrainerConfig, "trainer"),
+]
+
+
+class LearnerNode(Node):
+    def __init__(self) -> None:
+        super().__init__("learner")
+        p = declare_parameters(self, PARAMS)
+        self.p = p
+        import torch
+
+        torch.set_num_threads(p["torch_threads"])
+        urdf = resolve_config_path(p["urdf"])
+        if not urdf.is_file():
+            raise ParameterError(f"parameter 'urdf': no such file {urdf}")
+        try:
+            self.model = build_ensemble(p, urdf)
+            trainer_config = dataclass_from(TrainerConfig, section(p, "trainer"))
+        except ValueError as exc:
+            raise ParameterError(f"ensemble.* / trainer.* parameters: {exc}") from exc
+        self.nx, self.nu = self.model.state_dim, self.model.action_dim
+        self.dt = 1.0 / p["control_rate"]
+        data_dir = Path(p["data_dir"] or "runs/learner")
+        self.checkpoints = data_dir / "checkpoints"
+        self.buffer = ReplayBuffer(self.nx, self.nu, data_dir / "replay", p["replay.chunk_size"],
+                                   p["replay.max_transitions"], p["replay.keep_first_episode"])
+        self.reloaded = len(self.buffer)
+        self.trainer = BackgroundTrainer(trainer_config)
+        self.version = 0
+        self.info: ModelInfo | None = None
+        self.counts = {"samples": 0, "rejected_samples": 0, "rounds": 0, "accepted": 0, "not_better": 0, "errors": 0}
+        self.last_round: dict[str, object] = {}
+        self.episode = -1
+        self.round_through_episode = -1
+        self.transitions_at_last_round = len(self.buffer)
+
+        self.model_pub = self.create_publisher(UInt8MultiArray, "~/model", MODEL_QOS)
+        self.trained_pub = self.create_publisher(Int32, "~/trained_episode", MODEL_QOS)
+        self._resume()
+        reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+        self.assemblers: dict[str, TransitionAssembler] = {}
+        for topic in p["sources"]:
+            self.assemblers[topic] = TransitionAssembler(self.dt)
+            self.create_subscription(Float64MultiArray, topic, lambda m, t=topic: self._on_sample(t, m), reliable)
+        self.create_subscription(Int32, "/episode", self._on_episode, MODEL_QOS)
+        # Wall-clock timers: in lockstep sim time stands still while the experiment waits for us.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(p["sync_period"], self.buffer.sync, clock=steady)
+        self.create_timer(0.2, self._poll_training, clock=steady)
+        self.diagnostics = DiagnosticsPublisher(self)
+        self.create_timer(1.0 / p["diagnostics_rate"], self._publish_diagnostics, clock=steady)
+        self.get_logger().info(
+            f"learning a {self.model.config.members}-member ensemble from {p['sources']}; buffer in "
+            f"{data_dir} ({self.reloaded} transitions reloaded), model v{self.version}"
+        )
+
+    def _resume(self) -> None:
+        """After a restart: the newest intact checkpoint becomes the current model, published again."""
+        found = latest_checkpoint(self.checkpoints, self.model) if self.checkpoints.is_dir() else None
+        if found is None:
+            return
+        blob, info = found
+        load_into(self.model, blob)
+        self.version, self.info = info.version, info
+        self.model_pub.publish(UInt8MultiArray(data=array.array("B", blob)))
+
+    # -- data --------------------------------------------------------------------------------
+    def _on_sample(self, topic: str, msg: Float64MultiArray) -> None:
+        data = np.asarray(msg.data, dtype=np.float64)
+        if data.shape != (self.nx + self.nu + 3,) or not np.all(np.isfinite(data)):
+            self.counts["rejected_samples"] += 1
+            return
+        self.counts["samples"] += 1
+        stamp, episode = float(data[0]), int(data[1])
+        state, action, reward = data[2 : 2 + self.nx], data[2 + self.nx : 2 + self.nx + self.nu], float(data[-1])
+        pair = self.assemblers[topic].push(stamp, state, action, episode, reward)
+        if pair is not None:
+            s, a, s2, r, st, ep = pair
+            self.buffer.append(s, a, s2, r, False, st, ep)
+        if self.p["train_on"] == "count" and len(self.buffer) - self.transitions_at_last_round >= self.p["train_every"]:
+            self._start_round(self.episode)
+
+    def _on_episode(self, msg: Int32) -> None:
+        if msg.data == self.episode:
+            return
+        finished, self.episode = self.episode, msg.data
+        if self.p["train_on"] == "episode" and finished >= 0:
+            self._start_round(finished)
+
+    # -- training ----------------------------------------------------------------------------
+    def _start_round(self, through_episode: int) -> None:
+        self.buffer.sync()
+        if len(self.buffer) < self.p["min_transitions"]:
+            self.trained_pub.publish(Int32(data=through_episode))  # nothing to learn yet: say so
+            return
+        if self.trainer.start(self.model, self.buffer.snapshot()):
+            self.round_through_episode = through_episode
+            self.transitions_at_last_round = len(self.buffer)
+            self.round_started = time.monotonic()
+
+    def _poll_training(self) -> None:
+        outcome = self.trainer.poll()
+        if outcome is None:
+            return
+        self.counts["rounds"] += 1
+        if outcome.error is not None:
+            self.counts["errors"] += 1
+            self.get_logger().error(f"training failed: {outcome.error}")
+        else:
+            r = outcome.result
+            self.last_round = {
+                "holdout_mse": r.holdout.mse, "holdout_nll": r.holdout.nll, "coverage_2sigma": r.holdout.coverage_2sigma,
+                "previous_mse": r.previous.mse if r.previous else math.nan, "epochs": r.epochs,
+                "seconds": r.seconds, "data_size": outcome.data_size, "stopped_by": r.stopped_by,
+            }
+            if r.improved:
+                self._accept(outcome)
+            else:
+                self.counts["not_better"] += 1
+                self.get_logger().info(f"round kept v{self.version}: held-out MSE {r.holdout.mse:.4f} is not better "
+                                       f"than {r.previous.mse:.4f}")
+        self.trained_pub.publish(Int32(data=self.round_through_episode))
+
+    def _accept(self, outcome) -> None:
+        r = outcome.result
+        self.model.load_state_(self.model.check_state(outcome.state))
+        self.version += 1
+        self.info = ModelInfo(self.model.config, self.version, outcome.data_size, r.holdout.nll, r.holdout.mse)
+        blob = encode(self.model, self.info)
+        self.model_pub.publish(UInt8MultiArray(data=array.array("B", blob)))
+        save_checkpoint(self.checkpoints, self.model, self.info, keep=self.p["keep_checkpoints"])
+        self.counts["accepted"] += 1
+        self.get_logger().info(
+            f"published model v{self.version}: {outcome.data_size} transitions, held-out MSE {r.holdout.mse:.4f} "
+            f"(was {r.previous.mse if r.previous else math.nan:.4f}), {r.epochs} epochs in {r.seconds:.1f} s"
+        )
+
+    # -- monitoring --------------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        busy = self.trainer.busy
+        values = {
+            "transitions": len(self.buffer),
+            "synced_seq": self.buffer.synced_seq,
+            "next_seq": self.buffer.next_seq,
+            "reloaded_transitions": self.reloaded,
+            "dropped_gaps": sum(a.dropped_gaps for a in self.assemblers.values()),
+            "model_version": self.version,
+            "training": busy,
+            "episode": self.episode,
+            **self.counts,
+            **{f"last_{k}": (f"{v:.5g}" if isinstance(v, float) else v) for k, v in self.last_round.items()},
+        }
+        self.diagnostics.publish(OK if self.version > 0 or not self.counts["errors"] else WARN,
+                                 "training" if busy else f"model v{self.version}", values)
+
+    def close(self) -> None:
+        self.trainer.cancel()
+        self.trainer.join(5.0)
+        self.buffer.close()
+
+
+main = main_for(LearnerNode)
+
+if __name__ == "__main__":
+    main()
