@@ -71,23 +71,38 @@ class Launch:
         self.procs: dict[str, subprocess.Popen] = {}
         self._threads: list[threading.Thread] = []
         self._logs = []
+        self._log_dir = log_dir
+        self._output = output
         for spec in specs:
-            log = None
-            if log_dir is not None:
-                log_dir.mkdir(parents=True, exist_ok=True)
-                log = open(log_dir / f"{spec.name}.log", "w")
-                self._logs.append(log)
-            proc = subprocess.Popen(
-                node_command(spec, Path(self._scratch.name)),
-                env=self.env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # we forward signals ourselves, once, in order
-            )
-            self.procs[spec.name] = proc
-            t = threading.Thread(target=_pump, args=(proc.stdout, spec.name, output, log), daemon=True)
-            t.start()
-            self._threads.append(t)
+            self._spawn(spec)
+
+    def _spawn(self, spec: NodeSpec) -> None:
+        log = None
+        if self._log_dir is not None:
+            self._log_dir.mkdir(parents=True, exist_ok=True)
+            log = open(self._log_dir / f"{spec.name}.log", "a")
+            self._logs.append(log)
+        proc = subprocess.Popen(
+            node_command(spec, Path(self._scratch.name)),
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # we forward signals ourselves, once, in order
+        )
+        self.procs[spec.name] = proc
+        t = threading.Thread(target=_pump, args=(proc.stdout, spec.name, self._output, log), daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Signal one node (fault injection); returns its exit code once it is gone."""
+        proc = self.procs[name]
+        os.killpg(proc.pid, sig)
+        return proc.wait(timeout=30)
+
+    def restart(self, name: str) -> None:
+        """Start one node again, as it was started (after ``kill``)."""
+        self._spawn(next(s for s in self.specs if s.name == name))
 
     def wait(self, timeout: float | None = None) -> int:
         """Run until a launch-ending node exits, every node exits, or ``timeout``; then stop all.

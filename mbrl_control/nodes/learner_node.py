@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import array
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +103,7 @@ class LearnerNode(Node):
         self.last_round: dict[str, object] = {}
         self.episode = -1
         self.round_through_episode = -1
+        self.pending_round: int | None = None  # asked for while a round was still running
         self.transitions_at_last_round = len(self.buffer)
 
         self.model_pub = self.create_publisher(UInt8MultiArray, "~/model", MODEL_QOS)
@@ -155,9 +155,10 @@ class LearnerNode(Node):
     def _on_episode(self, msg: Int32) -> None:
         if msg.data == self.episode:
             return
-        finished, self.episode = self.episode, msg.data
-        if self.p["train_on"] == "episode" and finished >= 0:
-            self._start_round(finished)
+        self.episode = msg.data
+        # Every episode before this one is complete (a restarted learner learns that here too).
+        if self.p["train_on"] == "episode" and msg.data > 0:
+            self._start_round(msg.data - 1)
 
     # -- training ----------------------------------------------------------------------------
     def _start_round(self, through_episode: int) -> None:
@@ -165,10 +166,12 @@ class LearnerNode(Node):
         if len(self.buffer) < self.p["min_transitions"]:
             self.trained_pub.publish(Int32(data=through_episode))  # nothing to learn yet: say so
             return
-        if self.trainer.start(self.model, self.buffer.snapshot()):
-            self.round_through_episode = through_episode
-            self.transitions_at_last_round = len(self.buffer)
-            self.round_started = time.monotonic()
+        if self.trainer.busy:
+            self.pending_round = through_episode  # run it as soon as this one is done
+            return
+        self.trainer.start(self.model, self.buffer.snapshot())
+        self.round_through_episode = through_episode
+        self.transitions_at_last_round = len(self.buffer)
 
     def _poll_training(self) -> None:
         outcome = self.trainer.poll()
@@ -192,6 +195,9 @@ class LearnerNode(Node):
                 self.get_logger().info(f"round kept v{self.version}: held-out MSE {r.holdout.mse:.4f} is not better "
                                        f"than {r.previous.mse:.4f}")
         self.trained_pub.publish(Int32(data=self.round_through_episode))
+        if self.pending_round is not None:
+            pending, self.pending_round = self.pending_round, None
+            self._start_round(pending)
 
     def _accept(self, outcome) -> None:
         r = outcome.result

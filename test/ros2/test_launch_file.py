@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mbrl_control.graph import MPC_ARGUMENTS, NodeSpec, mpc_graph
+from mbrl_control.graph import LEARN_ARGUMENTS, MPC_ARGUMENTS, NodeSpec, learn_graph, mpc_graph
 
 pytestmark = pytest.mark.ros2_install
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = ROOT / "launch" / "mpc.launch.py"
+LEARN_LAUNCH_FILE = ROOT / "launch" / "learn.launch.py"
 DISCOVERY_RANGE = "ROS_AUTOMATIC_DISCOVERY_RANGE"
 
 
@@ -38,7 +39,7 @@ def require_launch() -> None:
                 "after `source /opt/ros/$ROS_DISTRO/setup.bash`", pytrace=False)
 
 
-def evaluate(args: dict[str, str]):
+def evaluate(args: dict[str, str], launch_file: Path = LAUNCH_FILE):
     """Include the launch file with ``args`` (as ``ros2 launch ... name:=value`` does) and visit it
     until the Node actions appear; return them with their substitutions performed, and the context."""
     require_launch()
@@ -50,7 +51,7 @@ def evaluate(args: dict[str, str]):
 
     context = LaunchContext()
     include = IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(str(LAUNCH_FILE)), launch_arguments=list(args.items())
+        PythonLaunchDescriptionSource(str(launch_file)), launch_arguments=list(args.items())
     )
     queue = list(include.visit(context) or [])
     nodes = []
@@ -108,7 +109,7 @@ def assert_node_matches(node, spec: NodeSpec) -> None:
     if spec.ends_launch:
         assert len(on_exit) == 1 and isinstance(on_exit[0], Shutdown), f"{where}: its exit must end the launch"
     else:
-        assert on_exit == [], f"{where}: only the run monitor ends the launch"
+        assert on_exit == [], f"{where}: only the run monitor (episode manager) ends the launch"
 
 
 ARGUMENT_SETS = [
@@ -137,6 +138,23 @@ def test_launch_file_nodes_are_the_graph(args, monkeypatch):
         assert_node_matches(node, spec)
 
 
+LEARN_ARGUMENT_SETS = [
+    {"output_dir": "/tmp/learn_test"},
+    {"output_dir": "/tmp/learn_test", "episodes": "3", "episode_length": "5", "randomize": "true", "mode": "realtime"},
+    {"output_dir": "/tmp/learn_test", "planner": "mppi", "estimator": "none", "record": "true"},
+]
+
+
+@pytest.mark.parametrize("args", LEARN_ARGUMENT_SETS, ids=lambda a: " ".join(f"{k}:={v}" for k, v in a.items()))
+def test_learn_launch_file_nodes_are_the_graph(args, monkeypatch):
+    monkeypatch.delenv(DISCOVERY_RANGE, raising=False)
+    nodes, _ = evaluate(args, LEARN_LAUNCH_FILE)
+    specs = learn_graph(args)
+    assert [n.node_executable for n in nodes] == [s.executable for s in specs]
+    for node, spec in zip(nodes, specs):
+        assert_node_matches(node, spec)
+
+
 def test_override_values_keep_their_types(monkeypatch):
     monkeypatch.delenv(DISCOVERY_RANGE, raising=False)
     spec_args = {"mode": "lockstep", "duration": "8", "gui": "true", "summary_path": "42"}
@@ -147,13 +165,15 @@ def test_override_values_keep_their_types(monkeypatch):
     assert overrides["/run_monitor"]["summary_path"] == "42"
 
 
-def test_launch_file_declares_every_graph_argument_with_its_default_and_choices():
+@pytest.mark.parametrize("launch_file, arguments", [(LAUNCH_FILE, MPC_ARGUMENTS), (LEARN_LAUNCH_FILE, LEARN_ARGUMENTS)],
+                         ids=["mpc", "learn"])
+def test_launch_file_declares_every_graph_argument_with_its_default_and_choices(launch_file, arguments):
     require_launch()
     from launch.launch_description_sources import get_launch_description_from_python_launch_file
 
-    declared = {a.name: a for a in get_launch_description_from_python_launch_file(str(LAUNCH_FILE)).get_launch_arguments()}
-    assert list(declared) == [a.name for a in MPC_ARGUMENTS]
-    for a in MPC_ARGUMENTS:
+    declared = {a.name: a for a in get_launch_description_from_python_launch_file(str(launch_file)).get_launch_arguments()}
+    assert list(declared) == [a.name for a in arguments]
+    for a in arguments:
         d = declared[a.name]
         assert _text(d.default_value) == a.default, a.name
         assert (d.choices or []) == list(a.choices), a.name
