@@ -10,25 +10,35 @@ from pathlib import Path
 
 import yaml
 
-from mbrl_control.graph import mpc_graph
+from mbrl_control.graph import GRAPHS
 from mbrl_control.launcher import Launch, default_environment
 
 
+def private_domain(salt: object = None) -> int:
+    """A ROS domain id in 1..101 unlikely to be shared with a parallel run."""
+    return random.Random(os.getpid() ^ hash(str(salt))).randint(102, 200) % 101 + 1
+
+
 def run_graph(args: dict[str, str], overrides: dict | None = None, timeout: float = 600.0,
-              keep_dir: Path | None = None) -> dict:
-    """Run ``mpc.launch.py``'s graph with a run monitor on a private ROS domain (localhost only);
-    ``overrides`` is a parameter-file dict ({node: {ros__parameters: {...}}}) applied on top."""
+              keep_dir: Path | None = None, graph: str = "mpc", domain: int | None = None) -> dict:
+    """Run a launch graph (``mpc`` with a run monitor, or ``learn``) on a private ROS domain
+    (localhost only) and return its summary; ``overrides`` is a parameter-file dict
+    ({node: {ros__parameters: {...}}}) applied on top."""
     work = Path(tempfile.mkdtemp(prefix="mbrl_bench_")) if keep_dir is None else keep_dir
     work.mkdir(parents=True, exist_ok=True)
     if overrides:
         (work / "overrides.yaml").write_text(yaml.safe_dump(overrides))
         args = args | {"overrides": str(work / "overrides.yaml")}
-    summary_path = work / "summary.json"
     env = default_environment()
-    env["ROS_DOMAIN_ID"] = str(random.Random(os.getpid() ^ hash(str(work))).randint(102, 200) % 101 + 1)
+    env["ROS_DOMAIN_ID"] = str(private_domain(work) if domain is None else domain)
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    launch = Launch(mpc_graph(args | {"summary_path": str(summary_path)}), log_dir=work / "logs", env=env,
-                    output=open(os.devnull, "w"))
+    if graph == "mpc":
+        summary_path = work / "summary.json"
+        args = args | {"summary_path": str(summary_path)}
+    else:
+        summary_path = work / "learning_curve.json"
+        args = args | {"output_dir": str(work)}
+    launch = Launch(GRAPHS[graph][1](args), log_dir=work / "logs", env=env, output=open(os.devnull, "w"))
     code = launch.wait(timeout)
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"success": False}
     summary["exit_code"] = code

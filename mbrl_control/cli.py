@@ -3,6 +3,8 @@
   mbrl-control launch mpc [name:=value ...]   start a launch file's nodes (as ros2 launch would)
   mbrl-control demo [--duration S] [...]       the headless swing-up demo, ending in one JSON line
   mbrl-control warmup [--robot cartpole]       compile the planner kernels once (cached on disk)
+  mbrl-control train --from runs/<stamp>/run.mcap [--out DIR]
+                                               learn the dynamics offline from a recording
 """
 
 from __future__ import annotations
@@ -33,6 +35,35 @@ def warmup(robot: str = "cartpole", planner: str | None = None) -> float:
     mpc = build_mpc(p, resolve_config_path(p["urdf"]), planner)
     mpc.planner.plan(torch.zeros(mpc.task.state_dim))
     return time.perf_counter() - start
+
+
+def train_offline(recording: Path, out: Path, robot: str = "cartpole") -> int:
+    """Fit the learner's ensemble to the transitions of a recording; checkpoint it in ``out``
+    (what a learner node, pointed at ``out``, resumes from and publishes)."""
+    import torch
+
+    from mbrl_control.config import node_parameters
+    from mbrl_control.core.builders import build_ensemble
+    from mbrl_control.core.learning import ModelInfo, TrainerConfig, save_checkpoint, train_ensemble
+    from mbrl_control.core.util import dataclass_from, section
+    from mbrl_control.paths import resolve_config_path
+    from mbrl_control.recording.run_data import transitions_from_recording
+
+    p = node_parameters(robot_config(robot), "learner")
+    torch.set_num_threads(int(p.get("torch_threads", 1)))
+    data = transitions_from_recording(recording, dt=1.0 / p["control_rate"])
+    print(f"{len(data)} transitions from {recording} ({len(set(data.episode.tolist()))} episodes)", flush=True)
+    model = build_ensemble(p, resolve_config_path(p["urdf"]))
+    result = train_ensemble(model, data, dataclass_from(TrainerConfig, section(p, "trainer")))
+    info = ModelInfo(model.config, 1, len(data), result.holdout.nll, result.holdout.mse,
+                     extra={"trained_from": str(recording)})
+    checkpoint = save_checkpoint(out / "checkpoints", model, info)
+    figures = {"recording": str(recording), "transitions": len(data), "holdout_mse": round(result.holdout.mse, 5),
+               "holdout_nll": round(result.holdout.nll, 4), "coverage_2sigma": round(result.holdout.coverage_2sigma, 4),
+               "epochs": result.epochs, "seconds": round(result.seconds, 1), "checkpoint": str(checkpoint)}
+    print(_table(list(figures.items())))
+    print(json.dumps(figures))
+    return 0
 
 
 def _table(rows: list[tuple[str, object]]) -> str:
@@ -88,6 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     p_demo.add_argument("--runs-dir", type=Path, default=Path("runs"))
     p_demo.add_argument("--no-record", dest="record", action="store_false", help="no MCAP recording and report")
     p_demo.add_argument("args", nargs="*", help="extra launch arguments name:=value")
+    p_train = sub.add_parser("train", help="learn the dynamics offline from a recorded run")
+    p_train.add_argument("--from", dest="recording", type=Path, required=True, help="an MCAP file (record:=true)")
+    p_train.add_argument("--out", type=Path, default=None, help="checkpoint directory (default: beside the recording)")
+    p_train.add_argument("--robot", default="cartpole")
     p_warm = sub.add_parser("warmup", help="compile the planner once so nodes start fast")
     p_warm.add_argument("--robot", default="cartpole")
     p_warm.add_argument("--planner", default=None)
@@ -97,6 +132,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(launch(a.graph, parse_launch_args(a.args), log_dir=a.log_dir))
         if a.command == "demo":
             sys.exit(demo(a.duration, a.mode, a.planner, a.args, a.runs_dir, a.record))
+        if a.command == "train":
+            sys.exit(train_offline(a.recording, a.out or a.recording.parent / "learner", a.robot))
         if a.command == "warmup":
             print(f"planner compiled and run in {warmup(a.robot, a.planner):.1f} s")
     except ValueError as exc:

@@ -39,9 +39,18 @@ def _iter_decoded(path: Path):
         yield from reader.iter_decoded_messages()
 
 
-def load_run(path: str | Path, state_topic: str = "/joint_states", command_topic: str = "/effort_controller/commands",
+def load_run(path: str | Path, state_topic: str | None = None, command_topic: str = "/effort_controller/commands",
              timing_topic: str = "/mpc_controller/timing", summary_topic: str = "/run_monitor/summary") -> RunData:
+    """A recorded run; ``state_topic`` defaults to the sim's ground truth when it was recorded (the
+    encoders' /joint_states carry noisy positions only), else /joint_states."""
     run = RunData()
+    if state_topic is None:
+        with open(path, "rb") as f:
+            try:
+                topics = {c.topic for c in make_reader(f).get_summary().channels.values()}
+            except Exception:  # no summary (cut short): stream, and take joint_states
+                topics = set()
+        state_topic = "/sim/ground_truth" if "/sim/ground_truth" in topics else "/joint_states"
     st_log, st_stamp, pos, vel = [], [], [], []
     cmd_log, cmd = [], []
     tm_log, tm = [], []
@@ -91,3 +100,44 @@ def load_run(path: str | Path, state_topic: str = "/joint_states", command_topic
         names = fields or [f"field{i}" for i in range(arr.shape[1])]
         run.timing = {name: arr[:, i] for i, name in enumerate(names)}
     return run
+
+
+def transitions_from_recording(path: str | Path, topic: str = "/mpc_controller/transitions", dt: float | None = None):
+    """The transitions a recorded run contains: the controller's per-tick samples (state planned
+    from, command sent, reward; their layout names the fields) paired one control period apart,
+    exactly as the learner pairs them live. ``dt`` defaults to the median spacing of the samples."""
+    from mbrl_control.core.learning import TransitionAssembler, Transitions
+
+    rows, labels = [], None
+    for _, channel, _, msg in _iter_decoded(Path(path)):
+        if channel.topic != topic:
+            continue
+        if labels is None and msg.layout.dim:
+            labels = msg.layout.dim[0].label.split(",")
+        rows.append(np.asarray(msg.data, dtype=np.float64))
+    if labels is None or len(rows) < 2:
+        raise ValueError(f"{path}: no per-tick samples on {topic} (was the controller recorded?)")
+    nx = sum(1 for name in labels if name.startswith("x"))
+    nu = sum(1 for name in labels if name.startswith("u"))
+    rows = [r for r in rows if len(r) == len(labels) and np.all(np.isfinite(r))]
+    period = dt if dt is not None else float(np.median(np.diff([r[0] for r in rows])))
+    assembler = TransitionAssembler(period)
+    columns: dict[str, list] = {k: [] for k in ("state", "action", "next_state", "reward", "stamp", "episode")}
+    for r in rows:
+        pair = assembler.push(r[0], r[2 : 2 + nx], r[2 + nx : 2 + nx + nu], int(r[1]), r[-1])
+        if pair is not None:
+            for key, value in zip(("state", "action", "next_state", "reward", "stamp", "episode"), pair):
+                columns[key].append(value)
+    n = len(columns["state"])
+    if n == 0:
+        return Transitions.empty(nx, nu)
+    return Transitions(
+        seq=np.arange(n, dtype=np.int64),
+        state=np.array(columns["state"], np.float32),
+        action=np.array(columns["action"], np.float32),
+        next_state=np.array(columns["next_state"], np.float32),
+        reward=np.array(columns["reward"], np.float32),
+        done=np.zeros(n, bool),
+        stamp=np.array(columns["stamp"], np.float64),
+        episode=np.array(columns["episode"], np.int64),
+    )

@@ -4,7 +4,6 @@ mid-run stops nothing and loses no recorded transition; a restarted learner resu
 
 import json
 import math
-import time
 
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray

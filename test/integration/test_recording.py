@@ -12,9 +12,10 @@ from mcap.reader import make_reader
 from rclpy.serialization import deserialize_message
 from rosutil import logs, node_env, run_mpc
 
+from mbrl_control.cli import train_offline
 from mbrl_control.nodes.topic_tap import message_class
 from mbrl_control.paths import config_dir
-from mbrl_control.recording.run_data import load_run
+from mbrl_control.recording.run_data import load_run, transitions_from_recording
 from mbrl_control.report import make_report
 
 EXTERNAL_TOPICS = {"/robot_description"}  # robot_state_publisher's, started with rviz on a ROS 2 install
@@ -49,18 +50,21 @@ def test_recording_holds_every_topic_decodes_and_feeds_rviz_and_the_report(domai
             msg = deserialize_message(message.data, message_class(types[channel.topic]))
             if channel.topic == "/joint_states":
                 assert list(msg.name) == ["slider_to_cart", "cart_to_pole"]
-    expected = {"/joint_states", "/effort_controller/commands", "/clock", "/diagnostics",
-                "/mpc_controller/timing", "/mpc_controller/plan", "/run_monitor/summary"}
+    expected = {"/joint_states", "/effort_controller/commands", "/clock", "/diagnostics", "/sim/ground_truth",
+                "/mpc_controller/timing", "/mpc_controller/plan", "/mpc_controller/transitions", "/estimator/state",
+                "/estimator/covariance", "/run_monitor/summary"}
     assert expected <= set(counts), counts
     assert types["/joint_states"] == "sensor_msgs/msg/JointState"
-    # Lockstep: one state per command, one timing record per tick, 50 ticks per second of robot time.
+    # Lockstep: one true state per command (50 Hz), two encoder readings (100 Hz), one timing
+    # record per tick, 50 ticks per second of robot time.
     run = load_run(path)
     ticks = 50 * run.state_time[-1]
     assert run.state_time[-1] >= 4.0
     assert abs(counts["/effort_controller/commands"] - ticks) <= 0.05 * ticks + 5, (counts, ticks)
     # (a topic is recorded from when the recorder discovers it: a few messages may precede that)
     tolerance = 0.05 * ticks + 5
-    assert abs(counts["/joint_states"] - counts["/effort_controller/commands"]) <= tolerance, counts
+    assert abs(counts["/sim/ground_truth"] - counts["/effort_controller/commands"]) <= tolerance, counts
+    assert abs(counts["/joint_states"] - 2 * counts["/effort_controller/commands"]) <= 2 * tolerance, counts
     assert abs(counts["/mpc_controller/timing"] - counts["/effort_controller/commands"]) <= tolerance, counts
 
     rviz = yaml.safe_load((config_dir() / "mbrl_control.rviz").read_text())
@@ -68,7 +72,13 @@ def test_recording_holds_every_topic_decodes_and_feeds_rviz_and_the_report(domai
     assert shown and shown - EXTERNAL_TOPICS <= set(counts), shown - set(counts)
 
     assert run.summary.get("task") == "cartpole_swingup"
-    assert len(run.state_time) == counts["/joint_states"]
+    assert len(run.state_time) == counts["/sim/ground_truth"]  # the report plots the true state
+    # The learner can retrain offline from it: the per-tick samples pair into transitions.
+    transitions = transitions_from_recording(path)
+    assert transitions.state.shape[1] == 4 and transitions.action.shape[1] == 1
+    assert len(transitions) >= counts["/mpc_controller/transitions"] - 5
+    assert train_offline(path, tmp_path / "offline") == 0
+    assert list((tmp_path / "offline" / "checkpoints").glob("ensemble_v*.safetensors"))
     png = make_report(path, tmp_path / "report.png", period_ms=20.0)
     image = matplotlib.image.imread(png)
     assert image.shape[0] > 500 and image.shape[1] > 1000 and image.std() > 0.05

@@ -1,0 +1,107 @@
+"""Model-based RL from scratch through the full ROS stack (learn.launch.py, lockstep): episodes to
+success per seed, success rate, environment steps to success; and the performance-bias
+countermeasures of the seed notes (ensembles and trajectory sampling, noise injection, domain
+randomization) each switched off or on against the baseline.
+
+  python bench/learning_curve.py [--seeds 5] [--episodes 10] [--episode-length 10]
+                                 [--variants baseline,single_model,expectation,input_noise,randomized]
+                                 [--ablation-seeds 2]
+
+Not part of the tests (an hour or more). Prints a table, writes learning_curves.png, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+from common import emit_json, machine, print_table
+from ros_run import run_graph
+
+from mbrl_control.report import plot_learning_curve
+
+# name: (what it changes, parameter overrides)
+VARIANTS = {
+    "baseline": ("5-member ensemble, TS1, no input noise, one robot", {}),
+    "single_model": ("one network instead of an ensemble", {"/**": {"ensemble": {"members": 1}}}),
+    "expectation": ("members' mean instead of trajectory sampling", {"mpc_controller": {"propagation": {"mode": "expectation"}}}),
+    "input_noise": ("noise injection in training (0.1 std, normalised inputs)", {"learner": {"trainer": {"input_noise": 0.1}}}),
+    "randomized": ("domain randomization: a new robot every episode", {"sim": {"randomize": {"enabled": True}}}),
+}
+
+
+def overrides_for(variant: str, seed: int) -> dict:
+    seeded = {
+        "sim": {"seed": seed, "sensor": {"seed": seed}, "randomize": {"seed": seed}},
+        "mpc_controller": {"explore": {"seed": seed}, "propagation": {"seed": seed}, "cem": {"seed": seed}},
+        "learner": {"trainer": {"seed": seed}},
+    }
+    for node, values in VARIANTS[variant][1].items():
+        for key, value in values.items():
+            seeded.setdefault(node, {})
+            if isinstance(value, dict):
+                seeded[node].setdefault(key, {}).update(value)
+            else:
+                seeded[node][key] = value
+    return {node: {"ros__parameters": values} for node, values in seeded.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--episode-length", type=float, default=10.0)
+    parser.add_argument("--variants", default="baseline")
+    parser.add_argument("--ablation-seeds", type=int, default=2, help="seeds of each variant other than the baseline")
+    parser.add_argument("--out", type=Path, default=Path("../runs/bench-learning-curve"))
+    args = parser.parse_args()
+    variants = args.variants.split(",")
+    rows, results, curves, labels = [], {}, [], []
+    for variant in variants:
+        seeds = args.seeds if variant == "baseline" else args.ablation_seeds
+        runs = []
+        for seed in range(seeds):
+            summary = run_graph(
+                {"episodes": str(args.episodes), "episode_length": str(args.episode_length)},
+                overrides_for(variant, seed), timeout=7200, graph="learn",
+                keep_dir=args.out / f"{variant}-seed{seed}",
+            )
+            runs.append(summary)
+            if summary.get("curve"):
+                curves.append(summary)
+                labels.append(f"{variant} seed {seed}")
+            print(f"{variant} seed {seed}: episodes to success {summary.get('episodes_to_success')}", flush=True)
+        to_success = [r.get("episodes_to_success") for r in runs]
+        reached = [e for e in to_success if e is not None]
+        steps = [r["env_steps_to_success"] for r in runs if r.get("env_steps_to_success") is not None]
+        final_upright = [r["curve"][-1]["upright_fraction"] for r in runs if r.get("curve")]
+        results[variant] = {
+            "changes": VARIANTS[variant][0],
+            "episodes_to_success": to_success,
+            "success_rate": round(len(reached) / len(runs), 3),
+            "episodes_to_success_median": statistics.median(reached) if reached else None,
+            "env_steps_to_success_median": statistics.median(steps) if steps else None,
+            "final_upright_fraction_mean": round(statistics.mean(final_upright), 3) if final_upright else None,
+        }
+        r = results[variant]
+        rows.append([variant, len(runs), str(to_success), r["success_rate"], r["episodes_to_success_median"],
+                     r["env_steps_to_success_median"], r["final_upright_fraction_mean"]])
+    print(f"\nLearning from scratch, cart-pole swing-up, {args.episodes} episodes of {args.episode_length:.0f} s (lockstep)")
+    print_table(["variant", "seeds", "episodes to success", "success rate", "median episodes", "median env steps",
+                 "final upright"], rows)
+    if curves:
+        png = plot_learning_curve(curves, args.out / "learning_curves.png", labels)
+        print(f"curves: {png}")
+    base = results.get("baseline", {})
+    emit_json({"benchmark": "learning_curve", "machine": machine(), "episodes": args.episodes,
+               "episode_length_s": args.episode_length, "results": results,
+               "episodes_to_success": base.get("episodes_to_success"), "success_rate": base.get("success_rate"),
+               "env_steps_to_success_median": base.get("env_steps_to_success_median"),
+               "target": {"episodes_to_success_median": 5, "measured": base.get("episodes_to_success_median"),
+                          "met": base.get("episodes_to_success_median") is not None
+                          and base["episodes_to_success_median"] <= 5}})
+
+
+if __name__ == "__main__":
+    main()
