@@ -127,6 +127,7 @@ class ControllerNode(Node):
         self.state_stamp: Time | None = None
         self.stats = TickStats(self.period)
         self.deadline_stops = 0
+        self.waiting_ticks = 0  # safe commands before the first state of the run or episode
         self.fallbacks = {"lqr": 0, "previous_plan": 0, "planner_error": 0}
         self.last_plan = None
         self.ticks_since_plan = 0
@@ -225,6 +226,9 @@ class ControllerNode(Node):
                 cost, iterations = plan.cost, plan.iterations
                 action = plan.actions[0].double().numpy()
             action = self._fall_back_if_needed(plan, action)
+        # Before the first state (start-up, a new episode) the robot is not lost but not yet seen:
+        # the same safe command, counted apart from a state that went stale.
+        self.waiting_ticks += int(self.state_stamp is None and not self.safety.estop.latched)
         command = self.safety.command(time.monotonic(), action, age, self.period)
         self.command_pub.publish(command_message(command))
         if action is not None:
@@ -337,7 +341,8 @@ class ControllerNode(Node):
             "paused": self.paused,
             "control_hz": self.p["control_rate"],
             **self.stats.summary(),
-            "stale_ticks": counts["stale_state"],
+            "stale_ticks": counts["stale_state"] - self.waiting_ticks,
+            "waiting_ticks": self.waiting_ticks,
             "unsafe_plans": counts["unsafe_plan"],
             "clamped_commands": counts["clamped"],
             "rate_limited_commands": counts["rate_limited"],

@@ -111,6 +111,9 @@ class EstimatorNode(Node):
         self.stats = TickStats(self.period)
         self.last_marker_wall = -math.inf
         self.next_publish_ns: int | None = None
+        # Lockstep: the command answering the last estimate, and a /clock that overtook it.
+        self.published_at: float | None = None  # sim time of the last estimate while its command is due
+        self.overtaking_clock_ns: int | None = None
 
         self.state_pub = self.create_publisher(JointState, "~/state", qos_profile_sensor_data)
         self.cov_pub = self.create_publisher(Float64MultiArray, "~/covariance", 10)
@@ -128,7 +131,7 @@ class EstimatorNode(Node):
             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
         )
         # A new episode follows a reset of the robot: start over from the next reading.
-        self.create_subscription(Int32, "/episode", lambda m: self.filter.reset_estimate(), MODEL_QOS)
+        self.create_subscription(Int32, "/episode", self._on_episode, MODEL_QOS)
         if self.lockstep:
             self.create_subscription(ClockMsg, "/clock", self._on_clock, 10)
         else:
@@ -165,24 +168,46 @@ class EstimatorNode(Node):
         command = read_command(msg, len(self.p["command_joints"]))
         if isinstance(command, str):
             self.counts["bad_commands"] += 1
+            command = np.zeros(len(self.p["command_joints"]))  # what the robot applies instead
+        if not self.lockstep:
+            self.filter.apply_command(command, self._now())
             return
-        self.filter.apply_command(command, self._now())
+        # The sim applied it from the time of the estimate it answers, even if the next /clock
+        # (from another publisher) reached us first: predicting past that with the old command
+        # would put every estimate a command behind.
+        at = self.published_at if self.published_at is not None else self._now()
+        self.filter.apply_command(command, at)
+        self.published_at = None
+        if self.overtaking_clock_ns is not None:
+            t, self.overtaking_clock_ns = self.overtaking_clock_ns, None
+            self._publish_lockstep(t)
 
     def _on_clock(self, msg: ClockMsg) -> None:
         t = Time.from_msg(msg.clock).nanoseconds
         if self.next_publish_ns is None or t >= self.next_publish_ns - self.period * 0.5e9:
             self.next_publish_ns = t + int(self.period * 1e9)
-            self._publish(t * 1e-9)
+            if self.published_at is not None:
+                self.overtaking_clock_ns = t  # published once the command for the last one is in
+            else:
+                self._publish_lockstep(t)
+
+    def _publish_lockstep(self, t_ns: int) -> None:
+        if self._publish(t_ns * 1e-9):
+            self.published_at = t_ns * 1e-9
+
+    def _on_episode(self, msg: Int32) -> None:
+        self.filter.reset_estimate()
+        self.published_at, self.overtaking_clock_ns = None, None  # no command answers the old episode
 
     # -- outputs -----------------------------------------------------------------------------
-    def _publish(self, now: float | None = None) -> None:
+    def _publish(self, now: float | None = None) -> bool:
         start = time.perf_counter()
         now = self._now() if now is None else now
         f = self.filter
         f.predict_to(now)
         if not f.initialized or f.status(now).stale:
             self.counts["stale_ticks"] += 1
-            return
+            return False
         mean, cov = f.mean, f.cov
         nq = len(self.joints)
         msg = JointState()
@@ -196,6 +221,7 @@ class EstimatorNode(Node):
         self.counts["published"] += 1
         self.stats.record(time.perf_counter() - start)
         self._maybe_publish_markers(mean, cov, msg.header.stamp)
+        return True
 
     def _maybe_publish_markers(self, mean: np.ndarray, cov: np.ndarray, stamp) -> None:
         rate, now = self.p["marker_rate"], time.monotonic()

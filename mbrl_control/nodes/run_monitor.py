@@ -145,6 +145,7 @@ class RunMonitor(Node):
             "velocity_rmse": self.velocity_rmse(),
             "final_state": [round(float(v), 4) for v in states[-1]] if len(states) else None,
             "stale_ticks": num("stale_ticks", int),
+            "waiting_ticks": num("waiting_ticks", int),
             "rejected_states": num("rejected_states", int),
         }
 

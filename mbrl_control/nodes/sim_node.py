@@ -106,6 +106,7 @@ class SimNode(Node):
         urdf_joints = read_urdf(urdf).joints
         self.effort_limit = np.array([urdf_joints[j].effort for j in names])
         self.sensor = None
+        self.last_reading: JointState | None = None  # re-sent while lockstep idles, for late subscribers
         if p["sensor.enabled"]:
             try:
                 self.sensor = JointSensor(dataclass_from(SensorConfig, section(p, "sensor")), len(names))
@@ -179,6 +180,7 @@ class SimNode(Node):
         self.robot.reset(position, velocity)
         self.command[:] = 0.0
         self.watchdog.last_time = None
+        self.last_reading = None  # the old episode's
         if self.sensor is not None:
             self.sensor.reset(self.sim_time)
             self.sensor.observe(self.sim_time, position, velocity)
@@ -215,7 +217,8 @@ class SimNode(Node):
             self.state_pub.publish(exact)
         else:
             for m in self.sensor.deliver(self.sim_time):
-                self.state_pub.publish(self._joint_state(int(round(m.stamp * 1e9)), m.position, m.velocity))
+                self.last_reading = self._joint_state(int(round(m.stamp * 1e9)), m.position, m.velocity)
+                self.state_pub.publish(self.last_reading)
                 self.counts["readings_published"] += 1
         if truth:
             self.truth_pub.publish(exact)
@@ -243,7 +246,12 @@ class SimNode(Node):
         if time.monotonic() - self.last_publish_wall >= self.p["lockstep_republish"]:
             s = self.robot.state()
             exact = self._joint_state(self.sim_time_ns, s.position, s.velocity)
-            (self.state_pub if self.sensor is None else self.truth_pub).publish(exact)
+            if self.sensor is None:
+                self.state_pub.publish(exact)
+            else:  # the last reading again (an estimator counts and drops a duplicate it already has)
+                self.truth_pub.publish(exact)
+                if self.last_reading is not None:
+                    self.state_pub.publish(self.last_reading)
             self.clock_pub.publish(ClockMsg(clock=self._stamp(self.sim_time_ns)))
             self.last_publish_wall = time.monotonic()
 

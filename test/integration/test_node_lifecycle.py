@@ -53,7 +53,7 @@ def test_launcher_stops_all_nodes_on_ctrl_c(domain):
         assert proc.poll() is None
         children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
                                                     text=True).stdout.split()]
-        assert len(children) == 2  # sim and controller
+        assert len(children) == 3  # sim, estimator and controller
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     finally:
