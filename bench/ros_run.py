@@ -2,16 +2,50 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import random
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 
 from mbrl_control.graph import GRAPHS
 from mbrl_control.launcher import Launch, default_environment
+
+
+@contextlib.contextmanager
+def claimed_domain() -> Iterator[int]:
+    """A ROS domain id held for the duration: locked like the integration tests' (so a test run
+    never shares it) and used by no running process's ROS_DOMAIN_ID (a benchmark started with
+    ``private_domain``)."""
+    in_use = set()
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            for item in environ.read_bytes().split(b"\0"):
+                if item.startswith(b"ROS_DOMAIN_ID="):
+                    in_use.add(item.split(b"=", 1)[1].decode(errors="replace"))
+        except OSError:
+            continue
+    ids = [d for d in range(1, 101) if str(d) not in in_use]
+    random.shuffle(ids)
+    for domain in ids:
+        handle = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"mbrl_control_test_domain_{domain}.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        try:
+            yield domain
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+        return
+    raise RuntimeError("no free ROS domain id")
 
 
 def private_domain(salt: object = None) -> int:

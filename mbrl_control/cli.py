@@ -37,21 +37,28 @@ def warmup(robot: str = "cartpole", planner: str | None = None) -> float:
     return time.perf_counter() - start
 
 
-def train_offline(recording: Path, out: Path, robot: str = "cartpole") -> int:
-    """Fit the learner's ensemble to the transitions of a recording; checkpoint it in ``out``
-    (what a learner node, pointed at ``out``, resumes from and publishes)."""
+def train_offline(recording: Path | list[Path], out: Path, robot: str = "cartpole", policy: bool = False,
+                  mbpo: dict[str, str] | None = None) -> int:
+    """Fit the learner's ensemble to the transitions of recordings (MCAP files, or learner output
+    directories with their replay buffer: data the stack collected); checkpoint it in ``out``
+    (what a learner node, pointed at ``out``, resumes from and publishes). With ``policy``, also
+    train an MBPO policy and critic on rollouts of that ensemble branched from the recording's
+    states (``mbpo``: MBPOConfig overrides), saved as ``out/policy.safetensors`` and
+    ``out/value.safetensors`` for ``planner:=policy`` (``policy.path``) and ``terminal:=value``."""
     import torch
 
     from mbrl_control.config import node_parameters
     from mbrl_control.core.builders import build_ensemble
-    from mbrl_control.core.learning import ModelInfo, TrainerConfig, save_checkpoint, train_ensemble
+    from mbrl_control.core.learning import ModelInfo, TrainerConfig, Transitions, save_checkpoint, train_ensemble
     from mbrl_control.core.util import dataclass_from, section
     from mbrl_control.paths import resolve_config_path
-    from mbrl_control.recording.run_data import transitions_from_recording
 
     p = node_parameters(robot_config(robot), "learner")
     torch.set_num_threads(int(p.get("torch_threads", 1)))
-    data = transitions_from_recording(recording, dt=1.0 / p["control_rate"])
+    sources = recording if isinstance(recording, list) else [recording]
+    dt = 1.0 / p["control_rate"]
+    data = Transitions.concatenate([_stack_data(Path(s), dt, p) for s in sources])
+    recording = ", ".join(str(s) for s in sources)
     print(f"{len(data)} transitions from {recording} ({len(set(data.episode.tolist()))} episodes)", flush=True)
     model = build_ensemble(p, resolve_config_path(p["urdf"]))
     result = train_ensemble(model, data, dataclass_from(TrainerConfig, section(p, "trainer")))
@@ -61,9 +68,45 @@ def train_offline(recording: Path, out: Path, robot: str = "cartpole") -> int:
     figures = {"recording": str(recording), "transitions": len(data), "holdout_mse": round(result.holdout.mse, 5),
                "holdout_nll": round(result.holdout.nll, 4), "coverage_2sigma": round(result.holdout.coverage_2sigma, 4),
                "epochs": result.epochs, "seconds": round(result.seconds, 1), "checkpoint": str(checkpoint)}
+    if policy:
+        figures |= _train_policy(model, data, p, out, mbpo or {})
     print(_table(list(figures.items())))
     print(json.dumps(figures))
     return 0
+
+
+def _stack_data(source: Path, dt: float, p: dict):
+    """Transitions of a recording, or of a learner directory's replay buffer."""
+    from mbrl_control.core.learning import ReplayBuffer
+    from mbrl_control.recording.run_data import transitions_from_recording
+
+    if source.is_dir():
+        replay = source / "replay" if (source / "replay").is_dir() else source
+        buffer = ReplayBuffer(2 * len(p["state_joints"]), len(p["command_joints"]), replay)
+        try:
+            return buffer.snapshot()
+        finally:
+            buffer.close()
+    return transitions_from_recording(source, dt=dt)
+
+
+def _train_policy(model, data, p: dict, out: Path, overrides: dict[str, str]) -> dict[str, object]:
+    """MBPO on the trained ensemble: the policy and critic files, and what training took."""
+    import yaml
+
+    from mbrl_control.core.builders import build_task, robot_params
+    from mbrl_control.core.mbpo import MBPOConfig, save_policy, save_value, train_mbpo
+    from mbrl_control.core.util import dataclass_from
+    from mbrl_control.paths import resolve_config_path
+
+    task = build_task(robot_params(p["robot"], resolve_config_path(p["urdf"]), p.get("gravity", 9.81)))
+    config = dataclass_from(MBPOConfig, {k: yaml.safe_load(v) for k, v in overrides.items()})
+    result = train_mbpo(model, task, data, config)
+    policy_path = save_policy(out / "policy.safetensors", result.policy)
+    value_path = save_value(out / "value.safetensors", result.value)
+    return {"mbpo_sac_steps": result.sac_steps, "mbpo_epochs": result.epochs, "mbpo_seconds": round(result.seconds, 1),
+            "mbpo_model_return": round(result.returns[result.best_epoch - 1], 2) if result.returns else None,
+            "policy": str(policy_path), "value": str(value_path)}
 
 
 def _table(rows: list[tuple[str, object]]) -> str:
@@ -120,9 +163,13 @@ def main(argv: list[str] | None = None) -> None:
     p_demo.add_argument("--no-record", dest="record", action="store_false", help="no MCAP recording and report")
     p_demo.add_argument("args", nargs="*", help="extra launch arguments name:=value")
     p_train = sub.add_parser("train", help="learn the dynamics offline from a recorded run")
-    p_train.add_argument("--from", dest="recording", type=Path, required=True, help="an MCAP file (record:=true)")
+    p_train.add_argument("--from", dest="recording", type=Path, nargs="+", required=True,
+                         help="MCAP files (record:=true) or learner directories (their replay buffer)")
     p_train.add_argument("--out", type=Path, default=None, help="checkpoint directory (default: beside the recording)")
     p_train.add_argument("--robot", default="cartpole")
+    p_train.add_argument("--policy", action="store_true", help="also train an MBPO policy on the learned model")
+    p_train.add_argument("--mbpo", nargs="*", default=[], metavar="KEY=VALUE",
+                         help="MBPO settings, e.g. sac_steps=8000")
     p_warm = sub.add_parser("warmup", help="compile the planner once so nodes start fast")
     p_warm.add_argument("--robot", default="cartpole")
     p_warm.add_argument("--planner", default=None)
@@ -133,7 +180,9 @@ def main(argv: list[str] | None = None) -> None:
         if a.command == "demo":
             sys.exit(demo(a.duration, a.mode, a.planner, a.args, a.runs_dir, a.record))
         if a.command == "train":
-            sys.exit(train_offline(a.recording, a.out or a.recording.parent / "learner", a.robot))
+            mbpo = dict(kv.split("=", 1) for kv in a.mbpo)
+            out = a.out or a.recording[0].parent / "learner"
+            sys.exit(train_offline(a.recording, out, a.robot, a.policy, mbpo))
         if a.command == "warmup":
             print(f"planner compiled and run in {warmup(a.robot, a.planner):.1f} s")
     except ValueError as exc:

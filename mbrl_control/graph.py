@@ -33,7 +33,7 @@ EXECUTABLES = {
 
 # The planners of mbrl_control.core.builders.PLANNERS (a test keeps the two equal; this module
 # stays free of torch so launch files load fast).
-PLANNERS = ("cem", "icem", "mppi", "ilqr", "lqr", "nmpc", "dp")
+PLANNERS = ("cem", "icem", "mppi", "ilqr", "lqr", "nmpc", "dp", "policy")
 SAMPLING_PLANNERS_FOR_LEARNING = ("cem", "icem", "mppi", "ilqr")  # nmpc needs the analytic model
 
 STATE_TOPIC = "/joint_states"

@@ -10,6 +10,7 @@ from typing import Any
 from mbrl_control.core.dynamics import CartPoleDynamics, CartPoleParams, DynamicsModel
 from mbrl_control.core.dynamics.ensemble import EnsembleConfig, EnsembleDynamics, PropagationConfig
 from mbrl_control.core.dynamics.urdf import angular_joints
+from mbrl_control.core.mbpo.policy import Policy, ValueFunction, load_policy, load_value
 from mbrl_control.core.planners import (
     CEMConfig,
     CEMPlanner,
@@ -25,24 +26,29 @@ from mbrl_control.core.planners import (
     MPPIConfig,
     MPPIPlanner,
     Planner,
+    PolicyConfig,
+    PolicyPlanner,
 )
 from mbrl_control.core.planners.dp import solve_value
 from mbrl_control.core.planners.lqr import solve_lqr
+from mbrl_control.core.planners.policy import resolve_policy
 from mbrl_control.core.rollout import TrajectoryEvaluator
 from mbrl_control.core.tasks import CartPoleCostWeights, CartPoleSwingUp, Task
+from mbrl_control.core.tasks.critic_terminal import ValueFunctionTerminalCost, ValueTerminalConfig
 from mbrl_control.core.tasks.lqr_terminal import LQRTerminalCost
 from mbrl_control.core.tasks.value_terminal import ValueTerminalCost
 from mbrl_control.core.util import dataclass_from, section
 
 ROBOTS = ("cartpole",)
 MODELS = ("analytic", "learned")
-PLANNERS = ("cem", "icem", "mppi", "ilqr", "lqr", "nmpc", "dp")
+PLANNERS = ("cem", "icem", "mppi", "ilqr", "lqr", "nmpc", "dp", "policy")
 SAMPLING_PLANNERS = ("cem", "icem", "mppi")
-TERMINALS = ("task", "lqr", "dp")
+TERMINALS = ("task", "lqr", "dp", "value")
 
 # planner name -> its config dataclass (NMPC's lives beside casadi, imported on demand)
 PLANNER_CONFIGS: dict[str, type] = {
     "cem": CEMConfig, "icem": ICEMConfig, "mppi": MPPIConfig, "ilqr": ILQRConfig, "lqr": LQRConfig, "dp": DPConfig,
+    "policy": PolicyConfig,
 }
 
 
@@ -71,9 +77,10 @@ def build_task(params: CartPoleParams, cost: dict[str, Any] | None = None, **suc
 
 
 def with_terminal(task: Task, model: DynamicsModel, kind: str = "task", weight: float = 1.0,
-                  dp_config: dict[str, Any] | None = None) -> Task:
+                  dp_config: dict[str, Any] | None = None, value: ValueFunction | str | Path | None = None) -> Task:
     """``task`` with the terminal cost the sampling planners should price the horizon's end with:
-    its own (``task``), the LQR cost-to-go about upright (``lqr``), or the DP value (``dp``)."""
+    its own (``task``), the LQR cost-to-go about upright (``lqr``), the DP value (``dp``), or
+    MBPO's critic (``value``: a ``ValueFunction`` or the path of one saved with ``save_value``)."""
     if kind == "task":
         return task
     if kind == "lqr":
@@ -81,6 +88,11 @@ def with_terminal(task: Task, model: DynamicsModel, kind: str = "task", weight: 
     if kind == "dp":
         value, _ = solve_value(model, task, dataclass_from(DPConfig, dp_config or {}))
         return ValueTerminalCost(task, value, weight=weight)
+    if kind == "value":
+        if value is None or (not isinstance(value, ValueFunction) and not str(value)):
+            raise ValueError("terminal 'value' needs MBPO's critic: a ValueFunction or its file's path (value.path)")
+        critic = value if isinstance(value, ValueFunction) else load_value(value)
+        return ValueFunctionTerminalCost(task, critic, weight=weight)
     raise ValueError(f"unknown terminal cost '{kind}'; known: {TERMINALS}")
 
 
@@ -90,12 +102,24 @@ def build_planner(
     task: Task,
     config: dict[str, Any] | None = None,
     compile: bool = True,
+    policy: Policy | str | Path | None = None,
 ) -> Planner:
-    """A planner by name with its config section (e.g. the ``cem.*`` parameters)."""
+    """A planner by name with its config section (e.g. the ``cem.*`` parameters).
+
+    ``policy`` (a ``Policy`` or the path of a policy file): the policy planner's policy (else
+    ``policy.path`` from its config), or iCEM's warm start (optional); other planners ignore it.
+    """
     settings = dataclass_from(planner_config_class(name), config or {})
     if name in SAMPLING_PLANNERS:
         evaluator = TrajectoryEvaluator(model, task, compile=compile)
-        return {"cem": CEMPlanner, "icem": ICEMPlanner, "mppi": MPPIPlanner}[name](evaluator, settings)
+        if name == "icem":
+            return ICEMPlanner(evaluator, settings, policy=resolve_policy(policy), compile=compile)
+        return {"cem": CEMPlanner, "mppi": MPPIPlanner}[name](evaluator, settings)
+    if name == "policy":
+        resolved = resolve_policy(policy, settings.path)
+        if resolved is None:
+            raise ValueError("planner 'policy' needs a policy: pass one, or set policy.path to a policy file")
+        return PolicyPlanner(model, task, resolved, settings, compile=compile)
     if name == "ilqr":
         return ILQRPlanner(model, task, settings, compile=compile)
     if name == "lqr":
@@ -134,7 +158,9 @@ class MPCSetup:
 def build_mpc(p: dict[str, Any], urdf: str | Path, planner: str | None = None) -> MPCSetup:
     """The controller's planning stack from its flat parameters (``robot``, ``gravity``,
     ``control_rate``, ``model.*``, ``cost.*``, ``terminal``, ``terminal_weight``, ``<planner>.*``,
-    ``lqr.*``, ``compile``): the node and ``mbrl-control warmup`` build exactly the same thing."""
+    ``lqr.*``, ``compile``, ``policy.*``, ``value.*``): the node and ``mbrl-control warmup`` build
+    exactly the same thing. ``policy.path`` is the policy planner's policy and, if set, iCEM's
+    warm start; ``value.path`` is the critic of ``terminal:=value``."""
     name = planner or p["planner"]
     params = robot_params(p["robot"], urdf, p.get("gravity", 9.81))
     task = build_task(params, section(p, "cost"))
@@ -145,7 +171,7 @@ def build_mpc(p: dict[str, Any], urdf: str | Path, planner: str | None = None) -
         propagation = section(p, "propagation")
         if name not in SAMPLING_PLANNERS:  # gradient and DP planners need a deterministic model
             propagation["mode"] = "expectation"
-        if p.get("terminal", "task") != "task":
+        if p.get("terminal", "task") not in ("task", "value"):  # the critic needs no model
             raise ValueError("terminal lqr and dp are solved once at start, from a model: use them with model:=analytic")
         model: DynamicsModel = build_ensemble(p, urdf, propagation).freeze()
         fallback = None
@@ -153,10 +179,14 @@ def build_mpc(p: dict[str, Any], urdf: str | Path, planner: str | None = None) -
         model = analytic
         # Near upright, LQR takes over a tick whose planner missed its deadline or failed.
         fallback = LQRFallback.from_model(model, task, dataclass_from(LQRConfig, section(p, "lqr")))
-    planning_task = with_terminal(task, model, p.get("terminal", "task"), p.get("terminal_weight", 1.0), section(p, "dp"))
+    value_path = dataclass_from(ValueTerminalConfig, section(p, "value")).path
+    planning_task = with_terminal(task, model, p.get("terminal", "task"), p.get("terminal_weight", 1.0),
+                                  section(p, "dp"), value=value_path)
+    policy_path = section(p, "policy").get("path", "")
+    policy = load_policy(policy_path) if policy_path and name in ("icem", "policy") else None
     return MPCSetup(
         model=model,
         task=task,
-        planner=build_planner(name, model, planning_task, section(p, name), p.get("compile", True)),
+        planner=build_planner(name, model, planning_task, section(p, name), p.get("compile", True), policy=policy),
         fallback=fallback,
     )

@@ -33,6 +33,7 @@ from mbrl_control.core.builders import MODELS, PLANNERS, TERMINALS, build_mpc, p
 from mbrl_control.core.dynamics.ensemble import EnsembleConfig, PropagationConfig
 from mbrl_control.core.planners.random import RandomConfig, RandomPlanner
 from mbrl_control.core.safety import DEGRADED, RUNNING, STOPPED, SafetyConfig, SafetyLayer
+from mbrl_control.core.tasks.critic_terminal import ValueTerminalConfig
 from mbrl_control.core.timing import TickStats
 from mbrl_control.core.util import dataclass_from, section
 from mbrl_control.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
@@ -40,6 +41,7 @@ from mbrl_control.nodes.joint_io import JointStateReader, command_message
 from mbrl_control.nodes.markers import goal_marker, plan_markers
 from mbrl_control.nodes.model_receiver import MODEL_QOS, ModelReceiver
 from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters, specs_from
+from mbrl_control.nodes.policy_receiver import PolicyReceiver
 from mbrl_control.nodes.runtime import main_for
 from mbrl_control.paths import resolve_config_path
 
@@ -58,6 +60,9 @@ PARAMS = [
     ParamSpec("compile", True, "fuse the rollout with torch.compile (falls back to eager without a compiler)"),
     ParamSpec("torch_threads", 1, "torch intra-op threads for planning", 1, 64),
     ParamSpec("deadline_fraction", 0.8, "realtime: planning budget as a fraction of the period", 0.05, 1.0),
+    ParamSpec("fault.planner_delay", 0.0, "fault injection: seconds added inside each planning call in the fault window (a slow planner)", 0.0, 10.0),
+    ParamSpec("fault.start", 0.0, "fault injection: the window starts this long after the first planning call [s of node clock]", 0.0, 1e7),
+    ParamSpec("fault.duration", 0.0, "fault injection: window length [s]; 0: no fault", 0.0, 1e7),
     ParamSpec("lockstep_watchdog", 0.5, "lockstep: tick anyway (safe command if stale) after this wall time without a state [s]", 0.01, 60.0),
     ParamSpec("state_timeout", 0.1, "a state older than this is stale: the safe command goes out [s]", 0.001, 10.0),
     ParamSpec("safety.stale_action", "zero", "command while the state is stale or a plan unusable", choices=("zero", "hold")),
@@ -76,12 +81,13 @@ PARAMS = [
     ParamSpec("cost.track_barrier", 100.0, "weight on excursion beyond the soft track limit^2", 0.0, 1e9),
     ParamSpec("cost.track_margin", 0.4, "soft track limit inside the hard one [m]", 0.0, 10.0),
     ParamSpec("cost.terminal", 5.0, "terminal state cost multiplier", 0.0, 1e6),
-    ParamSpec("terminal", "task", "terminal cost of sampling planners and iLQR: the task's, the LQR cost-to-go, or the DP value",
+    ParamSpec("terminal", "task", "terminal cost of sampling planners and iLQR: the task's, the LQR cost-to-go, the DP value, or MBPO's critic",
               choices=TERMINALS),
     ParamSpec("terminal_weight", 1.0, "multiplier of an lqr or dp terminal cost", 0.0, 1e6),
     *[spec for name in PLANNERS for spec in specs_from(planner_config_class(name), name)],
     *specs_from(EnsembleConfig, "ensemble", exclude=("angle_dims",)),  # angles come from the URDF
     *specs_from(PropagationConfig, "propagation"),
+    *specs_from(ValueTerminalConfig, "value"),
     *specs_from(RandomConfig, "explore"),
 ]
 
@@ -110,6 +116,9 @@ class ControllerNode(Node):
         self.learned = p["model"] == "learned"
         # Learning from scratch: explore with random actions until the first model arrives.
         self.receiver = ModelReceiver(self, self.model, "/learner/model") if self.learned else None
+        # MBPO's policy (planner:=policy, or iCEM's warm start) is updated the way models are.
+        uses_policy = p["planner"] == "policy" or (p["planner"] == "icem" and p["policy.path"])
+        self.policy_receiver = PolicyReceiver(self, self.planner) if uses_policy else None
         self.explorer = RandomPlanner(self.task.action_low, self.task.action_high, self.task.state_dim,
                                       dataclass_from(RandomConfig, section(p, "explore")))
 
@@ -129,6 +138,8 @@ class ControllerNode(Node):
         self.deadline_stops = 0
         self.waiting_ticks = 0  # safe commands before the first state of the run or episode
         self.fallbacks = {"lqr": 0, "previous_plan": 0, "planner_error": 0}
+        self.first_tick_ns: int | None = None  # first planning call: the fault.* window counts from here
+        self.delayed_plans = 0  # plans slowed by fault.planner_delay
         self.last_plan = None
         self.ticks_since_plan = 0
         self.last_tick_start = 0.0
@@ -155,13 +166,13 @@ class ControllerNode(Node):
         self.create_subscription(Int32, "/episode", self._on_episode, MODEL_QOS)
         self.create_service(SetBool, "~/pause", self._on_pause)
         self.diagnostics = DiagnosticsPublisher(self)
-        self.create_subscription(JointState, "joint_states", self._on_state, qos_profile_sensor_data)
+        self.state_sub = self.create_subscription(JointState, "joint_states", self._on_state, qos_profile_sensor_data)
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.create_subscription(Bool, "/estop", lambda m: self.safety.estop.update(m.data), reliable)
         self.create_service(Trigger, "~/reset_estop", self._on_reset_estop)
         if self.lockstep:
-            # Ticks follow the states; if none come (no estimate yet, sensor dropout), tick anyway so
-            # the sim, which waits for our command, advances under the safe command.
+            # Ticks follow the states; if they stop coming (sensor dropout), tick anyway so the sim,
+            # which waits for our command, advances under the safe command.
             self.create_timer(p["lockstep_watchdog"] / 2, self._lockstep_watchdog, clock=Clock(clock_type=ClockType.STEADY_TIME))
         else:
             self.create_timer(self.period, self._on_timer)
@@ -200,7 +211,10 @@ class ControllerNode(Node):
         self._tick()
 
     def _lockstep_watchdog(self) -> None:
-        if time.perf_counter() - self.last_tick_start > self.p["lockstep_watchdog"]:
+        # Only while something publishes our states: the robot must not fall for the seconds a
+        # slow estimator takes to start (the sim holds it until a command comes).
+        if (time.perf_counter() - self.last_tick_start > self.p["lockstep_watchdog"]
+                and self.count_publishers(self.state_sub.topic_name) > 0):
             self._tick()
 
     # -- the control tick --------------------------------------------------------------------
@@ -243,11 +257,22 @@ class ControllerNode(Node):
     def _plan(self, deadline: float | None):
         planner = self.explorer if self.receiver is not None and self.receiver.version is None else self.planner
         try:
+            self._inject_planner_delay()
             return planner.plan(torch.from_numpy(self.state).float(), deadline)
         except Exception as exc:  # a solver that blows up must not take the control loop with it
             self.fallbacks["planner_error"] += 1
             self.get_logger().error(f"planner failed: {type(exc).__name__}: {exc}", throttle_duration_sec=1.0)
             return None
+
+    def _inject_planner_delay(self) -> None:
+        """Fault injection (fault.*): an artificially slow planner inside the fault window."""
+        now = self.get_clock().now().nanoseconds
+        self.first_tick_ns = now if self.first_tick_ns is None else self.first_tick_ns
+        since = (now - self.first_tick_ns) * 1e-9
+        p = self.p
+        if p["fault.planner_delay"] > 0 and p["fault.start"] <= since < p["fault.start"] + p["fault.duration"]:
+            self.delayed_plans += 1
+            time.sleep(p["fault.planner_delay"])
 
     def _fall_back_if_needed(self, plan, action: np.ndarray | None) -> np.ndarray | None:
         """A usable plan is kept (its action goes to the safety layer). A plan that missed its
@@ -349,13 +374,15 @@ class ControllerNode(Node):
             "estop_latched": self.safety.estop.latched,
             "estop_ticks": counts["estop"],
             "deadline_stops": self.deadline_stops,
+            "fault_delayed_plans": self.delayed_plans,
             **{f"fallback_{k}": v for k, v in self.fallbacks.items()},
             "rejected_states": self.reader.rejected_total,
             "state_age_ms": f"{age:.1f}",
             "warmup_s": f"{self.warmup_s:.2f}",
         }
-        if self.receiver is not None:
-            values |= self.receiver.diagnostics()
+        for receiver in (self.receiver, self.policy_receiver):
+            if receiver is not None:
+                values |= receiver.diagnostics()
         if self.last_plan is not None:
             values["plan_cost"] = f"{self.last_plan.cost:.4f}"
             values["plan_iterations"] = self.last_plan.iterations

@@ -63,7 +63,7 @@ PARAMS = [
     ParamSpec("estimator.accel_noise_density", [0.01, 0.05], "unmodelled acceleration per joint [x^2/s^3]", 0.0, 100.0),
     ParamSpec("estimator.initial_velocity_std", [1.0, 3.0], "velocity prior at (re)initialisation", 0.01, 100.0),
     ParamSpec("estimator.gate_probability", 0.999, "chi-square gate on innovations; 1 disables it", 0.9, 1.0),
-    ParamSpec("estimator.reinit_after_rejections", 20, "re-initialise after this many gated readings in a row (0: never)", 0, 1000),
+    ParamSpec("estimator.reinit_after_rejections", 20, "re-initialise after this many gated readings in a row that agree with each other (0: never)", 0, 1000),
     ParamSpec("estimator.delay_compensation", True, "fuse late readings at their stamp, then re-predict"),
     ParamSpec("estimator.history_duration", 0.5, "oldest reading fused [s] (>= the worst latency)", 0.0, 5.0),
     ParamSpec("estimator.max_future", 0.1, "readings stamped further ahead are rejected [s]", 0.0, 1.0),
@@ -184,16 +184,19 @@ class EstimatorNode(Node):
 
     def _on_clock(self, msg: ClockMsg) -> None:
         t = Time.from_msg(msg.clock).nanoseconds
-        if self.next_publish_ns is None or t >= self.next_publish_ns - self.period * 0.5e9:
-            self.next_publish_ns = t + int(self.period * 1e9)
-            if self.published_at is not None:
-                self.overtaking_clock_ns = t  # published once the command for the last one is in
-            else:
-                self._publish_lockstep(t)
+        if self.next_publish_ns is not None and t < self.next_publish_ns - self.period * 0.5e9:
+            return  # not due (the sim re-sends /clock while it waits)
+        if self.published_at is not None:
+            self.overtaking_clock_ns = t  # published once the command for the last one is in
+        else:
+            self._publish_lockstep(t)
 
     def _publish_lockstep(self, t_ns: int) -> None:
+        # Only a published estimate moves the schedule on: without one (no reading yet) the sim's
+        # re-sent /clock tries again.
         if self._publish(t_ns * 1e-9):
             self.published_at = t_ns * 1e-9
+            self.next_publish_ns = t_ns + int(self.period * 1e9)
 
     def _on_episode(self, msg: Int32) -> None:
         self.filter.reset_estimate()

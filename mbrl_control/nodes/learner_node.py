@@ -14,7 +14,10 @@ held-out transitions beats the current model's on the same transitions; then it 
 late-joining controllers get it) and checkpointed (safetensors + JSON). ``~/trained_episode``
 (std_msgs/Int32) says which episodes the last finished round included, accepted or not.
 
-After a crash the learner reloads the buffer and the newest intact checkpoint and carries on.
+After a crash the learner reloads the buffer and the newest intact checkpoint and carries on; a
+damaged newer checkpoint (size or SHA-256 not matching its JSON, unreadable, another architecture)
+is set aside as ``*.corrupt``, named in the log and in /diagnostics (``damaged_checkpoints``,
+``resumed_from``), and the previous good one is used.
 """
 
 from __future__ import annotations
@@ -105,6 +108,9 @@ class LearnerNode(Node):
         self.round_through_episode = -1
         self.pending_round: int | None = None  # asked for while a round was still running
         self.transitions_at_last_round = len(self.buffer)
+        self.damaged_checkpoints: list[str] = []  # set aside at resume
+        self.resumed_from = ""
+        self.version_floor = 0  # a damaged checkpoint's version may have been published: never reuse it
 
         self.model_pub = self.create_publisher(UInt8MultiArray, "~/model", MODEL_QOS)
         self.trained_pub = self.create_publisher(Int32, "~/trained_episode", MODEL_QOS)
@@ -128,12 +134,26 @@ class LearnerNode(Node):
 
     def _resume(self) -> None:
         """After a restart: the newest intact checkpoint becomes the current model, published again."""
-        found = latest_checkpoint(self.checkpoints, self.model) if self.checkpoints.is_dir() else None
+        skipped: list[tuple[Path, str]] = []
+        found = latest_checkpoint(self.checkpoints, self.model, skipped) if self.checkpoints.is_dir() else None
+        for json_path, reason in skipped:  # set aside, so nothing ever picks them up (or prunes a good one for them)
+            for path in (json_path, json_path.with_suffix(".safetensors")):
+                if path.exists():
+                    path.rename(path.with_name(path.name + ".corrupt"))
+            self.damaged_checkpoints.append(json_path.stem)
+            digits = json_path.stem.rpartition("_v")[2]
+            self.version_floor = max(self.version_floor, int(digits) if digits.isdigit() else 0)
+            self.get_logger().error(f"damaged checkpoint {json_path.stem} set aside (*.corrupt): {reason}")
         if found is None:
+            if skipped:
+                self.get_logger().error("no intact checkpoint left: starting from an untrained model")
             return
         blob, info = found
         load_into(self.model, blob)
         self.version, self.info = info.version, info
+        self.resumed_from = f"ensemble_v{info.version:08d}"
+        if skipped:
+            self.get_logger().warn(f"resumed from the previous good checkpoint {self.resumed_from}")
         self.model_pub.publish(UInt8MultiArray(data=array.array("B", blob)))
 
     # -- data --------------------------------------------------------------------------------
@@ -202,7 +222,7 @@ class LearnerNode(Node):
     def _accept(self, outcome) -> None:
         r = outcome.result
         self.model.load_state_(self.model.check_state(outcome.state))
-        self.version += 1
+        self.version = max(self.version, self.version_floor) + 1
         self.info = ModelInfo(self.model.config, self.version, outcome.data_size, r.holdout.nll, r.holdout.mse)
         blob = encode(self.model, self.info)
         self.model_pub.publish(UInt8MultiArray(data=array.array("B", blob)))
@@ -221,6 +241,8 @@ class LearnerNode(Node):
             "synced_seq": self.buffer.synced_seq,
             "next_seq": self.buffer.next_seq,
             "reloaded_transitions": self.reloaded,
+            "resumed_from": self.resumed_from or "none",
+            "damaged_checkpoints": " ".join(self.damaged_checkpoints) or "none",
             "dropped_gaps": sum(a.dropped_gaps for a in self.assemblers.values()),
             "model_version": self.version,
             "training": busy,
@@ -228,8 +250,12 @@ class LearnerNode(Node):
             **self.counts,
             **{f"last_{k}": (f"{v:.5g}" if isinstance(v, float) else v) for k, v in self.last_round.items()},
         }
-        self.diagnostics.publish(OK if self.version > 0 or not self.counts["errors"] else WARN,
-                                 "training" if busy else f"model v{self.version}", values)
+        level = OK if (self.version > 0 or not self.counts["errors"]) and not self.damaged_checkpoints else WARN
+        message = "training" if busy else f"model v{self.version}"
+        if self.damaged_checkpoints:
+            message += (f" (damaged checkpoint {', '.join(self.damaged_checkpoints)} set aside; resumed from "
+                        f"{self.resumed_from or 'scratch'})")
+        self.diagnostics.publish(level, message, values)
 
     def close(self) -> None:
         self.trainer.cancel()

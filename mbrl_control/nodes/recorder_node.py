@@ -2,8 +2,11 @@
 serialized CDR with rosbag2's schemas, so `ros2 bag info/play` and Foxglove read it.
 
 New topics are discovered as they appear (see topic_tap.py). SIGINT/SIGTERM close
-the file properly; a write error (a full disk) stops recording, is reported in /diagnostics, and
-never disturbs the other nodes.
+the file properly. A full disk (or the file-size limit, or ``max_bytes``) is seen coming: the
+recording stops with the file closed cleanly, so every message recorded until then reads back;
+later messages are counted as ``dropped``. A write error nobody saw coming (an I/O error) stops
+recording too. Either is reported in /diagnostics (ERROR, with the reason) and never disturbs the
+other nodes.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ PARAMS = [
     ParamSpec("exclude", ["/parameter_events"], "topics not to record"),
     ParamSpec("discovery_period", 0.5, "how often to look for new topics [s]", 0.05, 60.0),
     ParamSpec("chunk_size", 65536, "MCAP chunk size [bytes]: at most this is lost in a hard crash", 1024, 1 << 26),
+    ParamSpec("max_bytes", 0, "stop recording (file closed, complete) before it grows past this [bytes]; 0: no cap "
+              "but the disk's free space and the file-size limit", 0, 1 << 62),
     ParamSpec("diagnostics_rate", 1.0, "diagnostics publish rate [Hz]", 0.1, 100.0),
 ]
 
@@ -35,7 +40,7 @@ class RecorderNode(Node):
         p = declare_parameters(self, PARAMS)
         self.p = p
         output = p["output"] or f"runs/{time.strftime('%Y%m%d-%H%M%S')}/run.mcap"
-        self.recorder = McapRecorder(Path(output), chunk_size=p["chunk_size"])
+        self.recorder = McapRecorder(Path(output), chunk_size=p["chunk_size"], max_bytes=p["max_bytes"])
         self.recorder.add_metadata("mbrl_control", {"started": time.strftime("%Y-%m-%dT%H:%M:%S")})
         self.error = ""
         self.dropped = 0
@@ -50,6 +55,15 @@ class RecorderNode(Node):
     def _on_message(self, topic: str, data: bytes, receive_ns: int) -> None:
         if self.error:
             self.dropped += 1
+            return
+        if not self.recorder.fits(len(data)):  # stop while the file can still be closed complete
+            self.error = f"{self.recorder.limit_reason}; file closed complete"
+            self.dropped += 1
+            self.get_logger().error(f"recording stopped: {self.error}")
+            try:
+                self.recorder.close()
+            except OSError as exc:
+                self.error += f" (but closing it failed: {exc})"
             return
         try:
             self.recorder.write(topic, data, receive_ns)

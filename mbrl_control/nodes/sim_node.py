@@ -9,6 +9,12 @@ hardware driver replaces it without any controller change.
 sampled at their own rate, stamped with their sample time and delivered late, sometimes lost. The
 exact state goes to ``~/ground_truth`` for tests and plots only; no controller reads it.
 
+Fault injection (``fault.*``, see mbrl_control/sim/faults.py): one scheduled fault that starts at
+``fault.start`` seconds of sim time and clears ``fault.duration`` later: every reading in the window
+is lost (dropout) or corrupted (nan_reading, inf_reading, wrong_length, spike), or every command is lost
+(command_loss: realtime, the command watchdog applies zero effort; lockstep, the robot still steps,
+under zero effort). What it did is in /diagnostics (``fault_*``). Ground truth is never faulted.
+
 Modes: ``realtime`` advances physics with the wall clock; ``lockstep`` advances one control period
 per received command and publishes ``/clock``, so runs with ``use_sim_time`` are deterministic
 whatever the planner's speed.
@@ -38,6 +44,7 @@ from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_paramet
 from mbrl_control.nodes.runtime import main_for
 from mbrl_control.paths import resolve_config_path
 from mbrl_control.sim.bullet_robot import BulletRobot
+from mbrl_control.sim.faults import FaultConfig, ScheduledFault
 from mbrl_control.sim.randomization import DomainRandomizer, PhysicalDraw, RandomizationConfig
 from mbrl_control.sim.sensor import JointSensor, SensorConfig
 
@@ -80,6 +87,7 @@ PARAMS = [
     ParamSpec("sensor.reorder_probability", 0.0, "fault: a reading arrives after the next one", 0.0, 1.0),
     ParamSpec("sensor.seed", 0, "random seed of the sensor", 0, 2**31 - 1),
     *specs_from(RandomizationConfig, "randomize"),
+    *specs_from(FaultConfig, "fault"),
 ]
 
 
@@ -117,6 +125,10 @@ class SimNode(Node):
             self.randomizer = DomainRandomizer(dataclass_from(RandomizationConfig, section(p, "randomize")))
         except ValueError as exc:
             raise ParameterError(f"randomize.* parameters: {exc}") from exc
+        try:
+            self.fault = ScheduledFault(dataclass_from(FaultConfig, section(p, "fault")), len(names))
+        except ValueError as exc:
+            raise ParameterError(f"fault.* parameters: {exc}") from exc
         self.urdf_text = urdf.read_text()
         self.physics = PhysicalDraw()
 
@@ -184,7 +196,7 @@ class SimNode(Node):
         if self.sensor is not None:
             self.sensor.reset(self.sim_time)
             self.sensor.observe(self.sim_time, position, velocity)
-        self._publish(truth=True)
+        self._publish(truth=True, initial=True)
 
     def _advance(self, steps: int, command: np.ndarray) -> None:
         effort = np.zeros(len(self.robot.joint_names))
@@ -193,6 +205,7 @@ class SimNode(Node):
         for _ in range(steps):
             self.robot.step(self.applied, 1)
             self.sim_time_ns += self.physics_dt_ns
+            self.fault.update(self.sim_time, (self.stamp_offset_ns + self.sim_time_ns) * 1e-9)
             if self.sensor is not None:
                 s = self.robot.state()
                 self.sensor.observe(self.sim_time, s.position, s.velocity)
@@ -209,15 +222,23 @@ class SimNode(Node):
         msg.effort = self.applied.tolist()
         return msg
 
-    def _publish(self, truth: bool) -> None:
-        """Readings due by now (or the exact state without a sensor), ground truth, then /clock."""
+    def _publish(self, truth: bool, initial: bool = False) -> None:
+        """Readings due by now (or the exact state without a sensor), ground truth, then /clock.
+        ``initial``: the reading of the robot at rest after a reset is there at once (it has
+        been read before the run starts; in lockstep nothing would move to deliver it)."""
         s = self.robot.state()
         exact = self._joint_state(self.sim_time_ns, s.position, s.velocity)
         if self.sensor is None:
-            self.state_pub.publish(exact)
+            position = self.fault.corrupt(self.sim_time, s.position)
+            if position is not None:
+                self.state_pub.publish(exact if position is s.position else
+                                       self._joint_state(self.sim_time_ns, position, s.velocity))
         else:
-            for m in self.sensor.deliver(self.sim_time):
-                self.last_reading = self._joint_state(int(round(m.stamp * 1e9)), m.position, m.velocity)
+            for m in self.sensor.deliver(math.inf if initial else self.sim_time):
+                position = self.fault.corrupt(m.stamp, m.position)  # by sample time: the window's readings
+                if position is None:
+                    continue  # lost in the scheduled dropout
+                self.last_reading = self._joint_state(int(round(m.stamp * 1e9)), position, m.velocity)
                 self.state_pub.publish(self.last_reading)
                 self.counts["readings_published"] += 1
         if truth:
@@ -228,6 +249,12 @@ class SimNode(Node):
 
     # -- commands ----------------------------------------------------------------------------
     def _on_command(self, msg: Float64MultiArray) -> None:
+        if self.fault.loses_command(self.sim_time):  # injected: the topic is lost
+            if self.lockstep:  # the robot still steps (it is the clock), under its watchdog's zero effort
+                self.command = np.zeros(len(self.actuated))
+                self._advance(self.steps_per_control, self.command)
+                self._publish(truth=True)
+            return
         self.counts["commands_received"] += 1
         command = read_command(msg, len(self.actuated))
         if isinstance(command, str):
@@ -247,7 +274,9 @@ class SimNode(Node):
             s = self.robot.state()
             exact = self._joint_state(self.sim_time_ns, s.position, s.velocity)
             if self.sensor is None:
-                self.state_pub.publish(exact)
+                position = self.fault.corrupt(self.sim_time, s.position)
+                if position is not None:
+                    self.state_pub.publish(self._joint_state(self.sim_time_ns, position, s.velocity))
             else:  # the last reading again (an estimator counts and drops a duplicate it already has)
                 self.truth_pub.publish(exact)
                 if self.last_reading is not None:
@@ -291,6 +320,8 @@ class SimNode(Node):
         level, message = OK, "running"
         if not self.lockstep and not self.watchdog.fresh(time.monotonic()):
             level, message = WARN, "no fresh command: zero effort"
+        if self.fault.active:
+            level, message = WARN, f"fault injected: {self.fault.config.kind} ({message})"
         values = {
             "mode": self.p["mode"],
             "sim_time": f"{self.sim_time:.3f}",
@@ -298,6 +329,7 @@ class SimNode(Node):
             "last_reject_reason": self.last_reject_reason,
             "command_age_s": f"{age:.3f}" if math.isfinite(age) else "never",
             "command_timeouts": self.watchdog.timeouts,
+            **self.fault.diagnostics(),
         }
         if self.sensor is not None:
             values |= {"sensor_samples": self.sensor.samples, "sensor_lost": self.sensor.lost}

@@ -3,10 +3,18 @@
 
 Chunks are small and the file is flushed as each one completes, so a crash loses at most the
 chunk in flight; a clean close (SIGINT/SIGTERM included) writes the index and loses nothing.
+
+A full disk loses nothing either: before each message ``fits`` checks that the file could still
+take it, the rest of its chunk and the closing index within the space left (free space on the
+disk, the process's file-size limit RLIMIT_FSIZE, ``max_bytes``); when it could not, the writer
+stops and closes the file cleanly, so everything accepted until then reads back.
 """
 
 from __future__ import annotations
 
+import os
+import resource
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -15,11 +23,16 @@ from mcap.writer import CompressionType, Writer
 
 from mbrl_control.recording.msgdefs import message_definition, normalize
 
+# Bytes per message beyond its data: its record header in the chunk and its message-index entry.
+MESSAGE_OVERHEAD = 64
+FREE_SPACE_RECHECK_S = 0.2
+
 
 class McapRecorder:
-    def __init__(self, path: str | Path, chunk_size: int = 64 * 1024) -> None:
+    def __init__(self, path: str | Path, chunk_size: int = 64 * 1024, max_bytes: int = 0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes  # 0: only the disk and RLIMIT_FSIZE bound the file
         self._stream = open(self.path, "wb")
         self._writer = Writer(self._stream, chunk_size=chunk_size, compression=CompressionType.NONE)
         self._writer.start(profile="ros2", library="mbrl_control")
@@ -28,13 +41,22 @@ class McapRecorder:
         self.counts: dict[str, int] = {}
         self.bytes_written = 0
         self.closed = False
+        # For ``fits``: what the open chunk and the closing summary will still need on disk.
+        self._pending = 0  # bytes in the chunk being built (not yet in the file)
+        self._registered = 0  # schema and channel records: repeated in the summary
+        self._chunks = 0
+        self._free: tuple[float, int] = (-1.0, 0)  # (monotonic time checked, free bytes on the disk)
+        self.limit_reason = ""  # why the last ``fits`` said no
 
     def add_topic(self, topic: str, type_name: str, offered_qos: str = "") -> int:
         type_name = normalize(type_name)
         if type_name not in self._schemas:
-            self._schemas[type_name] = self._writer.register_schema(
-                name=type_name, encoding="ros2msg", data=message_definition(type_name).encode()
-            )
+            definition = message_definition(type_name).encode()
+            self._schemas[type_name] = self._writer.register_schema(name=type_name, encoding="ros2msg", data=definition)
+            self._registered += len(definition) + len(type_name) + 32
+            self._pending += len(definition) + len(type_name) + 32
+        self._registered += len(topic) + len(offered_qos) + 96
+        self._pending += len(topic) + len(offered_qos) + 96
         channel = self._writer.register_channel(
             topic=topic, message_encoding="cdr", schema_id=self._schemas[type_name],
             metadata={"offered_qos_profiles": offered_qos} if offered_qos else {},
@@ -54,6 +76,37 @@ class McapRecorder:
         self.bytes_written += len(data)
         if self._stream.tell() != before:  # a chunk went out: push it to the disk
             self._stream.flush()
+            self._pending, self._chunks = 0, self._chunks + 1
+        else:
+            self._pending += len(data) + MESSAGE_OVERHEAD
+
+    def room(self) -> tuple[int, str]:
+        """Bytes the file may still grow by, and what bounds it."""
+        size = self._stream.tell()
+        now = time.monotonic()
+        if now - self._free[0] > FREE_SPACE_RECHECK_S:
+            st = os.statvfs(self.path.parent)
+            self._free = (now, st.f_bavail * st.f_frsize)
+        bounds = [(self._free[1], f"disk full ({self._free[1]} bytes free on {self.path.parent})")]
+        soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if soft != resource.RLIM_INFINITY:
+            bounds.append((soft - size, f"file size limit reached (RLIMIT_FSIZE {soft} bytes)"))
+        if self.max_bytes > 0:
+            bounds.append((self.max_bytes - size, f"max_bytes reached ({self.max_bytes} bytes)"))
+        return min(bounds)
+
+    def closing_bytes(self) -> int:
+        """What closing the file writes beyond the open chunk: the chunk's own record and indexes,
+        the repeated schemas and channels, statistics, chunk indexes, offsets and the footer."""
+        channels = len(self.channels)
+        return 1024 + 16 * channels + self._registered + (self._chunks + 1) * (96 + 12 * channels)
+
+    def fits(self, size: int) -> bool:
+        """Whether a message of ``size`` bytes can be written and the file still closed cleanly."""
+        room, why = self.room()
+        need = self._pending + size + MESSAGE_OVERHEAD + self.closing_bytes()
+        self.limit_reason = "" if need <= room else why
+        return need <= room
 
     def add_metadata(self, name: str, data: dict[str, str]) -> None:
         self._writer.add_metadata(name, data)

@@ -309,6 +309,22 @@ def test_persistent_disagreement_reinitialises_from_the_readings(model):
     assert f.mean[0] == pytest.approx(1.0, abs=1e-3)
 
 
+def test_spikes_that_disagree_with_each_other_never_reinitialise(model):
+    f = _eager(model, reinit_after_rejections=5)
+    for k in range(50):  # hanging at rest: converged
+        f.predict(np.zeros(1), 0.01 if k else 0.0)
+        assert f.update([0.0, math.pi], 0.01 * k)
+    for k in range(50, 80):  # 0.3 s of readings each a +-1 rad spike on the pole, signs jumping about
+        f.predict(np.zeros(1), 0.01)
+        f.update([0.0, math.pi + (1.0 if k % 3 else -1.0)], 0.01 * k)
+    assert f.rejected["gate"] == 30 and "reinitialized" not in f.events and f.events["reinit_refused"] == 1
+    assert f.mean[1] == pytest.approx(math.pi, abs=0.05) and f.status().stale  # kept, and not trusted
+    for k in range(80, 85):  # the spikes stop: good readings are taken again
+        f.predict(np.zeros(1), 0.01)
+        assert f.update([0.0, math.pi], 0.01 * k)
+    assert not f.status().stale
+
+
 def test_bad_commands_are_held_and_a_clock_jump_restarts_the_estimate(model):
     f = _eager(model)
     f.update([0.0, math.pi], 0.0)

@@ -26,10 +26,25 @@ from mbrl_control.launcher import Launch, default_environment
 LOCK_DIR = Path(os.environ.get("TMPDIR", "/tmp"))
 
 
+def domains_in_use() -> set[int]:
+    """ROS_DOMAIN_IDs of the processes running here (a benchmark's nodes hold no lock file)."""
+    used = set()
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            for item in environ.read_bytes().split(b"\0"):
+                if item.startswith(b"ROS_DOMAIN_ID=") and item[14:].isdigit():
+                    used.add(int(item[14:]))
+        except OSError:
+            continue
+    return used
+
+
 @contextlib.contextmanager
 def isolated_domain() -> Iterator[int]:
-    """Hold a ROS domain id no other test on this machine holds, and point this process at it."""
-    ids = list(range(1, 101))
+    """Hold a ROS domain id no other test on this machine holds (and no running process uses), and
+    point this process at it."""
+    used = domains_in_use()
+    ids = [d for d in range(1, 101) if d not in used]
     random.shuffle(ids)
     for domain in ids:
         handle = open(LOCK_DIR / f"mbrl_control_test_domain_{domain}.lock", "w")

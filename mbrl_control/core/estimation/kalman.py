@@ -38,7 +38,9 @@ class EstimatorConfig:
     accel_noise_density: tuple[float, ...] = (0.01, 0.05)  # unmodelled acceleration [m^2/s^3, rad^2/s^3]
     initial_velocity_std: tuple[float, ...] = (1.0, 3.0)  # velocity prior at (re)initialisation
     gate_probability: float = 0.999  # chi-square gate on the innovation; 1 disables gating
-    reinit_after_rejections: int = 20  # this many gated readings in a row: re-initialise (0: never)
+    # This many gated readings in a row that agree with each other (one trajectory, moving no faster
+    # than 3 initial_velocity_std): re-initialise from them (0: never). Disagreeing ones (spikes) never do.
+    reinit_after_rejections: int = 20
     delay_compensation: bool = True  # fuse a late reading at its stamp, then re-predict to now
     history_duration: float = 0.5  # oldest reading fused [s]
     max_future: float = 0.1  # readings stamped further ahead of the estimate are rejected [s]
@@ -118,6 +120,8 @@ class KalmanFilter(Estimator):
         self._early_commands: deque[tuple[float, np.ndarray]] = deque()  # (time, command) before the first reading
         self._last_stamp = -math.inf
         self._gated_in_a_row = 0
+        self._gated: deque[tuple[float, np.ndarray]] = deque(maxlen=max(1, self.config.reinit_after_rejections))
+        self._fusing_at = math.nan
         self.accepted = 0
         self.rejected: Counter[str] = Counter({r: 0 for r in REJECT_REASONS})
         self.events: Counter[str] = Counter()
@@ -229,6 +233,7 @@ class KalmanFilter(Estimator):
         self._early_commands.clear()
         self._last_stamp = -math.inf
         self._gated_in_a_row = 0
+        self._gated.clear()
 
     # -- prediction, by the subclass -----------------------------------------------------------
     @abc.abstractmethod
@@ -248,6 +253,7 @@ class KalmanFilter(Estimator):
     # -- fusion --------------------------------------------------------------------------------
     def _fuse(self, at: float, z: np.ndarray) -> bool:
         """Fuse ``z`` at time ``at``: ahead of the estimate, at it, or in its recent past."""
+        self._fusing_at = at
         if at > self._time + TIME_EPS:  # ahead: the held command stays applied until then
             self.predict(self._command, at - self._time)
         if at >= self._time - TIME_EPS:
@@ -287,16 +293,22 @@ class KalmanFilter(Estimator):
         nis = float(innovation @ s_inv @ innovation)
         if not nis <= self._gate:
             self._gated_in_a_row += 1
+            self._gated.append((self._fusing_at, z.copy()))
             limit = self.config.reinit_after_rejections
             if limit and self._gated_in_a_row >= limit:
-                # Persistently far from every reading: the estimate, not the sensor, is wrong.
-                self.events["reinitialized"] += 1
-                self._gated_in_a_row = 0
-                self.last_nis = math.nan
-                return self._initial_estimate(z)
+                if self._one_trajectory(self._gated):
+                    # Persistently far from every reading, which agree: the estimate, not the sensor, is wrong.
+                    self.events["reinitialized"] += 1
+                    self._gated_in_a_row = 0
+                    self._gated.clear()
+                    self.last_nis = math.nan
+                    return self._initial_estimate(z)
+                if self._gated_in_a_row == limit:  # readings jumping about (spikes): keep the estimate
+                    self.events["reinit_refused"] += 1
             self._reject("gate")
             return None
         self._gated_in_a_row = 0
+        self._gated.clear()
         gain = cov[:, :m] @ s_inv
         mean = mean + gain @ innovation
         # Report angles on the reading's turn, so the estimate follows the encoder's convention.
@@ -306,6 +318,20 @@ class KalmanFilter(Estimator):
         cov = residual @ cov @ residual.T + gain @ self._measurement_cov @ gain.T  # Joseph: stays PSD
         self._record_nis(nis)
         return mean, 0.5 * (cov + cov.T)
+
+    def _one_trajectory(self, readings: deque[tuple[float, np.ndarray]]) -> bool:
+        """Whether consecutive readings' positions could come from one motion: no faster than three
+        times the velocity prior of a re-initialisation, give or take the reading noise."""
+        nq = self.process.nq
+        speed = 3.0 * np.sqrt(self._initial_velocity_var)
+        noise = 6.0 * np.sqrt(np.diag(self._measurement_cov)[:nq])
+        items = list(readings)
+        for (t0, z0), (t1, z1) in zip(items, items[1:]):
+            step = z1[:nq] - z0[:nq]
+            step[self._angles] = _wrap(step[self._angles])
+            if not np.all(np.abs(step) <= speed * max(t1 - t0, 0.0) + noise):
+                return False
+        return True
 
     def _catch_up_with_early_commands(self) -> None:
         early, self._early_commands = self._early_commands, deque()

@@ -175,9 +175,11 @@ def read_checkpoint(json_path: str | Path) -> bytes:
     return blob
 
 
-def latest_checkpoint(directory: str | Path, model: EnsembleDynamics | None = None) -> tuple[bytes, ModelInfo] | None:
+def latest_checkpoint(directory: str | Path, model: EnsembleDynamics | None = None,
+                      skipped: list[tuple[Path, str]] | None = None) -> tuple[bytes, ModelInfo] | None:
     """The newest checkpoint that reads back intact (and fits ``model``, if given); damaged ones
-    are skipped with an error logged. None if there is none."""
+    are skipped with an error logged (and appended to ``skipped`` as (JSON path, reason)). None
+    if there is none."""
     for json_path in sorted(Path(directory).glob("ensemble_v*.json"), reverse=True):
         try:
             blob = read_checkpoint(json_path)
@@ -185,4 +187,6 @@ def latest_checkpoint(directory: str | Path, model: EnsembleDynamics | None = No
             return blob, info
         except ModelFormatError as exc:
             log.error("skipping %s", exc)
+            if skipped is not None:
+                skipped.append((json_path, str(exc)))
     return None

@@ -10,6 +10,7 @@ from mbrl_control.core.planners.icem import ICEMConfig, ICEMPlanner
 from mbrl_control.core.planners.ilqr import ILQRConfig, ILQRPlanner
 from mbrl_control.core.planners.lqr import LQRConfig, LQRFallback, LQRPlanner
 from mbrl_control.core.planners.mppi import MPPIConfig, MPPIPlanner
+from mbrl_control.core.planners.policy import PolicyConfig, PolicyPlanner
 
 __all__ = [
     "Plan",
@@ -27,4 +28,6 @@ __all__ = [
     "LQRPlanner",
     "MPPIConfig",
     "MPPIPlanner",
+    "PolicyConfig",
+    "PolicyPlanner",
 ]

@@ -13,6 +13,13 @@ for the cart-pole at horizon 30, then cached on disk), and at cart-pole sizes a 
 costs mostly fixed overhead (about 170 us at 100 samples against 250 us at 500), so the default
 keeps the population constant: one graph, which at population 500 and horizon 30 is CEM's own.
 Decay pays off with an eager model whose cost grows with the batch (a learned ensemble).
+
+Policy warm start (``policy``, e.g. MBPO's): in each tick's first iteration, ``policy_fraction``
+of the population are the policy's closed-loop rollouts through the model from ``x0`` (the first
+noise-free, the others with ``policy_noise`` on every action, the feedback correcting it), as
+open-loop sequences. The planner can only do better than the policy's own rollout then: that
+rollout is evaluated, and the plan is the best sequence evaluated. One batched rollout per tick,
+into preallocated buffers (compiled with ``compile``).
 """
 
 from __future__ import annotations
@@ -24,9 +31,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mbrl_control.core.mbpo.policy import Policy
 from mbrl_control.core.planners.base import Plan, Planner, out_of_time, shift_in_time
 from mbrl_control.core.planners.noise import ColoredNoise
-from mbrl_control.core.rollout import TrajectoryEvaluator
+from mbrl_control.core.planners.policy import PolicyRollout
+from mbrl_control.core.rollout import TrajectoryEvaluator, compile_or_eager
 from mbrl_control.core.util import setting
 
 
@@ -43,6 +52,9 @@ class ICEMConfig:
     min_std: float = setting(0.02, "std floor as a fraction of the action half-range", 0.0, 10.0)
     momentum: float = setting(0.1, "weight of the old distribution in each refit", 0.0, 1.0)
     seed: int = setting(0, "sampling seed", 0, 2**31 - 1)
+    policy_fraction: float = setting(0.1, "with a policy: population share of its closed-loop rollouts", 0.0, 1.0)
+    policy_noise: float = setting(0.1, "action noise std on all but the first of them, fraction of the half-range",
+                                  0.0, 10.0)
 
 
 class ICEMPlanner(Planner):
@@ -51,9 +63,17 @@ class ICEMPlanner(Planner):
     Member layout of each evaluated batch ``[T, nu, n]``: 0 is the current mean, ``1..keep`` are
     the kept elites (from the previous iteration, or from the previous tick shifted by one step),
     the rest are fresh colored-noise samples around the mean, all clipped to the action bounds.
+    With a ``policy``, the first iteration of a tick has the policy's rollouts right after the
+    kept elites (see the module docstring); ``set_policy`` swaps a new one in.
     """
 
-    def __init__(self, evaluator: TrajectoryEvaluator, config: ICEMConfig = ICEMConfig()) -> None:
+    def __init__(
+        self,
+        evaluator: TrajectoryEvaluator,
+        config: ICEMConfig = ICEMConfig(),
+        policy: Policy | None = None,
+        compile: bool = False,
+    ) -> None:
         if not 0 < config.elites <= config.population:
             raise ValueError("need 0 < elites <= population")
         if config.iterations < 1 or config.horizon < 1:
@@ -93,7 +113,45 @@ class ICEMPlanner(Planner):
         self._kept_scratch = torch.empty(T, nu, self._keep)
         self._best_actions = torch.empty(T, nu)
         self._best_states = torch.empty(T + 1, task.state_dim)
+        self._policy_std = config.policy_noise * half_range
+        self._compile = compile
+        self._policy_rollout: PolicyRollout | None = None
+        self._n_policy = 0
+        if policy is not None:
+            self.set_policy(policy)
         self.reset()
+
+    def set_policy(self, policy: Policy) -> None:
+        """Warm-start with ``policy`` from the next tick: the first one sets the rollout up (and
+        compiles it, with ``compile``); later ones copy their weights into it in place (same
+        architecture, else ``PolicyFormatError`` and nothing changes)."""
+        if self._policy_rollout is not None:
+            self._policy_rollout.policy.load_state_(policy)
+            return
+        cfg = self.config
+        slots = self.populations[0] - 1 - self._keep  # after the mean and the kept elites
+        n = min(max(1, round(cfg.policy_fraction * cfg.population)), slots) if cfg.policy_fraction > 0 else 0
+        if n < 1:
+            raise ValueError("no room for policy rollouts: raise population or policy_fraction, or lower keep_elites")
+        T, nu, nx = cfg.horizon, self._mean.shape[1], self.evaluator.task.state_dim
+        self._policy_x0 = torch.zeros(n, nx)
+        self._policy_noise = torch.zeros(T, n, nu)
+        rollout = PolicyRollout(self.evaluator.model, self.evaluator.task, policy)
+        self._policy_fn = rollout
+        if self._compile:
+            with torch.no_grad():
+                self._policy_fn = compile_or_eager(rollout, (self._policy_x0, self._policy_noise))
+        self._policy_rollout, self._n_policy = rollout, n
+
+    def _policy_sequences(self, x0: Tensor) -> Tensor:
+        """``[T, nu, n]``: the action sequences of the policy's closed-loop rollouts from ``x0``."""
+        torch.randn(self._policy_noise.shape, generator=self._generator, out=self._policy_noise)
+        self._policy_noise.mul_(self._policy_std)
+        self._policy_noise[:, 0].zero_()  # one rollout is the policy's own
+        self._policy_x0.copy_(x0.expand_as(self._policy_x0))
+        with torch.no_grad():
+            actions, _ = self._policy_fn(self._policy_x0, self._policy_noise)
+        return actions.permute(0, 2, 1)
 
     def reset(self) -> None:
         self._mean.copy_(self._center)
@@ -108,6 +166,7 @@ class ICEMPlanner(Planner):
         best_cost = float("inf")
         done = 0
         keep = self._keep
+        policy_best = 0.0
         for it, samples_t in enumerate(self._samples_t):
             if it > 0 and out_of_time(deadline, (time.perf_counter() - start) / it):
                 break
@@ -117,12 +176,15 @@ class ICEMPlanner(Planner):
             samples_t[..., 0] = self._mean
             if self._has_kept and keep > 0:
                 samples_t[..., 1 : 1 + keep] = self._kept
+            if it == 0 and self._n_policy:
+                samples_t[..., 1 + keep : 1 + keep + self._n_policy] = self._policy_sequences(x0)
             torch.clamp(samples_t, self._low, self._high, out=samples_t)
             costs, states = self.evaluator(x0, samples_t.permute(2, 0, 1))
             costs = torch.nan_to_num(costs, nan=float("inf"))
             torch.topk(costs, cfg.elites, largest=False, sorted=True, out=(self._elite_costs, self._elite_idx))
             if self._elite_costs[0].item() < best_cost:
                 best_cost = self._elite_costs[0].item()
+                policy_best = float(it == 0 and 1 + keep <= int(self._elite_idx[0]) < 1 + keep + self._n_policy)
                 self._best_actions.copy_(samples_t[..., self._elite_idx[0]])
                 self._best_states.copy_(states[self._elite_idx[0]])
             torch.index_select(samples_t, -1, self._elite_idx, out=self._elites)
@@ -140,6 +202,7 @@ class ICEMPlanner(Planner):
             cost=best_cost,
             iterations=done,
             deadline_missed=done < cfg.iterations,
+            info={"policy_best": policy_best} if self._n_policy else {},
         )
         self._shift_warm_start()
         return plan

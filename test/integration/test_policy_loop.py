@@ -1,0 +1,36 @@
+"""MBPO end to end: the stack collects its own data (learn.launch's graph: random exploration,
+then CEM on the models it learns), an MBPO policy is trained from the learner's replay buffer,
+and planner:=policy balances the cart-pole with it through the real nodes."""
+
+import yaml
+from rosutil import logs, run_mpc, start
+
+from mbrl_control.cli import train_offline
+from mbrl_control.graph import learn_graph
+
+
+def test_mbpo_policy_from_the_stacks_own_data_balances_through_ros(domain, tmp_path):
+    budget = tmp_path / "budget.yaml"  # a CI-sized planning budget on the ensemble
+    budget.write_text(yaml.safe_dump({"mpc_controller": {"ros__parameters": {"cem": {"population": 200, "iterations": 3}}}}))
+    out = tmp_path / "experiment"
+    collect = start(learn_graph({"episodes": "3", "episode_length": "8", "output_dir": str(out),
+                                 "overrides": str(budget)}), domain, tmp_path / "collect" / "logs")
+    try:
+        assert collect.wait(600) == 0, logs(tmp_path / "collect")
+    finally:
+        collect.stop()
+
+    assert train_offline([out / "learner"], tmp_path / "learned", policy=True) == 0
+    policy = tmp_path / "learned" / "policy.safetensors"
+    assert policy.is_file() and (tmp_path / "learned" / "value.safetensors").is_file()
+
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text(yaml.safe_dump({
+        "mpc_controller": {"ros__parameters": {"policy": {"path": str(policy)}}},
+        "sim": {"ros__parameters": {"initial_position": [0.0, 0.15]}},
+    }))
+    code, summary = run_mpc({"mode": "lockstep", "duration": "7", "planner": "policy", "overrides": str(overrides)},
+                            domain, tmp_path / "policy")
+    assert code == 0, logs(tmp_path / "policy")
+    assert summary["planner"] == "policy"
+    assert summary["success"], (summary, logs(tmp_path / "policy"))
