@@ -76,7 +76,7 @@ PERIOD = 0.02  # the configuration's 50 Hz
 STATE_TIMEOUT, STALE_AFTER, COMMAND_TIMEOUT = 0.1, 0.1, 0.1  # controller, estimator, sim (config/cartpole.yaml)
 EFFORT_LIMIT = 20.0  # URDF
 UPRIGHT = {"initial_position": [0.0, 0.0], "initial_noise": 0.02}
-LOCKSTEP_WINDOW = (1.0, 0.5, 4.0)  # fault start, duration, end of the run [s of robot time]
+LOCKSTEP_WINDOW = (1.0, 0.5, 5.5)  # fault start, duration, end of the run [s of robot time]: 4 s to recover
 REALTIME_WINDOW = (5.0, 0.5, 9.0)  # late enough for DDS discovery of the sim under load
 RECOVERED_FRACTION = 0.9  # of the ticks after the fault planned from fresh states (realtime: a loaded
 # machine has the odd state late by more than the timeout, which the safety layer answers with zero)
@@ -263,6 +263,10 @@ def sensor_fault(work: Path, kind: str) -> dict:
     key = SENSOR_FAULTS[kind]
     injected = w.number("sim", "fault_readings")
     reaction = w.number("estimator", key)
+    if kind == "spike":  # gated; once they have jumped about for a while, not trusted until they agree again
+        key += f"={reaction:.0f}, rejected_distrusted={w.number('estimator', 'rejected_distrusted'):.0f}, " \
+               f"event_reinit_refused"
+        reaction = w.number("estimator", "event_reinit_refused")
     visible = (f"sim: fault_readings={injected:.0f}, 'fault injected: {kind}'; estimator: {key}={reaction:.0f}; "
                f"controller: stale_ticks={w.number('mpc_controller', 'stale_ticks'):.0f}")
     survived = all(alive.values()) and v.ticks_after >= (end - start) / PERIOD - 5

@@ -319,10 +319,28 @@ def test_spikes_that_disagree_with_each_other_never_reinitialise(model):
         f.update([0.0, math.pi + (1.0 if k % 3 else -1.0)], 0.01 * k)
     assert f.rejected["gate"] == 30 and "reinitialized" not in f.events and f.events["reinit_refused"] == 1
     assert f.mean[1] == pytest.approx(math.pi, abs=0.05) and f.status().stale  # kept, and not trusted
-    for k in range(80, 85):  # the spikes stop: good readings are taken again
+    for k in range(80, 84):  # the spikes stop: good readings, not fused until five agree
+        f.predict(np.zeros(1), 0.01)
+        assert not f.update([0.0, math.pi], 0.01 * k)
+    assert f.rejected["distrusted"] == 4 and f.rejected["gate"] == 30
+    for k in range(84, 90):  # the fifth re-initialises the estimate, and the readings are fused again
         f.predict(np.zeros(1), 0.01)
         assert f.update([0.0, math.pi], 0.01 * k)
-    assert not f.status().stale
+    assert f.events["reinitialized"] == 1 and not f.status().stale
+    assert f.mean[1] == pytest.approx(math.pi, abs=0.01)
+
+
+def test_a_faulty_sensor_is_not_trusted_again_when_the_estimate_has_grown_uncertain(model):
+    f = _eager(model, reinit_after_rejections=20, accel_noise_density=(0.5, 2.0))  # config/cartpole.yaml's
+    for k in range(50):  # balanced upright, where the estimate's spread grows fastest without readings
+        f.predict(np.zeros(1), 0.01 if k else 0.0)
+        assert f.update([0.0, 0.0], 0.01 * k)
+    rng = np.random.default_rng(0)
+    for k in range(50, 110):  # 0.6 s of +-1 rad spikes: the spread grows past a spike's size
+        f.predict(np.zeros(1), 0.01)
+        assert not f.update([0.0, rng.choice((-1.0, 1.0))], 0.01 * k)
+    assert np.sqrt(f.cov[1, 1]) > 0.3 and f.rejected["distrusted"] > 0  # the gate alone would have taken some
+    assert f.mean[1] == pytest.approx(0.0, abs=0.01) and f.status().stale
 
 
 def test_bad_commands_are_held_and_a_clock_jump_restarts_the_estimate(model):

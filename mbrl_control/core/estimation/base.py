@@ -18,6 +18,7 @@ REJECT_REASONS = (
     "too_old",  # older than the history kept for delay compensation
     "future",  # stamped further ahead of the estimate than clocks can disagree
     "gate",  # innovation outside the chi-square gate: an outlier
+    "distrusted",  # inside the gate, but just after readings that jumped about (a faulty sensor)
 )
 
 

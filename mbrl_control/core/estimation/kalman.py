@@ -39,7 +39,8 @@ class EstimatorConfig:
     initial_velocity_std: tuple[float, ...] = (1.0, 3.0)  # velocity prior at (re)initialisation
     gate_probability: float = 0.999  # chi-square gate on the innovation; 1 disables gating
     # This many gated readings in a row that agree with each other (one trajectory, moving no faster
-    # than 3 initial_velocity_std): re-initialise from them (0: never). Disagreeing ones (spikes) never do.
+    # than 3 initial_velocity_std): re-initialise from them (0: never). Disagreeing ones (spikes) never
+    # do, and after them no reading is fused until this many agree again.
     reinit_after_rejections: int = 20
     delay_compensation: bool = True  # fuse a late reading at its stamp, then re-predict to now
     history_duration: float = 0.5  # oldest reading fused [s]
@@ -121,6 +122,7 @@ class KalmanFilter(Estimator):
         self._last_stamp = -math.inf
         self._gated_in_a_row = 0
         self._gated: deque[tuple[float, np.ndarray]] = deque(maxlen=max(1, self.config.reinit_after_rejections))
+        self._distrust = False  # after readings that jumped about: none fused until they agree
         self._fusing_at = math.nan
         self.accepted = 0
         self.rejected: Counter[str] = Counter({r: 0 for r in REJECT_REASONS})
@@ -234,6 +236,7 @@ class KalmanFilter(Estimator):
         self._last_stamp = -math.inf
         self._gated_in_a_row = 0
         self._gated.clear()
+        self._distrust = False
 
     # -- prediction, by the subclass -----------------------------------------------------------
     @abc.abstractmethod
@@ -291,7 +294,7 @@ class KalmanFilter(Estimator):
         innovation[angles] = _wrap(difference[angles])  # angle-safe: 2 pi apart is 0 apart
         s_inv = np.linalg.inv(cov[:m, :m] + self._measurement_cov)
         nis = float(innovation @ s_inv @ innovation)
-        if not nis <= self._gate:
+        if not nis <= self._gate or self._distrust:
             self._gated_in_a_row += 1
             self._gated.append((self._fusing_at, z.copy()))
             limit = self.config.reinit_after_rejections
@@ -301,11 +304,16 @@ class KalmanFilter(Estimator):
                     self.events["reinitialized"] += 1
                     self._gated_in_a_row = 0
                     self._gated.clear()
+                    self._distrust = False
                     self.last_nis = math.nan
                     return self._initial_estimate(z)
-                if self._gated_in_a_row == limit:  # readings jumping about (spikes): keep the estimate
+                if not self._distrust:
+                    # Readings jumping about (spikes): the sensor is faulty. Keep the estimate, and fuse
+                    # nothing (the gate widens as the estimate ages, and would take a spike) until the
+                    # readings agree with each other again: then they re-initialise it.
                     self.events["reinit_refused"] += 1
-            self._reject("gate")
+                    self._distrust = True
+            self._reject("distrusted" if nis <= self._gate else "gate")
             return None
         self._gated_in_a_row = 0
         self._gated.clear()
