@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 T = TypeVar("T")
 
@@ -48,3 +52,25 @@ def settings_of(cls: type) -> list[FieldInfo]:
             m = f.metadata
             out.append(FieldInfo(f.name, f.default, m["doc"], m["low"], m["high"], m["choices"]))
     return out
+
+
+def matching_tensors(
+    own: "Mapping[str, Tensor]", given: "Mapping[str, Tensor]", error: type[Exception]
+) -> "tuple[Tensor, ...]":
+    """``given``'s tensors in ``own``'s order if they have exactly its names, dtypes and shapes
+    (weights received from outside, before anything is copied); else ``error`` naming the first
+    difference. Values are the caller's to check."""
+    from torch import Tensor
+
+    missing, extra = sorted(set(own) - set(given)), sorted(set(given) - set(own))
+    if missing or extra:
+        raise error(f"tensor names differ: missing {missing}, unexpected {extra}")
+    for name, ref in own.items():
+        t = given[name]
+        if not isinstance(t, Tensor):
+            raise error(f"'{name}' is a {type(t).__name__}, not a tensor")
+        if t.dtype != ref.dtype:
+            raise error(f"'{name}' has dtype {t.dtype}, expected {ref.dtype}")
+        if t.shape != ref.shape:
+            raise error(f"'{name}' has shape {list(t.shape)}, expected {list(ref.shape)}")
+    return tuple(given[name].detach() for name in own)

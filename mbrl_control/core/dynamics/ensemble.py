@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mbrl_control.core.dynamics.base import DynamicsModel
-from mbrl_control.core.util import setting
+from mbrl_control.core.util import matching_tensors, setting
 
 PROPAGATIONS = ("ts1", "tsinf", "expectation")
 ACTIVATIONS = {"silu": F.silu, "relu": F.relu, "tanh": torch.tanh}
@@ -396,18 +396,7 @@ class EnsembleDynamics(DynamicsModel):
                 raise ModelStateError("checked for another architecture")
             return state
         own = self.state_dict()
-        missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        if missing or extra:
-            raise ModelStateError(f"tensor names differ: missing {missing}, unexpected {extra}")
-        for name, ref in own.items():
-            t = state[name]
-            if not isinstance(t, Tensor):
-                raise ModelStateError(f"'{name}' is a {type(t).__name__}, not a tensor")
-            if t.dtype != ref.dtype:
-                raise ModelStateError(f"'{name}' has dtype {t.dtype}, expected {ref.dtype}")
-            if t.shape != ref.shape:
-                raise ModelStateError(f"'{name}' has shape {list(t.shape)}, expected {list(ref.shape)}")
-        tensors = tuple(state[name].detach() for name in own)
+        tensors = matching_tensors(own, state, ModelStateError)
         if not bool(torch.isfinite(torch.cat([t.reshape(-1) for t in tensors])).all()):  # one pass for all
             bad = next(name for name, t in zip(own, tensors) if not bool(torch.isfinite(t).all()))
             raise ModelStateError(f"'{bad}' has non-finite values")

@@ -30,6 +30,7 @@ from safetensors.torch import save as save_safetensors
 from torch import Tensor
 
 from mbrl_control.core.learning.storage import safetensors_metadata, write_atomic
+from mbrl_control.core.util import matching_tensors
 
 POLICY_FORMAT = "mbrl_control.policy"
 VALUE_FORMAT = "mbrl_control.value"
@@ -163,20 +164,11 @@ class _ValidatedModule(torch.nn.Module):
         """``state``'s tensors in ``state_dict`` order if they fit this module exactly (names,
         shapes, float32, finite); else ``PolicyFormatError`` naming the first problem."""
         own = self.state_dict()
-        missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        if missing or extra:
-            raise PolicyFormatError(f"tensor names differ: missing {missing}, unexpected {extra}")
-        for name, ref in own.items():
-            t = state[name]
-            if not isinstance(t, Tensor):
-                raise PolicyFormatError(f"'{name}' is a {type(t).__name__}, not a tensor")
-            if t.dtype != ref.dtype:
-                raise PolicyFormatError(f"'{name}' has dtype {t.dtype}, expected {ref.dtype}")
-            if t.shape != ref.shape:
-                raise PolicyFormatError(f"'{name}' has shape {list(t.shape)}, expected {list(ref.shape)}")
+        tensors = matching_tensors(own, state, PolicyFormatError)
+        for name, t in zip(own, tensors):
             if not bool(torch.isfinite(t).all()):
                 raise PolicyFormatError(f"'{name}' has non-finite values")
-        return tuple(state[name].detach() for name in own)
+        return tensors
 
     @torch.no_grad()
     def load_state_(self, state: "Mapping[str, Tensor] | torch.nn.Module") -> None:
