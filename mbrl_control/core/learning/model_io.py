@@ -34,7 +34,7 @@ from mbrl_control.core.dynamics.ensemble import (
     ModelStateError,
     PropagationConfig,
 )
-from mbrl_control.core.learning.storage import safetensors_metadata, write_atomic
+from mbrl_control.core.learning.storage import checked_metadata, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +84,7 @@ def encode(model: EnsembleDynamics, info: ModelInfo) -> bytes:
 
 def read_info(data: bytes) -> ModelInfo:
     """The ``ModelInfo`` of a model message, checking only its header."""
-    try:
-        meta = safetensors_metadata(data)
-    except ValueError as exc:
-        raise ModelFormatError(f"unreadable header: {exc}") from exc
-    if meta.get("format") != FORMAT:
-        raise ModelFormatError(f"format is {meta.get('format')!r}, expected {FORMAT!r}")
-    if meta.get("format_version") != str(FORMAT_VERSION):
-        raise ModelFormatError(f"format version {meta.get('format_version')!r}, this code reads {FORMAT_VERSION}")
+    meta = checked_metadata(data, FORMAT, FORMAT_VERSION, ModelFormatError)
     try:
         return ModelInfo.from_json(meta["info"])
     except (ValueError, KeyError, TypeError) as exc:

@@ -57,3 +57,17 @@ def safetensors_metadata(data: bytes) -> dict[str, str]:
     if not isinstance(meta, dict):
         raise ValueError("__metadata__ is not a JSON object")
     return meta
+
+
+def checked_metadata(data: bytes, fmt: str, format_version: int, error: type[Exception]) -> dict[str, str]:
+    """The metadata of one of our safetensors messages, after checking it names ``fmt`` at
+    ``format_version``; else ``error`` saying what is wrong."""
+    try:
+        meta = safetensors_metadata(data)
+    except ValueError as exc:
+        raise error(f"unreadable header: {exc}") from exc
+    if meta.get("format") != fmt:
+        raise error(f"format is {meta.get('format')!r}, expected {fmt!r}")
+    if meta.get("format_version") != str(format_version):
+        raise error(f"format version {meta.get('format_version')!r}, this code reads {format_version}")
+    return meta

@@ -29,7 +29,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import Tensor
 
-from mbrl_control.core.learning.storage import safetensors_metadata, write_atomic
+from mbrl_control.core.learning.storage import checked_metadata, write_atomic
 from mbrl_control.core.util import matching_tensors
 
 POLICY_FORMAT = "mbrl_control.policy"
@@ -269,14 +269,7 @@ def _decode(data: bytes, fmt: str, spec_class: type, module_class: type):
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise PolicyFormatError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
-    try:
-        meta = safetensors_metadata(data)
-    except ValueError as exc:
-        raise PolicyFormatError(f"unreadable header: {exc}") from exc
-    if meta.get("format") != fmt:
-        raise PolicyFormatError(f"format is {meta.get('format')!r}, expected {fmt!r}")
-    if meta.get("format_version") != str(FORMAT_VERSION):
-        raise PolicyFormatError(f"format version {meta.get('format_version')!r}, this code reads {FORMAT_VERSION}")
+    meta = checked_metadata(data, fmt, FORMAT_VERSION, PolicyFormatError)
     try:
         spec = spec_class.from_dict(json.loads(meta["spec"]))
         version = int(meta.get("version", "0"))
