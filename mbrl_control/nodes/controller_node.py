@@ -40,10 +40,9 @@ from mbrl_control.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
 from mbrl_control.nodes.joint_io import JointStateReader, command_message
 from mbrl_control.nodes.markers import goal_marker, plan_markers
 from mbrl_control.nodes.model_receiver import MODEL_QOS, ModelReceiver
-from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters, specs_from
+from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters, specs_from, urdf_param
 from mbrl_control.nodes.policy_receiver import PolicyReceiver
 from mbrl_control.nodes.runtime import main_for
-from mbrl_control.paths import resolve_config_path
 
 TIMING_FIELDS = "tick_ms,plan_cost,plan_iterations,state_age_ms"
 
@@ -100,9 +99,7 @@ class ControllerNode(Node):
         torch.set_num_threads(p["torch_threads"])
         self.period = 1.0 / p["control_rate"]
         self.lockstep = p["mode"] == "lockstep"
-        urdf = resolve_config_path(p["urdf"])
-        if not urdf.is_file():
-            raise ParameterError(f"parameter 'urdf': no such file {urdf}")
+        urdf = urdf_param(p)
         try:
             mpc = build_mpc(p, urdf)
         except ValueError as exc:

@@ -35,9 +35,8 @@ from mbrl_control.core.builders import build_task, robot_params
 from mbrl_control.nodes.diagnostics import values_of
 from mbrl_control.nodes.joint_io import JointStateReader
 from mbrl_control.nodes.model_receiver import MODEL_QOS
-from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters
+from mbrl_control.nodes.params import ParamSpec, declare_parameters, urdf_param
 from mbrl_control.nodes.runtime import NodeDone, main_for
-from mbrl_control.paths import resolve_config_path
 
 PARAMS = [
     ParamSpec("robot", "cartpole", "robot and task", choices=("cartpole",)),
@@ -62,9 +61,7 @@ class EpisodeManager(Node):
         super().__init__("episode_manager")
         p = declare_parameters(self, PARAMS)
         self.p = p
-        urdf = resolve_config_path(p["urdf"])
-        if not urdf.is_file():
-            raise ParameterError(f"parameter 'urdf': no such file {urdf}")
+        urdf = urdf_param(p)
         self.task = build_task(robot_params(p["robot"], urdf, p["gravity"]))
         self.output_dir = Path(p["output_dir"] or f"runs/learn-{time.strftime('%Y%m%d-%H%M%S')}")
         self.reader = JointStateReader(p["state_joints"], need_velocity=False)

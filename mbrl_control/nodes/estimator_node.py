@@ -36,9 +36,8 @@ from mbrl_control.nodes.diagnostics import OK, WARN, DiagnosticsPublisher
 from mbrl_control.nodes.joint_io import read_command
 from mbrl_control.nodes.markers import uncertainty_markers
 from mbrl_control.nodes.model_receiver import MODEL_QOS
-from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters, section
+from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters, section, urdf_param
 from mbrl_control.nodes.runtime import main_for
-from mbrl_control.paths import resolve_config_path
 
 PI = math.pi
 PARAMS = [
@@ -87,9 +86,7 @@ class EstimatorNode(Node):
         torch.set_num_threads(p["torch_threads"])
         self.period = 1.0 / p["control_rate"]
         self.lockstep = p["mode"] == "lockstep"
-        urdf = resolve_config_path(p["urdf"])
-        if not urdf.is_file():
-            raise ParameterError(f"parameter 'urdf': no such file {urdf}")
+        urdf = urdf_param(p)
         params = robot_params(p["robot"], urdf, p["gravity"])
         model = build_model(params, self.period, **section(p, "model"))
         self.task = build_task(params)  # for the keypoints of the uncertainty markers

@@ -48,9 +48,8 @@ from mbrl_control.core.learning import (
 from mbrl_control.core.util import dataclass_from, section
 from mbrl_control.nodes.diagnostics import OK, WARN, DiagnosticsPublisher
 from mbrl_control.nodes.model_receiver import MODEL_QOS
-from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters, specs_from
+from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters, specs_from, urdf_param
 from mbrl_control.nodes.runtime import main_for
-from mbrl_control.paths import resolve_config_path
 
 PARAMS = [
     ParamSpec("robot", "cartpole", "robot", choices=("cartpole",)),
@@ -84,9 +83,7 @@ class LearnerNode(Node):
         import torch
 
         torch.set_num_threads(p["torch_threads"])
-        urdf = resolve_config_path(p["urdf"])
-        if not urdf.is_file():
-            raise ParameterError(f"parameter 'urdf': no such file {urdf}")
+        urdf = urdf_param(p)
         try:
             self.model = build_ensemble(p, urdf)
             trainer_config = dataclass_from(TrainerConfig, section(p, "trainer"))

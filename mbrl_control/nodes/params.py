@@ -4,6 +4,7 @@ that names the parameter when a value is wrong, so a node fails at start and say
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -97,3 +98,13 @@ def specs_from(config_class: type, prefix: str, exclude: tuple[str, ...] = ()) -
         for f in settings_of(config_class)
         if f.name not in exclude
     ]
+
+
+def urdf_param(p: dict[str, Any]) -> Path:
+    """The robot's URDF from parameter ``urdf`` (relative: under config/); ParameterError if missing."""
+    from mbrl_control.paths import resolve_config_path
+
+    urdf = resolve_config_path(p["urdf"])
+    if not urdf.is_file():
+        raise ParameterError(f"parameter 'urdf': no such file {urdf}")
+    return urdf

@@ -26,9 +26,8 @@ from std_msgs.msg import Float64MultiArray, String
 from mbrl_control.core.builders import build_task, robot_params
 from mbrl_control.nodes.diagnostics import values_of
 from mbrl_control.nodes.joint_io import JointStateReader
-from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters
+from mbrl_control.nodes.params import ParamSpec, declare_parameters, urdf_param
 from mbrl_control.nodes.runtime import NodeDone, main_for
-from mbrl_control.paths import resolve_config_path
 
 PARAMS = [
     ParamSpec("robot", "cartpole", "robot model and task", choices=("cartpole",)),
@@ -49,9 +48,7 @@ class RunMonitor(Node):
         super().__init__("run_monitor")
         p = declare_parameters(self, PARAMS)
         self.p = p
-        urdf = resolve_config_path(p["urdf"])
-        if not urdf.is_file():
-            raise ParameterError(f"parameter 'urdf': no such file {urdf}")
+        urdf = urdf_param(p)
         self.task = build_task(robot_params(p["robot"], urdf, p["gravity"]))
         # Positions decide success; a robot's joint_states may carry no velocities.
         self.reader = JointStateReader(p["state_joints"], need_velocity=False)

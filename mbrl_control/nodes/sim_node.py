@@ -40,9 +40,8 @@ from mbrl_control.core.safety import CommandWatchdog
 from mbrl_control.core.util import dataclass_from
 from mbrl_control.nodes.diagnostics import OK, WARN, DiagnosticsPublisher
 from mbrl_control.nodes.joint_io import read_command
-from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters, section, specs_from
+from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters, section, specs_from, urdf_param
 from mbrl_control.nodes.runtime import main_for
-from mbrl_control.paths import resolve_config_path
 from mbrl_control.sim.bullet_robot import BulletRobot
 from mbrl_control.sim.faults import FaultConfig, ScheduledFault
 from mbrl_control.sim.randomization import DomainRandomizer, PhysicalDraw, RandomizationConfig
@@ -99,9 +98,7 @@ class SimNode(Node):
         self.physics_dt = 1.0 / p["physics_rate"]
         self.physics_dt_ns = int(round(self.physics_dt * 1e9))
         self.steps_per_control = max(1, round(1.0 / (p["control_rate"] * self.physics_dt)))
-        urdf = resolve_config_path(p["urdf"])
-        if not urdf.is_file():
-            raise ParameterError(f"parameter 'urdf': no such file {urdf}")
+        urdf = urdf_param(p)
         self.robot = BulletRobot(urdf, self.physics_dt, p["gravity"], gui=p["gui"])
         names = self.robot.joint_names
         for name in ("initial_position", "initial_velocity", "random_position_low", "random_position_high"):
