@@ -19,13 +19,17 @@ class DiagnosticsPublisher:
         self._name = f"{node.get_name()}"
         self._hardware_id = hardware_id
 
+    def _scheduling(self) -> dict[str, str]:
+        scheduling = getattr(self._node, "scheduling", None)  # set by nodes.runtime.run_node
+        return {"scheduling": scheduling} if scheduling else {}
+
     def publish(self, level: bytes, message: str, values: dict[str, Any]) -> None:
         status = DiagnosticStatus(
             level=level,
             name=self._name,
             message=message,
             hardware_id=self._hardware_id,
-            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
+            values=[KeyValue(key=k, value=str(v)) for k, v in (values | self._scheduling()).items()],
         )
         msg = DiagnosticArray()
         msg.header.stamp = self._node.get_clock().now().to_msg()

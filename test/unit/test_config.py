@@ -18,6 +18,7 @@ from mbrl_control.nodes import (
     run_monitor,
     sim_node,
 )
+from mbrl_control.nodes.scheduling import SCHEDULING_PARAMS
 from mbrl_control.paths import config_dir
 
 NODES = {
@@ -32,6 +33,7 @@ NODES = {
     "learner": learner_node.PARAMS,
     "episode_manager": episode_manager.PARAMS,
 }
+NODES = {node: specs + SCHEDULING_PARAMS for node, specs in NODES.items()}  # every node declares these (runtime)
 CONFIGS = sorted(p for p in config_dir().glob("*.yaml") if "ros__parameters" in p.read_text())
 
 
