@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,6 +14,7 @@ import torch
 from torch import Tensor
 
 from mbrl_control.core.dynamics.ensemble import EnsembleDynamics, moment_match
+from mbrl_control.core.learning.background import BackgroundJob
 from mbrl_control.core.learning.transitions import Transitions
 from mbrl_control.core.util import setting
 
@@ -244,59 +244,43 @@ class TrainOutcome:
 
 
 class BackgroundTrainer:
-    """Trains a clone of the model in use on a worker thread; the model in use is never touched.
-
-    ``start`` copies the model (and takes the data snapshot it is given), ``poll`` returns the
-    outcome once, when done; the caller validates and publishes or hot-swaps ``outcome.state``.
-    torch releases the GIL inside its kernels, but the training loop still takes it between
-    them: in the same process as a 100 Hz controller, prefer a separate learner process.
-    """
+    """Trains a clone of the model in use on a worker thread (a ``BackgroundJob``); the model in
+    use is never touched. ``start`` copies the model (and takes the data snapshot it is given),
+    ``poll`` returns the outcome once, when done; the caller validates and publishes or
+    hot-swaps ``outcome.state``."""
 
     def __init__(self, config: TrainerConfig = TrainerConfig()) -> None:
         self.config = config
-        self._thread: threading.Thread | None = None
-        self._cancel = threading.Event()
-        self._outcome: TrainOutcome | None = None
-        self._lock = threading.Lock()
+        self._job: BackgroundJob[TrainOutcome] = BackgroundJob("ensemble-trainer")
 
     @property
     def busy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._job.busy
 
     def start(self, model: EnsembleDynamics, data: Transitions) -> bool:
         """Begin training a copy of ``model`` on ``data``; False if a run is still going."""
         if self.busy:
             return False
         candidate = model.clone(trainable=True)
-        self._cancel.clear()
-        with self._lock:
-            self._outcome = None
-        self._thread = threading.Thread(target=self._run, args=(candidate, data), name="ensemble-trainer", daemon=True)
-        self._thread.start()
-        return True
 
-    def _run(self, candidate: EnsembleDynamics, data: Transitions) -> None:
-        try:
-            result = train_ensemble(candidate, data, self.config, self._cancel)
+        def run(cancel) -> TrainOutcome:
+            result = train_ensemble(candidate, data, self.config, cancel)
             state = {k: v.detach().clone() for k, v in candidate.state_dict().items()}
-            outcome = TrainOutcome(state=state, result=result, data_size=len(data))
-        except Exception as exc:  # reported through poll(), never lost in the thread
-            outcome = TrainOutcome(state=None, result=None, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
-        with self._lock:
-            self._outcome = outcome
+            return TrainOutcome(state=state, result=result, data_size=len(data))
+
+        return self._job.start(run)
 
     def poll(self) -> TrainOutcome | None:
         """The finished run's outcome, once; None while running or idle."""
-        with self._lock:
-            outcome, self._outcome = self._outcome, None
-        return outcome
+        outcome = self._job.poll()
+        if outcome is None:
+            return None
+        return outcome.value if outcome.error is None else TrainOutcome(state=None, result=None, error=outcome.error)
 
     def cancel(self) -> None:
         """Ask the run to stop after the current epoch (it still returns its best weights)."""
-        self._cancel.set()
+        self._job.cancel()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the run; True if it has finished."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return not self.busy
+        return self._job.join(timeout)
