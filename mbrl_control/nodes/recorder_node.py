@@ -30,6 +30,10 @@ PARAMS = [
     ParamSpec("chunk_size", 65536, "MCAP chunk size [bytes]: at most this is lost in a hard crash", 1024, 1 << 26),
     ParamSpec("max_bytes", 0, "stop recording (file closed, complete) before it grows past this [bytes]; 0: no cap "
               "but the disk's free space and the file-size limit", 0, 1 << 62),
+    ParamSpec("queue_depth", 10000, "messages per topic waiting while the recorder is busy (a starved recorder "
+              "catches up instead of losing the oldest)", 10, 10000000),
+    ParamSpec("drain_on_stop", 2.0, "at SIGINT/SIGTERM, keep recording what is still queued for up to this long [s]",
+              0.0, 60.0),
     ParamSpec("diagnostics_rate", 1.0, "diagnostics publish rate [Hz]", 0.1, 100.0),
 ]
 
@@ -45,14 +49,20 @@ class RecorderNode(Node):
         self.error = ""
         self.dropped = 0
         self.diagnostics = DiagnosticsPublisher(self)
-        self.tap = TopicTap(self, self._on_topic, self._on_message, p["exclude"], p["discovery_period"])
+        self.received = 0
+        self.drain_on_stop = p["drain_on_stop"]  # nodes.runtime.spin_then_drain
+        self.tap = TopicTap(self, self._on_topic, self._on_message, p["exclude"], p["discovery_period"], p["queue_depth"])
         self.create_timer(1.0 / p["diagnostics_rate"], self._publish_diagnostics)
         self.get_logger().info(f"recording to {self.recorder.path}")
 
     def _on_topic(self, topic: str, type_name: str, qos: QoSProfile) -> None:
         self.recorder.add_topic(topic, type_name, offered_qos=f"{qos.reliability.name},{qos.durability.name}")
 
+    def drain_count(self) -> int:
+        return self.received
+
     def _on_message(self, topic: str, data: bytes, receive_ns: int) -> None:
+        self.received += 1
         if self.error:
             self.dropped += 1
             return

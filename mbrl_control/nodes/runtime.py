@@ -4,7 +4,10 @@ parameter file)."""
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -12,9 +15,11 @@ import rclpy
 import yaml
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import uninstall_signal_handlers
 from rclpy.subscription import RCLError
 
-from mbrl_control.nodes.params import ParameterError
+from mbrl_control.nodes.params import ParameterError, declare_parameters
+from mbrl_control.nodes.scheduling import SCHEDULING_PARAMS, apply_scheduling
 
 EXIT_BAD_PARAMETER = 2
 
@@ -53,6 +58,12 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
     try:
         try:
             node = factory()
+            # After the node's start-up work (compiling a planner), which must not run at real-time priority.
+            node.scheduling, warning = apply_scheduling(declare_parameters(node, SCHEDULING_PARAMS))
+            if warning:
+                node.get_logger().warn(warning)
+            elif node.scheduling != "SCHED_OTHER nice 0":
+                node.get_logger().info(f"scheduling: {node.scheduling}")
         except (ParameterError, ValueError, FileNotFoundError) as exc:
             print(f"[FATAL] cannot start: {exc}", file=sys.stderr, flush=True)
             return EXIT_BAD_PARAMETER
@@ -65,9 +76,16 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         try:
-            executor.spin()
+            if getattr(node, "drain_on_stop", 0.0) > 0:
+                spin_then_drain(executor, node)
+            else:
+                executor.spin()
         except (KeyboardInterrupt, ExternalShutdownException, NodeDone):
             pass
+        except RuntimeError:
+            if rclpy.ok():
+                raise
+            # rclpy taking a message while SIGINT shuts the context down under it: a normal stop.
         finally:
             close = getattr(node, "close", None)
             if close is not None:
@@ -77,6 +95,35 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
         return getattr(node, "exit_code", 0)
     finally:
         rclpy.try_shutdown()
+
+
+def spin_then_drain(executor: SingleThreadedExecutor, node: Node) -> None:
+    """Spin until SIGINT/SIGTERM, then keep taking messages until none arrived for a moment (at
+    most ``node.drain_on_stop`` seconds): a consumer of data (the learner) stopped together with
+    its producers still stores what they sent before they stopped, instead of leaving it in the
+    middleware's queue. ``node.drain_count()`` counts the messages taken so far; ``node.on_stop()``,
+    if there is one, runs first."""
+    stop = threading.Event()
+    wake = node.create_guard_condition(lambda: None)
+    uninstall_signal_handlers()  # rclpy's would shut the context down at once
+
+    def on_signal(signum, frame) -> None:
+        stop.set()
+        wake.trigger()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    while not stop.is_set() and rclpy.ok():
+        executor.spin_once(timeout_sec=0.1)
+    stopping = getattr(node, "on_stop", None)  # e.g. cancel background work, so draining gets the CPU
+    if stopping is not None:
+        stopping()
+    end = time.monotonic() + node.drain_on_stop
+    last, quiet_since = node.drain_count(), time.monotonic()
+    while time.monotonic() < end and time.monotonic() - quiet_since < 0.3:
+        executor.spin_once(timeout_sec=0.05)
+        if node.drain_count() != last:
+            last, quiet_since = node.drain_count(), time.monotonic()
 
 
 def main_for(factory: Callable[[], Node]) -> Callable[[], None]:

@@ -26,9 +26,12 @@ class TopicTap:
         on_message: Callable[[str, bytes, int], None],
         exclude: list[str],
         period: float,
+        depth: int = 100,
     ) -> None:
         """``on_topic(topic, type_name, qos)`` once per new topic (raise to skip it), then
-        ``on_message(topic, cdr_bytes, receive_time_ns)`` for each message."""
+        ``on_message(topic, cdr_bytes, receive_time_ns)`` for each message; ``depth`` messages
+        per topic wait in the middleware while the tap is busy (a recorder wants many)."""
+        self.depth = depth
         self.node = node
         self.on_topic, self.on_message = on_topic, on_message
         self.exclude = set(exclude)
@@ -41,7 +44,7 @@ class TopicTap:
         latched = bool(infos) and all(i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in infos)
         reliable = bool(infos) and all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
         return QoSProfile(
-            depth=100,
+            depth=self.depth,
             reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
             durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
         )
