@@ -1,13 +1,21 @@
 """Model-based RL from scratch through the full ROS stack (learn.launch.py, lockstep): episodes to
-success per seed, success rate, environment steps to success; and the performance-bias
+success per seed, success rate, environment steps to success; the performance-bias
 countermeasures of the seed notes (ensembles and trajectory sampling, noise injection, domain
-randomization) each switched off or on against the baseline.
+randomization) each switched off or on against the baseline; and MBPO beside PETS.
 
-  python bench/learning_curve.py [--seeds 5] [--episodes 10] [--episode-length 10]
+  python bench/learning_curve.py [--task swingup] [--seeds 5] [--episodes 10] [--episode-length 10]
                                  [--variants baseline,single_model,expectation,input_noise,randomized]
                                  [--ablation-seeds 2]
+  python bench/learning_curve.py --task balance --variants baseline,mbpo --seeds 3 --ablation-seeds 3 \
+                                 --episodes 6 --episode-length 8
 
-Not part of the tests (an hour or more). Prints a table, writes learning_curves.png, then one JSON line.
+``baseline`` is PETS-style MPC (CEM on the ensemble, trajectory sampling). ``mbpo`` runs
+learn.launch with planner:=policy: after every episode the learner trains the ensemble, then a SAC
+policy in rollouts of it (MBPO), and the controller acts with that policy (one forward pass a
+tick). MBPO's policy covers a region around upright (``mbpo.region``), so MBPO runs on the
+``balance`` task (every episode starts near upright), where PETS runs on the same seeds.
+
+Not part of the tests (an hour or more). Prints a table, writes learning_curves_<task>.png, then one JSON line.
 """
 
 from __future__ import annotations
@@ -21,23 +29,35 @@ from ros_run import run_graph
 
 from mbrl_control.report import plot_learning_curve
 
-# name: (what it changes, parameter overrides)
+# name: (what it changes, parameter overrides, learn.launch arguments)
 VARIANTS = {
-    "baseline": ("5-member ensemble, TS1, no input noise, one robot", {}),
-    "single_model": ("one network instead of an ensemble", {"/**": {"ensemble": {"members": 1}}}),
-    "expectation": ("members' mean instead of trajectory sampling", {"mpc_controller": {"propagation": {"mode": "expectation"}}}),
-    "input_noise": ("noise injection in training (0.1 std, normalised inputs)", {"learner": {"trainer": {"input_noise": 0.1}}}),
-    "randomized": ("domain randomization: a new robot every episode", {"sim": {"randomize": {"enabled": True}}}),
+    "baseline": ("PETS: CEM on a 5-member ensemble, TS1, no input noise, one robot", {}, {}),
+    "single_model": ("one network instead of an ensemble", {"/**": {"ensemble": {"members": 1}}}, {}),
+    "expectation": ("members' mean instead of trajectory sampling", {"mpc_controller": {"propagation": {"mode": "expectation"}}}, {}),
+    "input_noise": ("noise injection in training (0.1 std, normalised inputs)", {"learner": {"trainer": {"input_noise": 0.1}}}, {}),
+    "randomized": ("domain randomization: a new robot every episode", {"sim": {"randomize": {"enabled": True}}}, {}),
+    "mbpo": ("MBPO: a SAC policy trained in rollouts of each ensemble runs the robot", {}, {"planner": "policy"}),
 }
 
+# name: what the episodes start from (the sim's reset state)
+TASKS = {
+    "swingup": ("swing up from hanging, then balance", {}),
+    # An episode ends when the pole passes 0.8 rad (MBPO's region; gym's balance tasks terminate too).
+    # Gentle exploration (10 % of the force range): full-range random pushes topple the pole in 4-20 ticks.
+    "balance": ("balance from near upright (0.1 rad); an episode ends when the pole passes 0.8 rad",
+                {"sim": {"initial_position": [0.0, 0.1]}, "episode_manager": {"fall_angle": 0.8},
+                 "mpc_controller": {"explore": {"scale": 0.1}}, "learner": {"min_transitions": 100}}),
+}
+NEEDS_BALANCE = {"mbpo"}  # MBPO's policy is trained in a region around upright
 
-def overrides_for(variant: str, seed: int) -> dict:
+
+def overrides_for(variant: str, seed: int, task: str = "swingup") -> dict:
     seeded = {
         "sim": {"seed": seed, "sensor": {"seed": seed}, "randomize": {"seed": seed}},
         "mpc_controller": {"explore": {"seed": seed}, "propagation": {"seed": seed}, "cem": {"seed": seed}},
-        "learner": {"trainer": {"seed": seed}},
+        "learner": {"trainer": {"seed": seed}, "mbpo": {"seed": seed}},
     }
-    for node, values in VARIANTS[variant][1].items():
+    for node, values in [*VARIANTS[variant][1].items(), *TASKS[task][1].items()]:
         for key, value in values.items():
             seeded.setdefault(node, {})
             if isinstance(value, dict):
@@ -49,6 +69,7 @@ def overrides_for(variant: str, seed: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=sorted(TASKS), default="swingup")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--episode-length", type=float, default=10.0)
@@ -57,15 +78,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("../runs/bench-learning-curve"))
     args = parser.parse_args()
     variants = args.variants.split(",")
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {sorted(VARIANTS)}")
+    if args.task != "balance" and NEEDS_BALANCE & set(variants):
+        parser.error(f"{sorted(NEEDS_BALANCE & set(variants))} need --task balance (MBPO's policy covers a region around upright)")
     rows, results, curves, labels = [], {}, [], []
     for variant in variants:
         seeds = args.seeds if variant == "baseline" else args.ablation_seeds
         runs = []
         for seed in range(seeds):
             summary = run_graph(
-                {"episodes": str(args.episodes), "episode_length": str(args.episode_length)},
-                overrides_for(variant, seed), timeout=7200, graph="learn",
-                keep_dir=args.out / f"{variant}-seed{seed}",
+                {"episodes": str(args.episodes), "episode_length": str(args.episode_length)} | VARIANTS[variant][2],
+                overrides_for(variant, seed, args.task), timeout=7200, graph="learn",
+                keep_dir=args.out / f"{args.task}-{variant}-seed{seed}",
             )
             runs.append(summary)
             if summary.get("curve"):
@@ -76,6 +102,9 @@ def main() -> None:
         reached = [e for e in to_success if e is not None]
         steps = [r["env_steps_to_success"] for r in runs if r.get("env_steps_to_success") is not None]
         final_upright = [r["curve"][-1]["upright_fraction"] for r in runs if r.get("curve")]
+        walls = [r["curve"][-1]["wall_s"] for r in runs if r.get("curve")]
+        # Does it stay learned? Of the episodes after a seed's first success, the share that succeed.
+        after = [e["success"] for r in runs if r.get("episodes_to_success") for e in r["curve"][r["episodes_to_success"]:]]
         results[variant] = {
             "changes": VARIANTS[variant][0],
             "episodes_to_success": to_success,
@@ -83,18 +112,22 @@ def main() -> None:
             "episodes_to_success_median": statistics.median(reached) if reached else None,
             "env_steps_to_success_median": statistics.median(steps) if steps else None,
             "final_upright_fraction_mean": round(statistics.mean(final_upright), 3) if final_upright else None,
+            "success_after_first": round(statistics.mean(after), 3) if after else None,
+            "wall_s_median": statistics.median(walls) if walls else None,
         }
         r = results[variant]
         rows.append([variant, len(runs), str(to_success), r["success_rate"], r["episodes_to_success_median"],
-                     r["env_steps_to_success_median"], r["final_upright_fraction_mean"]])
-    print(f"\nLearning from scratch, cart-pole swing-up, {args.episodes} episodes of {args.episode_length:.0f} s (lockstep)")
+                     r["env_steps_to_success_median"], r["success_after_first"], r["final_upright_fraction_mean"],
+                     r["wall_s_median"]])
+    print(f"\nLearning from scratch, cart-pole, {TASKS[args.task][0]}: {args.episodes} episodes of "
+          f"{args.episode_length:.0f} s (lockstep), real environment steps counted until the first successful episode")
     print_table(["variant", "seeds", "episodes to success", "success rate", "median episodes", "median env steps",
-                 "final upright"], rows)
+                 "success after first", "final upright", "median wall s"], rows)
     if curves:
-        png = plot_learning_curve(curves, args.out / "learning_curves.png", labels)
+        png = plot_learning_curve(curves, args.out / f"learning_curves_{args.task}.png", labels)
         print(f"curves: {png}")
     base = results.get("baseline", {})
-    emit_json({"benchmark": "learning_curve", "machine": machine(), "episodes": args.episodes,
+    emit_json({"benchmark": "learning_curve", "machine": machine(), "task": args.task, "episodes": args.episodes,
                "episode_length_s": args.episode_length, "results": results,
                "episodes_to_success": base.get("episodes_to_success"), "success_rate": base.get("success_rate"),
                "env_steps_to_success_median": base.get("env_steps_to_success_median"),

@@ -8,8 +8,9 @@ every topic recorded. Reports:
 - RSS of every node (psutil when installed, else /proc/<pid>/status VmRSS) sampled every 2 s and its
   growth per hour: the slope of a linear fit after the warm-up (the learner's replay buffer lives in
   memory too, about 60 bytes per transition: 22 MB/h at 100 Hz is data, not a leak),
-- integrity: the MCAP recording decodes to its end and holds what the recorder says it wrote; the
-  replay buffer reloads from disk with every transition the controller sent.
+- integrity: the MCAP recording decodes to its end, holds what the recorder says it wrote and
+  every sample the controller sent during the run; the replay buffer reloads from disk with every
+  transition the controller sent.
 
   python bench/soak.py [--minutes 2] [--episode 30] [--keep DIR]
 
@@ -71,6 +72,16 @@ def growth_per_hour(times: list[float], values: list[float]) -> float:
     return float(np.polyfit(t[keep], v[keep], 1)[0] * 3600.0)
 
 
+def recorded_stamps(path: Path, topic: str) -> set[float]:
+    """Stamps (first field) of the Float64MultiArray messages of ``topic`` in an MCAP recording."""
+    from mcap_ros2.reader import read_ros2_messages
+
+    try:
+        return {round(m.ros_msg.data[0], 4) for m in read_ros2_messages(str(path), topics=[topic])}
+    except Exception:  # unreadable: recording_loss says why
+        return set()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=2.0)
@@ -93,11 +104,12 @@ def main() -> None:
         specs = learn_graph({"mode": "realtime", "episodes": "100000", "episode_length": str(args.episode),
                              "output_dir": str(work), "record": "true", "overrides": str(overrides)})
         launch = Launch(specs, log_dir=work / "logs", env=env, output=open(os.devnull, "w"))
+        os.nice(5)  # after the nodes started (they inherit it): measuring yields to what it measures, as monitors do
         rss: dict[str, list[tuple[float, float]]] = {name: [] for name in launch.procs}
         loads = []
         try:
             probe.wait(lambda: w.samples and w.value("mpc_controller", "ticks") is not None, 300, "the first tick")
-            start = time.monotonic()
+            start, start_ns = time.monotonic(), time.time_ns()
             ticks_at_start = w.number("mpc_controller", "ticks")
             missed_at_start = w.number("mpc_controller", "missed_ticks")
             print(f"controlling at {RATE:.0f} Hz for {args.minutes:.1f} min ...", flush=True)
@@ -113,13 +125,18 @@ def main() -> None:
             missed = w.number("mpc_controller", "missed_ticks") - missed_at_start
             learner = dict(w.diagnostics.get("learner", {}))
         finally:
+            stop_ns = time.time_ns()  # what was sent before the stop must all be in the buffer
             codes = launch.stop()
             probe.close()
     durations = np.array([d[0] for _, d in list(w.timing)])
     p50, p99 = (float(np.percentile(durations, q)) for q in (50, 99)) if len(durations) else (math.nan, math.nan)
 
     lost, how = recording_loss(work / "run.mcap", work / "logs" / "recorder.log")
-    sent = transitions_sent(w.samples, time.time_ns(), period=1.0 / RATE)
+    # The recorder's own count cannot see messages it never got: compare with what was sent.
+    window = [round(d[0], 4) for t, d in w.samples if start_ns <= t < stop_ns]
+    recorded = recorded_stamps(work / "run.mcap", "/mpc_controller/transitions")
+    not_recorded = len(set(window) - recorded)
+    sent = transitions_sent(w.samples, stop_ns, period=1.0 / RATE)
     buffer = ReplayBuffer(4, 1, work / "learner" / "replay")
     snap = buffer.snapshot()
     report = dict(buffer.report)
@@ -143,7 +160,7 @@ def main() -> None:
         ["control ticks", f"{ticks:.0f}"],
         ["missed ticks", f"{missed:.0f} ({missed_fraction:.2%})"],
         ["tick p50 / p99 [ms]", f"{p50:.2f} / {p99:.2f}"],
-        ["recording", how],
+        ["recording", f"{how}; controller samples sent in the run: {len(window)}, not recorded: {not_recorded}"],
         ["replay buffer", f"{len(on_disk)} transitions reload, {missing} of {len(sent)} sent missing; {report}"],
         ["learner", f"model v{learner.get('model_version')}, {learner.get('rounds')} rounds"],
         ["load average (1 min) before / during", f"{load_before[0]:.2f} / {np.mean(loads):.2f}"],
@@ -167,6 +184,8 @@ def main() -> None:
         "all_alive": all(alive.values()),
         "recording_lost": lost,
         "recording": how,
+        "recording_samples_sent": len(window),
+        "recording_samples_missing": not_recorded,
         "buffer_transitions": len(on_disk),
         "buffer_missing": missing,
         "learner_model_version": learner.get("model_version"),

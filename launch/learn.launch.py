@@ -3,7 +3,8 @@
 
 Model-based RL from scratch: the controller explores, the learner fits an ensemble to what it
 sees and publishes it, the controller plans on it; the episode manager resets the robot every
-episode, records the learning curve and ends the launch. A thin adapter over
+episode, records the learning curve and ends the launch. With planner:=policy it is MBPO: the
+learner also trains a SAC policy in rollouts of each model and the controller runs it. A thin adapter over
 mbrl_control.graph.learn_graph, which the pip-only launcher (mbrl-control launch learn) reads too.
 """
 

@@ -34,7 +34,9 @@ EXECUTABLES = {
 # The planners of mbrl_control.core.builders.PLANNERS (a test keeps the two equal; this module
 # stays free of torch so launch files load fast).
 PLANNERS = ("cem", "icem", "mppi", "ilqr", "lqr", "nmpc", "dp", "policy")
-SAMPLING_PLANNERS_FOR_LEARNING = ("cem", "icem", "mppi", "ilqr")  # nmpc needs the analytic model
+# nmpc needs the analytic model; policy: MBPO (the learner trains a policy on each model, the
+# controller runs it).
+PLANNERS_FOR_LEARNING = ("cem", "icem", "mppi", "ilqr", "policy")
 
 STATE_TOPIC = "/joint_states"
 COMMAND_TOPIC = "/effort_controller/commands"
@@ -234,7 +236,8 @@ LEARN_ARGUMENTS = [
                    ("realtime", "lockstep")),
     LaunchArgument("gui", "false", "open the PyBullet GUI", ("true", "false")),
     LaunchArgument("estimator", "ekf", "state estimator between joint_states and the controller", ("ekf", "ukf", "none")),
-    LaunchArgument("planner", "cem", "planner on the learned model", SAMPLING_PLANNERS_FOR_LEARNING),
+    LaunchArgument("planner", "cem", "planner on the learned model; policy: MBPO (the learner trains a SAC policy in "
+                   "rollouts of each model and the controller runs it)", PLANNERS_FOR_LEARNING),
     LaunchArgument("episodes", "10", "episodes of the experiment"),
     LaunchArgument("episode_length", "10", "robot time per episode [s]"),
     LaunchArgument("randomize", "false", "domain randomization: new physical parameters every episode", ("true", "false")),
@@ -263,7 +266,8 @@ def learn_graph(args: dict[str, str]) -> list[NodeSpec]:
         elif spec.name == "sim":
             extra = {"randomize.enabled": _bool(a["randomize"], "randomize")}
         nodes.append(dataclasses.replace(spec, parameters=[*spec.parameters[:-1], spec.parameters[-1] | extra]))
-    nodes.append(NodeSpec("learner_node", "learner", [*files, common | {"data_dir": str(output_dir / "learner")}]))
+    learner = {"data_dir": str(output_dir / "learner"), "mbpo.enabled": a["planner"] == "policy"}
+    nodes.append(NodeSpec("learner_node", "learner", [*files, common | learner]))
     nodes.append(NodeSpec(
         "episode_manager", "episode_manager",
         [*files, common | {"episodes": _positive_int(a["episodes"], "episodes"),

@@ -10,7 +10,7 @@ from typing import Any
 from mbrl_control.core.dynamics import CartPoleDynamics, CartPoleParams, DynamicsModel
 from mbrl_control.core.dynamics.ensemble import EnsembleConfig, EnsembleDynamics, PropagationConfig
 from mbrl_control.core.dynamics.urdf import angular_joints
-from mbrl_control.core.mbpo.policy import Policy, ValueFunction, load_policy, load_value
+from mbrl_control.core.mbpo.policy import Policy, ValueFunction, load_policy, load_value, policy_spec
 from mbrl_control.core.planners import (
     CEMConfig,
     CEMPlanner,
@@ -153,6 +153,7 @@ class MPCSetup:
     task: Task
     planner: Planner
     fallback: LQRFallback | None
+    policy_pending: bool = False  # planner:=policy learning from scratch: no trained policy yet
 
 
 def build_mpc(p: dict[str, Any], urdf: str | Path, planner: str | None = None) -> MPCSetup:
@@ -184,9 +185,15 @@ def build_mpc(p: dict[str, Any], urdf: str | Path, planner: str | None = None) -
                                   section(p, "dp"), value=value_path)
     policy_path = section(p, "policy").get("path", "")
     policy = load_policy(policy_path) if policy_path and name in ("icem", "policy") else None
+    pending = name == "policy" and policy is None and p.get("model", "analytic") == "learned"
+    if pending:
+        # MBPO from scratch: the learner's policies arrive later; allocate (and compile) their
+        # architecture now, so each one is copied in place between ticks.
+        policy = Policy(policy_spec(task, tuple(p.get("mbpo.hidden", (64, 64))), model.config.angle_dims))
     return MPCSetup(
         model=model,
         task=task,
         planner=build_planner(name, model, planning_task, section(p, name), p.get("compile", True), policy=policy),
         fallback=fallback,
+        policy_pending=pending,
     )

@@ -87,6 +87,8 @@ PARAMS = [
     *specs_from(EnsembleConfig, "ensemble", exclude=("angle_dims",)),  # angles come from the URDF
     *specs_from(PropagationConfig, "propagation"),
     *specs_from(ValueTerminalConfig, "value"),
+    ParamSpec("mbpo.hidden", [64, 64], "hidden units of the learner's MBPO policies (model:=learned planner:=policy "
+              "allocates them before the first arrives)", 1, 1024),
     *specs_from(RandomConfig, "explore"),
 ]
 
@@ -105,13 +107,15 @@ class ControllerNode(Node):
         except ValueError as exc:
             raise ParameterError(f"planner parameters: {exc}") from exc
         self.model, self.task, self.planner, self.fallback = mpc.model, mpc.task, mpc.planner, mpc.fallback
+        self.policy_pending = mpc.policy_pending  # explore until the learner's first policy
         if len(p["state_joints"]) * 2 != self.task.state_dim:
             raise ParameterError(f"parameter 'state_joints' needs {self.task.state_dim // 2} joints")
         if len(p["command_joints"]) != self.task.action_dim:
             raise ParameterError(f"parameter 'command_joints' needs {self.task.action_dim} joints")
         self.action_high = self.task.action_high.numpy().astype(np.float64)
         self.learned = p["model"] == "learned"
-        # Learning from scratch: explore with random actions until the first model arrives.
+        # Learning from scratch: explore with random actions until the first model (and, for
+        # planner:=policy, the first MBPO policy) arrives.
         self.receiver = ModelReceiver(self, self.model, "/learner/model") if self.learned else None
         # MBPO's policy (planner:=policy, or iCEM's warm start) is updated the way models are.
         uses_policy = p["planner"] == "policy" or (p["planner"] == "icem" and p["policy.path"])
@@ -252,7 +256,9 @@ class ControllerNode(Node):
         self._maybe_publish_markers()
 
     def _plan(self, deadline: float | None):
-        planner = self.explorer if self.receiver is not None and self.receiver.version is None else self.planner
+        waiting = (self.receiver is not None and self.receiver.version is None) or (
+            self.policy_pending and self.policy_receiver.updates == 0)
+        planner = self.explorer if waiting else self.planner
         try:
             self._inject_planner_delay()
             return planner.plan(torch.from_numpy(self.state).float(), deadline)

@@ -17,6 +17,7 @@ writes ``learning_curve.json`` and ``learning_curve.png`` and exits, which ends 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -47,6 +48,9 @@ PARAMS = [
     ParamSpec("episode_length", 10.0, "robot time per episode [s]", 0.5, 3600.0),
     ParamSpec("reset", "initial", "sim reset per episode: its configured initial state, or a random one",
               choices=("initial", "random")),
+    ParamSpec("fall_angle", 0.0, "end an episode early once the pole is this far from upright [rad] (a balance "
+              "task's termination, as in gym's; the episode counts as failed); 0: episodes run their full length",
+              0.0, 3.2),
     ParamSpec("wait_for_model", True, "pause between episodes until the learner has trained on them"),
     ParamSpec("training_timeout", 600.0, "longest wait for a training round [s, wall]", 1.0, 86400.0),
     ParamSpec("output_dir", "", "learning_curve.json/.png go here; empty: runs/learn-<stamp>"),
@@ -101,6 +105,14 @@ class EpisodeManager(Node):
         if self.phase == "running":
             self.times.append(self.now_truth)
             self.states.append(x)
+            if self.episode_start is None:
+                self.episode_start = self.now_truth
+            if self.p["fall_angle"] > 0 and self.episode_start is not None and self._fallen(x):
+                self._end_episode(fell=True)
+
+    def _fallen(self, x: np.ndarray) -> bool:
+        angle = (x[1] + math.pi) % (2 * math.pi) - math.pi  # the cart-pole's pole angle, 0 upright
+        return abs(angle) > self.p["fall_angle"]
 
     def _on_sample(self, msg: Float64MultiArray) -> None:
         if self.phase == "running" and len(msg.data) >= 3 and int(msg.data[1]) == self.episode:
@@ -161,16 +173,18 @@ class EpisodeManager(Node):
             if self.episode_start is not None and self.now_truth - self.episode_start >= self.p["episode_length"]:
                 self._end_episode()
 
-    def _end_episode(self) -> None:
+    def _end_episode(self, fell: bool = False) -> None:
         times, states = np.array(self.times) - self.episode_start, np.array(self.states)
         upright = self.task.upright(states)
         record = {
             "episode": self.episode,
             "return": round(float(np.sum(self.rewards)), 4),
-            "success": bool(self.task.success(states, times)),
+            "success": not fell and bool(self.task.success(states, times)),
+            "fell": fell,
             "upright_fraction": round(float(upright.mean()), 4),
             "steps": len(self.rewards),
             "model_version": self.controller.get("model_version", "none"),
+            "policy_updates": self.controller.get("policy_updates", "none"),  # MBPO (planner:=policy)
             "wall_s": round(time.monotonic() - self.started_wall, 1),
         }
         self.curve.append(record)

@@ -14,6 +14,11 @@ held-out transitions beats the current model's on the same transitions; then it 
 late-joining controllers get it) and checkpointed (safetensors + JSON). ``~/trained_episode``
 (std_msgs/Int32) says which episodes the last finished round included, accepted or not.
 
+With ``mbpo.enabled`` (learn.launch planner:=policy) every round goes on to MBPO: SAC trained in
+rollouts of the model now in use, branched from every real state so far; the policy is published
+on ``~/policy`` (safetensors bytes, like models) and saved under ``<data_dir>/policies``, and only
+then is the round announced on ``~/trained_episode``.
+
 After a crash the learner reloads the buffer and the newest intact checkpoint and carries on; a
 damaged newer checkpoint (size or SHA-256 not matching its JSON, unreadable, another architecture)
 is set aside as ``*.corrupt``, named in the log and in /diagnostics (``damaged_checkpoints``,
@@ -23,6 +28,7 @@ is set aside as ``*.corrupt``, named in the log and in /diagnostics (``damaged_c
 from __future__ import annotations
 
 import array
+import dataclasses
 import math
 from pathlib import Path
 
@@ -32,7 +38,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, Int32, UInt8MultiArray
 
-from mbrl_control.core.builders import build_ensemble
+from mbrl_control.core.builders import build_ensemble, build_task, robot_params
 from mbrl_control.core.dynamics.ensemble import EnsembleConfig
 from mbrl_control.core.learning import (
     BackgroundTrainer,
@@ -45,6 +51,9 @@ from mbrl_control.core.learning import (
     load_into,
     save_checkpoint,
 )
+from mbrl_control.core.learning.background import BackgroundJob
+from mbrl_control.core.mbpo import load_policy, policy_to_bytes, save_policy, save_value
+from mbrl_control.core.mbpo.trainer import MBPOConfig, MBPOResult, train_mbpo
 from mbrl_control.core.util import dataclass_from, section
 from mbrl_control.nodes.diagnostics import OK, WARN, DiagnosticsPublisher
 from mbrl_control.nodes.model_receiver import MODEL_QOS
@@ -70,8 +79,14 @@ PARAMS = [
     ParamSpec("keep_checkpoints", 5, "checkpoints kept on disk", 1, 1000),
     ParamSpec("torch_threads", 1, "torch threads for training", 1, 64),
     ParamSpec("diagnostics_rate", 1.0, "diagnostics publish rate [Hz]", 0.1, 100.0),
+    ParamSpec("sample_queue", 60000, "samples queued per source while the learner is busy (60000: 10 min at 100 Hz)",
+              10, 10000000),
+    ParamSpec("drain_on_stop", 2.0, "at SIGINT/SIGTERM, keep storing samples still queued for up to this long [s]", 0.0, 60.0),
     *specs_from(EnsembleConfig, "ensemble", exclude=("angle_dims",)),
     *specs_from(TrainerConfig, "trainer"),
+    ParamSpec("mbpo.enabled", False, "after every model round, train an MBPO policy (SAC in rollouts of the model) "
+              "on it and publish it on ~/policy (planner:=policy)"),
+    *specs_from(MBPOConfig, "mbpo", exclude=("angle_dims",)),  # angles come from the URDF, as the ensemble's
 ]
 
 
@@ -80,6 +95,7 @@ class LearnerNode(Node):
         super().__init__("learner")
         p = declare_parameters(self, PARAMS)
         self.p = p
+        self.drain_on_stop = p["drain_on_stop"]  # nodes.runtime.spin_then_drain
         import torch
 
         torch.set_num_threads(p["torch_threads"])
@@ -97,6 +113,18 @@ class LearnerNode(Node):
                                    p["replay.max_transitions"], p["replay.keep_first_episode"])
         self.reloaded = len(self.buffer)
         self.trainer = BackgroundTrainer(trainer_config)
+        self.mbpo: MBPOConfig | None = None
+        if p["mbpo.enabled"]:
+            try:
+                self.mbpo = dataclass_from(MBPOConfig, {k: v for k, v in section(p, "mbpo").items() if k != "enabled"} | {
+                    "angle_dims": self.model.config.angle_dims})
+            except ValueError as exc:
+                raise ParameterError(f"mbpo.* parameters: {exc}") from exc
+            self.task = build_task(robot_params(p["robot"], urdf))  # the reward MBPO maximises
+        self.policy_job: BackgroundJob[MBPOResult] = BackgroundJob("mbpo-trainer")
+        self.policy_version = 0
+        self.policy_counts = {"policy_rounds": 0, "policy_errors": 0}
+        self.last_policy: dict[str, object] = {}
         self.version = 0
         self.info: ModelInfo | None = None
         self.counts = {"samples": 0, "rejected_samples": 0, "rounds": 0, "accepted": 0, "not_better": 0, "errors": 0}
@@ -111,8 +139,12 @@ class LearnerNode(Node):
 
         self.model_pub = self.create_publisher(UInt8MultiArray, "~/model", MODEL_QOS)
         self.trained_pub = self.create_publisher(Int32, "~/trained_episode", MODEL_QOS)
+        self.policy_pub = self.create_publisher(UInt8MultiArray, "~/policy", MODEL_QOS)
+        self.policies = data_dir / "policies"
         self._resume()
-        reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+        # Deep: a learner starved by a long training round on a busy computer catches up later
+        # instead of losing the oldest samples (KEEP_LAST); about 100 bytes each.
+        reliable = QoSProfile(depth=p["sample_queue"], reliability=ReliabilityPolicy.RELIABLE)
         self.assemblers: dict[str, TransitionAssembler] = {}
         for topic in p["sources"]:
             self.assemblers[topic] = TransitionAssembler(self.dt)
@@ -122,6 +154,7 @@ class LearnerNode(Node):
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(p["sync_period"], self.buffer.sync, clock=steady)
         self.create_timer(0.2, self._poll_training, clock=steady)
+        self.create_timer(0.2, self._poll_policy, clock=steady)
         self.diagnostics = DiagnosticsPublisher(self)
         self.create_timer(1.0 / p["diagnostics_rate"], self._publish_diagnostics, clock=steady)
         self.get_logger().info(
@@ -152,6 +185,15 @@ class LearnerNode(Node):
         if skipped:
             self.get_logger().warn(f"resumed from the previous good checkpoint {self.resumed_from}")
         self.model_pub.publish(UInt8MultiArray(data=array.array("B", blob)))
+        policy_file = self.policies / "policy.safetensors"
+        if self.mbpo is not None and policy_file.is_file():
+            try:
+                policy = load_policy(policy_file)
+            except ValueError as exc:
+                self.get_logger().error(f"policy checkpoint {policy_file} not used: {exc}")
+            else:
+                self.policy_version = policy.version
+                self.policy_pub.publish(UInt8MultiArray(data=array.array("B", policy_to_bytes(policy))))
 
     # -- data --------------------------------------------------------------------------------
     def _on_sample(self, topic: str, msg: Float64MultiArray) -> None:
@@ -183,7 +225,7 @@ class LearnerNode(Node):
         if len(self.buffer) < self.p["min_transitions"]:
             self.trained_pub.publish(Int32(data=through_episode))  # nothing to learn yet: say so
             return
-        if self.trainer.busy:
+        if self.trainer.busy or self.policy_job.busy:
             self.pending_round = through_episode  # run it as soon as this one is done
             return
         self.trainer.start(self.model, self.buffer.snapshot())
@@ -211,10 +253,51 @@ class LearnerNode(Node):
                 self.counts["not_better"] += 1
                 self.get_logger().info(f"round kept v{self.version}: held-out MSE {r.holdout.mse:.4f} is not better "
                                        f"than {r.previous.mse:.4f}")
+        if self.mbpo is not None and self.version > 0:
+            self._start_policy_round()  # the round ends when its policy is out
+        else:
+            self._end_round()
+
+    def _end_round(self) -> None:
         self.trained_pub.publish(Int32(data=self.round_through_episode))
         if self.pending_round is not None:
             pending, self.pending_round = self.pending_round, None
             self._start_round(pending)
+
+    # -- MBPO --------------------------------------------------------------------------------
+    def _start_policy_round(self) -> None:
+        """SAC on rollouts of the model now in use, branched from every real state so far."""
+        model, data = self.model.clone(trainable=False), self.buffer.snapshot()
+        config = dataclasses.replace(self.mbpo, seed=self.mbpo.seed + self.policy_version)
+        self.policy_job.start(lambda cancel: train_mbpo(model, self.task, data, config))
+
+    def _poll_policy(self) -> None:
+        outcome = self.policy_job.poll()
+        if outcome is None:
+            return
+        self.policy_counts["policy_rounds"] += 1
+        if outcome.error is not None:
+            self.policy_counts["policy_errors"] += 1
+            self.get_logger().error(f"MBPO round failed: {outcome.error}")
+        else:
+            self._publish_policy(outcome.value)
+        self._end_round()
+
+    def _publish_policy(self, r: MBPOResult) -> None:
+        self.policy_version += 1
+        r.policy.version = r.value.version = self.policy_version
+        r.policy.extra = {"model_version": self.version, "sac_steps": r.sac_steps, "real_transitions": r.real_transitions}
+        self.policy_pub.publish(UInt8MultiArray(data=array.array("B", policy_to_bytes(r.policy))))
+        save_policy(self.policies / "policy.safetensors", r.policy)  # the newest; what a restart republishes
+        save_value(self.policies / "value.safetensors", r.value)
+        model_return = r.returns[r.best_epoch - 1] if r.returns else math.nan
+        self.last_policy = {"policy_seconds": r.seconds, "policy_model_return": model_return,
+                            "policy_real_transitions": r.real_transitions}
+        self.get_logger().info(
+            f"published policy v{self.policy_version} (model v{self.version}): {r.sac_steps} SAC steps on "
+            f"{r.model_transitions} model and {r.real_transitions} real transitions in {r.seconds:.1f} s, "
+            f"model return {model_return:.1f}"
+        )
 
     def _accept(self, outcome) -> None:
         r = outcome.result
@@ -232,7 +315,7 @@ class LearnerNode(Node):
 
     # -- monitoring --------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
-        busy = self.trainer.busy
+        busy = self.trainer.busy or self.policy_job.busy
         values = {
             "transitions": len(self.buffer),
             "synced_seq": self.buffer.synced_seq,
@@ -245,8 +328,10 @@ class LearnerNode(Node):
             "training": busy,
             "episode": self.episode,
             **self.counts,
-            **{f"last_{k}": (f"{v:.5g}" if isinstance(v, float) else v) for k, v in self.last_round.items()},
+            **_last(self.last_round),
         }
+        if self.mbpo is not None:
+            values |= {"policy_version": self.policy_version, **self.policy_counts, **_last(self.last_policy)}
         level = OK if (self.version > 0 or not self.counts["errors"]) and not self.damaged_checkpoints else WARN
         message = "training" if busy else f"model v{self.version}"
         if self.damaged_checkpoints:
@@ -254,10 +339,22 @@ class LearnerNode(Node):
                         f"{self.resumed_from or 'scratch'})")
         self.diagnostics.publish(level, message, values)
 
+    def drain_count(self) -> int:
+        return self.counts["samples"] + self.counts["rejected_samples"]
+
+    def on_stop(self) -> None:
+        self.trainer.cancel()  # stops after its current epoch, while the queued samples are stored
+
     def close(self) -> None:
         self.trainer.cancel()
-        self.trainer.join(5.0)
+        self.trainer.join(2.0)
+        self.policy_job.join(0.1)  # SAC cannot be interrupted; the thread dies with the process
         self.buffer.close()
+
+
+def _last(values: dict[str, object]) -> dict[str, object]:
+    """The last round's figures as diagnostics values."""
+    return {f"last_{k}": (f"{v:.5g}" if isinstance(v, float) else v) for k, v in values.items()}
 
 
 main = main_for(LearnerNode)

@@ -1,42 +1,49 @@
-"""MBPO end to end: the stack collects its own data (learn.launch's graph: random exploration,
-then CEM on the models it learns), an MBPO policy is trained from the learner's replay buffer,
-and planner:=policy balances the cart-pole with it through the real nodes."""
+"""MBPO end to end through the nodes (learn.launch planner:=policy): the controller explores, the
+learner fits the ensemble and then trains a SAC policy in rollouts of it after every episode and
+publishes it, and the controller switches from exploring to the newest policy, all from data the
+stack collected itself (episodes start near upright and end when the pole falls).
 
-import pytest
+Whether those policies balance after so few episodes is bench/learning_curve.py's question
+(``--task balance --variants baseline,mbpo``), not this test's: from a few hundred transitions
+near upright they do not yet (issue 8's open point)."""
+
+import json
+import re
+
 import yaml
-from rosutil import logs, run_mpc, start
+from rosutil import logs, start
 
-from mbrl_control.cli import train_offline
 from mbrl_control.graph import learn_graph
 
+EPISODES = 4
 
-def test_mbpo_policy_from_the_stacks_own_data_balances_through_ros(domain, tmp_path):
-    budget = tmp_path / "budget.yaml"  # a CI-sized planning budget on the ensemble
-    cem = {"cem": {"population": 200, "iterations": 3}}
-    budget.write_text(yaml.safe_dump({"mpc_controller": {"ros__parameters": cem}}))
-    out = tmp_path / "experiment"
-    collect = start(learn_graph({"episodes": "3", "episode_length": "8", "output_dir": str(out),
-                                 "overrides": str(budget)}), domain, tmp_path / "collect" / "logs")
-    try:
-        assert collect.wait(600) == 0, logs(tmp_path / "collect")
-    finally:
-        collect.stop()
 
-    # 8000 SAC steps: with ~1300 transitions, 4000 balanced 12/20 to 20/20 starts depending on the seed.
-    assert train_offline([out / "learner"], tmp_path / "learned", policy=True, mbpo={"sac_steps": "8000"}) == 0
-    policy = tmp_path / "learned" / "policy.safetensors"
-    assert policy.is_file() and (tmp_path / "learned" / "value.safetensors").is_file()
-
-    overrides = tmp_path / "overrides.yaml"
+def test_mbpo_loop_trains_policies_from_the_stacks_own_data_and_runs_them(domain, tmp_path):
+    overrides = tmp_path / "balance.yaml"
     overrides.write_text(yaml.safe_dump({
-        "mpc_controller": {"ros__parameters": {"policy": {"path": str(policy)}}},
-        "sim": {"ros__parameters": {"initial_position": [0.0, 0.15]}},
+        "sim": {"ros__parameters": {"initial_position": [0.0, 0.1]}},
+        "episode_manager": {"ros__parameters": {"fall_angle": 0.8}},
+        "mpc_controller": {"ros__parameters": {"explore": {"scale": 0.1}}},  # gentle: the pole falls in ~1 s
+        "learner": {"ros__parameters": {"min_transitions": 50, "mbpo": {"sac_steps": 2000}}},
     }))
-    code, summary = run_mpc({"mode": "lockstep", "duration": "7", "planner": "policy", "overrides": str(overrides)},
-                            domain, tmp_path / "policy")
-    assert code == 0, logs(tmp_path / "policy")
-    assert summary["planner"] == "policy" and summary["ticks"] >= 300 and summary["rejected_states"] == 0
-    if not summary["success"]:
-        # Known gap (issue 8 open): MBPO from 3 short episodes balances in some runs only (a clean-clone
-        # run lost the pole; bench/mbpo.py on ~3000 transitions balances 100/100 starts).
-        pytest.xfail(f"MBPO policy from 3 episodes did not balance this time: {summary}")
+    out = tmp_path / "experiment"
+    run = start(learn_graph({"planner": "policy", "episodes": str(EPISODES), "episode_length": "6",
+                             "output_dir": str(out), "overrides": str(overrides)}), domain, tmp_path / "logs")
+    try:
+        assert run.wait(900) == 0, logs(tmp_path)
+    finally:
+        run.stop()
+    learner_log = (tmp_path / "logs" / "learner.log").read_text()
+    controller_log = (tmp_path / "logs" / "mpc_controller.log").read_text()
+    assert "MBPO round failed" not in learner_log, logs(tmp_path)
+    published = [int(v) for v in re.findall(r"published policy v(\d+) \(model v\d+\)", learner_log)]
+    assert published[:2] == [1, 2], logs(tmp_path)  # a policy after every episode once there is a model
+    assert "policy update 1 in use" in controller_log, logs(tmp_path)
+    assert (out / "learner" / "policies" / "policy.safetensors").is_file()
+    assert (out / "learner" / "policies" / "value.safetensors").is_file()
+
+    curve = json.loads((out / "learning_curve.json").read_text())["curve"]
+    assert len(curve) == EPISODES
+    # The first episode explores (no policy yet) and, at 0.8 rad, ends early: the pole fell.
+    assert curve[0]["policy_updates"] in ("none", "0") and curve[0]["fell"] and not curve[0]["success"], curve
+    assert all(e["steps"] < 6 * 50 for e in curve if e["fell"]), curve

@@ -155,6 +155,10 @@ def test_learn_graph_runs_the_controller_on_the_learned_model_with_learner_and_e
     manager = spec(specs, "episode_manager")
     assert manager.ends_launch and manager.parameters[-1]["episodes"] == 3
     assert manager.parameters[-1]["wait_for_model"] is True  # lockstep by default
+    assert spec(specs, "learner").parameters[-1]["mbpo.enabled"] is False
+    mbpo = learn_graph({"planner": "policy", "output_dir": str(tmp_path)})  # MBPO: the learner trains policies too
+    assert spec(mbpo, "learner").parameters[-1]["mbpo.enabled"] is True
+    assert spec(mbpo, "mpc_controller").parameters[-1].items() >= {"planner": "policy", "model": "learned"}.items()
     with pytest.raises(ValueError, match="episodes"):
         learn_graph({"episodes": "0"})
     with pytest.raises(ValueError, match="planner"):

@@ -99,6 +99,14 @@ class PolicySpec:
         return _from_dict(cls, d)
 
 
+def policy_spec(task, hidden: tuple[int, ...], angle_dims: tuple[int, ...]) -> PolicySpec:
+    """The spec of a policy acting on ``task`` (a ``Task``: sizes and actuator bounds): the one
+    MBPO exports and the one a controller allocates before its first policy arrives."""
+    return PolicySpec(state_dim=task.state_dim, action_dim=task.action_dim, hidden=tuple(hidden),
+                      action_low=tuple(task.action_low.tolist()), action_high=tuple(task.action_high.tolist()),
+                      angle_dims=tuple(angle_dims))
+
+
 @dataclass(frozen=True)
 class ValueSpec:
     """The critic's architecture and how to read it as a cost-to-go.

@@ -37,7 +37,7 @@ from mbrl_control.core.dynamics.base import DynamicsModel
 from mbrl_control.core.dynamics.ensemble import EnsembleDynamics, PropagationConfig
 from mbrl_control.core.learning.transitions import Transitions
 from mbrl_control.core.mbpo.env import ModelEnv, ModelMDP, ModelRollouts, TransitionBatch, policy_returns
-from mbrl_control.core.mbpo.policy import Policy, PolicySpec, ValueFunction, ValueSpec
+from mbrl_control.core.mbpo.policy import Policy, ValueFunction, ValueSpec, policy_spec
 from mbrl_control.core.tasks.base import Task
 from mbrl_control.core.util import setting
 
@@ -267,14 +267,7 @@ def train_policy(model: DynamicsModel, task: Task, real: Transitions, config: MB
 @torch.no_grad()
 def export(sac: SAC, mdp: ModelMDP, config: MBPOConfig) -> tuple[Policy, ValueFunction]:
     """Copy SAC's actor mean and twin critics into our own modules (SB3-free at run time)."""
-    spec = PolicySpec(
-        state_dim=mdp.state_dim,
-        action_dim=mdp.action_dim,
-        hidden=config.hidden,
-        action_low=tuple(mdp.task.action_low.tolist()),
-        action_high=tuple(mdp.task.action_high.tolist()),
-        angle_dims=config.angle_dims,
-    )
+    spec = policy_spec(mdp.task, config.hidden, config.angle_dims)
     policy = Policy(spec)
     actor = sac.actor
     policy.load_state_({f"latent.{k}": v for k, v in actor.latent_pi.state_dict().items()}
