@@ -59,7 +59,12 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
         try:
             node = factory()
             # After the node's start-up work (compiling a planner), which must not run at real-time priority.
-            node.scheduling, warning = apply_scheduling(declare_parameters(node, SCHEDULING_PARAMS))
+            scheduling = declare_parameters(node, SCHEDULING_PARAMS)
+            if node.has_parameter("mode") and node.get_parameter("mode").value == "lockstep":
+                # Simulated time has no deadline to protect, and a lockstep loop at real-time
+                # priority never idles: it would starve the recorder and the learner.
+                scheduling["scheduling.priority"] = 0
+            node.scheduling, warning = apply_scheduling(scheduling)
             if warning:
                 node.get_logger().warn(warning)
             elif node.scheduling != "SCHED_OTHER nice 0":

@@ -11,8 +11,9 @@ import json
 import re
 
 import yaml
-from rosutil import logs, start
+from rosutil import logs, run_mpc, start
 
+from mbrl_control.cli import train_offline
 from mbrl_control.graph import learn_graph
 
 EPISODES = 4
@@ -47,3 +48,15 @@ def test_mbpo_loop_trains_policies_from_the_stacks_own_data_and_runs_them(domain
     # The first episode explores (no policy yet) and, at 0.8 rad, ends early: the pole fell.
     assert curve[0]["policy_updates"] in ("none", "0") and curve[0]["fell"] and not curve[0]["success"], curve
     assert all(e["steps"] < 6 * 50 for e in curve if e["fell"]), curve
+
+    # Offline from the same data: `mbrl-control train --from <learner dir> --policy`, then
+    # planner:=policy with that file (policy.path) through mpc.launch's nodes.
+    learned = tmp_path / "learned"
+    assert train_offline([out / "learner"], learned, policy=True, mbpo={"sac_steps": "500", "epochs": "2"}) == 0
+    overrides = tmp_path / "policy.yaml"
+    overrides.write_text(yaml.safe_dump({"mpc_controller": {"ros__parameters": {
+        "policy": {"path": str(learned / "policy.safetensors")}}}}))
+    code, summary = run_mpc({"mode": "lockstep", "duration": "2", "planner": "policy", "overrides": str(overrides)},
+                            domain, tmp_path / "offline")
+    assert code == 0, logs(tmp_path / "offline")
+    assert summary["planner"] == "policy" and summary["ticks"] >= 90 and summary["rejected_states"] == 0, summary
