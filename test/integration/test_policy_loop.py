@@ -56,7 +56,8 @@ def test_mbpo_loop_trains_policies_from_the_stacks_own_data_and_runs_them(domain
     overrides = tmp_path / "policy.yaml"
     overrides.write_text(yaml.safe_dump({"mpc_controller": {"ros__parameters": {
         "policy": {"path": str(learned / "policy.safetensors")}}}}))
-    code, summary = run_mpc({"mode": "lockstep", "duration": "2", "planner": "policy", "overrides": str(overrides)},
+    code, summary = run_mpc({"mode": "lockstep", "duration": "3", "planner": "policy", "overrides": str(overrides)},
                             domain, tmp_path / "offline")
     assert code == 0, logs(tmp_path / "offline")
-    assert summary["planner"] == "policy" and summary["ticks"] >= 90 and summary["rejected_states"] == 0, summary
+    # (ticks as of the controller's last 1 Hz diagnostics: at least 2 of the 3 s)
+    assert summary["planner"] == "policy" and summary["ticks"] >= 100 and summary["rejected_states"] == 0, summary
