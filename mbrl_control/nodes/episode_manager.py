@@ -17,7 +17,6 @@ writes ``learning_curve.json`` and ``learning_curve.png`` and exits, which ends 
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -107,12 +106,8 @@ class EpisodeManager(Node):
             self.states.append(x)
             if self.episode_start is None:
                 self.episode_start = self.now_truth
-            if self.p["fall_angle"] > 0 and self.episode_start is not None and self._fallen(x):
+            if 0 < self.p["fall_angle"] < abs(self.task.pole_angle(x)):
                 self._end_episode(fell=True)
-
-    def _fallen(self, x: np.ndarray) -> bool:
-        angle = (x[1] + math.pi) % (2 * math.pi) - math.pi  # the cart-pole's pole angle, 0 upright
-        return abs(angle) > self.p["fall_angle"]
 
     def _on_sample(self, msg: Float64MultiArray) -> None:
         if self.phase == "running" and len(msg.data) >= 3 and int(msg.data[1]) == self.episode:

@@ -153,8 +153,7 @@ class LearnerNode(Node):
         # Wall-clock timers: in lockstep sim time stands still while the experiment waits for us.
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(p["sync_period"], self.buffer.sync, clock=steady)
-        self.create_timer(0.2, self._poll_training, clock=steady)
-        self.create_timer(0.2, self._poll_policy, clock=steady)
+        self.create_timer(0.2, self._poll_jobs, clock=steady)
         self.diagnostics = DiagnosticsPublisher(self)
         self.create_timer(1.0 / p["diagnostics_rate"], self._publish_diagnostics, clock=steady)
         self.get_logger().info(
@@ -231,6 +230,10 @@ class LearnerNode(Node):
         self.trainer.start(self.model, self.buffer.snapshot())
         self.round_through_episode = through_episode
         self.transitions_at_last_round = len(self.buffer)
+
+    def _poll_jobs(self) -> None:
+        self._poll_training()
+        self._poll_policy()
 
     def _poll_training(self) -> None:
         outcome = self.trainer.poll()

@@ -70,9 +70,13 @@ class CartPoleSwingUp(Task):
     def terminal_cost(self, x: Tensor) -> Tensor:
         return self.weights.terminal * self.state_cost(x)
 
+    def pole_angle(self, states: np.ndarray) -> np.ndarray:
+        """The pole's angle from upright, wrapped to [-pi, pi), for states ``[..., 4]``."""
+        return np.remainder(states[..., 1] + math.pi, 2 * math.pi) - math.pi
+
     def upright(self, states: np.ndarray) -> np.ndarray:
         """Per-sample flag: pole within tolerance of upright and cart within the track."""
-        angle = np.remainder(states[:, 1] + math.pi, 2 * math.pi) - math.pi
+        angle = self.pole_angle(states)
         return (np.abs(angle) < self.angle_tolerance) & (np.abs(states[:, 0]) < self.params.track_limit)
 
     def keypoints(self, states: np.ndarray) -> np.ndarray:
