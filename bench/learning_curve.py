@@ -16,13 +16,19 @@ tick). MBPO's policy covers a region around upright (``mbpo.region``), so MBPO r
 ``balance`` task (every episode starts near upright), where PETS runs on the same seeds.
 
 Not part of the tests (an hour or more). Prints a table, writes learning_curves_<task>.png, then one JSON line.
+With ``--reuse``, a run whose directory under ``--out`` already holds a complete curve made with the
+same parameters is read instead of run again (resume an interrupted benchmark, or run variants in
+parallel processes and tabulate them together).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 from pathlib import Path
+
+import yaml
 
 from common import emit_json, machine, print_table
 from ros_run import run_graph
@@ -67,6 +73,18 @@ def overrides_for(variant: str, seed: int, task: str = "swingup") -> dict:
     return {node: {"ros__parameters": values} for node, values in seeded.items()}
 
 
+def finished_run(work: Path, overrides: dict, episodes: int, episode_length: float) -> dict | None:
+    """The summary of an earlier run in ``work`` with these overrides and episodes, else None."""
+    try:
+        same = yaml.safe_load((work / "overrides.yaml").read_text()) == overrides
+        summary = json.loads((work / "learning_curve.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not same or len(summary.get("curve", [])) != episodes or summary.get("episode_length_s") != episode_length:
+        return None
+    return summary | {"work_dir": str(work), "reused": True}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", choices=sorted(TASKS), default="swingup")
@@ -76,6 +94,7 @@ def main() -> None:
     parser.add_argument("--variants", default="baseline")
     parser.add_argument("--ablation-seeds", type=int, default=2, help="seeds of each variant other than the baseline")
     parser.add_argument("--out", type=Path, default=Path("../runs/bench-learning-curve"))
+    parser.add_argument("--reuse", action="store_true", help="read complete runs already in --out instead of rerunning")
     args = parser.parse_args()
     variants = args.variants.split(",")
     unknown = sorted(set(variants) - set(VARIANTS))
@@ -88,11 +107,13 @@ def main() -> None:
         seeds = args.seeds if variant == "baseline" else args.ablation_seeds
         runs = []
         for seed in range(seeds):
-            summary = run_graph(
-                {"episodes": str(args.episodes), "episode_length": str(args.episode_length)} | VARIANTS[variant][2],
-                overrides_for(variant, seed, args.task), timeout=7200, graph="learn",
-                keep_dir=args.out / f"{args.task}-{variant}-seed{seed}",
-            )
+            work, overrides = args.out / f"{args.task}-{variant}-seed{seed}", overrides_for(variant, seed, args.task)
+            summary = finished_run(work, overrides, args.episodes, args.episode_length) if args.reuse else None
+            if summary is None:
+                summary = run_graph(
+                    {"episodes": str(args.episodes), "episode_length": str(args.episode_length)} | VARIANTS[variant][2],
+                    overrides, timeout=7200, graph="learn", keep_dir=work,
+                )
             runs.append(summary)
             if summary.get("curve"):
                 curves.append(summary)

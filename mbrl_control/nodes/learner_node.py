@@ -33,6 +33,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -123,6 +124,7 @@ class LearnerNode(Node):
             self.task = build_task(robot_params(p["robot"], urdf))  # the reward MBPO maximises
         self.policy_job: BackgroundJob[MBPOResult] = BackgroundJob("mbpo-trainer")
         self.policy_version = 0
+        self.sac_state: dict[str, torch.Tensor] | None = None
         self.policy_counts = {"policy_rounds": 0, "policy_errors": 0}
         self.last_policy: dict[str, object] = {}
         self.version = 0
@@ -272,7 +274,8 @@ class LearnerNode(Node):
         """SAC on rollouts of the model now in use, branched from every real state so far."""
         model, data = self.model.clone(trainable=False), self.buffer.snapshot()
         config = dataclasses.replace(self.mbpo, seed=self.mbpo.seed + self.policy_version)
-        self.policy_job.start(lambda cancel: train_mbpo(model, self.task, data, config))
+        warm_start = self.sac_state if config.warm_start else None
+        self.policy_job.start(lambda cancel: train_mbpo(model, self.task, data, config, warm_start))
 
     def _poll_policy(self) -> None:
         outcome = self.policy_job.poll()
@@ -283,6 +286,7 @@ class LearnerNode(Node):
             self.policy_counts["policy_errors"] += 1
             self.get_logger().error(f"MBPO round failed: {outcome.error}")
         else:
+            self.sac_state = outcome.value.sac_state  # the next round goes on from here (in this process)
             self._publish_policy(outcome.value)
         self._end_round()
 

@@ -228,17 +228,33 @@ def test_sac_batches_mix_real_and_model_transitions_at_the_real_ratio(cartpole, 
 # -- (b) MBPO balances ---------------------------------------------------------------------------
 
 
+def balance_failures(cartpole, policy: Policy, steps: int = 300) -> tuple[list[int], np.ndarray]:
+    """The starts (of 16 around upright) from which ``policy`` fails the task on the
+    simulator-equivalent plant in ``steps`` ticks, and each start's fraction of ticks upright."""
+    x0 = box_states(START_BOX, 16, seed=7).double()
+    states = closed_loop(policy, cartpole.plant, x0, steps).numpy()
+    times = np.arange(steps + 1) * DT
+    upright = np.array([cartpole.task.upright(s).mean() for s in states])
+    return [i for i, s in enumerate(states) if not cartpole.task.success(s, times)], upright
+
+
 def test_mbpo_policy_trained_in_model_rollouts_balances_in_closed_loop(cartpole, trained):
     """From 16 starts around upright, 6 s on the simulator-equivalent plant: the task's 5 s
     success window, and >= 95% of all ticks upright."""
-    steps = 300
-    x0 = box_states(START_BOX, 16, seed=7).double()
-    states = closed_loop(trained.policy, cartpole.plant, x0, steps).numpy()
-    times = np.arange(steps + 1) * DT
-    upright = np.array([cartpole.task.upright(s).mean() for s in states])
-    failed = [i for i, s in enumerate(states) if not cartpole.task.success(s, times)]
-    assert not failed and upright.mean() >= 0.95, f"fell from {x0[failed[:4]]}; upright {upright.round(2)}"
+    failed, upright = balance_failures(cartpole, trained.policy)
+    assert not failed and upright.mean() >= 0.95, f"fell from starts {failed[:4]}; upright {upright.round(2)}"
     assert trained.sac_steps == CONFIG.sac_steps and trained.returns[trained.best_epoch - 1] == max(trained.returns)
+
+
+def test_a_warm_started_round_goes_on_from_the_previous_rounds_networks(cartpole, real, trained):
+    """The learning loop's rounds continue SAC: one gradient step from the last round's state
+    still balances; the same step from scratch does not."""
+    one_step = MBPOConfig(epochs=1, sac_steps=1, rollouts_per_epoch=16, eval_starts=0, seed=1)
+    warm = train_mbpo(cartpole.model, cartpole.task, real, one_step, warm_start=trained.sac_state)
+    cold = train_mbpo(cartpole.model, cartpole.task, real, one_step)
+    assert warm.sac_steps == cold.sac_steps == 1
+    assert not balance_failures(cartpole, warm.policy)[0]
+    assert len(balance_failures(cartpole, cold.policy)[0]) >= 8
 
 
 # -- (c) the policy planner ----------------------------------------------------------------------

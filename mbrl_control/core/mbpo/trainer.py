@@ -5,11 +5,13 @@ starts ``rollouts_per_epoch`` rollouts of the current SAC policy at real states,
 model steps long (batched in torch: ``ModelRollouts``), keeps the last ``retain_epochs`` epochs
 of them, and takes ``sac_steps / epochs`` SAC gradient steps on batches that are ``real_ratio``
 real transitions and the rest model transitions. After each epoch the deterministic policy is
-scored on the model from fixed real start states (``eval_starts``), and the best epoch's actor
-and critic are the result, copied into our own ``Policy`` and ``ValueFunction``
-(``mbrl_control.core.mbpo.policy``), which is all the controller needs. Here, unlike the paper,
-the model is given (trained by the learner beforehand) and no new real data arrive during training:
-one call is one policy update round of the learning loop.
+scored on the model from fixed real start states (``eval_starts``: the states real episodes
+started from, what the policy will face), and the best epoch's actor and critic are the result,
+copied into our own ``Policy`` and ``ValueFunction`` (``mbrl_control.core.mbpo.policy``), which
+is all the controller needs. Here the model is given (trained by the learner beforehand) and no
+new real data arrive during training: one call is one policy update round of the learning loop.
+As in the paper, SAC goes on learning across rounds: a round starts from the previous round's
+networks and entropy temperature (``warm_start``: ``MBPOResult.sac_state``), not from scratch.
 
 SAC is stable-baselines3's: a well-kept, widely used and tested implementation (twin critics,
 target networks, learned entropy temperature) that matches the MBPO paper's SAC; writing our own
@@ -73,9 +75,10 @@ class MBPOConfig:
     angle_dims: tuple[int, ...] = setting((1,), "state dimensions that are angles: seen as (sin, cos), wrapped", 0, 64)
     exit_cost: float = setting(0.0, "cost of leaving the region; 0: max step cost in it / (1 - gamma)", 0.0, 1e9)
     model_noise: bool = setting(True, "learned ensemble: sample each step from the drawn member's Gaussian")
-    eval_starts: int = setting(64, "real start states the policy is scored from on the model after each epoch; 0: off",
-                               0, 100000)
+    eval_starts: int = setting(64, "model rollouts the policy is scored with after each epoch, from the real episodes' "
+                               "start states (any real states if none is in the region); 0: off", 0, 100000)
     eval_steps: int = setting(250, "model steps of each scoring rollout", 1, 100000)
+    warm_start: bool = setting(True, "in a learning loop, each round continues SAC from the previous round's networks")
     max_seconds: float = setting(0.0, "wall-clock budget [s], checked between epochs; 0: none", 0.0, 1e6)
     seed: int = setting(0, "seed of rollouts, SAC and the ensemble's member draws", 0, 2**31 - 1)
 
@@ -104,6 +107,7 @@ class MBPOResult:
     stopped_by: str  # "epochs" | "time"
     returns: list[float]  # per epoch: the mean model return of the policy (with eval_starts)
     best_epoch: int  # the one whose policy this is (1-based; the last without eval_starts)
+    sac_state: dict[str, torch.Tensor]  # SAC's networks and temperature after the last epoch: the next warm start
 
 
 class MixedReplayBuffer(ReplayBuffer):
@@ -174,8 +178,10 @@ def rollout_model(model: DynamicsModel, config: MBPOConfig) -> DynamicsModel:
     return model
 
 
-def train_mbpo(model: DynamicsModel, task: Task, real: Transitions, config: MBPOConfig = MBPOConfig()) -> MBPOResult:
-    """Train SAC on model rollouts branched from ``real``'s states (see the module docstring).
+def train_mbpo(model: DynamicsModel, task: Task, real: Transitions, config: MBPOConfig = MBPOConfig(),
+               warm_start: dict[str, torch.Tensor] | None = None) -> MBPOResult:
+    """Train SAC on model rollouts branched from ``real``'s states (see the module docstring),
+    starting from ``warm_start`` (a previous result's ``sac_state``, same ``hidden``) if given.
 
     ``real`` transitions starting outside ``config.region`` are left out; at least one must be
     inside (the branch points). Uses the torch threads set by the caller.
@@ -214,6 +220,8 @@ def train_mbpo(model: DynamicsModel, task: Task, real: Transitions, config: MBPO
         verbose=0,
     )
     sac.set_logger(configure(None, [""]))  # SAC.train records to a logger; keep it silent
+    if warm_start is not None:
+        load_sac_state(sac, warm_start)
     buffer: MixedReplayBuffer = sac.replay_buffer
     rollouts = ModelRollouts(mdp, starts, config.rollout_length, torch.Generator().manual_seed(config.seed))
 
@@ -224,9 +232,14 @@ def train_mbpo(model: DynamicsModel, task: Task, real: Transitions, config: MBPO
         return sac.actor(obs, deterministic=True)
 
     # SAC's policy quality swings from epoch to epoch: score each on the model from fixed real
-    # starts and keep the best (model-based selection; the real system is never asked).
-    eval_starts = starts[torch.randperm(len(starts), generator=torch.Generator().manual_seed(config.seed))]
-    eval_starts = eval_starts[: config.eval_starts]
+    # starts and keep the best (model-based selection; the real system is never asked). Scored
+    # from where real episodes began: from any real state, the many already falling ones (no
+    # policy saves them) would drown the differences that matter.
+    eval_starts = episode_starts(real, mdp)
+    if len(eval_starts) == 0:
+        eval_starts = starts
+    order = torch.randperm(len(eval_starts), generator=torch.Generator().manual_seed(config.seed))
+    eval_starts = eval_starts[order.repeat(-(-config.eval_starts // len(order)))[: config.eval_starts]]
     generated, epochs, sac_steps, stopped_by, returns, best_epoch = 0, 0, 0, "epochs", [], 0
     best: tuple[Policy, ValueFunction] | None = None
     for steps in steps_per_epoch:
@@ -249,7 +262,7 @@ def train_mbpo(model: DynamicsModel, task: Task, real: Transitions, config: MBPO
     policy, value = best
     result = MBPOResult(policy, value, sac_steps=sac_steps, epochs=epochs, model_transitions=generated,
                         real_transitions=len(real_batch), seconds=time.perf_counter() - start, stopped_by=stopped_by,
-                        returns=returns, best_epoch=best_epoch)
+                        returns=returns, best_epoch=best_epoch, sac_state=sac_state(sac))
     info = {"sac_steps": result.sac_steps, "epochs": epochs, "best_epoch": best_epoch, "model_transitions": generated,
             "real_transitions": result.real_transitions, "train_seconds": round(result.seconds, 3)}
     policy.extra.update(info)
@@ -262,6 +275,31 @@ def train_mbpo(model: DynamicsModel, task: Task, real: Transitions, config: MBPO
 def train_policy(model: DynamicsModel, task: Task, real: Transitions, config: MBPOConfig = MBPOConfig()) -> Policy:
     """MBPO's policy alone (``train_mbpo`` for the value function and figures too)."""
     return train_mbpo(model, task, real, config).policy
+
+
+def episode_starts(real: Transitions, mdp: ModelMDP) -> torch.Tensor:
+    """The first state of every real episode that lies inside the region ``[E, nx]``."""
+    if len(real) == 0:
+        return torch.zeros(0, mdp.task.state_dim)
+    first = np.flatnonzero(np.diff(real.episode, prepend=real.episode[0] - 1) != 0)
+    states = torch.from_numpy(np.ascontiguousarray(real.state[first], dtype=np.float32))
+    return states[mdp.inside(states)]
+
+
+def sac_state(sac: SAC) -> dict[str, torch.Tensor]:
+    """SAC's actor, critics, target critics and (learned) log temperature, copied."""
+    state = {f"policy.{k}": v.detach().clone() for k, v in sac.policy.state_dict().items()}
+    if sac.log_ent_coef is not None:
+        state["log_ent_coef"] = sac.log_ent_coef.detach().clone()
+    return state
+
+
+@torch.no_grad()
+def load_sac_state(sac: SAC, state: dict[str, torch.Tensor]) -> None:
+    """Continue from ``sac_state``'s networks and temperature (the optimisers start afresh)."""
+    sac.policy.load_state_dict({k.removeprefix("policy."): v for k, v in state.items() if k.startswith("policy.")})
+    if sac.log_ent_coef is not None and "log_ent_coef" in state:
+        sac.log_ent_coef.copy_(state["log_ent_coef"])
 
 
 @torch.no_grad()
