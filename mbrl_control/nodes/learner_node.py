@@ -31,6 +31,7 @@ import array
 import dataclasses
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -54,12 +55,15 @@ from mbrl_control.core.learning import (
 )
 from mbrl_control.core.learning.background import BackgroundJob
 from mbrl_control.core.mbpo import load_policy, policy_to_bytes, save_policy, save_value
-from mbrl_control.core.mbpo.trainer import MBPOConfig, MBPOResult, train_mbpo
+from mbrl_control.core.mbpo.config import MBPOConfig
 from mbrl_control.core.util import dataclass_from, section
 from mbrl_control.nodes.diagnostics import OK, WARN, DiagnosticsPublisher
 from mbrl_control.nodes.model_receiver import MODEL_QOS
 from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters, specs_from, urdf_param
 from mbrl_control.nodes.runtime import main_for
+
+if TYPE_CHECKING:
+    from mbrl_control.core.mbpo.trainer import MBPOResult
 
 PARAMS = [
     ParamSpec("robot", "cartpole", "robot", choices=("cartpole",)),
@@ -275,6 +279,8 @@ class LearnerNode(Node):
         model, data = self.model.clone(trainable=False), self.buffer.snapshot()
         config = dataclasses.replace(self.mbpo, seed=self.mbpo.seed + self.policy_version)
         warm_start = self.sac_state if config.warm_start else None
+        from mbrl_control.core.mbpo.trainer import train_mbpo  # SAC (stable-baselines3) only where MBPO is on
+
         self.policy_job.start(lambda cancel: train_mbpo(model, self.task, data, config, warm_start))
 
     def _poll_policy(self) -> None:

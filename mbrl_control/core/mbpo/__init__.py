@@ -2,10 +2,10 @@
 real states, exported as a small torch policy (and critic) for the controller.
 
 ``policy`` (the run-time side: ``Policy``, ``ValueFunction``, their safetensors format) imports
-only torch and safetensors. Training (``trainer``: ``MBPOConfig``, ``train_mbpo``,
-``train_policy``) and the model environment (``env``: ``ModelEnv``) need stable-baselines3 and
-gymnasium; they are imported from here on first use, so a controller that only runs a policy
-never loads them.
+only torch and safetensors; ``config`` (``MBPOConfig``) nothing heavy. Training (``trainer``:
+``train_mbpo``, ``train_policy``) and the model environment (``env``: ``ModelEnv``) need
+stable-baselines3 and gymnasium; they are imported from here on first use, so a controller that
+only runs a policy, and a learner with MBPO off, never load them.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from mbrl_control.core.mbpo.config import MBPOConfig
 from mbrl_control.core.mbpo.policy import (
     Policy,
     PolicyFormatError,
@@ -32,7 +33,6 @@ from mbrl_control.core.mbpo.policy import (
 )
 
 _LAZY = {
-    "MBPOConfig": "trainer",
     "MBPOResult": "trainer",
     "MixedReplayBuffer": "trainer",
     "closed_loop": "trainer",
@@ -52,6 +52,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "MBPOConfig",
     "Policy",
     "PolicyFormatError",
     "PolicySpec",
