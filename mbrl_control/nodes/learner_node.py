@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import safetensors
+import safetensors.torch
 import torch
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
@@ -54,6 +56,7 @@ from mbrl_control.core.learning import (
     save_checkpoint,
 )
 from mbrl_control.core.learning.background import BackgroundJob
+from mbrl_control.core.learning.storage import write_atomic
 from mbrl_control.core.mbpo import load_policy, policy_to_bytes, save_policy, save_value
 from mbrl_control.core.mbpo.config import MBPOConfig
 from mbrl_control.core.util import dataclass_from, section
@@ -199,6 +202,12 @@ class LearnerNode(Node):
             else:
                 self.policy_version = policy.version
                 self.policy_pub.publish(UInt8MultiArray(data=array.array("B", policy_to_bytes(policy))))
+        sac_file = self.policies / "sac.safetensors"
+        if self.mbpo is not None and self.mbpo.warm_start and sac_file.is_file():
+            try:
+                self.sac_state = safetensors.torch.load(sac_file.read_bytes())
+            except (OSError, safetensors.SafetensorError) as exc:
+                self.get_logger().error(f"SAC state {sac_file} not used (the next round starts afresh): {exc}")
 
     # -- data --------------------------------------------------------------------------------
     def _on_sample(self, topic: str, msg: Float64MultiArray) -> None:
@@ -292,8 +301,9 @@ class LearnerNode(Node):
             self.policy_counts["policy_errors"] += 1
             self.get_logger().error(f"MBPO round failed: {outcome.error}")
         else:
-            self.sac_state = outcome.value.sac_state  # the next round goes on from here (in this process)
             self._publish_policy(outcome.value)
+            self.sac_state = outcome.value.sac_state  # the next round goes on from here, after a restart too
+            write_atomic(self.policies / "sac.safetensors", safetensors.torch.save(self.sac_state))
         self._end_round()
 
     def _publish_policy(self, r: MBPOResult) -> None:
@@ -309,7 +319,7 @@ class LearnerNode(Node):
         self.get_logger().info(
             f"published policy v{self.policy_version} (model v{self.version}): {r.sac_steps} SAC steps on "
             f"{r.model_transitions} model and {r.real_transitions} real transitions in {r.seconds:.1f} s, "
-            f"model return {model_return:.1f}"
+            f"model return {model_return:.1f}{', continuing SAC' if r.warm_started else ''}"
         )
 
     def _accept(self, outcome) -> None:

@@ -252,9 +252,12 @@ def test_a_warm_started_round_goes_on_from_the_previous_rounds_networks(cartpole
     one_step = MBPOConfig(epochs=1, sac_steps=1, rollouts_per_epoch=16, eval_starts=0, seed=1)
     warm = train_mbpo(cartpole.model, cartpole.task, real, one_step, warm_start=trained.sac_state)
     cold = train_mbpo(cartpole.model, cartpole.task, real, one_step)
-    assert warm.sac_steps == cold.sac_steps == 1
+    assert warm.sac_steps == cold.sac_steps == 1 and warm.warm_started and not cold.warm_started
     assert not balance_failures(cartpole, warm.policy)[0]
     assert len(balance_failures(cartpole, cold.policy)[0]) >= 8
+    # A state of other networks (a checkpoint from another `hidden`) is left out, not fatal.
+    other = {k: v[..., :1] for k, v in trained.sac_state.items()}
+    assert not train_mbpo(cartpole.model, cartpole.task, real, one_step, warm_start=other).warm_started
 
 
 # -- (c) the policy planner ----------------------------------------------------------------------

@@ -39,9 +39,11 @@ def test_mbpo_loop_trains_policies_from_the_stacks_own_data_and_runs_them(domain
     assert "MBPO round failed" not in learner_log, logs(tmp_path)
     published = [int(v) for v in re.findall(r"published policy v(\d+) \(model v\d+\)", learner_log)]
     assert published[:2] == [1, 2], logs(tmp_path)  # a policy after every episode once there is a model
+    assert re.search(r"published policy v2 .*continuing SAC", learner_log), logs(tmp_path)  # rounds go on from the last
     assert "policy update 1 in use" in controller_log, logs(tmp_path)
     assert (out / "learner" / "policies" / "policy.safetensors").is_file()
     assert (out / "learner" / "policies" / "value.safetensors").is_file()
+    assert (out / "learner" / "policies" / "sac.safetensors").is_file()  # what a restarted learner goes on from
 
     curve = json.loads((out / "learning_curve.json").read_text())["curve"]
     assert len(curve) == EPISODES

@@ -61,6 +61,7 @@ class MBPOResult:
     returns: list[float]  # per epoch: the mean model return of the policy (with eval_starts)
     best_epoch: int  # the one whose policy this is (1-based; the last without eval_starts)
     sac_state: dict[str, torch.Tensor]  # SAC's networks and temperature after the last epoch: the next warm start
+    warm_started: bool  # went on from ``warm_start`` (False: none given, or it did not fit these networks)
 
 
 class MixedReplayBuffer(ReplayBuffer):
@@ -173,8 +174,7 @@ def train_mbpo(model: DynamicsModel, task: Task, real: Transitions, config: MBPO
         verbose=0,
     )
     sac.set_logger(configure(None, [""]))  # SAC.train records to a logger; keep it silent
-    if warm_start is not None:
-        load_sac_state(sac, warm_start)
+    warm_started = warm_start is not None and load_sac_state(sac, warm_start)
     buffer: MixedReplayBuffer = sac.replay_buffer
     rollouts = ModelRollouts(mdp, starts, config.rollout_length, torch.Generator().manual_seed(config.seed))
 
@@ -215,7 +215,8 @@ def train_mbpo(model: DynamicsModel, task: Task, real: Transitions, config: MBPO
     policy, value = best
     result = MBPOResult(policy, value, sac_steps=sac_steps, epochs=epochs, model_transitions=generated,
                         real_transitions=len(real_batch), seconds=time.perf_counter() - start, stopped_by=stopped_by,
-                        returns=returns, best_epoch=best_epoch, sac_state=sac_state(sac))
+                        returns=returns, best_epoch=best_epoch, sac_state=sac_state(sac),
+                        warm_started=warm_started)
     info = {"sac_steps": result.sac_steps, "epochs": epochs, "best_epoch": best_epoch, "model_transitions": generated,
             "real_transitions": result.real_transitions, "train_seconds": round(result.seconds, 3)}
     policy.extra.update(info)
@@ -248,11 +249,20 @@ def sac_state(sac: SAC) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def load_sac_state(sac: SAC, state: dict[str, torch.Tensor]) -> None:
-    """Continue from ``sac_state``'s networks and temperature (the optimisers start afresh)."""
-    sac.policy.load_state_dict({k.removeprefix("policy."): v for k, v in state.items() if k.startswith("policy.")})
+def load_sac_state(sac: SAC, state: dict[str, torch.Tensor]) -> bool:
+    """Continue from ``sac_state``'s networks and temperature (the optimisers start afresh).
+    A state of other networks (another ``hidden``, a damaged checkpoint) is logged and left out:
+    False, and SAC starts from scratch, as without one."""
+    networks = {k.removeprefix("policy."): v for k, v in state.items() if k.startswith("policy.")}
+    own = sac.policy.state_dict()
+    misfit = sorted(set(own) ^ set(networks)) or [k for k in own if own[k].shape != networks[k].shape]
+    if misfit:
+        log.warning("SAC warm start left out: it does not fit these networks (%s)", ", ".join(misfit[:3]))
+        return False
+    sac.policy.load_state_dict(networks)
     if sac.log_ent_coef is not None and "log_ent_coef" in state:
-        sac.log_ent_coef.copy_(state["log_ent_coef"])
+        sac.log_ent_coef.copy_(state["log_ent_coef"].reshape(sac.log_ent_coef.shape))
+    return True
 
 
 @torch.no_grad()
