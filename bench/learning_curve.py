@@ -7,7 +7,7 @@ randomization) each switched off or on against the baseline; and MBPO beside PET
                                  [--variants baseline,single_model,expectation,input_noise,randomized]
                                  [--ablation-seeds 2]
   python bench/learning_curve.py --task balance --variants baseline,mbpo --seeds 3 --ablation-seeds 3 \
-                                 --episodes 6 --episode-length 8
+                                 --episodes 20 --episode-length 6 [--reuse] [--first-seed 0]
 
 ``baseline`` is PETS-style MPC (CEM on the ensemble, trajectory sampling). ``mbpo`` runs
 learn.launch with planner:=policy: after every episode the learner trains the ensemble, then a SAC
@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--episode-length", type=float, default=10.0)
     parser.add_argument("--variants", default="baseline")
     parser.add_argument("--ablation-seeds", type=int, default=2, help="seeds of each variant other than the baseline")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed + 1, ...")
     parser.add_argument("--out", type=Path, default=Path("../runs/bench-learning-curve"))
     parser.add_argument("--reuse", action="store_true", help="read complete runs already in --out instead of rerunning")
     args = parser.parse_args()
@@ -106,7 +107,7 @@ def main() -> None:
     for variant in variants:
         seeds = args.seeds if variant == "baseline" else args.ablation_seeds
         runs = []
-        for seed in range(seeds):
+        for seed in range(args.first_seed, args.first_seed + seeds):
             work, overrides = args.out / f"{args.task}-{variant}-seed{seed}", overrides_for(variant, seed, args.task)
             summary = finished_run(work, overrides, args.episodes, args.episode_length) if args.reuse else None
             if summary is None:

@@ -208,6 +208,8 @@ class LearnerNode(Node):
                 self.sac_state = safetensors.torch.load(sac_file.read_bytes())
             except (OSError, safetensors.SafetensorError) as exc:
                 self.get_logger().error(f"SAC state {sac_file} not used (the next round starts afresh): {exc}")
+            else:
+                self.get_logger().info(f"SAC state reloaded from {sac_file}: the next MBPO round goes on from it")
 
     # -- data --------------------------------------------------------------------------------
     def _on_sample(self, topic: str, msg: Float64MultiArray) -> None:

@@ -3,12 +3,14 @@ learner fits the ensemble and then trains a SAC policy in rollouts of it after e
 publishes it, and the controller switches from exploring to the newest policy, all from data the
 stack collected itself (episodes start near upright and end when the pole falls).
 
-Whether those policies balance after so few episodes is bench/learning_curve.py's question
-(``--task balance --variants baseline,mbpo``), not this test's: from a few hundred transitions
-near upright they do not yet (issue 8's open point)."""
+Whether those policies balance is bench/learning_curve.py's question (``--task balance
+--variants baseline,mbpo``: MBPO first succeeds after ~7 episodes of 8000 SAC steps a round, more
+than a CI run can afford), not this test's. A learner restarted on the same directory goes on
+from its checkpointed SAC state."""
 
 import json
 import re
+import time
 
 import yaml
 from rosutil import logs, run_mpc, start
@@ -17,6 +19,16 @@ from mbrl_control.cli import train_offline
 from mbrl_control.graph import learn_graph
 
 EPISODES = 4
+
+
+def wait_for_line(path, text: str, timeout: float) -> str:
+    """The log at ``path`` once it holds ``text`` (or as it is after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = path.read_text() if path.is_file() else ""
+        if text in log or time.monotonic() > deadline:
+            return log
+        time.sleep(0.5)
 
 
 def test_mbpo_loop_trains_policies_from_the_stacks_own_data_and_runs_them(domain, tmp_path):
@@ -43,7 +55,14 @@ def test_mbpo_loop_trains_policies_from_the_stacks_own_data_and_runs_them(domain
     assert "policy update 1 in use" in controller_log, logs(tmp_path)
     assert (out / "learner" / "policies" / "policy.safetensors").is_file()
     assert (out / "learner" / "policies" / "value.safetensors").is_file()
-    assert (out / "learner" / "policies" / "sac.safetensors").is_file()  # what a restarted learner goes on from
+    # A learner restarted on that directory goes on from the checkpointed SAC state.
+    specs = learn_graph({"planner": "policy", "output_dir": str(out), "overrides": str(overrides)})
+    learner = start([s for s in specs if s.name == "learner"], domain, tmp_path / "restart" / "logs")
+    try:
+        log = wait_for_line(tmp_path / "restart" / "logs" / "learner.log", "SAC state reloaded", 120)
+    finally:
+        learner.stop()
+    assert "SAC state reloaded" in log and "not used" not in log, logs(tmp_path / "restart")
 
     curve = json.loads((out / "learning_curve.json").read_text())["curve"]
     assert len(curve) == EPISODES
