@@ -153,9 +153,10 @@ def main() -> None:
                "episode_length_s": args.episode_length, "results": results,
                "episodes_to_success": base.get("episodes_to_success"), "success_rate": base.get("success_rate"),
                "env_steps_to_success_median": base.get("env_steps_to_success_median"),
+               # the learning issue's target is for swing-up from scratch; the balance task has none
                "target": {"episodes_to_success_median": 5, "measured": base.get("episodes_to_success_median"),
                           "met": base.get("episodes_to_success_median") is not None
-                          and base["episodes_to_success_median"] <= 5}})
+                          and base["episodes_to_success_median"] <= 5} if args.task == "swingup" else None})
 
 
 if __name__ == "__main__":

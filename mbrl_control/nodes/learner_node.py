@@ -15,14 +15,16 @@ late-joining controllers get it) and checkpointed (safetensors + JSON). ``~/trai
 (std_msgs/Int32) says which episodes the last finished round included, accepted or not.
 
 With ``mbpo.enabled`` (learn.launch planner:=policy) every round goes on to MBPO: SAC trained in
-rollouts of the model now in use, branched from every real state so far; the policy is published
-on ``~/policy`` (safetensors bytes, like models) and saved under ``<data_dir>/policies``, and only
-then is the round announced on ``~/trained_episode``.
+rollouts of the model now in use, branched from every real state so far, going on from the last
+round's SAC (``mbpo.warm_start``); the policy is published on ``~/policy`` (safetensors bytes, like
+models) and saved under ``<data_dir>/policies`` with SAC's state, and only then is the round
+announced on ``~/trained_episode``.
 
-After a crash the learner reloads the buffer and the newest intact checkpoint and carries on; a
-damaged newer checkpoint (size or SHA-256 not matching its JSON, unreadable, another architecture)
-is set aside as ``*.corrupt``, named in the log and in /diagnostics (``damaged_checkpoints``,
-``resumed_from``), and the previous good one is used.
+After a crash the learner reloads the buffer and the newest intact checkpoint (with MBPO, the
+policy and SAC's state too) and carries on; a damaged newer checkpoint (size or SHA-256 not
+matching its JSON, unreadable, another architecture) is set aside as ``*.corrupt``, named in the
+log and in /diagnostics (``damaged_checkpoints``, ``resumed_from``), and the previous good one is
+used.
 """
 
 from __future__ import annotations
