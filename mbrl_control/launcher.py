@@ -169,16 +169,22 @@ def launch(graph: str, args: dict[str, str], log_dir: Path | None = None, timeou
     for spec in [s for s in specs if s.module is None]:
         print(f"[launch] skipping {spec.package}/{spec.executable}: it needs a ROS 2 install "
               "(use ros2 launch there)", file=sys.stderr)
-    running = Launch([s for s in specs if s.module is not None], log_dir)
 
     def on_signal(signum, frame):  # Ctrl-C or SIGTERM: stop the nodes cleanly, then leave
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_signal)
+    # SIGINT too, explicitly (as ros2 launch does), and before the nodes start: a launcher run as a
+    # script's background job or under nohup inherits SIGINT ignored, and so would its nodes (an
+    # exec keeps an ignored signal ignored, but resets a handled one to the default).
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    running = None
     try:
+        running = Launch([s for s in specs if s.module is not None], log_dir)
         return running.wait(timeout)
     except KeyboardInterrupt:
-        running.stop()
+        if running is not None:
+            running.stop()
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -50,6 +50,10 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
     if problem is not None:
         print(f"[FATAL] cannot start: {problem}", file=sys.stderr, flush=True)
         return EXIT_BAD_PARAMETER
+    if threading.current_thread() is threading.main_thread():
+        # A node started with SIGINT ignored (inherited from a background job) must still stop on
+        # the launcher's SIGINT: Python leaves an inherited SIG_IGN in place, and so would rclpy.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         rclpy.init(args=args)
     except RCLError as exc:  # e.g. a parameter file rcl cannot parse

@@ -11,6 +11,8 @@ import fcntl
 import json
 import os
 import random
+import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -89,6 +91,23 @@ def run_mpc(args: dict[str, str], domain: int, tmp_path: Path, timeout: float = 
     code = launch.wait(timeout)
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     return code, summary
+
+
+def launcher_children(proc: subprocess.Popen) -> list[int]:
+    """The node processes a running ``mbrl-control launch`` started (read while it is alive)."""
+    out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def kill_launch(proc: subprocess.Popen, children: list[int]) -> None:
+    """Cleanup after a failed stop: the launcher and its nodes (each in its own process group),
+    so that real-time-priority nodes left behind cannot starve the tests after this one."""
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
 def logs(tmp_path: Path) -> str:

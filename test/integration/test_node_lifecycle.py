@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from rosutil import node_env
+from rosutil import kill_launch, launcher_children, node_env
 
 from mbrl_control.graph import mpc_graph
 from mbrl_control.launcher import node_command
@@ -46,19 +46,21 @@ def _alive(pid):
 
 
 def test_launcher_stops_all_nodes_on_ctrl_c(domain):
-    cmd = [sys.executable, "-m", "mbrl_control.cli", "launch", "mpc", "mode:=realtime"]
+    # Started as a script's background job starts it: with SIGINT ignored (`trap "" INT`; exec keeps
+    # it). An explicit SIGINT must still stop the launcher and every node.
+    cmd = ["sh", "-c", 'trap "" INT; exec "$0" "$@"', sys.executable, "-m", "mbrl_control.cli", "launch", "mpc",
+           "mode:=realtime"]
     proc = subprocess.Popen(cmd, env=node_env(domain), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    children = []
     try:
         time.sleep(5.0)  # the nodes are up (the controller may still be warming up)
         assert proc.poll() is None
-        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
-                                                    text=True).stdout.split()]
+        children = launcher_children(proc)
         assert len(children) == 3  # sim, estimator and controller
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        kill_launch(proc, children)
     assert proc.returncode == 130
     assert not [pid for pid in children if _alive(pid)]
     assert "Traceback" not in err, err[-3000:]

@@ -10,7 +10,7 @@ import matplotlib.image
 import yaml
 from mcap.reader import make_reader
 from rclpy.serialization import deserialize_message
-from rosutil import logs, node_env, run_mpc
+from rosutil import kill_launch, launcher_children, logs, node_env, run_mpc
 
 from mbrl_control.cli import train_offline
 from mbrl_control.nodes.topic_tap import message_class
@@ -88,16 +88,17 @@ def test_sigint_during_recording_leaves_a_complete_file(domain, tmp_path):
     path = tmp_path / "run.mcap"
     cmd = [sys.executable, "-m", "mbrl_control.cli", "launch", "mpc", "record:=true", f"record_path:={path}"]
     proc = subprocess.Popen(cmd, env=node_env(domain), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    children = []
     try:
         end = time.monotonic() + 120
         while time.monotonic() < end and (not path.exists() or path.stat().st_size < 200_000):
             time.sleep(0.5)  # the sim publishes from the start; wait for a few chunks
         assert proc.poll() is None
+        children = launcher_children(proc)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        kill_launch(proc, children)
     assert proc.returncode == 130, err[-3000:]
     with open(path, "rb") as f:
         s = make_reader(f).get_summary()
