@@ -10,6 +10,7 @@ from typing import Any
 from mbrl_control.core.dynamics import CartPoleDynamics, CartPoleParams, DynamicsModel
 from mbrl_control.core.dynamics.ensemble import EnsembleConfig, EnsembleDynamics, PropagationConfig
 from mbrl_control.core.dynamics.urdf import angular_joints
+from mbrl_control.core.mbpo.config import MBPOConfig
 from mbrl_control.core.mbpo.policy import Policy, ValueFunction, load_policy, load_value, policy_spec
 from mbrl_control.core.planners import (
     CEMConfig,
@@ -189,7 +190,8 @@ def build_mpc(p: dict[str, Any], urdf: str | Path, planner: str | None = None) -
     if pending:
         # MBPO from scratch: the learner's policies arrive later; allocate (and compile) their
         # architecture now, so each one is copied in place between ticks.
-        policy = Policy(policy_spec(task, tuple(p.get("mbpo.hidden", (64, 64))), model.config.angle_dims))
+        hidden = tuple(p.get("mbpo.hidden", MBPOConfig().hidden))
+        policy = Policy(policy_spec(task, hidden, model.config.angle_dims))
     return MPCSetup(
         model=model,
         task=task,

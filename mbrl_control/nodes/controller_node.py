@@ -31,6 +31,7 @@ from visualization_msgs.msg import MarkerArray
 
 from mbrl_control.core.builders import MODELS, PLANNERS, TERMINALS, build_mpc, planner_config_class
 from mbrl_control.core.dynamics.ensemble import EnsembleConfig, PropagationConfig
+from mbrl_control.core.mbpo.config import MBPOConfig
 from mbrl_control.core.planners.random import RandomConfig, RandomPlanner
 from mbrl_control.core.safety import DEGRADED, RUNNING, STOPPED, SafetyConfig, SafetyLayer
 from mbrl_control.core.tasks.critic_terminal import ValueTerminalConfig
@@ -87,7 +88,7 @@ PARAMS = [
     *specs_from(EnsembleConfig, "ensemble", exclude=("angle_dims",)),  # angles come from the URDF
     *specs_from(PropagationConfig, "propagation"),
     *specs_from(ValueTerminalConfig, "value"),
-    ParamSpec("mbpo.hidden", [64, 64], "hidden units of the learner's MBPO policies (model:=learned planner:=policy "
+    ParamSpec("mbpo.hidden", list(MBPOConfig().hidden), "hidden units of the learner's MBPO policies (model:=learned planner:=policy "
               "allocates them before the first arrives)", 1, 1024),
     *specs_from(RandomConfig, "explore"),
 ]

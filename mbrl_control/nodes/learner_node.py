@@ -106,8 +106,6 @@ class LearnerNode(Node):
         p = declare_parameters(self, PARAMS)
         self.p = p
         self.drain_on_stop = p["drain_on_stop"]  # nodes.runtime.spin_then_drain
-        import torch
-
         torch.set_num_threads(p["torch_threads"])
         urdf = urdf_param(p)
         try:
