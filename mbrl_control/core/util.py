@@ -36,6 +36,18 @@ class FieldInfo:
     low: float | None = None
     high: float | None = None
     choices: tuple[str, ...] = ()
+    element: type | None = None  # a tuple field's element type (from its annotation)
+
+
+_ELEMENTS = {"str": str, "float": float, "int": int, "bool": bool}
+
+
+def _element_type(annotation: Any) -> type | None:
+    """``tuple[float, ...]`` (or its string, under postponed annotations) -> float."""
+    text = annotation if isinstance(annotation, str) else repr(annotation)
+    if not text.startswith(("tuple[", "typing.Tuple[")):
+        return None
+    return _ELEMENTS.get(text.split("[", 1)[1].split(",")[0].strip())
 
 
 def setting(default: Any, doc: str, low: float | None = None, high: float | None = None,
@@ -50,7 +62,7 @@ def settings_of(cls: type) -> list[FieldInfo]:
     for f in dataclasses.fields(cls):
         if "doc" in f.metadata:
             m = f.metadata
-            out.append(FieldInfo(f.name, f.default, m["doc"], m["low"], m["high"], m["choices"]))
+            out.append(FieldInfo(f.name, f.default, m["doc"], m["low"], m["high"], m["choices"], _element_type(f.type)))
     return out
 
 

@@ -10,8 +10,14 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException, ParameterException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 
+from mbrl_control.core.robot import RobotConfig, RobotSpec, RobotSpecError, resolve_urdf, robot_spec
 from mbrl_control.core.util import section  # noqa: F401  (nodes take their parameter sections from here)
+
+
+_ARRAY_TYPES = {str: Parameter.Type.STRING_ARRAY, float: Parameter.Type.DOUBLE_ARRAY, int: Parameter.Type.INTEGER_ARRAY,
+                bool: Parameter.Type.BOOL_ARRAY}
 
 
 class ParameterError(ValueError):
@@ -26,6 +32,11 @@ class ParamSpec:
     low: float | None = None  # inclusive bounds; for lists, of every element
     high: float | None = None
     choices: tuple[str, ...] = ()
+    element: type | None = None  # an empty list's element type (ROS must know an array's type)
+
+    def __post_init__(self) -> None:
+        if self.default == [] and self.element is None:
+            raise TypeError(f"ParamSpec '{self.name}': an empty list default needs its element type")
 
     def allowed(self) -> str:
         if self.choices:
@@ -68,7 +79,11 @@ def declare_parameters(node: Node, specs: list[ParamSpec]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for spec in specs:
         try:
-            value = node.declare_parameter(spec.name, spec.default, spec.descriptor()).value
+            if spec.default == []:  # declared by type: an empty list would be taken for a byte array
+                value = node.declare_parameter(spec.name, _ARRAY_TYPES[spec.element], spec.descriptor()).value
+                value = [] if value is None else value
+            else:
+                value = node.declare_parameter(spec.name, spec.default, spec.descriptor()).value
         except InvalidParameterTypeException as exc:
             kind = type(spec.default).__name__
             hint = " (write 50.0, not 50, for a float)" if isinstance(spec.default, float) else ""
@@ -93,18 +108,31 @@ def specs_from(config_class: type, prefix: str, exclude: tuple[str, ...] = ()) -
     from mbrl_control.core.util import settings_of
 
     return [
-        ParamSpec(f"{prefix}.{f.name}", list(f.default) if isinstance(f.default, tuple) else f.default,
-                  f.doc, f.low, f.high, f.choices)
+        ParamSpec(f"{prefix}.{f.name}" if prefix else f.name, list(f.default) if isinstance(f.default, tuple) else f.default,
+                  f.doc, f.low, f.high, f.choices, element=f.element)
         for f in settings_of(config_class)
         if f.name not in exclude
     ]
 
 
-def urdf_param(p: dict[str, Any]) -> Path:
-    """The robot's URDF from parameter ``urdf`` (relative: under config/); ParameterError if missing."""
-    from mbrl_control.paths import resolve_config_path
+# What every node that knows the robot declares (config/<robot>.yaml's ``/**`` section).
+ROBOT_PARAMS = specs_from(RobotConfig, "")
 
-    urdf = resolve_config_path(p["urdf"])
+
+def urdf_param(p: dict[str, Any]) -> Path:
+    """The robot's URDF from parameter ``urdf`` (relative: under config/; ``pybullet_data:<path>``);
+    ParameterError if it is missing."""
+    if not p["urdf"]:
+        raise ParameterError("parameter 'urdf' is empty: give the robot's URDF (config/<robot>.yaml sets it)")
+    urdf = resolve_urdf(p["urdf"])
     if not urdf.is_file():
         raise ParameterError(f"parameter 'urdf': no such file {urdf}")
     return urdf
+
+
+def robot_spec_param(p: dict[str, Any]) -> RobotSpec:
+    """The robot of a node's parameters, or ParameterError naming the one that does not fit."""
+    try:
+        return robot_spec(p, urdf_param(p))
+    except RobotSpecError as exc:
+        raise ParameterError(str(exc)) from exc

@@ -40,39 +40,37 @@ from mbrl_control.core.safety import CommandWatchdog
 from mbrl_control.core.util import dataclass_from
 from mbrl_control.nodes.diagnostics import OK, WARN, DiagnosticsPublisher
 from mbrl_control.nodes.joint_io import read_command
-from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters, section, specs_from, urdf_param
+from mbrl_control.nodes.params import ROBOT_PARAMS, ParameterError, ParamSpec, declare_parameters, section, specs_from, urdf_param
 from mbrl_control.nodes.runtime import main_for
 from mbrl_control.sim.bullet_robot import BulletRobot
 from mbrl_control.sim.faults import FaultConfig, ScheduledFault
 from mbrl_control.sim.randomization import DomainRandomizer, PhysicalDraw, RandomizationConfig
 from mbrl_control.sim.sensor import JointSensor, SensorConfig
 
-PI = math.pi
 PARAMS = [
-    ParamSpec("urdf", "urdf/cartpole.urdf", "robot URDF; relative paths are under the package's config/"),
-    ParamSpec("gravity", 9.81, "gravity [m/s^2]", 0.0, 30.0),
+    *ROBOT_PARAMS,
     ParamSpec("mode", "realtime", "how physics advances", choices=("realtime", "lockstep")),
     ParamSpec("gui", False, "open the PyBullet GUI (needs a display)"),
     ParamSpec("physics_rate", 400.0, "physics steps per second [Hz]", 10.0, 10000.0),
-    ParamSpec("control_rate", 50.0, "lockstep: one command advances 1/control_rate seconds [Hz]", 1.0, 1000.0),
     ParamSpec("ground_truth_rate", 100.0, "realtime: ~/ground_truth rate (and /joint_states without a sensor) [Hz]", 1.0, 1000.0),
-    ParamSpec("joints", ["slider_to_cart"], "actuated joints, in the order of the command array"),
     ParamSpec("command_timeout", 0.1, "realtime: a command older than this means zero effort [s]", 0.0, 10.0),
-    ParamSpec("initial_position", [0.0, PI], "joint positions at start and reset (URDF order)"),
-    ParamSpec("initial_velocity", [0.0, 0.0], "joint velocities at start and reset (URDF order)"),
-    ParamSpec("initial_noise", 0.05, "std of Gaussian noise added to the initial state", 0.0, 10.0),
-    ParamSpec("random_position_low", [-1.0, -PI], "~/reset_random: lower position bounds"),
-    ParamSpec("random_position_high", [1.0, PI], "~/reset_random: upper position bounds"),
+    ParamSpec("initial_position", [], "joint positions at start and reset (URDF order; empty: zeros)", element=float),
+    ParamSpec("initial_velocity", [], "joint velocities at start and reset (URDF order; empty: zeros)", element=float),
+    ParamSpec("initial_noise", 0.05, "std of Gaussian noise added to the initial positions", 0.0, 10.0),
+    ParamSpec("initial_velocity_noise", 0.0, "std of Gaussian noise added to the initial velocities (a robot starts at rest)", 0.0, 10.0),
+    ParamSpec("random_position_low", [], "~/reset_random: lower position bounds (URDF order; empty: the URDF's limits, "
+              "+-pi for continuous joints)", element=float),
+    ParamSpec("random_position_high", [], "~/reset_random: upper position bounds (empty: as random_position_low)", element=float),
     ParamSpec("seed", 0, "random seed of resets", 0, 2**31 - 1),
     ParamSpec("lockstep_republish", 0.5, "lockstep: re-publish state and clock after this idle wall time [s]", 0.01, 60.0),
     ParamSpec("diagnostics_rate", 1.0, "diagnostics publish rate [Hz]", 0.1, 100.0),
     ParamSpec("sensor.enabled", True, "encoder-like readings on joint_states; false: the exact state"),
     ParamSpec("sensor.rate", 100.0, "encoder sample rate [Hz]", 1.0, 10000.0),
-    ParamSpec("sensor.position_noise_std", [5e-4, 1e-3], "position noise per joint [m, rad]", 0.0, 10.0),
-    ParamSpec("sensor.resolution", [2e-5, 2 * PI / 4096], "encoder step per joint; 0 = continuous", 0.0, 1.0),
+    ParamSpec("sensor.position_noise_std", [1e-3], "position noise per joint [m, rad] (one value: every joint's)", 0.0, 10.0),
+    ParamSpec("sensor.resolution", [0.0], "encoder step per joint; 0 = continuous", 0.0, 1.0),
     ParamSpec("sensor.measure_velocity", False, "encoders also report velocities"),
-    ParamSpec("sensor.velocity_noise_std", [0.01, 0.02], "velocity noise per joint, when measured", 0.0, 100.0),
-    ParamSpec("sensor.wrap_angles", [False, False], "report a joint's angle wrapped to [-pi, pi)"),
+    ParamSpec("sensor.velocity_noise_std", [0.01], "velocity noise per joint, when measured", 0.0, 100.0),
+    ParamSpec("sensor.wrap_angles", [False], "report a joint's angle wrapped to [-pi, pi)"),
     ParamSpec("sensor.latency", 0.004, "sample-to-delivery delay [s]", 0.0, 1.0),
     ParamSpec("sensor.latency_jitter", 0.001, "mean extra exponential delay [s]", 0.0, 0.1),
     ParamSpec("sensor.dropout_probability", 0.0, "fault: each sample lost", 0.0, 1.0),
@@ -82,7 +80,7 @@ PARAMS = [
     ParamSpec("sensor.inf_probability", 0.0, "fault: a position reads +-inf", 0.0, 1.0),
     ParamSpec("sensor.wrong_length_probability", 0.0, "fault: a reading misses its last position", 0.0, 1.0),
     ParamSpec("sensor.spike_probability", 0.0, "fault: a position jumps by spike_magnitude", 0.0, 1.0),
-    ParamSpec("sensor.spike_magnitude", [0.5, 1.0], "size of a spike per joint", 0.0, 100.0),
+    ParamSpec("sensor.spike_magnitude", [0.5], "size of a spike per joint", 0.0, 100.0),
     ParamSpec("sensor.reorder_probability", 0.0, "fault: a reading arrives after the next one", 0.0, 1.0),
     ParamSpec("sensor.seed", 0, "random seed of the sensor", 0, 2**31 - 1),
     *specs_from(RandomizationConfig, "randomize"),
@@ -101,14 +99,23 @@ class SimNode(Node):
         urdf = urdf_param(p)
         self.robot = BulletRobot(urdf, self.physics_dt, p["gravity"], gui=p["gui"])
         names = self.robot.joint_names
-        for name in ("initial_position", "initial_velocity", "random_position_low", "random_position_high"):
-            if len(p[name]) != len(names):
-                raise ParameterError(f"parameter '{name}' needs {len(names)} values (joints {names})")
-        try:
-            self.actuated = self.robot.indices(p["joints"])
-        except ValueError as exc:
-            raise ParameterError(f"parameter 'joints': {exc}") from exc
         urdf_joints = read_urdf(urdf).joints
+        limits = [urdf_joints[j] for j in names]
+        defaults = {  # what an empty list stands for
+            "initial_position": np.zeros(len(names)),
+            "initial_velocity": np.zeros(len(names)),
+            "random_position_low": np.array([j.lower if math.isfinite(j.lower) else -math.pi for j in limits]),
+            "random_position_high": np.array([j.upper if math.isfinite(j.upper) else math.pi for j in limits]),
+        }
+        self.initial = {}
+        for name, default in defaults.items():
+            if p[name] and len(p[name]) != len(names):
+                raise ParameterError(f"parameter '{name}' needs {len(names)} values (joints {names}) or none")
+            self.initial[name] = np.array(p[name], dtype=np.float64) if p[name] else default
+        try:
+            self.actuated = self.robot.indices(p["command_joints"])
+        except ValueError as exc:
+            raise ParameterError(f"parameter 'command_joints': {exc}") from exc
         self.effort_limit = np.array([urdf_joints[j].effort for j in names])
         self.sensor = None
         self.last_reading: JointState | None = None  # re-sent while lockstep idles, for late subscribers
@@ -154,7 +161,7 @@ class SimNode(Node):
         self.create_service(Trigger, "~/reset_random", self._on_reset_random)
         self.diagnostics = DiagnosticsPublisher(self, hardware_id="pybullet")
         self.create_timer(1.0 / p["diagnostics_rate"], self._publish_diagnostics, clock=self._steady())
-        self.reset_state(np.array(p["initial_position"]), np.array(p["initial_velocity"]), p["initial_noise"])
+        self._reset_initial()
         if self.lockstep:
             self.last_publish_wall = time.monotonic()
             self.create_timer(p["lockstep_republish"], self._republish_if_idle, clock=self._steady())
@@ -166,7 +173,7 @@ class SimNode(Node):
         sensing = "encoder readings" if self.sensor else "exact states"
         self.get_logger().info(
             f"{p['mode']} sim of {urdf.name}: joints {names}, physics {p['physics_rate']:.0f} Hz, "
-            f"{sensing} on joint_states, commands on {p['joints']}"
+            f"{sensing} on joint_states, commands on {p['command_joints']}"
         )
 
     @staticmethod
@@ -179,13 +186,19 @@ class SimNode(Node):
     def sim_time(self) -> float:
         return self.sim_time_ns * 1e-9
 
-    def reset_state(self, position: np.ndarray, velocity: np.ndarray, noise: float) -> None:
+    def _reset_initial(self) -> None:
+        p = self.p
+        self.reset_state(self.initial["initial_position"], self.initial["initial_velocity"], p["initial_noise"],
+                         p["initial_velocity_noise"])
+
+    def reset_state(self, position: np.ndarray, velocity: np.ndarray, noise: float, velocity_noise: float = 0.0) -> None:
         draw = self.randomizer.draw()
         if draw != self.physics:  # a new episode's robot (domain randomization)
             self.robot.reload(self.randomizer.urdf(self.urdf_text, draw))
             self.physics = draw
+        # A robot starts at rest: noise on its positions; on velocities only if asked for.
         position = position + noise * self.rng.standard_normal(position.shape)
-        velocity = velocity + noise * self.rng.standard_normal(velocity.shape)
+        velocity = velocity + velocity_noise * self.rng.standard_normal(velocity.shape)
         self.robot.reset(position, velocity)
         self.command[:] = 0.0
         self.watchdog.last_time = None
@@ -300,13 +313,12 @@ class SimNode(Node):
 
     # -- services ----------------------------------------------------------------------------
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        p = self.p
-        self.reset_state(np.array(p["initial_position"]), np.array(p["initial_velocity"]), p["initial_noise"])
+        self._reset_initial()
         response.success, response.message = True, "reset to the configured initial state"
         return response
 
     def _on_reset_random(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        low, high = np.array(self.p["random_position_low"]), np.array(self.p["random_position_high"])
+        low, high = self.initial["random_position_low"], self.initial["random_position_high"]
         self.reset_state(self.rng.uniform(low, high), np.zeros(len(low)), 0.0)
         response.success, response.message = True, "reset to a random state"
         return response

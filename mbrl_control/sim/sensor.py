@@ -21,7 +21,8 @@ FAULTS = ("nan", "inf", "wrong_length", "spike")
 
 @dataclass(frozen=True)
 class SensorConfig:
-    """Per-joint tuples are in the joints' order (cart-pole: cart [m], pole [rad]).
+    """Per-joint tuples are in the joints' order (cart-pole: cart [m], pole [rad]); a single value
+    stands for every joint.
 
     Defaults are a cart-pole rig's encoders: the pole on a 1024-line quadrature encoder (4096
     counts per turn), the cart on a motor encoder through a belt (the belt's compliance dominates
@@ -80,8 +81,8 @@ class JointSensor:
     def __init__(self, config: SensorConfig = SensorConfig(), joint_count: int = 2) -> None:
         per_joint = ("position_noise_std", "resolution", "velocity_noise_std", "wrap_angles", "spike_magnitude")
         for name in per_joint:
-            if len(getattr(config, name)) != joint_count:
-                raise ValueError(f"sensor config '{name}' needs {joint_count} values")
+            if len(getattr(config, name)) not in (1, joint_count):
+                raise ValueError(f"sensor config '{name}' needs {joint_count} values (or one for every joint)")
         probabilities = ("dropout", "burst", "nan", "inf", "wrong_length", "spike", "reorder")
         if any(not 0.0 <= getattr(config, f"{p}_probability") <= 1.0 for p in probabilities):
             raise ValueError("sensor probabilities must lie in [0, 1]")
@@ -90,11 +91,14 @@ class JointSensor:
         self.config = config
         self.joint_count = joint_count
         self.period = 1.0 / config.rate
-        self._noise_std = np.asarray(config.position_noise_std, dtype=np.float64)
-        self._resolution = np.asarray(config.resolution, dtype=np.float64)
-        self._velocity_std = np.asarray(config.velocity_noise_std, dtype=np.float64)
-        self._wrap = np.asarray(config.wrap_angles, dtype=bool)
-        self._spike = np.asarray(config.spike_magnitude, dtype=np.float64)
+        def per_joint_array(name: str, dtype: type) -> np.ndarray:  # one value is every joint's
+            return np.broadcast_to(np.asarray(getattr(config, name), dtype=dtype), (joint_count,)).copy()
+
+        self._noise_std = per_joint_array("position_noise_std", np.float64)
+        self._resolution = per_joint_array("resolution", np.float64)
+        self._velocity_std = per_joint_array("velocity_noise_std", np.float64)
+        self._wrap = per_joint_array("wrap_angles", bool)
+        self._spike = per_joint_array("spike_magnitude", np.float64)
         self._fault_cdf = np.cumsum([getattr(config, f"{f}_probability") for f in FAULTS])
         self._blackouts: list[tuple[float, float]] = []
         self.reset()

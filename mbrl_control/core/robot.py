@@ -1,0 +1,154 @@
+"""A robot as data: its URDF and a few parameters (config/<robot>.yaml), turned into the one
+description every part of the stack asks: joints, state layout, which states are angles,
+limits, the equilibrium it regulates about, what a safe command is.
+
+Nodes, planners and tasks never branch on a robot's name; they read a ``RobotSpec``. The state is
+the ``state_joints``' positions then their velocities; the action is one effort per
+``command_joints`` entry (the rest are passive, like the cart-pole's hinge).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mbrl_control.core.dynamics.urdf import read_urdf
+from mbrl_control.core.util import setting
+
+DYNAMICS = ("rigid_body", "cartpole")
+SAFE_COMMANDS = ("zero", "gravity_hold")
+
+
+class RobotSpecError(ValueError):
+    """A robot description that does not fit its URDF (names the parameter at fault)."""
+
+
+@dataclass(frozen=True)
+class RobotConfig:
+    """The parameters that describe a robot (``/**`` in config/<robot>.yaml, read by every node)."""
+
+    urdf: str = setting("", "robot URDF; relative paths are under the package's config/, 'pybullet_data:<path>' "
+                            "is a file shipped with pybullet")
+    gravity: float = setting(9.81, "gravity [m/s^2]", 0.0, 30.0)
+    state_joints: tuple[str, ...] = setting((), "joints of the state vector, in order (positions, then velocities)")
+    command_joints: tuple[str, ...] = setting((), "actuated joints, in the order of the command array")
+    control_rate: float = setting(50.0, "control ticks per second [Hz]", 1.0, 1000.0)
+    equilibrium: tuple[float, ...] = setting((), "joint positions (state_joints order) the robot regulates about: LQR's "
+                                                 "linearisation point, the posture of the tasks' terms (empty: zeros)")
+
+
+@dataclass(frozen=True)
+class RobotSpec:
+    """What the stack knows of a robot; arrays in ``state_joints`` order unless said otherwise."""
+
+    urdf: Path
+    name: str
+    state_joints: tuple[str, ...]
+    command_joints: tuple[str, ...]
+    joint_types: tuple[str, ...]
+    gravity: float
+    dt: float
+    position_lower: np.ndarray  # -inf where unlimited (continuous joints)
+    position_upper: np.ndarray
+    velocity_limit: np.ndarray  # inf where the URDF gives none
+    effort_limit: np.ndarray  # [nu], command_joints order
+    equilibrium: np.ndarray  # [nq] positions
+
+    @property
+    def nq(self) -> int:
+        return len(self.state_joints)
+
+    @property
+    def state_dim(self) -> int:
+        return 2 * self.nq
+
+    @property
+    def action_dim(self) -> int:
+        return len(self.command_joints)
+
+    @property
+    def angle_dims(self) -> tuple[int, ...]:
+        """State entries that are angles which wind (continuous joints): wrapped, or fed to
+        networks as (sin, cos). Revolute joints have limits inside +-pi and stay as they are."""
+        return tuple(i for i, t in enumerate(self.joint_types) if t == "continuous")
+
+    @property
+    def rotational_dims(self) -> tuple[int, ...]:
+        """Positions measured in radians (revolute and continuous joints)."""
+        return tuple(i for i, t in enumerate(self.joint_types) if t in ("revolute", "continuous"))
+
+    @property
+    def command_index(self) -> tuple[int, ...]:
+        """Per command joint, its index among the state joints."""
+        return tuple(self.state_joints.index(j) for j in self.command_joints)
+
+    @property
+    def x_eq(self) -> np.ndarray:
+        """The equilibrium state: the equilibrium positions at rest."""
+        return np.concatenate([self.equilibrium, np.zeros(self.nq)])
+
+    def joint_indices(self, joints: list[str] | tuple[str, ...], parameter: str) -> tuple[int, ...]:
+        """State indices of ``joints`` (all state joints if empty); ``parameter`` names the caller in errors."""
+        if not joints:
+            return tuple(range(self.nq))
+        unknown = [j for j in joints if j not in self.state_joints]
+        if unknown:
+            raise RobotSpecError(f"parameter '{parameter}': joints {unknown} are not state joints {list(self.state_joints)}")
+        return tuple(self.state_joints.index(j) for j in joints)
+
+
+def resolve_urdf(path: str) -> Path:
+    """A URDF path from the ``urdf`` parameter: absolute, relative to config/, or in pybullet_data."""
+    if path.startswith("pybullet_data:"):
+        import pybullet_data
+
+        return Path(pybullet_data.getDataPath()) / path.split(":", 1)[1]
+    from mbrl_control.paths import resolve_config_path
+
+    return resolve_config_path(path)
+
+
+def robot_spec(p: Mapping[str, Any], urdf: str | Path | None = None) -> RobotSpec:
+    """The robot of the flat parameters ``p`` (``RobotConfig``'s fields); ``urdf`` overrides ``p['urdf']``.
+    Raises ``RobotSpecError`` naming the parameter that does not fit the URDF."""
+    path = Path(urdf) if urdf is not None else resolve_urdf(str(p.get("urdf", "")))
+    if not path.is_file():
+        raise RobotSpecError(f"parameter 'urdf': no such file {path}")
+    robot = read_urdf(path)
+    state_joints = tuple(p.get("state_joints") or ())
+    command_joints = tuple(p.get("command_joints") or ())
+    movable = [j.name for j in robot.movable_joints]
+    if not state_joints:
+        raise RobotSpecError(f"parameter 'state_joints' is empty; the URDF's movable joints are {movable}")
+    unknown = [j for j in state_joints if j not in movable]
+    if unknown:
+        raise RobotSpecError(f"parameter 'state_joints': {unknown} are not movable joints of {path.name} ({movable})")
+    if not command_joints or any(j not in state_joints for j in command_joints):
+        raise RobotSpecError(f"parameter 'command_joints' = {list(command_joints)} must name state joints {list(state_joints)}")
+    joints = [robot.joints[j] for j in state_joints]
+    equilibrium = np.asarray(p.get("equilibrium") or np.zeros(len(joints)), dtype=np.float64)
+    if equilibrium.shape != (len(joints),):
+        raise RobotSpecError(f"parameter 'equilibrium' needs {len(joints)} positions (one per state joint), got {len(equilibrium)}")
+    effort = np.array([robot.joints[j].effort for j in command_joints], dtype=np.float64)
+    if not np.all(np.isfinite(effort) & (effort > 0)):
+        raise RobotSpecError(f"{path.name}: every command joint needs a positive <limit effort=...> (got {effort.tolist()})")
+    rate = float(p.get("control_rate", 50.0))
+    return RobotSpec(
+        urdf=path,
+        name=robot.name,
+        state_joints=state_joints,
+        command_joints=command_joints,
+        joint_types=tuple(j.type for j in joints),
+        gravity=float(p.get("gravity", 9.81)),
+        dt=1.0 / rate,
+        position_lower=np.array([j.lower if j.type != "continuous" else -math.inf for j in joints]),
+        position_upper=np.array([j.upper if j.type != "continuous" else math.inf for j in joints]),
+        velocity_limit=np.array([j.velocity if j.velocity > 0 else math.inf for j in joints]),
+        effort_limit=effort,
+        equilibrium=equilibrium,
+    )
