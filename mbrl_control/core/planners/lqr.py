@@ -52,23 +52,31 @@ class LQRSolution:
         return self.A - self.B @ self.K
 
 
-def solve_lqr(model: DynamicsModel, task: Task, action_weight_scale: float = 1.0) -> LQRSolution:
-    """LQR of ``model`` linearised at the origin, weighted by ``task``'s stage-cost Hessians there."""
+def solve_lqr(model: DynamicsModel, task: Task, action_weight_scale: float = 1.0,
+              x_eq: np.ndarray | None = None, u_eq: np.ndarray | None = None) -> LQRSolution:
+    """LQR of ``model`` linearised at ``(x_eq, u_eq)`` (default: the origin), weighted by ``task``'s
+    stage-cost Hessians there (projected onto the positive semidefinite cone: away from the
+    cost's minimum a Hessian may have small negative curvature)."""
     nx, nu = task.state_dim, task.action_dim
-    x = torch.zeros(1, nx)
-    u = torch.zeros(1, nu)
-    a, b = model.jacobians(x, u)
+    x0 = torch.zeros(nx) if x_eq is None else torch.as_tensor(x_eq, dtype=torch.float32)
+    u0 = torch.zeros(nu) if u_eq is None else torch.as_tensor(u_eq, dtype=torch.float32)
+    a, b = model.jacobians(x0.view(1, nx), u0.view(1, nu))
 
     def stage(xu: Tensor) -> Tensor:
         return task.running_cost(xu[:nx].view(1, 1, nx), xu[nx:].view(1, 1, nu))[0]
 
-    hessian = torch.func.hessian(stage)(torch.zeros(nx + nu)).double().numpy()
+    hessian = torch.func.hessian(stage)(torch.cat([x0, u0])).double().numpy()
     A, B = a[0].double().numpy(), b[0].double().numpy()
-    Q = 0.5 * (hessian[:nx, :nx] + hessian[:nx, :nx].T)
+    Q = _nearest_psd(0.5 * (hessian[:nx, :nx] + hessian[:nx, :nx].T))
     R = action_weight_scale * 0.5 * (hessian[nx:, nx:] + hessian[nx:, nx:].T)
     P = scipy.linalg.solve_discrete_are(A, B, Q, R)
     K = np.linalg.solve(R + B.T @ P @ B, B.T @ P @ A)
     return LQRSolution(A=A, B=B, Q=Q, R=R, P=P, K=K)
+
+
+def _nearest_psd(m: np.ndarray) -> np.ndarray:
+    values, vectors = np.linalg.eigh(m)
+    return (vectors * np.maximum(values, 0.0)) @ vectors.T
 
 
 def wrapped_deviation(x: np.ndarray, angle_indices: tuple[int, ...]) -> np.ndarray:
