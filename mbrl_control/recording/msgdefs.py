@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from rosbags.typesys import get_types_from_msg
-from rosbags.typesys.base import Nodetype
+from rosbags.typesys.base import Nodetype, TypesysError
 from rosbags.typesys.msg import denormalize_msgtype
 
 SEPARATOR = "=" * 80
@@ -48,9 +48,12 @@ def msg_text(type_name: str) -> str:
 @lru_cache(maxsize=None)
 def dependencies(type_name: str) -> tuple[str, ...]:
     """The message types a type's fields use ('pkg/Type'), each once, sorted (rosbag2 keeps them
-    in a std::set<std::string>)."""
+    in a std::set<std::string>). A .msg that does not parse raises ValueError."""
     root = normalize(type_name)
-    _, fields = get_types_from_msg(msg_text(root), root)[root]
+    try:
+        _, fields = get_types_from_msg(msg_text(root), root)[root]
+    except TypesysError as exc:
+        raise ValueError(f"the definition of {root} does not parse: {exc}") from exc
     used = set()
     for _, (kind, detail) in fields:
         if kind in (Nodetype.ARRAY, Nodetype.SEQUENCE):
