@@ -1,5 +1,6 @@
 """The recorder: writes every topic of the run to an MCAP file (runs/<stamp>/run.mcap), as
-serialized CDR with rosbag2's schemas, so `ros2 bag info/play` and Foxglove read it.
+serialized CDR with rosbag2's schemas and metadata (each topic's publishers' QoS and type hash, the
+bag's metadata record), so `ros2 bag info/play`, Foxglove and rosbag2 readers such as rosbags read it.
 
 New topics are discovered as they appear (see topic_tap.py). SIGINT/SIGTERM close
 the file properly. A full disk (or the file-size limit, or ``max_bytes``) is seen coming: the
@@ -21,6 +22,7 @@ from mbrl_control.nodes.diagnostics import ERROR, OK, DiagnosticsPublisher
 from mbrl_control.nodes.params import ParamSpec, declare_parameters
 from mbrl_control.nodes.runtime import main_for
 from mbrl_control.nodes.topic_tap import TopicTap
+from mbrl_control.recording.bag_metadata import qos_profile, type_hash
 from mbrl_control.recording.mcap_file import McapRecorder
 
 PARAMS = [
@@ -56,7 +58,10 @@ class RecorderNode(Node):
         self.get_logger().info(f"recording to {self.recorder.path}")
 
     def _on_topic(self, topic: str, type_name: str, qos: QoSProfile) -> None:
-        self.recorder.add_topic(topic, type_name, offered_qos=f"{qos.reliability.name},{qos.durability.name}")
+        # As rosbag2 records a topic: what each publisher offers, not what the recorder requests.
+        publishers = self.get_publishers_info_by_topic(topic)
+        self.recorder.add_topic(topic, type_name, [qos_profile(p.qos_profile) for p in publishers],
+                                type_hash(str(p.topic_type_hash) for p in publishers))
 
     def drain_count(self) -> int:
         return self.received

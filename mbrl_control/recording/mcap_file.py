@@ -1,5 +1,10 @@
-"""Writes serialized ROS 2 messages (CDR bytes) to an MCAP file the way rosbag2 does (profile
-'ros2', 'ros2msg' schemas, 'cdr' encoding), so `ros2 bag` and Foxglove open it; and reads it back.
+"""Writes serialized ROS 2 messages (CDR bytes) to an MCAP file the way rosbag2's MCAP storage plugin
+does, so `ros2 bag`, Foxglove and independent readers (rosbags, mcap-ros2-support) open it; and
+reads it back. As rosbag2_storage_mcap/src/mcap_storage.cpp writes them: the header's profile
+'ros2'; one schema per type, named 'pkg/msg/Type', encoding 'ros2msg', holding the concatenated
+definition (msgdefs.py); one channel per topic, message encoding 'cdr', with metadata
+``offered_qos_profiles`` and ``topic_type_hash``; and at close a metadata record 'rosbag2' holding
+the bag's metadata (bag_metadata.py). Message log times are receive times.
 
 Chunks are small and the file is flushed as each one completes, so a crash loses at most the
 chunk in flight; a clean close (SIGINT/SIGTERM included) writes the index and loses nothing.
@@ -21,11 +26,16 @@ from typing import Iterator
 from mcap.reader import make_reader
 from mcap.writer import CompressionType, Writer
 
+from mbrl_control.recording import bag_metadata
 from mbrl_control.recording.msgdefs import message_definition, normalize
 
 # Bytes per message beyond its data: its record header in the chunk and its message-index entry.
 MESSAGE_OVERHEAD = 64
 FREE_SPACE_RECHECK_S = 0.2
+# The 'rosbag2' record written at close, beyond the topics' own entries: its fixed YAML, the record's
+# header and its index entry; and per topic, beyond its name, type, QoS and hash, the keys and counts.
+BAG_METADATA_BYTES = 1024
+BAG_METADATA_TOPIC_BYTES = 256
 
 
 class McapRecorder:
@@ -39,6 +49,9 @@ class McapRecorder:
         self._schemas: dict[str, int] = {}
         self.channels: dict[str, int] = {}
         self.counts: dict[str, int] = {}
+        self._topics: dict[str, dict] = {}  # topic -> its entry in the closing 'rosbag2' record
+        self._first_ns = bag_metadata.NO_MESSAGES_START_NS  # earliest and latest log time
+        self._last_ns = 0
         self.bytes_written = 0
         self.closed = False
         # For ``fits``: what the open chunk and the closing summary will still need on disk.
@@ -48,21 +61,31 @@ class McapRecorder:
         self._free: tuple[float, int] = (-1.0, 0)  # (monotonic time checked, free bytes on the disk)
         self.limit_reason = ""  # why the last ``fits`` said no
 
-    def add_topic(self, topic: str, type_name: str, offered_qos: str = "") -> int:
+    def add_topic(self, topic: str, type_name: str, offered_qos_profiles: list[dict] | None = None,
+                  type_hash: str = "") -> int:
+        """A channel for ``topic``: ``offered_qos_profiles`` are its publishers' QoS profiles
+        (``bag_metadata.qos_profile``), ``type_hash`` their type hash ('RIHS01_...'), as rosbag2 records them."""
         type_name = normalize(type_name)
         if type_name not in self._schemas:
             definition = message_definition(type_name).encode()
             self._schemas[type_name] = self._writer.register_schema(name=type_name, encoding="ros2msg", data=definition)
             self._registered += len(definition) + len(type_name) + 32
             self._pending += len(definition) + len(type_name) + 32
-        self._registered += len(topic) + len(offered_qos) + 96
-        self._pending += len(topic) + len(offered_qos) + 96
+        profiles = list(offered_qos_profiles or [])
+        qos_yaml = bag_metadata.qos_profiles_yaml(profiles)
+        channel_bytes = len(topic) + len(qos_yaml) + len(type_hash) + 128
+        self._registered += channel_bytes
+        self._pending += channel_bytes
+        # The closing 'rosbag2' record repeats the topic; only its own size, as the file ends with it.
+        self._registered += len(topic) + len(type_name) + len(qos_yaml) + len(type_hash) + BAG_METADATA_TOPIC_BYTES
         channel = self._writer.register_channel(
-            topic=topic, message_encoding="cdr", schema_id=self._schemas[type_name],
-            metadata={"offered_qos_profiles": offered_qos} if offered_qos else {},
+            topic=topic, message_encoding=bag_metadata.SERIALIZATION_FORMAT, schema_id=self._schemas[type_name],
+            metadata={"offered_qos_profiles": qos_yaml, "topic_type_hash": type_hash},
         )
         self.channels[topic] = channel
         self.counts[topic] = 0
+        self._topics[topic] = {"name": topic, "type": type_name, "offered_qos_profiles": profiles,
+                               "type_description_hash": type_hash}
         return channel
 
     def write(self, topic: str, data: bytes, log_time_ns: int, publish_time_ns: int | None = None) -> None:
@@ -74,6 +97,10 @@ class McapRecorder:
         )
         self.counts[topic] += 1
         self.bytes_written += len(data)
+        if log_time_ns < self._first_ns:
+            self._first_ns = log_time_ns
+        if log_time_ns > self._last_ns:
+            self._last_ns = log_time_ns
         if self._stream.tell() != before:  # a chunk went out: push it to the disk
             self._stream.flush()
             self._pending, self._chunks = 0, self._chunks + 1
@@ -97,9 +124,10 @@ class McapRecorder:
 
     def closing_bytes(self) -> int:
         """What closing the file writes beyond the open chunk: the chunk's own record and indexes,
-        the repeated schemas and channels, statistics, chunk indexes, offsets and the footer."""
+        the 'rosbag2' metadata record, the repeated schemas and channels, statistics, chunk
+        indexes, offsets and the footer."""
         channels = len(self.channels)
-        return 1024 + 16 * channels + self._registered + (self._chunks + 1) * (96 + 12 * channels)
+        return 1024 + BAG_METADATA_BYTES + 16 * channels + self._registered + (self._chunks + 1) * (96 + 12 * channels)
 
     def fits(self, size: int) -> bool:
         """Whether a message of ``size`` bytes can be written and the file still closed cleanly."""
@@ -116,9 +144,17 @@ class McapRecorder:
             return
         self.closed = True
         try:
+            self._write_bag_metadata()
             self._writer.finish()
         finally:
             self._stream.close()
+
+    def _write_bag_metadata(self) -> None:
+        """rosbag2's 'rosbag2' record, as its writer leaves it at close (mcap_storage.cpp, update_metadata)."""
+        topics = [{**entry, "message_count": self.counts[topic]} for topic, entry in self._topics.items()]
+        span = (self._first_ns, self._last_ns) if any(self.counts.values()) else (None, None)
+        serialized = bag_metadata.bag_metadata_yaml(self.path.name, topics, *span)
+        self._writer.add_metadata(bag_metadata.RECORD_NAME, {"serialized_metadata": serialized})
 
 
 def read_messages(path: str | Path, topics: list[str] | None = None) -> Iterator[tuple[str, str, bytes, int]]:

@@ -1,19 +1,22 @@
-"""ROS 2 message definitions in the concatenated 'ros2msg' form that rosbag2, MCAP readers and
-Foxglove use as a schema: the type's .msg text, then each dependency once, after a separator."""
+"""ROS 2 message definitions in the concatenated 'ros2msg' form that rosbag2 writes as MCAP schemas
+and MCAP readers and Foxglove decode with, laid out as rosbag2 lays them out
+(rosbag2_cpp/src/rosbag2_cpp/message_definitions/local_message_definition_source.cpp,
+``get_full_text``): the type's .msg file as installed, then, depth first, each dependency not yet
+written, in sorted order, after a line of 80 '=' and a line 'MSG: <package>/<Type>'
+(docs/message_definition_encoding.md). A type's dependencies come from rosbags' .msg parser."""
 
 from __future__ import annotations
 
 import os
-import re
 import sys
 from functools import lru_cache
 from pathlib import Path
 
+from rosbags.typesys import get_types_from_msg
+from rosbags.typesys.base import Nodetype, TypesysError
+from rosbags.typesys.msg import denormalize_msgtype
+
 SEPARATOR = "=" * 80
-BUILTIN = {
-    "bool", "byte", "char", "float32", "float64", "int8", "uint8", "int16", "uint16",
-    "int32", "uint32", "int64", "uint64", "string", "wstring",
-}
 
 
 def _search_prefixes() -> list[Path]:
@@ -38,43 +41,39 @@ def msg_text(type_name: str) -> str:
     for prefix in _search_prefixes():
         path = prefix / "share" / package / "msg" / f"{name}.msg"
         if path.is_file():
-            return path.read_text()
+            return path.read_text(encoding="utf-8")
     raise FileNotFoundError(f"no definition of {type_name} under {[str(p) for p in _search_prefixes()]}")
 
 
-def _dependencies(package: str, text: str) -> list[str]:
-    deps = []
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        field_type, rest = (line.split(None, 1) + [""])[:2]
-        if rest.split(" ", 1)[0].find("=") >= 0 or rest[len(rest.split()[0]):].lstrip().startswith("="):
-            continue  # a constant, 'uint8 ARROW=0': builtin-typed, no dependency
-        base = re.sub(r"\[.*\]$", "", field_type)
-        base = re.sub(r"<=\d+$", "", base)
-        if base in BUILTIN:
-            continue
-        deps.append(normalize(base if "/" in base else f"{package}/{base}"))
-    return deps
+@lru_cache(maxsize=None)
+def dependencies(type_name: str) -> tuple[str, ...]:
+    """The message types a type's fields use ('pkg/Type'), each once, sorted (rosbag2 keeps them
+    in a std::set<std::string>). A .msg that does not parse raises ValueError."""
+    root = normalize(type_name)
+    try:
+        _, fields = get_types_from_msg(msg_text(root), root)[root]
+    except TypesysError as exc:
+        raise ValueError(f"the definition of {root} does not parse: {exc}") from exc
+    used = set()
+    for _, (kind, detail) in fields:
+        if kind in (Nodetype.ARRAY, Nodetype.SEQUENCE):
+            kind, detail = detail[0]  # ((element kind, element type), size)
+        if kind == Nodetype.NAME:
+            used.add(denormalize_msgtype(detail))
+    return tuple(sorted(used))
 
 
 @lru_cache(maxsize=None)
 def message_definition(type_name: str) -> str:
-    """The full schema text of a message type, dependencies included (depth-first, once each)."""
-    root = normalize(type_name)
-    seen: list[str] = []
+    """The full schema text of a message type, dependencies included."""
+    written: set[str] = set()
 
-    def visit(t: str) -> None:
-        package = t.split("/")[0]
-        for dep in _dependencies(package, msg_text(t)):
-            if dep not in seen:
-                seen.append(dep)
-                visit(dep)
+    def with_dependencies(t: str) -> str:
+        text = msg_text(t)
+        for dep in dependencies(t):
+            if dep not in written:
+                written.add(dep)
+                text += f"\n{SEPARATOR}\nMSG: {dep}\n" + with_dependencies(dep)
+        return text
 
-    visit(root)
-    parts = [msg_text(root).rstrip("\n")]
-    for dep in seen:
-        package, _, name = dep.split("/")
-        parts.append(f"{SEPARATOR}\nMSG: {package}/{name}\n{msg_text(dep).rstrip(chr(10))}")
-    return "\n".join(parts) + "\n"
+    return with_dependencies(normalize(type_name))
