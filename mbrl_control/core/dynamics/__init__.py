@@ -1,8 +1,10 @@
-"""Dynamics models: the interface, the analytic cart-pole and the learned probabilistic ensemble."""
+"""Dynamics models: the interface, the analytic cart-pole, any fixed-base URDF robot and the learned
+probabilistic ensemble."""
 
 from mbrl_control.core.dynamics.base import DynamicsModel
 from mbrl_control.core.dynamics.cartpole import CartPoleDynamics, CartPoleParams, wrap_angle
 from mbrl_control.core.dynamics.ensemble import EnsembleConfig, EnsembleDynamics, ModelStateError, PropagationConfig
+from mbrl_control.core.dynamics.rigid_body import RigidBodyDynamics
 
 __all__ = [
     "DynamicsModel",
@@ -14,4 +16,5 @@ __all__ = [
     "EnsembleDynamics",
     "ModelStateError",
     "PropagationConfig",
+    "RigidBodyDynamics",
 ]

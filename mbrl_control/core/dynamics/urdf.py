@@ -36,6 +36,7 @@ class UrdfJoint:
     velocity: float = math.inf
     damping: float = 0.0
     friction: float = 0.0
+    origin_rpy: np.ndarray = field(default_factory=lambda: np.zeros(3))  # fixed roll-pitch-yaw [rad]
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,15 @@ class UrdfRobot:
     name: str
     links: dict[str, UrdfLink]
     joints: dict[str, UrdfJoint]
+
+    @property
+    def root_link(self) -> str:
+        """The one link that is no joint's child (the fixed base)."""
+        children = {j.child for j in self.joints.values()}
+        roots = [name for name in self.links if name not in children]
+        if len(roots) != 1:
+            raise ValueError(f"URDF '{self.name}' must have exactly one root link, found {roots}")
+        return roots[0]
 
     @property
     def movable_joints(self) -> list[UrdfJoint]:
@@ -54,7 +64,8 @@ def _floats(text: str | None, default: str) -> np.ndarray:
     return np.array([float(v) for v in (text or default).split()], dtype=np.float64)
 
 
-def _rpy_matrix(rpy: np.ndarray) -> np.ndarray:
+def rpy_matrix(rpy: np.ndarray) -> np.ndarray:
+    """The rotation URDF means by ``rpy``: fixed-axis roll about x, then pitch about y, then yaw about z."""
     r, p, y = rpy
     rx = np.array([[1, 0, 0], [0, math.cos(r), -math.sin(r)], [0, math.sin(r), math.cos(r)]])
     ry = np.array([[math.cos(p), 0, math.sin(p)], [0, 1, 0], [-math.sin(p), 0, math.cos(p)]])
@@ -63,7 +74,7 @@ def _rpy_matrix(rpy: np.ndarray) -> np.ndarray:
 
 
 def read_urdf(path: str | Path) -> UrdfRobot:
-    """Parse links (mass, COM, inertia) and joints (axis, limits, dynamics) of a URDF file."""
+    """Parse links (mass, COM, inertia) and joints (origin, axis, limits, dynamics) of a URDF file."""
     root = ET.parse(path).getroot()
     links: dict[str, UrdfLink] = {}
     for el in root.findall("link"):
@@ -73,7 +84,7 @@ def read_urdf(path: str | Path) -> UrdfRobot:
             continue
         origin = inertial.find("origin")
         com = _floats(origin.get("xyz") if origin is not None else None, "0 0 0")
-        rot = _rpy_matrix(_floats(origin.get("rpy") if origin is not None else None, "0 0 0"))
+        rot = rpy_matrix(_floats(origin.get("rpy") if origin is not None else None, "0 0 0"))
         mass_el = inertial.find("mass")
         mass = float(mass_el.get("value")) if mass_el is not None else 0.0
         i = inertial.find("inertia")
@@ -102,6 +113,7 @@ def read_urdf(path: str | Path) -> UrdfRobot:
             child=el.find("child").get("link"),
             axis=_floats(axis.get("xyz") if axis is not None else None, "1 0 0"),
             origin_xyz=_floats(origin.get("xyz") if origin is not None else None, "0 0 0"),
+            origin_rpy=_floats(origin.get("rpy") if origin is not None else None, "0 0 0"),
             lower=lim("lower", "-inf") if bounded else -math.inf,
             upper=lim("upper", "inf") if bounded else math.inf,
             effort=lim("effort", "inf"),

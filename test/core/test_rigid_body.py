@@ -1,0 +1,201 @@
+"""The URDF rigid-body model against PyBullet itself, and against the hand-written cart-pole."""
+
+from pathlib import Path
+
+import numpy as np
+import pybullet
+import pybullet_data
+import pytest
+import torch
+
+from mbrl_control.core.dynamics import CartPoleDynamics, CartPoleParams, RigidBodyDynamics
+from mbrl_control.paths import config_dir
+from mbrl_control.sim.bullet_robot import BulletRobot
+
+IIWA = Path(pybullet_data.getDataPath()) / "kuka_iiwa" / "model.urdf"
+IIWA_JOINTS = [f"lbr_iiwa_joint_{i}" for i in range(1, 8)]
+CARTPOLE = config_dir() / "urdf" / "cartpole.urdf"
+CARTPOLE_JOINTS = ["slider_to_cart", "cart_to_pole"]
+ROBOTS = {  # urdf, state joints, command joints, end link
+    "iiwa": (IIWA, IIWA_JOINTS, IIWA_JOINTS, "lbr_iiwa_link_7"),
+    "cartpole": (CARTPOLE, CARTPOLE_JOINTS, ["slider_to_cart"], "pole"),
+}
+PHYSICS_DT, SUBSTEPS = 1.0 / 400.0, 8  # config/cartpole.yaml: 400 Hz physics, 50 Hz control
+
+
+@pytest.fixture(scope="module", params=sorted(ROBOTS))
+def robot(request):
+    urdf, state, command, link = ROBOTS[request.param]
+    sim = BulletRobot(urdf, PHYSICS_DT)
+    assert sim.joint_names == state
+    yield urdf, state, command, link, sim
+    sim.close()
+
+
+def _model(robot, dtype=torch.float64, **kwargs) -> RigidBodyDynamics:
+    urdf, state, command, _, _ = robot
+    kwargs = {"dt": PHYSICS_DT * SUBSTEPS, "substeps": SUBSTEPS, "integrator": "euler"} | kwargs
+    return RigidBodyDynamics(urdf, state, command, dtype=dtype, **kwargs)
+
+
+def _states(n: int, count: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions inside the iiwa's tightest limits (+-2.09 rad) and the cart's track."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-2.0, 2.0, (count, n)), rng.uniform(-2.0, 2.0, (count, n)), rng.uniform(-5, 5, (count, n))
+
+
+def _relative(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
+def test_mass_matrix_and_inverse_dynamics_match_pybullet(robot, dtype, tolerance):
+    _, state, _, _, sim = robot
+    model = _model(robot, dtype)
+    client, body, index = sim._client, sim.body, sim._indices
+    q, qd, qdd = _states(len(state), 20, seed=0)
+    to = lambda a: torch.tensor(a, dtype=dtype)  # noqa: E731
+    mass = model.mass_matrix(to(q)).double().numpy()
+    torque = model.inverse_dynamics(to(q), to(qd), to(qdd)).double().numpy()
+    for i in range(len(q)):
+        expected_mass = np.array(client.calculateMassMatrix(body, q[i].tolist()))
+        expected_torque = np.array(client.calculateInverseDynamics(body, q[i].tolist(), qd[i].tolist(), qdd[i].tolist()))
+        assert _relative(mass[i], expected_mass) < tolerance
+        assert _relative(torque[i], expected_torque) < tolerance
+    assert len(index) == len(state)
+
+
+def test_forward_kinematics_matches_pybullet(robot):
+    _, state, _, link, sim = robot
+    model = _model(robot, torch.float64)
+    q, _, _ = _states(len(state), 5, seed=1)
+    position, rotation = model.forward_kinematics(torch.tensor(q), link)
+    client, body = sim._client, sim.body
+    link_index = next(j for j in range(client.getNumJoints(body)) if client.getJointInfo(body, j)[12].decode() == link)
+    for i in range(len(q)):
+        sim.reset(q[i], np.zeros(len(state)))
+        frame = client.getLinkState(body, link_index, computeForwardKinematics=True)
+        expected_rotation = np.array(client.getMatrixFromQuaternion(frame[5])).reshape(3, 3)
+        np.testing.assert_allclose(position[i].numpy(), frame[4], atol=1e-6)
+        np.testing.assert_allclose(rotation[i].numpy(), expected_rotation, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-9), (torch.float32, 1e-4)])
+def test_one_control_period_matches_the_pybullet_sim(robot, dtype, tolerance):
+    """Semi-implicit Euler at the sim's physics step, damping included, velocity motors off."""
+    _, state, command, _, sim = robot
+    model = _model(robot, dtype)
+    n = len(state)
+    q, qd, _ = _states(n, 10, seed=2)
+    u = np.random.default_rng(3).uniform(-20, 20, (10, len(command)))
+    predicted = model.step(torch.tensor(np.hstack([q, qd]), dtype=dtype), torch.tensor(u, dtype=dtype))
+    for i in range(len(q)):
+        effort = np.zeros(n)
+        effort[[state.index(j) for j in command]] = u[i]
+        sim.reset(q[i], qd[i])
+        sim.step(effort, SUBSTEPS)
+        s = sim.state()
+        reached = np.concatenate([s.position, s.velocity])
+        assert _relative(predicted[i].double().numpy(), reached) < tolerance
+        assert np.abs(reached[n:] - qd[i]).max() > 1e-3  # the step moved something
+
+
+def test_pybullet_applies_the_urdf_joint_damping():
+    """The model's damping is the sim's: without it, one iiwa step would disagree."""
+    sim = BulletRobot(IIWA, PHYSICS_DT)
+    try:
+        undamped = RigidBodyDynamics(IIWA, IIWA_JOINTS, dt=PHYSICS_DT, integrator="euler", dtype=torch.float64)
+        undamped._damping.zero_()
+        q, qd = np.full(7, 0.3), np.full(7, 2.0)
+        sim.reset(q, qd)
+        sim.step(np.zeros(7))
+        reached = sim.state().velocity
+        without = undamped.step(torch.tensor(np.r_[q, qd])[None], torch.zeros(1, 7, dtype=torch.float64))[0, 7:]
+        assert np.abs(reached - without.numpy()).max() > 1e-2
+    finally:
+        sim.close()
+
+
+@pytest.mark.parametrize("integrator", ["euler", "rk4"])
+def test_generic_model_matches_the_hand_written_cartpole(integrator):
+    params = CartPoleParams.from_urdf(CARTPOLE)
+    hand = CartPoleDynamics(params, dt=0.02, substeps=2, integrator=integrator).double()
+    generic = RigidBodyDynamics(
+        CARTPOLE, CARTPOLE_JOINTS, ["slider_to_cart"], dt=0.02, substeps=2, integrator=integrator, dtype=torch.float64
+    )
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 4, generator=g, dtype=torch.float64) * torch.tensor([1.0, 3.0, 2.0, 4.0], dtype=torch.float64)
+    u = torch.randn(256, 1, generator=g, dtype=torch.float64) * 10.0
+    torch.testing.assert_close(generic.step(x, u), hand.step(x, u), rtol=1e-10, atol=1e-10)
+    generic32 = RigidBodyDynamics(CARTPOLE, CARTPOLE_JOINTS, ["slider_to_cart"], 0.02, 2, integrator)
+    torch.testing.assert_close(generic32.step(x.float(), u.float()), hand.step(x, u).float(), rtol=1e-5, atol=1e-5)
+
+
+def test_state_order_and_passive_joints():
+    """Joints listed in any order give the same physics; a passive joint gets no effort."""
+    forward = RigidBodyDynamics(CARTPOLE, CARTPOLE_JOINTS, ["slider_to_cart"], dtype=torch.float64)
+    backward = RigidBodyDynamics(CARTPOLE, CARTPOLE_JOINTS[::-1], ["slider_to_cart"], dtype=torch.float64)
+    x = torch.tensor([[0.3, 0.4, -0.5, 1.0]], dtype=torch.float64)
+    swap = [1, 0, 3, 2]
+    u = torch.tensor([[5.0]], dtype=torch.float64)
+    torch.testing.assert_close(backward.step(x[:, swap], u)[:, swap], forward.step(x, u))
+    mass = forward.mass_matrix(x[:, :2])
+    torch.testing.assert_close(backward.mass_matrix(x[:, [1, 0]]), mass[:, [1, 0]][:, :, [1, 0]])
+    euler = RigidBodyDynamics(CARTPOLE, CARTPOLE_JOINTS, ["slider_to_cart"], 0.02, 1, "euler", dtype=torch.float64)
+    qdd = euler.forward_dynamics(x[:, :2], x[:, 2:], torch.tensor([[5.0, 0.0]], dtype=torch.float64))
+    qd = x[:, 2:] + 0.02 * qdd
+    torch.testing.assert_close(euler.step(x, u), torch.cat([x[:, :2] + 0.02 * qd, qd], 1))
+    pushed_pole = euler.forward_dynamics(x[:, :2], x[:, 2:], torch.tensor([[5.0, 1.0]], dtype=torch.float64))
+    assert not torch.allclose(pushed_pole, qdd)  # the hinge would move differently if it were driven
+    with pytest.raises(ValueError, match="not movable"):
+        RigidBodyDynamics(CARTPOLE, ["slider_to_cart", "world_to_rail"])
+    with pytest.raises(ValueError, match="not among the state joints"):
+        RigidBodyDynamics(CARTPOLE, ["slider_to_cart"], ["cart_to_pole"])
+
+
+@pytest.mark.parametrize("integrator", ["rk4", "euler_implicit_damping"])
+def test_jacobians_by_torch_func_match_finite_differences(integrator):
+    model = RigidBodyDynamics(IIWA, IIWA_JOINTS, dt=0.005, integrator=integrator, dtype=torch.float64)
+    q, qd, _ = _states(7, 2, seed=4)
+    x = torch.tensor(np.hstack([q, qd]))
+    u = torch.tensor(np.random.default_rng(5).uniform(-20, 20, (2, 7)))
+    a, b = model.jacobians(x, u)
+    assert a.shape == (2, 14, 14) and b.shape == (2, 14, 7)
+    assert torch.isfinite(a).all() and torch.isfinite(b).all()
+    eps = 1e-5  # central differences: smaller steps lose more to rounding than they gain
+    for i in range(14):
+        d = torch.zeros(14, dtype=torch.float64)
+        d[i] = eps
+        column = (model.step(x + d, u) - model.step(x - d, u)) / (2 * eps)
+        torch.testing.assert_close(a[:, :, i], column, rtol=1e-5, atol=1e-5)
+    for i in range(7):
+        d = torch.zeros(7, dtype=torch.float64)
+        d[i] = eps
+        column = (model.step(x, u + d) - model.step(x, u - d)) / (2 * eps)
+        torch.testing.assert_close(b[:, :, i], column, rtol=1e-5, atol=1e-5)
+    # float32, as iLQR and the EKF call it
+    a32, b32 = model.float().jacobians(x.float(), u.float())
+    assert (a32.double() - a).abs().max() < 1e-3 * a.abs().max()
+    assert (b32.double() - b).abs().max() < 1e-3 * b.abs().max()
+
+
+def test_gravity_compensation_holds_the_iiwa_still():
+    model = RigidBodyDynamics(IIWA, IIWA_JOINTS, dtype=torch.float64)
+    q, _, _ = _states(7, 50, seed=6)
+    q = torch.tensor(q)
+    hold = model.gravity_torques(q)
+    assert hold.abs().max() > 10.0  # gravity matters
+    torch.testing.assert_close(model.bias(q, torch.zeros_like(q)), hold)
+    qdd = model.forward_dynamics(q, torch.zeros_like(q), hold)
+    assert qdd.abs().max() < 1e-9
+    assert model.forward_dynamics(q, torch.zeros_like(q), torch.zeros_like(q)).abs().max() > 1.0
+    sim = BulletRobot(IIWA, PHYSICS_DT)  # and the sim agrees: the arm stays where it is
+    try:
+        for i in range(5):
+            sim.reset(q[i].numpy(), np.zeros(7))
+            sim.step(hold[i].numpy(), SUBSTEPS)
+            s = sim.state()
+            assert np.abs(s.velocity).max() < 1e-6 and np.abs(s.position - q[i].numpy()).max() < 1e-8
+    finally:
+        sim.close()
+    assert pybullet.isNumpyEnabled() in (0, 1)
