@@ -1,15 +1,23 @@
-"""Builds models, tasks and planners from plain configuration dicts (the nodes' parameters,
-a benchmark's settings, a test's), so every caller gets the same objects from the same values."""
+"""The one place that turns a robot's configuration into what the stack runs: its description
+(``RobotSpec``), its analytic model, its task, and the planners, terminal costs and learned models
+built on them. Inputs are plain dicts of flat parameters (a node's, a benchmark's, a test's:
+``mbrl_control.config.node_parameters`` reads them from config/<robot>.yaml), so every caller gets
+the same objects from the same values, and nothing here knows any robot by name.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from mbrl_control.core.dynamics import CartPoleDynamics, CartPoleParams, DynamicsModel
 from mbrl_control.core.dynamics.ensemble import EnsembleConfig, EnsembleDynamics, PropagationConfig
-from mbrl_control.core.dynamics.urdf import angular_joints
+from mbrl_control.core.dynamics.rigid_body import RigidBodyDynamics
 from mbrl_control.core.mbpo.config import MBPOConfig
 from mbrl_control.core.mbpo.policy import Policy, ValueFunction, load_policy, load_value, policy_spec
 from mbrl_control.core.planners import (
@@ -31,26 +39,43 @@ from mbrl_control.core.planners import (
     PolicyPlanner,
 )
 from mbrl_control.core.planners.dp import solve_value
-from mbrl_control.core.planners.lqr import solve_lqr
+from mbrl_control.core.planners.ilqr_offline import ILQROfflineConfig, ILQROfflinePlanner
+from mbrl_control.core.planners.lqr import Equilibrium, solve_lqr
 from mbrl_control.core.planners.policy import resolve_policy
+from mbrl_control.core.robot import RobotSpec, RobotSpecError, robot_spec
 from mbrl_control.core.rollout import TrajectoryEvaluator
-from mbrl_control.core.tasks import CartPoleCostWeights, CartPoleSwingUp, Task
+from mbrl_control.core.tasks.base import Task
 from mbrl_control.core.tasks.critic_terminal import ValueFunctionTerminalCost, ValueTerminalConfig
 from mbrl_control.core.tasks.lqr_terminal import LQRTerminalCost
+from mbrl_control.core.tasks.residual import ResidualTask, build_residual_task
 from mbrl_control.core.tasks.value_terminal import ValueTerminalCost
-from mbrl_control.core.util import dataclass_from, section
+from mbrl_control.core.util import dataclass_from, section, setting
 
-ROBOTS = ("cartpole",)
 MODELS = ("analytic", "learned")
-PLANNERS = ("cem", "icem", "mppi", "ilqr", "lqr", "nmpc", "dp", "policy")
+PLANNERS = ("cem", "icem", "mppi", "ilqr", "ilqr_offline", "lqr", "nmpc", "dp", "policy")
 SAMPLING_PLANNERS = ("cem", "icem", "mppi")
 TERMINALS = ("task", "lqr", "dp", "value")
+DYNAMICS = ("rigid_body", "cartpole")
+INTEGRATORS = ("rk4", "euler", "euler_implicit_damping")
+DP_MAX_STATES = 4  # a grid of k points per dimension has k^nx cells: 15^4 = 50 625 is ~1 s to solve
 
 # planner name -> its config dataclass (NMPC's lives beside casadi, imported on demand)
 PLANNER_CONFIGS: dict[str, type] = {
-    "cem": CEMConfig, "icem": ICEMConfig, "mppi": MPPIConfig, "ilqr": ILQRConfig, "lqr": LQRConfig, "dp": DPConfig,
-    "policy": PolicyConfig,
+    "cem": CEMConfig, "icem": ICEMConfig, "mppi": MPPIConfig, "ilqr": ILQRConfig, "ilqr_offline": ILQROfflineConfig,
+    "lqr": LQRConfig, "dp": DPConfig, "policy": PolicyConfig,
 }
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``model.*``: the analytic model the controller plans and the estimator predicts with."""
+
+    dynamics: str = setting("rigid_body", "rigid_body: any fixed-base URDF (CRBA + RNEA in torch); cartpole: the "
+                                          "hand-written cart-on-a-rail-with-a-pole equations (faster, that shape only)",
+                            choices=DYNAMICS)
+    integrator: str = setting("rk4", "rk4; euler (PyBullet's semi-implicit step); euler_implicit_damping (stable at any "
+                                     "step with stiff joint damping)", choices=INTEGRATORS)
+    substeps: int = setting(1, "integrator substeps per control period", 1, 100)
 
 
 def planner_config_class(name: str) -> type:
@@ -63,31 +88,126 @@ def planner_config_class(name: str) -> type:
     return PLANNER_CONFIGS[name]
 
 
-def robot_params(robot: str, urdf: str | Path, gravity: float = 9.81) -> CartPoleParams:
-    if robot != "cartpole":
-        raise ValueError(f"unknown robot '{robot}'; known: {ROBOTS}")
-    return CartPoleParams.from_urdf(urdf, gravity=gravity)
+# -- the robot -------------------------------------------------------------------------------
+def build_model(spec: RobotSpec, dt: float | None = None, dynamics: str = "rigid_body", integrator: str = "rk4",
+                substeps: int = 1) -> DynamicsModel:
+    """The robot's analytic model from its URDF, stepping ``dt`` (default: the control period)."""
+    dt = spec.dt if dt is None else dt
+    if dynamics == "cartpole":
+        if integrator not in ("rk4", "euler"):
+            raise RobotSpecError(f"parameter 'model.integrator': the cartpole dynamics integrate with rk4 or euler, "
+                                 f"not {integrator}")
+        if spec.nq != 2 or spec.action_dim != 1:
+            raise RobotSpecError("parameter 'model.dynamics': cartpole needs two state joints (the rail's, the "
+                                 "pole's) and one command joint")
+        params = CartPoleParams.from_urdf(spec.urdf, gravity=spec.gravity, cart_joint=spec.state_joints[0],
+                                          pole_joint=spec.state_joints[1])
+        return CartPoleDynamics(params, dt, substeps=substeps, integrator=integrator)
+    if dynamics != "rigid_body":
+        raise RobotSpecError(f"parameter 'model.dynamics' must be one of {DYNAMICS}, got '{dynamics}'")
+    return RigidBodyDynamics(spec.urdf, list(spec.state_joints), list(spec.command_joints), dt=dt, substeps=substeps,
+                             integrator=integrator, gravity=spec.gravity)
 
 
-def build_model(params: CartPoleParams, dt: float, integrator: str = "rk4", substeps: int = 1) -> DynamicsModel:
-    return CartPoleDynamics(params, dt, substeps=substeps, integrator=integrator)
+def build_kinematics(spec: RobotSpec, model: DynamicsModel | None = None) -> RigidBodyDynamics:
+    """Forward kinematics of the robot: the analytic model itself when it is the rigid-body one."""
+    if isinstance(model, RigidBodyDynamics):
+        return model
+    return RigidBodyDynamics(spec.urdf, list(spec.state_joints), list(spec.command_joints), dt=spec.dt,
+                             gravity=spec.gravity)
 
 
-def build_task(params: CartPoleParams, cost: dict[str, Any] | None = None, **success: float) -> Task:
-    return CartPoleSwingUp(params, dataclass_from(CartPoleCostWeights, cost or {}), **success)
+def build_task(spec: RobotSpec, p: Mapping[str, Any], kinematics: RigidBodyDynamics | None = None) -> ResidualTask:
+    """The task of ``task.*`` in ``p``; its points on links (goals, markers) by ``kinematics``."""
+    kinematics = kinematics or build_kinematics(spec)
+
+    def link_position(q: torch.Tensor, link: str, offset: torch.Tensor) -> torch.Tensor:
+        return kinematics.forward_kinematics(q, link, offset)[0]
+
+    return build_residual_task(spec, dict(p), link_position)
+
+
+@dataclass
+class Robot:
+    """A robot as the stack uses it: description, analytic model (at the control period), task."""
+
+    spec: RobotSpec
+    model: DynamicsModel
+    task: ResidualTask
+    kinematics: RigidBodyDynamics
+
+    def equilibrium(self) -> Equilibrium:
+        """The posture it regulates about and the effort that holds it there."""
+        return Equilibrium(self.spec.x_eq, equilibrium_action(self.model, self.spec.x_eq), self.spec.angle_dims)
+
+
+def build_robot(p: Mapping[str, Any], urdf: str | Path | None = None) -> Robot:
+    """The robot of the flat parameters ``p`` (``RobotConfig``'s, ``model.*``, ``task.*``)."""
+    spec = robot_spec(p, urdf)
+    model = build_model(spec, **dataclass_from(ModelConfig, section(dict(p), "model")).__dict__)
+    kinematics = build_kinematics(spec, model)
+    return Robot(spec, model, build_task(spec, p, kinematics), kinematics)
+
+
+def load_robot(config: str | Path = "cartpole", node: str = "mpc_controller",
+               overrides: Mapping[str, Any] | None = None) -> Robot:
+    """The robot of config/<config>.yaml (or a parameter file's path) as ``node`` sees it, for
+    tools, benchmarks and tests; ``overrides`` replaces flat parameters."""
+    return build_robot(robot_parameters(config, node) | dict(overrides or {}))
+
+
+def robot_parameters(config: str | Path = "cartpole", node: str = "mpc_controller") -> dict[str, Any]:
+    """The flat parameters ``node`` reads from a robot's parameter file (a name under config/ or a path)."""
+    from mbrl_control.config import node_parameters
+    from mbrl_control.paths import config_dir
+
+    path = Path(config)
+    if path.suffix not in (".yaml", ".yml"):
+        path = config_dir() / f"{config}.yaml"
+    return node_parameters(path, node)
+
+
+def equilibrium_action(model: DynamicsModel, x_eq: np.ndarray) -> np.ndarray:
+    """The effort that holds ``model`` at rest at ``x_eq`` (least squares on the velocity change:
+    the gravity torques of the actuated joints for an arm, zero for the cart-pole upright). Two
+    Gauss-Newton steps; exact after the first for dynamics affine in the effort."""
+    nq = model.state_dim // 2
+    x = torch.as_tensor(x_eq, dtype=torch.float32).view(1, -1)
+    u = torch.zeros(1, model.action_dim)
+    for _ in range(2):
+        with torch.no_grad():
+            velocity = model.step(x, u)[0, nq:]
+        _, b = model.jacobians(x, u)
+        step = torch.linalg.lstsq(b[0, nq:].double(), -velocity.double().unsqueeze(-1)).solution.squeeze(-1)
+        u = u + step.float()
+    return u[0].double().numpy()
+
+
+# -- planners ------------------------------------------------------------------------------------
+def planner_refusal(name: str, spec: RobotSpec, model: DynamicsModel) -> str | None:
+    """Why ``name`` cannot plan for this robot (None: it can)."""
+    if name == "dp" and spec.state_dim > DP_MAX_STATES:
+        return (f"dp's grid grows as points^states: it takes at most {DP_MAX_STATES} states, this robot has "
+                f"{spec.state_dim}")
+    if name == "nmpc" and not isinstance(model, CartPoleDynamics):
+        return "nmpc's CasADi model exists for the cartpole dynamics only (model.dynamics: cartpole, model:=analytic)"
+    return None
 
 
 def with_terminal(task: Task, model: DynamicsModel, kind: str = "task", weight: float = 1.0,
-                  dp_config: dict[str, Any] | None = None, value: ValueFunction | str | Path | None = None) -> Task:
+                  dp_config: dict[str, Any] | None = None, value: ValueFunction | str | Path | None = None,
+                  equilibrium: Equilibrium = Equilibrium()) -> Task:
     """``task`` with the terminal cost the sampling planners should price the horizon's end with:
-    its own (``task``), the LQR cost-to-go about upright (``lqr``), the DP value (``dp``), or
+    its own (``task``), the LQR cost-to-go about the equilibrium (``lqr``), the DP value (``dp``), or
     MBPO's critic (``value``: a ``ValueFunction`` or the path of one saved with ``save_value``)."""
     if kind == "task":
         return task
     if kind == "lqr":
-        return LQRTerminalCost(task, solve_lqr(model, task).P, weight=weight)
+        P = solve_lqr(model, task, 1.0, equilibrium.x_eq, equilibrium.u_eq).P
+        return LQRTerminalCost(task, P, equilibrium.x_eq, equilibrium.angle_dims, weight=weight)
     if kind == "dp":
-        value, _ = solve_value(model, task, dataclass_from(DPConfig, dp_config or {}))
+        config = dataclass_from(DPConfig, (dp_config or {}) | {"periodic": equilibrium.angle_dims})
+        value, _ = solve_value(model, task, config)
         return ValueTerminalCost(task, value, weight=weight)
     if kind == "value":
         if value is None or (not isinstance(value, ValueFunction) and not str(value)):
@@ -104,13 +224,18 @@ def build_planner(
     config: dict[str, Any] | None = None,
     compile: bool = True,
     policy: Policy | str | Path | None = None,
+    equilibrium: Equilibrium = Equilibrium(),
 ) -> Planner:
     """A planner by name with its config section (e.g. the ``cem.*`` parameters).
 
     ``policy`` (a ``Policy`` or the path of a policy file): the policy planner's policy (else
     ``policy.path`` from its config), or iCEM's warm start (optional); other planners ignore it.
+    ``equilibrium``: where LQR regulates to, DP's angles, and ilqr_offline's first nominal.
     """
-    settings = dataclass_from(planner_config_class(name), config or {})
+    values = dict(config or {})
+    if name == "dp":
+        values["periodic"] = equilibrium.angle_dims
+    settings = dataclass_from(planner_config_class(name), values)
     if name in SAMPLING_PLANNERS:
         evaluator = TrajectoryEvaluator(model, task, compile=compile)
         if name == "icem":
@@ -123,8 +248,14 @@ def build_planner(
         return PolicyPlanner(model, task, resolved, settings, compile=compile)
     if name == "ilqr":
         return ILQRPlanner(model, task, settings, compile=compile)
+    if name == "ilqr_offline":
+        lqr = solve_lqr(model, task, 1.0, equilibrium.x_eq, equilibrium.u_eq)
+        x_eq = np.zeros(task.state_dim) if equilibrium.x_eq is None else equilibrium.x_eq
+        u_eq = np.zeros(task.action_dim) if equilibrium.u_eq is None else equilibrium.u_eq
+        return ILQROfflinePlanner(model, task, settings, compile=compile, angle_dims=equilibrium.angle_dims,
+                                  initial_policy=(lqr.K, x_eq, u_eq))
     if name == "lqr":
-        return LQRPlanner(model, task, settings)
+        return LQRPlanner(model, task, settings, equilibrium)
     if name == "dp":
         return DPPlanner(model, task, settings, compile=compile)
     from mbrl_control.core.planners.nmpc import NMPCPlanner
@@ -132,42 +263,47 @@ def build_planner(
     return NMPCPlanner(model, task, settings)
 
 
-def build_ensemble(p: dict[str, Any], urdf: str | Path, propagation: dict[str, Any] | None = None) -> EnsembleDynamics:
+def build_ensemble(p: Mapping[str, Any], spec: RobotSpec, propagation: dict[str, Any] | None = None) -> EnsembleDynamics:
     """The learned model's architecture from ``ensemble.*`` (shared by learner and controller,
-    so the weights one sends fit the other); angles (revolute or continuous joints of
-    ``state_joints``) are fed as (sin, cos). ``propagation``: how this user predicts with it."""
-    joints = list(p["state_joints"])
-    nq = len(joints)
-    angles = tuple(i for i, angular in enumerate(angular_joints(urdf, joints)) if angular)
-    config = dataclass_from(EnsembleConfig, section(p, "ensemble") | {
-        "state_dim": 2 * nq, "action_dim": len(p["command_joints"]), "dt": 1.0 / p["control_rate"], "angle_dims": angles,
+    so the weights one sends fit the other); continuous joints' angles are fed as (sin, cos).
+    ``propagation``: how this user predicts with it."""
+    config = dataclass_from(EnsembleConfig, section(dict(p), "ensemble") | {
+        "state_dim": spec.state_dim, "action_dim": spec.action_dim, "dt": spec.dt, "angle_dims": spec.angle_dims,
     })
     return EnsembleDynamics(config, dataclass_from(PropagationConfig, propagation or {}))
 
 
 @dataclass
 class MPCSetup:
-    """What a controller plans with: the model, the task, the planner, the LQR fallback (None
-    for a learned model: a fallback from the true model would hide what the learner has not learned)."""
+    """What a controller plans with: the robot (its analytic model and task), the model planned on,
+    the planner, the LQR fallback (None for a learned model: a fallback from the true model would
+    hide what the learner has not learned)."""
 
+    robot: Robot
     model: DynamicsModel
-    task: Task
+    task: ResidualTask
     planner: Planner
     fallback: LQRFallback | None
     policy_pending: bool = False  # planner:=policy learning from scratch: no trained policy yet
 
 
-def build_mpc(p: dict[str, Any], urdf: str | Path, planner: str | None = None) -> MPCSetup:
-    """The controller's planning stack from its flat parameters (``robot``, ``gravity``,
-    ``control_rate``, ``model.*``, ``cost.*``, ``terminal``, ``terminal_weight``, ``<planner>.*``,
-    ``lqr.*``, ``compile``, ``policy.*``, ``value.*``): the node and ``mbrl-control warmup`` build
-    exactly the same thing. ``policy.path`` is the policy planner's policy and, if set, iCEM's
-    warm start; ``value.path`` is the critic of ``terminal:=value``."""
+def build_mpc(p: Mapping[str, Any], planner: str | None = None, robot: Robot | None = None) -> MPCSetup:
+    """The controller's planning stack from its flat parameters (the robot's, ``model``,
+    ``model.*``, ``task.*``, ``terminal``, ``terminal_weight``, ``<planner>.*``, ``lqr.*``,
+    ``compile``, ``policy.*``, ``value.*``): the node and ``mbrl-control warmup`` build exactly the
+    same thing. ``policy.path`` is the policy planner's policy and, if set, iCEM's warm start;
+    ``value.path`` is the critic of ``terminal:=value``. Raises ValueError (or RobotSpecError)
+    naming what does not fit."""
+    p = dict(p)
     name = planner or p["planner"]
-    params = robot_params(p["robot"], urdf, p.get("gravity", 9.81))
-    task = build_task(params, section(p, "cost"))
-    analytic = build_model(params, 1.0 / p["control_rate"], **section(p, "model"))
-    if p.get("model", "analytic") == "learned":
+    robot = robot or build_robot(p)
+    spec, task = robot.spec, robot.task
+    equilibrium = robot.equilibrium()
+    learned = p.get("model", "analytic") == "learned"
+    refusal = planner_refusal(name, spec, robot.model)
+    if refusal and not (name == "nmpc" and learned):
+        raise ValueError(f"planner '{name}': {refusal}")
+    if learned:
         if name == "nmpc":
             raise ValueError("planner 'nmpc' plans on the analytic model's CasADi expressions: use model:=analytic")
         propagation = section(p, "propagation")
@@ -175,27 +311,29 @@ def build_mpc(p: dict[str, Any], urdf: str | Path, planner: str | None = None) -
             propagation["mode"] = "expectation"
         if p.get("terminal", "task") not in ("task", "value"):  # the critic needs no model
             raise ValueError("terminal lqr and dp are solved once at start, from a model: use them with model:=analytic")
-        model: DynamicsModel = build_ensemble(p, urdf, propagation).freeze()
+        model: DynamicsModel = build_ensemble(p, spec, propagation).freeze()
         fallback = None
     else:
-        model = analytic
-        # Near upright, LQR takes over a tick whose planner missed its deadline or failed.
-        fallback = LQRFallback.from_model(model, task, dataclass_from(LQRConfig, section(p, "lqr")))
+        model = robot.model
+        # Near the equilibrium, LQR takes over a tick whose planner missed its deadline or failed.
+        fallback = LQRFallback.from_model(model, task, dataclass_from(LQRConfig, section(p, "lqr")), equilibrium)
     value_path = dataclass_from(ValueTerminalConfig, section(p, "value")).path
     planning_task = with_terminal(task, model, p.get("terminal", "task"), p.get("terminal_weight", 1.0),
-                                  section(p, "dp"), value=value_path)
+                                  section(p, "dp"), value=value_path, equilibrium=equilibrium)
     policy_path = section(p, "policy").get("path", "")
     policy = load_policy(policy_path) if policy_path and name in ("icem", "policy") else None
-    pending = name == "policy" and policy is None and p.get("model", "analytic") == "learned"
+    pending = name == "policy" and policy is None and learned
     if pending:
         # MBPO from scratch: the learner's policies arrive later; allocate (and compile) their
         # architecture now, so each one is copied in place between ticks.
         hidden = tuple(p.get("mbpo.hidden", MBPOConfig().hidden))
-        policy = Policy(policy_spec(task, hidden, model.config.angle_dims))
+        policy = Policy(policy_spec(task, hidden, spec.angle_dims))
     return MPCSetup(
+        robot=robot,
         model=model,
         task=task,
-        planner=build_planner(name, model, planning_task, section(p, name), p.get("compile", True), policy=policy),
+        planner=build_planner(name, model, planning_task, section(p, name), p.get("compile", True), policy=policy,
+                              equilibrium=equilibrium),
         fallback=fallback,
         policy_pending=pending,
     )

@@ -40,6 +40,10 @@ class RobotConfig:
     control_rate: float = setting(50.0, "control ticks per second [Hz]", 1.0, 1000.0)
     equilibrium: tuple[float, ...] = setting((), "joint positions (state_joints order) the robot regulates about: LQR's "
                                                  "linearisation point, the posture of the tasks' terms (empty: zeros)")
+    keypoint_links: tuple[str, ...] = setting((), "links whose points rviz shows along a plan and with the estimate's "
+                                                  "uncertainty (empty: the last link)")
+    keypoint_offsets: tuple[float, ...] = setting((), "per keypoint link, the point in its frame: x, y, z each [m] "
+                                                      "(empty: the links' origins)", -100.0, 100.0)
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,8 @@ class RobotSpec:
     velocity_limit: np.ndarray  # inf where the URDF gives none
     effort_limit: np.ndarray  # [nu], command_joints order
     equilibrium: np.ndarray  # [nq] positions
+    keypoint_links: tuple[str, ...]  # points of the robot drawn in rviz ...
+    keypoint_offsets: np.ndarray  # ... [K, 3], each in its link's frame
 
     @property
     def nq(self) -> int:
@@ -137,6 +143,14 @@ def robot_spec(p: Mapping[str, Any], urdf: str | Path | None = None) -> RobotSpe
     effort = np.array([robot.joints[j].effort for j in command_joints], dtype=np.float64)
     if not np.all(np.isfinite(effort) & (effort > 0)):
         raise RobotSpecError(f"{path.name}: every command joint needs a positive <limit effort=...> (got {effort.tolist()})")
+    links = tuple(p.get("keypoint_links") or ()) or (robot.joints[state_joints[-1]].child,)
+    unknown_links = [link for link in links if link not in robot.links]
+    if unknown_links:
+        raise RobotSpecError(f"parameter 'keypoint_links': {unknown_links} are not links of {path.name}")
+    offsets = np.asarray(p.get("keypoint_offsets") or np.zeros(3 * len(links)), dtype=np.float64)
+    if offsets.shape != (3 * len(links),):
+        raise RobotSpecError(f"parameter 'keypoint_offsets' needs 3 values per keypoint link ({3 * len(links)}), "
+                             f"got {len(offsets)}")
     rate = float(p.get("control_rate", 50.0))
     return RobotSpec(
         urdf=path,
@@ -151,4 +165,6 @@ def robot_spec(p: Mapping[str, Any], urdf: str | Path | None = None) -> RobotSpe
         velocity_limit=np.array([j.velocity if j.velocity > 0 else math.inf for j in joints]),
         effort_limit=effort,
         equilibrium=equilibrium,
+        keypoint_links=links,
+        keypoint_offsets=offsets.reshape(-1, 3),
     )

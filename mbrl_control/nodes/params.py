@@ -15,7 +15,6 @@ from rclpy.parameter import Parameter
 from mbrl_control.core.robot import RobotConfig, RobotSpec, RobotSpecError, resolve_urdf, robot_spec
 from mbrl_control.core.util import section  # noqa: F401  (nodes take their parameter sections from here)
 
-
 _ARRAY_TYPES = {str: Parameter.Type.STRING_ARRAY, float: Parameter.Type.DOUBLE_ARRAY, int: Parameter.Type.INTEGER_ARRAY,
                 bool: Parameter.Type.BOOL_ARRAY}
 

@@ -40,7 +40,15 @@ from mbrl_control.core.safety import CommandWatchdog
 from mbrl_control.core.util import dataclass_from
 from mbrl_control.nodes.diagnostics import OK, WARN, DiagnosticsPublisher
 from mbrl_control.nodes.joint_io import read_command
-from mbrl_control.nodes.params import ROBOT_PARAMS, ParameterError, ParamSpec, declare_parameters, section, specs_from, urdf_param
+from mbrl_control.nodes.params import (
+    ROBOT_PARAMS,
+    ParameterError,
+    ParamSpec,
+    declare_parameters,
+    section,
+    specs_from,
+    urdf_param,
+)
 from mbrl_control.nodes.runtime import main_for
 from mbrl_control.sim.bullet_robot import BulletRobot
 from mbrl_control.sim.faults import FaultConfig, ScheduledFault

@@ -5,20 +5,20 @@ from types import SimpleNamespace
 
 import pytest
 
-from mbrl_control.core.builders import build_model, build_task, robot_params
-from mbrl_control.core.dynamics import CartPoleDynamics
-from mbrl_control.paths import config_dir
+from mbrl_control.core.builders import build_model, load_robot
 
 DT = 0.02
 
 
 @pytest.fixture(scope="session")
 def cartpole() -> SimpleNamespace:
-    params = robot_params("cartpole", config_dir() / "urdf" / "cartpole.urdf")
+    robot = load_robot("cartpole")
     return SimpleNamespace(
-        params=params,
-        model=build_model(params, DT),
-        task=build_task(params),
-        plant=CartPoleDynamics(params, DT, substeps=8, integrator="euler").double(),
+        robot=robot,
+        spec=robot.spec,
+        params=robot.model.params,  # CartPoleParams: the cart-pole's masses, lengths, limits
+        model=robot.model,
+        task=robot.task,
+        plant=build_model(robot.spec, DT, dynamics="cartpole", substeps=8, integrator="euler").double(),
         dt=DT,
     )

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_control.core.dynamics import CartPoleDynamics, CartPoleParams, wrap_angle
+from mbrl_control.core.angles import wrap
+from mbrl_control.core.dynamics import CartPoleDynamics, CartPoleParams
 from mbrl_control.paths import config_dir
 from mbrl_control.sim.bullet_robot import BulletRobot
 
@@ -103,5 +104,5 @@ def test_hanging_is_an_equilibrium_and_upright_is_unstable(params):
     for _ in range(50):
         hanging = model.step(hanging, zero)
         upright = model.step(upright, zero)
-    assert wrap_angle(hanging[0, 1] - math.pi).abs() < 1e-4
+    assert wrap(hanging[0, 1] - math.pi).abs() < 1e-4
     assert upright[0, 1].abs() > 0.01  # small tilt grows

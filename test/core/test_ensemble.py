@@ -6,11 +6,10 @@ import math
 import pytest
 import torch
 
-from mbrl_control.core.builders import build_task, robot_params
+from mbrl_control.core.builders import load_robot
 from mbrl_control.core.dynamics import EnsembleConfig, EnsembleDynamics, ModelStateError, PropagationConfig
 from mbrl_control.core.planners import CEMConfig, CEMPlanner
 from mbrl_control.core.rollout import TrajectoryEvaluator
-from mbrl_control.paths import config_dir
 
 CARTPOLE = EnsembleConfig(state_dim=4, action_dim=1, dt=0.02, angle_dims=(1,))
 
@@ -161,8 +160,7 @@ def test_load_state_validates_then_copies_in_place():
 
 
 def test_compiled_cem_plans_on_the_ensemble_and_sees_swapped_weights_without_recompiling():
-    params = robot_params("cartpole", config_dir() / "urdf" / "cartpole.urdf")
-    task = build_task(params)
+    task = load_robot("cartpole").task
     model = EnsembleDynamics(CARTPOLE, PropagationConfig(mode="ts1", seed=0)).freeze()
     eager = TrajectoryEvaluator(model, task, compile=False)
     compiled = TrajectoryEvaluator(model, task, compile=True)
@@ -185,7 +183,7 @@ def test_compiled_cem_plans_on_the_ensemble_and_sees_swapped_weights_without_rec
     planner = CEMPlanner(compiled, CEMConfig(population=50, elites=5, iterations=2, horizon=8))
     plan = planner.plan(x0)
     assert plan.actions.shape == (8, 1) and math.isfinite(plan.cost)
-    assert (plan.actions.abs() <= params.force_limit).all()
+    assert (plan.actions.abs() <= task.action_high).all()
 
 
 def test_refitting_the_normalizer_keeps_the_learned_function():

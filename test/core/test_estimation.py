@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_control.core.builders import build_model, robot_params
+from mbrl_control.core.builders import load_robot
 from mbrl_control.core.dynamics import CartPoleDynamics
 from mbrl_control.core.estimation import EstimatorConfig, build_estimator
 from mbrl_control.core.estimation.evaluation import cart_excitation, consistency, rmse, run_filter, simulate_truth
 from mbrl_control.core.estimation.process import ProcessModel
-from mbrl_control.paths import config_dir
 from mbrl_control.sim.sensor import JointSensor, SensorConfig
 
 DT, PHYSICS_DT = 0.02, 0.0025
@@ -30,12 +29,12 @@ HANGING = np.array([0.0, math.pi, 0.0, 0.0])
 
 @pytest.fixture(scope="module")
 def params():
-    return robot_params("cartpole", config_dir() / "urdf" / "cartpole.urdf")
+    return load_robot("cartpole").model.params
 
 
 @pytest.fixture(scope="module")
 def model(params):
-    return build_model(params, DT)  # the controller's planning model
+    return CartPoleDynamics(params, DT)  # the controller's planning model
 
 
 @pytest.fixture(scope="module")

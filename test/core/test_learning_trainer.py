@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_control.core.builders import build_model, build_planner, build_task
+from mbrl_control.core.builders import build_model, build_planner, load_robot
 from mbrl_control.core.dynamics import EnsembleConfig, EnsembleDynamics, PropagationConfig
 from mbrl_control.core.learning import (
     BackgroundTrainer,
@@ -36,31 +36,31 @@ CONFIG = EnsembleConfig(state_dim=4, action_dim=1, dt=DT, angle_dims=(1,))
 
 @pytest.fixture(scope="module")
 def setup(cartpole):
-    return cartpole.params, cartpole.task, cartpole.plant
+    return cartpole, cartpole.task, cartpole.plant
 
 
 def random_episodes(setup, count: int, first_episode: int) -> Transitions:
     """Random actions held for 5 ticks, from anywhere on the track, any angle."""
-    params, task, plant = setup
+    rig, task, plant = setup
     g = torch.Generator().manual_seed(first_episode)
     spread = torch.tensor([1.0, math.pi, 1.0, 2.0])
     starts = torch.tensor([0.0, math.pi, 0.0, 0.0]) + spread * (2 * torch.rand(count, 4, generator=g) - 1)
     policies = [RandomPolicy(task.action_low, task.action_high, hold=5, seed=first_episode + i) for i in range(count)]
     return explore(plant, policies, starts, 200, NOISE, first_episode, first_seq=1000 * first_episode,
-                   reward=task_reward(task), position_limit=params.track_limit)
+                   reward=task_reward(task), position_limit=rig.params.track_limit)
 
 
 @pytest.fixture(scope="module")
 def logged(setup):
     """~2k random-action and 600 CEM-driven transitions (swing-ups and balancing)."""
-    params, task, plant = setup
+    rig, task, plant = setup
     # A small eager CEM on the analytic model, with exploration noise on its actions.
-    planner = build_planner("cem", build_model(params, DT, integrator="euler"), task,
+    planner = build_planner("cem", build_model(rig.spec, DT, dynamics="cartpole", integrator="euler"), task,
                             {"population": 64, "elites": 8, "iterations": 3, "horizon": 25}, compile=False)
     starts = torch.tensor([0.0, math.pi, 0.0, 0.0]) + 0.1 * torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
     policies = [PlannerPolicy(planner, action_noise=2.0, seed=i) for i in range(3)]
     cem = explore(plant, policies, starts, 200, NOISE, first_episode=100, first_seq=100_000,
-                  reward=task_reward(task), position_limit=params.track_limit)
+                  reward=task_reward(task), position_limit=rig.params.track_limit)
     return Transitions.concatenate([random_episodes(setup, 20, first_episode=0), cem])
 
 
@@ -157,10 +157,9 @@ def test_background_training_can_be_cancelled_and_reports_errors(logged):
 
 
 def test_learned_reward_head_replaces_the_task_cost(setup, logged):
-    params, _, _ = setup
     # The smooth part of the swing-up cost: its track barrier (a steep wall met in a few dozen
     # logged states) is left to the known cost, as a learned-reward user would.
-    task = build_task(params, {"track_barrier": 0.0})
+    task = load_robot("cartpole", overrides={"task.track.weight": 0.0}).task
     x, u = torch.from_numpy(logged.state), torch.from_numpy(logged.action)
     rewards = -task.running_cost(x.unsqueeze(1), u.unsqueeze(1)).numpy()
     model = EnsembleDynamics(EnsembleConfig(**{**CONFIG.to_dict(), "learn_reward": True}))

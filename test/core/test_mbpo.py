@@ -234,7 +234,7 @@ def balance_failures(cartpole, policy: Policy, steps: int = 300) -> tuple[list[i
     x0 = box_states(START_BOX, 16, seed=7).double()
     states = closed_loop(policy, cartpole.plant, x0, steps).numpy()
     times = np.arange(steps + 1) * DT
-    upright = np.array([cartpole.task.upright(s).mean() for s in states])
+    upright = np.array([cartpole.task.within_tolerance(s).mean() for s in states])
     return [i for i, s in enumerate(states) if not cartpole.task.success(s, times)], upright
 
 

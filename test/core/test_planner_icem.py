@@ -8,11 +8,10 @@ import math
 import pytest
 import torch
 
-from mbrl_control.core.builders import build_model, build_task, robot_params
+from mbrl_control.core.builders import load_robot
 from mbrl_control.core.planners import CEMConfig, ICEMConfig, ICEMPlanner
 from mbrl_control.core.planners.noise import ColoredNoise
 from mbrl_control.core.rollout import TrajectoryEvaluator
-from mbrl_control.paths import config_dir
 
 DT = 0.02
 HANGING = torch.tensor([0.0, math.pi, 0.0, 0.0])
@@ -20,8 +19,8 @@ HANGING = torch.tensor([0.0, math.pi, 0.0, 0.0])
 
 @pytest.fixture(scope="module")
 def eager_evaluator():
-    params = robot_params("cartpole", config_dir() / "urdf" / "cartpole.urdf")
-    return TrajectoryEvaluator(build_model(params, DT), build_task(params), compile=False)
+    robot = load_robot("cartpole")
+    return TrajectoryEvaluator(robot.model, robot.task, compile=False)
 
 
 class Spy:

@@ -19,7 +19,6 @@ from mbrl_control.core.planners.nmpc import (
     NMPCPlanner,
     cartpole_ode,
     rk4_step,
-    swing_up_state_cost,
 )
 
 DT = 0.02
@@ -41,11 +40,16 @@ def test_symbolic_dynamics_and_cost_match_the_torch_model_and_task(setup):
         expected = torch_step.step(x, u).numpy()
         got = np.array([np.asarray(casadi_step(xi, ui)).ravel() for xi, ui in zip(x.numpy(), u.numpy())])
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
-    sym = ca.SX.sym("x", 4)
-    soft_limit = params.track_limit - task.weights.track_margin
-    cost = ca.Function("cost", [sym], [swing_up_state_cost(sym, task.weights, soft_limit)])
-    got = np.array([float(cost(xi)) for xi in x.numpy()])
-    np.testing.assert_allclose(got, task.state_cost(x).numpy(), rtol=1e-10)
+    # The task's terms in CasADi, weights as symbols: stage and terminal costs equal the torch task's.
+    xs, us, prev = ca.SX.sym("x", 4), ca.SX.sym("u", 1), ca.SX.sym("u_prev", 1)
+    weights = ca.SX.sym("w", len(task.terms))
+    stage, state = task.symbolic_costs(xs, us, prev, weights)
+    fn = ca.Function("cost", [xs, us, prev, weights], [stage, state])
+    w = task.weights.double().numpy()
+    got = np.array([[float(v) for v in fn(xi, ui, 0.0, w)] for xi, ui in zip(x.numpy(), u.numpy())])
+    np.testing.assert_allclose(got[:, 0], task.running_cost(x.unsqueeze(1).float(), u.unsqueeze(1).float()).numpy(),
+                               rtol=1e-5)
+    np.testing.assert_allclose(float(task.terminal_weight) * got[:, 1], task.terminal_cost(x.float()).numpy(), rtol=1e-5)
 
 
 @pytest.mark.parametrize("solver", SOLVERS)

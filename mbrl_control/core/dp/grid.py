@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from mbrl_control.core.dynamics.cartpole import wrap_angle
+from mbrl_control.core.angles import wrap
 
 
 class StateGrid(torch.nn.Module):
@@ -83,7 +83,7 @@ class StateGrid(torch.nn.Module):
 
     def _wrap(self, x: Tensor) -> Tensor:
         # Only angles off [-pi, pi): wrapping rounds, which could move a boundary point outside.
-        return torch.where(self.periodic & ((x < -math.pi) | (x >= math.pi)), wrap_angle(x), x)
+        return torch.where(self.periodic & ((x < -math.pi) | (x >= math.pi)), wrap(x), x)
 
     def _inside(self, x: Tensor) -> Tensor:
         # Against the bounds themselves, not the position in grid steps: a point on the boundary

@@ -2,7 +2,7 @@
 probabilistic ensemble."""
 
 from mbrl_control.core.dynamics.base import DynamicsModel
-from mbrl_control.core.dynamics.cartpole import CartPoleDynamics, CartPoleParams, wrap_angle
+from mbrl_control.core.dynamics.cartpole import CartPoleDynamics, CartPoleParams
 from mbrl_control.core.dynamics.ensemble import EnsembleConfig, EnsembleDynamics, ModelStateError, PropagationConfig
 from mbrl_control.core.dynamics.rigid_body import RigidBodyDynamics
 
@@ -10,7 +10,6 @@ __all__ = [
     "DynamicsModel",
     "CartPoleDynamics",
     "CartPoleParams",
-    "wrap_angle",
     "CheckedState",
     "EnsembleConfig",
     "EnsembleDynamics",

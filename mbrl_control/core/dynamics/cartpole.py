@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,8 +167,3 @@ class CartPoleDynamics(DynamicsModel):
 
 def _axpy(s: tuple[Tensor, ...], k: tuple[Tensor, ...], a: float) -> tuple[Tensor, ...]:
     return tuple(si + a * ki for si, ki in zip(s, k))
-
-
-def wrap_angle(a: Tensor) -> Tensor:
-    """Wrap angles to [-pi, pi)."""
-    return torch.remainder(a + math.pi, 2 * math.pi) - math.pi

@@ -1,10 +1,11 @@
-"""Discrete-time LQR about the upright equilibrium: a planner, a terminal value, a fallback.
+"""Discrete-time LQR about the robot's equilibrium: a planner, a terminal value, a fallback.
 
-The model is linearised at ``x = 0, u = 0`` with ``model.jacobians`` (any differentiable model)
-and the weights are the task's own stage-cost Hessians there (``Q = l_xx``, ``R = l_uu``), so the
-stage cost near upright is ``x'Qx/2 + u'Ru/2`` and ``x'Px/2`` (``P`` from
-``scipy.linalg.solve_discrete_are``) is the task's infinite-horizon cost-to-go to second order.
-Angles listed in ``angle_indices`` enter wrapped to ``[-pi, pi)``.
+The model is linearised at the equilibrium ``(x_eq, u_eq)`` (the robot's posture at rest and the
+effort that holds it there: zero for the cart-pole upright, the gravity torques for an arm) with
+``model.jacobians`` (any differentiable model), and the weights are the task's own stage-cost
+Hessians there (``Q = l_xx``, ``R = l_uu``), so the stage cost near it is ``dx'Q dx/2 + du'R du/2``
+and ``dx'P dx/2`` (``P`` from ``scipy.linalg.solve_discrete_are``) is the task's infinite-horizon
+cost-to-go to second order. Angles (``Equilibrium.angle_dims``) enter ``dx`` wrapped to ``[-pi, pi)``.
 
 Region of validity of the fallback: the largest ellipsoid ``x'Px <= c`` in which the feedback
 ``u = -Kx`` stays inside the action bounds, ``c = min_i (u_max_i^2 / (K P^-1 K')_ii)``, shrunk by
@@ -14,7 +15,6 @@ linearised closed loop is unsaturated and ``x'Px`` decreases every step, so the 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +22,7 @@ import scipy.linalg
 import torch
 from torch import Tensor
 
+from mbrl_control.core.angles import wrap_dims
 from mbrl_control.core.dynamics.base import DynamicsModel
 from mbrl_control.core.planners.base import Plan, Planner
 from mbrl_control.core.tasks.base import Task
@@ -33,7 +34,24 @@ class LQRConfig:
     horizon: int = setting(30, "length of the predicted (linearised) trajectory in the plan", 1, 1000)
     action_weight_scale: float = setting(10.0, "multiplies R = l_uu: larger is gentler, with a larger region", 1e-3, 1e6)
     region_scale: float = setting(0.5, "fallback region: this fraction of the unsaturated ellipsoid's level", 1e-3, 1.0)
-    angle_indices: tuple[int, ...] = setting((1,), "state entries that are angles (wrapped)", 0, 100)
+
+
+@dataclass(frozen=True)
+class Equilibrium:
+    """Where an LQR regulates to: ``x_eq`` at rest, the effort ``u_eq`` holding it, and which state
+    entries are angles (wrapped in ``x - x_eq``). The default is the origin with no angles."""
+
+    x_eq: np.ndarray | None = None
+    u_eq: np.ndarray | None = None
+    angle_dims: tuple[int, ...] = ()
+
+    def deviation(self, x: np.ndarray) -> np.ndarray:
+        """``x - x_eq`` (any leading shape), its angle entries wrapped to ``[-pi, pi)``."""
+        dx = np.asarray(x, dtype=np.float64) - (0.0 if self.x_eq is None else self.x_eq)
+        return wrap_dims(dx, self.angle_dims)
+
+    def action(self, du: np.ndarray) -> np.ndarray:
+        return du if self.u_eq is None else du + self.u_eq
 
 
 @dataclass(frozen=True)
@@ -79,14 +97,6 @@ def _nearest_psd(m: np.ndarray) -> np.ndarray:
     return (vectors * np.maximum(values, 0.0)) @ vectors.T
 
 
-def wrapped_deviation(x: np.ndarray, angle_indices: tuple[int, ...]) -> np.ndarray:
-    """``x`` (any leading shape) with its angle entries wrapped to ``[-pi, pi)``."""
-    dx = np.array(x, dtype=np.float64)
-    for i in angle_indices:
-        dx[..., i] = np.remainder(dx[..., i] + math.pi, 2 * math.pi) - math.pi
-    return dx
-
-
 class LQRFallback:
     """``fallback_action(x)``: the clipped LQR action inside the region of validity, else None.
 
@@ -95,28 +105,31 @@ class LQRFallback:
     """
 
     def __init__(self, solution: LQRSolution, action_low: np.ndarray, action_high: np.ndarray,
-                 angle_indices: tuple[int, ...] = (1,), region_scale: float = 0.5) -> None:
+                 equilibrium: Equilibrium = Equilibrium(), region_scale: float = 0.5) -> None:
         if not 0.0 < region_scale <= 1.0:
             raise ValueError("need 0 < region_scale <= 1")
         self.solution = solution
-        self.angle_indices = tuple(angle_indices)
+        self.equilibrium = equilibrium
         self.action_low = np.asarray(action_low, dtype=np.float64)
         self.action_high = np.asarray(action_high, dtype=np.float64)
-        u_max = np.minimum(np.abs(self.action_low), np.abs(self.action_high))
+        # The feedback's room: from u_eq to the bounds.
+        u_eq = equilibrium.action(np.zeros_like(self.action_low))
+        u_max = np.minimum(np.abs(self.action_low - u_eq), np.abs(self.action_high - u_eq))
         K, P = solution.K, solution.P
         gain_spread = np.einsum("ij,jk,ik->i", K, np.linalg.inv(P), K)  # max of (K_i x)^2 on x'Px = 1
         self.level = region_scale * float(np.min(u_max**2 / gain_spread))
 
     @classmethod
-    def from_model(cls, model: DynamicsModel, task: Task, config: LQRConfig = LQRConfig()) -> "LQRFallback":
+    def from_model(cls, model: DynamicsModel, task: Task, config: LQRConfig = LQRConfig(),
+                   equilibrium: Equilibrium = Equilibrium()) -> "LQRFallback":
         """The fallback for ``model`` and ``task`` (one DARE solve: build it once, at start-up)."""
-        solution = solve_lqr(model, task, config.action_weight_scale)
+        solution = solve_lqr(model, task, config.action_weight_scale, equilibrium.x_eq, equilibrium.u_eq)
         low, high = task.action_low.double().numpy(), task.action_high.double().numpy()
-        return cls(solution, low, high, tuple(config.angle_indices), config.region_scale)
+        return cls(solution, low, high, equilibrium, config.region_scale)
 
     def value(self, x: np.ndarray) -> float:
-        """``x'Px`` of the wrapped state: the region test and (halved) the LQR cost-to-go."""
-        dx = wrapped_deviation(x, self.angle_indices)
+        """``dx'P dx`` of the wrapped deviation: the region test and (halved) the LQR cost-to-go."""
+        dx = self.equilibrium.deviation(x)
         return float(dx @ self.solution.P @ dx)
 
     def in_region(self, x: np.ndarray) -> bool:
@@ -124,26 +137,28 @@ class LQRFallback:
 
     def fallback_action(self, x: np.ndarray) -> np.ndarray | None:
         """The LQR action for state ``x[nx]``, or None when ``x`` is outside the region of validity."""
-        dx = wrapped_deviation(x, self.angle_indices)
+        dx = self.equilibrium.deviation(x)
         if not float(dx @ self.solution.P @ dx) <= self.level:  # also rejects NaN states
             return None
-        return np.clip(-self.solution.K @ dx, self.action_low, self.action_high)
+        return np.clip(self.equilibrium.action(-self.solution.K @ dx), self.action_low, self.action_high)
 
 
 class LQRPlanner(Planner):
     """Constant-gain LQR as a planner: the feedback action now, and the linearised prediction.
 
-    ``Plan.states`` follows the linearised closed loop (``x_{t+1} = (A - BK) x_t``, unclipped) and
-    ``Plan.actions = clip(-K x_t)``; ``Plan.cost`` is the LQR cost-to-go ``x'Px/2``. The gain is
-    computed once; ``plan`` is a handful of matrix products, so it never misses a deadline.
+    ``Plan.states`` follows the linearised closed loop (``dx_{t+1} = (A - BK) dx_t``, unclipped) and
+    ``Plan.actions = clip(u_eq - K dx_t)``; ``Plan.cost`` is the LQR cost-to-go ``dx'P dx/2``. The
+    gain is computed once; ``plan`` is a handful of matrix products, so it never misses a deadline.
     """
 
-    def __init__(self, model: DynamicsModel, task: Task, config: LQRConfig = LQRConfig()) -> None:
+    def __init__(self, model: DynamicsModel, task: Task, config: LQRConfig = LQRConfig(),
+                 equilibrium: Equilibrium = Equilibrium()) -> None:
         if config.horizon < 1:
             raise ValueError("need horizon >= 1")
         self.config = config
         self.horizon = config.horizon
-        self.fallback = LQRFallback.from_model(model, task, config)
+        self.equilibrium = equilibrium
+        self.fallback = LQRFallback.from_model(model, task, config, equilibrium)
         self.solution = self.fallback.solution
         self._low, self._high = self.fallback.action_low, self.fallback.action_high
         # Powers of the closed loop, stacked: the whole prediction is one batched product.
@@ -157,10 +172,10 @@ class LQRPlanner(Planner):
 
     def plan(self, x0: Tensor, deadline: float | None = None) -> Plan:
         x = x0.double().numpy()
-        dx = wrapped_deviation(x, self.config.angle_indices)
+        dx = self.equilibrium.deviation(x)
         predicted = self._powers @ dx  # [T+1, nx]
-        actions = np.clip(-predicted[:-1] @ self.solution.K.T, self._low, self._high)
-        states = predicted + (x - dx)  # back to the unwrapped angle of x0
+        actions = np.clip(self.equilibrium.action(-predicted[:-1] @ self.solution.K.T), self._low, self._high)
+        states = predicted + (x - dx)  # back to x0's frame (its unwrapped angles, its equilibrium offset)
         return Plan(
             actions=torch.from_numpy(actions).float(),
             states=torch.from_numpy(states).float(),

@@ -1,9 +1,12 @@
-"""Nonlinear MPC of the cart-pole with CasADi: multiple shooting, warm-started, deadline-bounded.
+"""Nonlinear MPC with CasADi: multiple shooting, warm-started, deadline-bounded.
 
-The dynamics are a CasADi-symbolic copy of ``CartPoleDynamics`` (same equations of motion, RK4
-per control interval, from ``CartPoleParams``) and the cost mirrors ``CartPoleSwingUp`` (same
-weights, same soft track barrier, same terminal multiple). Decision variables are ordered stage
-by stage (``x0, u0, x1, u1, ..., xN``), the layout structure-exploiting solvers want.
+The dynamics are a CasADi-symbolic twin of the analytic model (for ``CartPoleDynamics``, the same
+equations of motion from ``CartPoleParams``, RK4 per control interval) and the cost is the task's
+own terms in CasADi (``ResidualTask.symbolic_costs``: same residuals, norms, terminal multiple),
+with the weights, the terminal multiple and the last command as NLP parameters, so they can change
+between ticks without rebuilding the solver. Joints with position limits are bounded. Decision
+variables are ordered stage by stage (``x0, u0, x1, u1, ..., xN``), the layout
+structure-exploiting solvers want.
 
 Solvers (``solver``): ``ipopt`` (interior point, robust), ``fatrop`` (interior point exploiting
 the optimal-control structure, fastest here), ``sqpmethod`` (SQP with the qrqp QP solver).
@@ -25,7 +28,7 @@ from torch import Tensor
 
 from mbrl_control.core.dynamics.cartpole import CartPoleDynamics, CartPoleParams
 from mbrl_control.core.planners.base import Plan, Planner
-from mbrl_control.core.tasks.cartpole import CartPoleCostWeights, CartPoleSwingUp
+from mbrl_control.core.tasks.residual import ResidualTask
 from mbrl_control.core.util import setting
 
 SOLVERS = ("ipopt", "fatrop", "sqpmethod")
@@ -74,19 +77,6 @@ def rk4_step(ode: ca.Function, dt: float, substeps: int) -> ca.Function:
     return ca.Function("cartpole_step", [x, u], [xn])
 
 
-def swing_up_state_cost(x: ca.SX, weights: CartPoleCostWeights, soft_limit: float) -> ca.SX:
-    """``CartPoleSwingUp.state_cost`` in CasADi (the squared hinge is C1, enough for the solvers)."""
-    w = weights
-    excursion = ca.fmax(ca.fabs(x[0]) - soft_limit, 0.0)
-    return (
-        w.angle * (1.0 - ca.cos(x[1]))
-        + w.position * x[0] ** 2
-        + w.velocity * x[2] ** 2
-        + w.angular_velocity * x[3] ** 2
-        + w.track_barrier * excursion**2
-    )
-
-
 class _DeadlineCallback(ca.Callback):
     """Solver iteration callback: returns 1 (stop) once ``deadline`` has passed."""
 
@@ -118,39 +108,52 @@ class _DeadlineCallback(ca.Callback):
         return [1 if stop else 0]
 
 
-class NMPCPlanner(Planner):
-    """Multiple-shooting NMPC of ``CartPoleSwingUp`` on the symbolic twin of a ``CartPoleDynamics``."""
+def symbolic_ode(model: object) -> ca.Function:
+    """``xdot = f(x, u)`` in CasADi for an analytic model that has a symbolic twin."""
+    if isinstance(model, CartPoleDynamics):
+        return cartpole_ode(model.params)
+    raise ValueError(f"nmpc has no CasADi twin of {type(model).__name__} (the cartpole dynamics have one)")
 
-    def __init__(self, model: CartPoleDynamics, task: CartPoleSwingUp, config: NMPCConfig = NMPCConfig()) -> None:
-        if not isinstance(model, CartPoleDynamics) or not isinstance(task, CartPoleSwingUp):
-            raise ValueError("nmpc plans with the analytic cart-pole model and the swing-up task")
+
+class NMPCPlanner(Planner):
+    """Multiple-shooting NMPC of a ``ResidualTask`` on the symbolic twin of an analytic model."""
+
+    def __init__(self, model: CartPoleDynamics, task: ResidualTask, config: NMPCConfig = NMPCConfig()) -> None:
+        if not isinstance(task, ResidualTask):
+            raise ValueError("nmpc needs a task of cost terms (ResidualTask) to write it in CasADi")
         if config.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got '{config.solver}'")
         if config.horizon < 1 or config.max_iterations < 1 or config.substeps < 1:
             raise ValueError("need horizon, max_iterations and substeps >= 1")
         self.config = config
+        self.task = task
         self.horizon = N = config.horizon
-        nx, nu = 4, 1
+        nx, nu = task.state_dim, task.action_dim
         self._nx, self._nu = nx, nu
-        params, weights = task.params, task.weights
-        step = rk4_step(cartpole_ode(params), model.dt, config.substeps)
-        soft_limit = params.track_limit - weights.track_margin
+        step = rk4_step(symbolic_ode(model), model.dt, config.substeps)
+        n_terms = len(task.terms)
         x0 = ca.SX.sym("x0", nx)
+        weights = ca.SX.sym("weights", n_terms)
+        terminal = ca.SX.sym("terminal")
+        u_last = ca.SX.sym("u_last", nu)
         xs = [ca.SX.sym(f"x{k}", nx) for k in range(N + 1)]
         us = [ca.SX.sym(f"u{k}", nu) for k in range(N)]
         w, g, cost = [], [], 0.0
         for k in range(N):
             w += [xs[k], us[k]]
-            cost += swing_up_state_cost(xs[k], weights, soft_limit) + weights.action * ca.sumsqr(us[k])
+            stage, _ = task.symbolic_costs(xs[k], us[k], us[k - 1] if k > 0 else u_last, weights)
+            cost += stage
         w.append(xs[N])
-        cost += weights.terminal * swing_up_state_cost(xs[N], weights, soft_limit)
+        _, final_state = task.symbolic_costs(xs[N], us[N - 1], us[N - 1], weights)
+        cost += terminal * final_state
         # Stage-wise constraints: the initial state, then each shooting defect.
         g.append(xs[0] - x0)
         for k in range(N):
             g.append(xs[k + 1] - step(xs[k], us[k]))  # the sign structure detection expects
-        nlp = {"x": ca.vertcat(*w), "p": x0, "f": cost, "g": ca.vertcat(*g)}
+        nlp = {"x": ca.vertcat(*w), "p": ca.vertcat(x0, weights, terminal, u_last), "f": cost, "g": ca.vertcat(*g)}
         n_w, n_g = nlp["x"].shape[0], nlp["g"].shape[0]
-        self._callback = _DeadlineCallback("deadline", n_w, n_g, nx)
+        self._params = np.zeros(nlp["p"].shape[0])
+        self._callback = _DeadlineCallback("deadline", n_w, n_g, self._params.size)
         self._solver = ca.nlpsol("nmpc", config.solver, nlp, self._solver_options(n_g))
         # Index of each stage's state and action in the decision vector.
         stride = nx + nu
@@ -160,8 +163,10 @@ class NMPCPlanner(Planner):
         self._ubw = np.full(n_w, np.inf)
         self._lbw[self._u_index] = task.action_low.double().numpy()
         self._ubw[self._u_index] = task.action_high.double().numpy()
-        self._lbw[self._x_index[:, 0]] = -params.track_limit
-        self._ubw[self._x_index[:, 0]] = params.track_limit
+        spec = task.spec
+        for j in range(spec.nq):  # the joints' travel: hard bounds where the URDF has them
+            self._lbw[self._x_index[:, j]] = spec.position_lower[j]
+            self._ubw[self._x_index[:, j]] = spec.position_upper[j]
         self._w = np.zeros(n_w)
         self._lam_x = np.zeros(n_w)
         self._lam_g = np.zeros(n_g)
@@ -213,8 +218,11 @@ class NMPCPlanner(Planner):
             self._lam_g[:] = 0.0
         self._callback.deadline = deadline
         self._callback.iterations = 0
+        task = self.task  # its weights and last command as they are now (settable at runtime)
+        self._params[:] = np.concatenate([x, task.weights.double().numpy(), [float(task.terminal_weight)],
+                                          task.last_command.double().numpy()])
         solution = self._solver(
-            x0=self._w, p=x, lbx=self._lbw, ubx=self._ubw, lbg=self._zeros_g, ubg=self._zeros_g,
+            x0=self._w, p=self._params, lbx=self._lbw, ubx=self._ubw, lbg=self._zeros_g, ubg=self._zeros_g,
             lam_x0=self._lam_x, lam_g0=self._lam_g,
         )
         stats = self._solver.stats()

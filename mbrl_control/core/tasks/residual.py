@@ -119,6 +119,18 @@ class ResidualTask(Task):
     def terminal_cost(self, x: Tensor) -> Tensor:
         return self.terminal_weight * self._state_cost(x)
 
+    # -- the same costs in CasADi (NMPC), weights as symbols so they stay settable ------------
+    def symbolic_costs(self, x: Any, u: Any, u_previous: Any, weights: Any) -> tuple[Any, Any]:
+        """``(stage, state)`` CasADi expressions: the running cost of one step and the state terms
+        alone (the terminal cost is ``terminal * state`` at the last state); ``weights[n_terms]``."""
+        stage, state = 0.0, 0.0
+        for k, term in enumerate(self.terms):
+            value = weights[k] * term.symbolic(x, u, u_previous)
+            stage = stage + value
+            if not term.uses_action:
+                state = state + value
+        return stage, state
+
     # -- runtime settings (copied in place: compiled graphs read them) -----------------------
     def set_weight(self, name: str, weight: float) -> None:
         if name == "terminal":
@@ -169,6 +181,20 @@ class ResidualTask(Task):
         q = torch.as_tensor(np.asarray(states)[..., : self.spec.nq], dtype=torch.float32)
         with torch.no_grad():
             return t.link_position(q, t.link, t.offset).double().numpy()
+
+    def keypoints(self, states: np.ndarray) -> np.ndarray:
+        """The robot's keypoints (``keypoint_links``) per state, ``[T, K, 3]`` in the URDF's root frame."""
+        q = torch.as_tensor(np.atleast_2d(np.asarray(states))[:, : self.spec.nq], dtype=torch.float32)
+        with torch.no_grad():
+            points = [self.link_position(q, link, torch.as_tensor(offset, dtype=torch.float32))
+                      for link, offset in zip(self.spec.keypoint_links, self.spec.keypoint_offsets)]
+        return torch.stack(points, dim=1).double().numpy()
+
+    def goal_position(self) -> np.ndarray:
+        """Where the task wants the robot: the goal, or the last keypoint at the equilibrium posture."""
+        if self.has_goal:
+            return self.goal.double().numpy()
+        return self.keypoints(self.spec.x_eq[None])[0, -1]
 
     def error(self, states: np.ndarray, goal: np.ndarray | None = None) -> np.ndarray:
         """Per state ``[T]``: hold, the largest deviation of the judged joints from the posture

@@ -65,7 +65,6 @@ class Term(torch.nn.Module):
         self.name, self.config = name, c
         self.residual_kind = c.residual
         self.uses_action = c.residual in ACTION_RESIDUALS
-        nq = spec.nq
         if self.uses_action:
             if c.joints and any(j not in spec.command_joints for j in c.joints):
                 raise RobotSpecError(f"parameter 'task.{name}.joints': {list(c.joints)} must be command joints "
@@ -144,6 +143,39 @@ class Term(torch.nn.Module):
 
     def forward(self, x: Tensor, u: Tensor | None, goal: Tensor, last_command: Tensor) -> Tensor:
         return self.norm(self.residual(x, u, goal, last_command))
+
+    # -- the same term as a CasADi expression (NMPC) --------------------------------------------
+    def symbolic(self, x: Any, u: Any, u_previous: Any) -> Any:
+        """The unweighted term for CasADi symbols ``x[nx]``, ``u[nu]`` and the previous action
+        ``u_previous[nu]`` (``u``, ``u_previous`` unused by state terms)."""
+        import casadi as ca
+
+        kind, i = self.residual_kind, list(self.index)
+        nq = x.shape[0] // 2
+        if kind == "joint_position":
+            target = ca.DM(self.target.double().numpy())
+            r = ca.vertcat(*[x[k] for k in i]) - target
+            wrap = self.wrap.numpy()
+            if self.config.norm != "cosine" and wrap.any():  # the cosine norm does not wind anyway
+                r = ca.vertcat(*[ca.atan2(ca.sin(r[k]), ca.cos(r[k])) if wrap[k] else r[k] for k in range(len(i))])
+        elif kind == "joint_velocity":
+            r = ca.vertcat(*[x[nq + k] for k in i])
+        elif kind == "joint_limit":
+            q = ca.vertcat(*[x[k] for k in i])
+            r = ca.fmax(ca.fabs(q - ca.DM(self.centre.double().numpy())) - ca.DM(self.half_range.double().numpy()), 0.0)
+        elif kind == "effort":
+            r = ca.vertcat(*[u[k] for k in i])
+        elif kind == "command_rate":
+            r = ca.vertcat(*[u[k] - u_previous[k] for k in i])
+        else:
+            raise NotImplementedError(f"term '{self.name}': {kind} has no CasADi form (it needs forward kinematics)")
+        s = ca.DM(self.scale.double().numpy())
+        if self.config.norm == "quadratic":
+            return ca.dot(s, r * r)
+        if self.config.norm == "cosine":
+            return ca.dot(s, 1.0 - ca.cos(r))
+        p = self.smoothing
+        return ca.sqrt(ca.dot(s, r * r) + p * p) - p
 
 
 def term_configs(p: dict[str, Any], names: list[str]) -> dict[str, TermConfig]:
