@@ -46,14 +46,21 @@ bench: setup
 	cd bench && ../$(PY) planner_latency.py && ../$(PY) planners.py && ../$(PY) estimation.py && ../$(PY) dp.py
 
 # The libraries users would pick instead (pytorch_mppi, mbrl-lib) in a venv of their own, then
-# bench/planners.py times them beside ours. mbrl 0.2.0 pins a hydra-core that no longer imports on
-# Python 3.11: the second install overrides it (pip warns about the conflict; mbrl.planning works).
-bench-peers:
+# bench/planners.py times them beside ours (bench/requirements-peers.txt says what goes in and why
+# hydra-core is installed over mbrl's pin). BENCH_PEERS_ARGS: e.g. "--seeds 1 --peer-ticks 200".
+BENCH_PEERS_ARGS ?=
+PEERS_STAMP := $(PEERS)/.installed
+
+bench-peers: $(PEERS_STAMP)
+	cd bench && ../$(PEERS)/bin/python planners.py $(BENCH_PEERS_ARGS)
+
+$(PEERS_STAMP): bench/requirements-peers.txt setup.py
 	@test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
-	$(PEERS)/bin/pip install --quiet torch==2.13.0 numpy scipy casadi==3.8.2 pyyaml pytorch_mppi==0.9.1 mbrl==0.2.0
+	$(PEERS)/bin/pip install --quiet -r bench/requirements-peers.txt
+	@echo "Installing hydra-core 1.3.2 over mbrl's pin: pip reports the conflict; expected (bench/requirements-peers.txt)"
 	$(PEERS)/bin/pip install --quiet hydra-core==1.3.2 omegaconf==2.3.0
 	$(PEERS)/bin/pip install --quiet --no-deps -e .
-	cd bench && ../$(PEERS)/bin/python planners.py
+	@touch $@
 
 clean:
 	rm -rf $(VENV) $(PEERS) build install log runs .pytest_cache
