@@ -1,22 +1,29 @@
 """Rigid-body dynamics of any fixed-base robot from its URDF, batched in torch.
 
-``M(q) qdd + C(q, qd) qd + g(q) + D qd = S^T u``: the mass matrix by the composite-rigid-body
-algorithm, the bias by recursive Newton-Euler, both written in world coordinates so that every
-step except the forward-kinematics chain is one tensor operation over all links (sums over a
-link's ancestors or descendants are products with a constant 0/1 matrix). Only that chain loops,
-over joints, never over samples. It is written by hand because the libraries measured for this
-(bench/rigid_body.py) were too slow for a sampling planner or not differentiable in torch:
-adam-robotics' batched torch backend takes ~45 ms for B = 500 iiwa forward dynamics, Pinocchio is
-~1.7 ms but per sample in C++ (no torch.func, no torch.compile), pytorch-kinematics has no dynamics.
+``M(q) qdd + C(q, qd) qd + g(q) + D qd = S u``: the mass matrix by the composite-rigid-body
+algorithm, the bias by recursive Newton-Euler, both in world coordinates, so that every step but
+the forward-kinematics chain is one tensor operation over all links (a sum over a link's ancestors
+or descendants is a product with a constant 0/1 matrix). Only that chain loops, over joints, never
+over samples. Written by hand because no candidate library was fast enough for a sampling planner
+and differentiable in torch (bench/rigid_body.py, iiwa, B = 500, one thread): adam-robotics'
+batched torch backend took ~27-45 ms per forward dynamics, Pinocchio ~1.7 ms but per sample in C++
+(no torch.func, no torch.compile), pytorch-kinematics has no dynamics; this model ~1.4 ms eager,
+~0.5 ms compiled. adam-robotics' CasADi backend (``adam.casadi``, with ``liecasadi``) gives the same
+dynamics symbolically (agrees to 1e-13), the way to NMPC.
 
-What PyBullet does and this model does not: joint limits (PyBullet enforces them with constraints),
-URDF joint friction, contacts and collisions, velocity clamping (btMultiBody caps joint speeds at
-100 rad/s). With the sim's velocity motors off, its link damping removed and its physics step,
-``integrator='euler'`` reproduces PyBullet's semi-implicit Euler step (test/core/test_rigid_body.py).
+Matches PyBullet to machine precision in float64 (calculateMassMatrix, calculateInverseDynamics,
+link frames, and the sim's own steps with ``integrator='euler'`` at its physics step), given how
+the sim loads a robot (mbrl_control/sim/bullet_robot.py): ``URDF_USE_INERTIA_FROM_FILE`` (without
+it PyBullet recomputes inertias: the iiwa's mass matrix moves ~2 %), link damping removed, velocity
+motors off. PyBullet applies the URDF's joint damping in stepSimulation (not in
+calculateInverseDynamics), explicitly, as this model does. What PyBullet does and this model does
+not: joint limits (PyBullet enforces them with constraints), joint speeds capped at 100 rad/s,
+URDF joint friction, contacts and collisions.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +33,8 @@ from torch import Tensor
 
 from mbrl_control.core.dynamics.base import DynamicsModel
 from mbrl_control.core.dynamics.urdf import UrdfRobot, read_urdf, rpy_matrix
+
+log = logging.getLogger(__name__)
 
 INTEGRATORS = ("euler", "rk4", "euler_implicit_damping")
 MOVABLE = ("revolute", "continuous", "prismatic")
@@ -233,6 +242,8 @@ class RigidBodyDynamics(DynamicsModel):
         self.state_dim, self.action_dim = 2 * n, m
         self.dt, self.substeps, self.integrator = float(dt), int(substeps), integrator
         self._parent = list(tree.parent)
+        if (tree.friction > 0).any():
+            log.warning("%s: URDF joint friction %s is not modelled", urdf, dict(zip(tree.joints, tree.friction)))
 
         def buf(name: str, value, *, batch_last: bool = True) -> None:
             """A constant of the model; ``batch_last`` adds the trailing batch axis of size 1."""
