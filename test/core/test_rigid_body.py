@@ -1,9 +1,9 @@
 """The URDF rigid-body model against PyBullet itself, and against the hand-written cart-pole."""
 
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
-import pybullet
 import pybullet_data
 import pytest
 import torch
@@ -59,7 +59,9 @@ def test_mass_matrix_and_inverse_dynamics_match_pybullet(robot, dtype, tolerance
     torque = model.inverse_dynamics(to(q), to(qd), to(qdd)).double().numpy()
     for i in range(len(q)):
         expected_mass = np.array(client.calculateMassMatrix(body, q[i].tolist()))
-        expected_torque = np.array(client.calculateInverseDynamics(body, q[i].tolist(), qd[i].tolist(), qdd[i].tolist()))
+        expected_torque = np.array(
+            client.calculateInverseDynamics(body, q[i].tolist(), qd[i].tolist(), qdd[i].tolist())
+        )
         assert _relative(mass[i], expected_mass) < tolerance
         assert _relative(torque[i], expected_torque) < tolerance
     assert len(index) == len(state)
@@ -153,9 +155,8 @@ def test_state_order_and_passive_joints():
         RigidBodyDynamics(CARTPOLE, ["slider_to_cart"], ["cart_to_pole"])
 
 
-@pytest.mark.parametrize("integrator", ["rk4", "euler_implicit_damping"])
-def test_jacobians_by_torch_func_match_finite_differences(integrator):
-    model = RigidBodyDynamics(IIWA, IIWA_JOINTS, dt=0.005, integrator=integrator, dtype=torch.float64)
+def test_jacobians_by_torch_func_match_finite_differences():
+    model = RigidBodyDynamics(IIWA, IIWA_JOINTS, dt=0.005, integrator="rk4", dtype=torch.float64)
     q, qd, _ = _states(7, 2, seed=4)
     x = torch.tensor(np.hstack([q, qd]))
     u = torch.tensor(np.random.default_rng(5).uniform(-20, 20, (2, 7)))
@@ -198,4 +199,33 @@ def test_gravity_compensation_holds_the_iiwa_still():
             assert np.abs(s.velocity).max() < 1e-6 and np.abs(s.position - q[i].numpy()).max() < 1e-8
     finally:
         sim.close()
-    assert pybullet.isNumpyEnabled() in (0, 1)
+
+
+def test_the_compiled_formulation_computes_the_same_physics():
+    """Under torch.compile the model takes other code paths (tree sums and the Cholesky solve written
+    out on rows); they are checked here in eager by faking the compiler's flag, which is fast."""
+    model = RigidBodyDynamics(IIWA, IIWA_JOINTS, dt=0.02, substeps=2, integrator="rk4", dtype=torch.float64)
+    q, qd, _ = _states(7, 16, seed=7)
+    x = torch.tensor(np.hstack([q, qd]))
+    u = torch.tensor(np.random.default_rng(8).uniform(-20, 20, (16, 7)))
+    eager = (model.step(x, u), model.mass_matrix(x[:, :7]), model.bias(x[:, :7], x[:, 7:]))
+    with mock.patch("torch.compiler.is_compiling", return_value=True):
+        faked = (model.step(x, u), model.mass_matrix(x[:, :7]), model.bias(x[:, :7], x[:, 7:]))
+    for a, b in zip(faked, eager):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_rollout_is_repeated_steps_and_end_effector_point():
+    model = RigidBodyDynamics(IIWA, IIWA_JOINTS, dt=0.02, integrator="euler_implicit_damping", dtype=torch.float64)
+    g = torch.Generator().manual_seed(9)
+    x = torch.rand(5, 14, generator=g, dtype=torch.float64)
+    actions = torch.rand(5, 4, 7, generator=g, dtype=torch.float64) * 10
+    states = model.rollout(x, actions)
+    assert states.shape == (5, 5, 14)
+    for t in range(4):
+        torch.testing.assert_close(states[:, t + 1], model.step(states[:, t], actions[:, t]))
+    origin, rot = model.forward_kinematics(x[:, :7], "lbr_iiwa_link_7")
+    tip, _ = model.forward_kinematics(x[:, :7], "lbr_iiwa_link_7", point=torch.tensor([0.0, 0.0, 0.1]))
+    torch.testing.assert_close(tip, origin + 0.1 * rot[:, :, 2])
+    base, _ = model.forward_kinematics(x[:, :7], "lbr_iiwa_link_0")
+    torch.testing.assert_close(base, torch.zeros(5, 3, dtype=torch.float64))

@@ -1,22 +1,29 @@
 """Rigid-body dynamics of any fixed-base robot from its URDF, batched in torch.
 
-``M(q) qdd + C(q, qd) qd + g(q) + D qd = S^T u``: the mass matrix by the composite-rigid-body
-algorithm, the bias by recursive Newton-Euler, both written in world coordinates so that every
-step except the forward-kinematics chain is one tensor operation over all links (sums over a
-link's ancestors or descendants are products with a constant 0/1 matrix). Only that chain loops,
-over joints, never over samples. It is written by hand because the libraries measured for this
-(bench/rigid_body.py) were too slow for a sampling planner or not differentiable in torch:
-adam-robotics' batched torch backend takes ~45 ms for B = 500 iiwa forward dynamics, Pinocchio is
-~1.7 ms but per sample in C++ (no torch.func, no torch.compile), pytorch-kinematics has no dynamics.
+``M(q) qdd + C(q, qd) qd + g(q) + D qd = S u``: the mass matrix by the composite-rigid-body
+algorithm, the bias by recursive Newton-Euler, both in world coordinates, so that every step but
+the forward-kinematics chain is one tensor operation over all links (a sum over a link's ancestors
+or descendants is a product with a constant 0/1 matrix). Only that chain loops, over joints, never
+over samples. Written by hand because no candidate library was fast enough for a sampling planner
+and differentiable in torch (bench/rigid_body.py, iiwa, B = 500, one thread): adam-robotics'
+batched torch backend took ~27-45 ms per forward dynamics, Pinocchio ~1.7 ms but per sample in C++
+(no torch.func, no torch.compile), pytorch-kinematics has no dynamics; this model ~1.4 ms eager,
+~0.5 ms compiled. adam-robotics' CasADi backend (``adam.casadi``, with ``liecasadi``) gives the same
+dynamics symbolically (agrees to 1e-13), the way to NMPC.
 
-What PyBullet does and this model does not: joint limits (PyBullet enforces them with constraints),
-URDF joint friction, contacts and collisions, velocity clamping (btMultiBody caps joint speeds at
-100 rad/s). With the sim's velocity motors off, its link damping removed and its physics step,
-``integrator='euler'`` reproduces PyBullet's semi-implicit Euler step (test/core/test_rigid_body.py).
+Matches PyBullet to machine precision in float64 (calculateMassMatrix, calculateInverseDynamics,
+link frames, and the sim's own steps with ``integrator='euler'`` at its physics step), given how
+the sim loads a robot (mbrl_control/sim/bullet_robot.py): ``URDF_USE_INERTIA_FROM_FILE`` (without
+it PyBullet recomputes inertias: the iiwa's mass matrix moves ~2 %), link damping removed, velocity
+motors off. PyBullet applies the URDF's joint damping in stepSimulation (not in
+calculateInverseDynamics), explicitly, as this model does. What PyBullet does and this model does
+not: joint limits (PyBullet enforces them with constraints), joint speeds capped at 100 rad/s,
+URDF joint friction, contacts and collisions.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +33,8 @@ from torch import Tensor
 
 from mbrl_control.core.dynamics.base import DynamicsModel
 from mbrl_control.core.dynamics.urdf import UrdfRobot, read_urdf, rpy_matrix
+
+log = logging.getLogger(__name__)
 
 INTEGRATORS = ("euler", "rk4", "euler_implicit_damping")
 MOVABLE = ("revolute", "continuous", "prismatic")
@@ -137,12 +146,53 @@ def _skew(a: np.ndarray) -> np.ndarray:
     return np.array([[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]])
 
 
+# Internally every tensor keeps the batch as its LAST dimension (``q [n, B]``, rotations
+# ``[n, 3, 3, B]``): each small product is then a few multiply-adds over contiguous batch rows,
+# which beats batched matmul in eager (~4x on 3x3 products) and which inductor vectorises over the
+# batch when compiled (with the batch first it vectorises over the 3s).
+
+
 def _mm(a: Tensor, b: Tensor) -> Tensor:
-    return a @ b
+    """``a @ b`` for matrices ``[..., i, j, B]`` and ``[..., j, l, B]``."""
+    return (a.unsqueeze(-2) * b.unsqueeze(-4)).sum(-3)
 
 
 def _mv(a: Tensor, v: Tensor) -> Tensor:
-    return (a @ v.unsqueeze(-1)).squeeze(-1)
+    """``a @ v`` for ``a [..., i, j, B]`` and ``v [..., j, B]``."""
+    return (a * v.unsqueeze(-3)).sum(-2)
+
+
+def _cross(a: Tensor, b: Tensor) -> Tensor:
+    """``a x b`` for vectors ``[..., 3, B]``."""
+    a0, a1, a2 = a.unbind(-2)
+    b0, b1, b2 = b.unbind(-2)
+    return torch.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], dim=-2)
+
+
+def _solve_spd(a: Tensor, b: Tensor) -> Tensor:
+    """``a^-1 b`` for symmetric positive definite ``a [n, n, B]`` and ``b [n, B]``, by Cholesky.
+
+    Eager calls LAPACK; a compiled graph gets the factorization and both substitutions written out
+    on ``[B]`` rows, which inductor fuses with the rest of the step.
+    """
+    if not torch.compiler.is_compiling():
+        chol = torch.linalg.cholesky(a.movedim(-1, 0))
+        return torch.cholesky_solve(b.t().unsqueeze(-1), chol).squeeze(-1).t()
+    n = a.shape[0]
+    low: list[list[Tensor]] = [[] for _ in range(n)]  # low[i][k] = L[i, k] for k <= i
+    inv_diag: list[Tensor] = []
+    for j in range(n):
+        inv_diag.append(torch.rsqrt(a[j, j] - sum(low[j][k] * low[j][k] for k in range(j))))
+        low[j].append(1.0 / inv_diag[j])
+        for i in range(j + 1, n):
+            low[i].append((a[i, j] - sum(low[i][k] * low[j][k] for k in range(j))) * inv_diag[j])
+    y: list[Tensor] = []
+    for i in range(n):  # L y = b
+        y.append((b[i] - sum(low[i][k] * y[k] for k in range(i))) * inv_diag[i])
+    x: list[Tensor] = list(y)
+    for i in reversed(range(n)):  # L^T x = y
+        x[i] = (y[i] - sum(low[k][i] * x[k] for k in range(i + 1, n))) * inv_diag[i]
+    return torch.stack(x, dim=0)
 
 
 class RigidBodyDynamics(DynamicsModel):
@@ -159,6 +209,8 @@ class RigidBodyDynamics(DynamicsModel):
     0.001 kg m^2, a 2 ms time constant) needs steps <= 4 ms in Euler and <= 5.5 ms in RK4.
     ``'euler_implicit_damping'`` is the same step with the damping taken at the new velocity
     (``M + h D`` in place of ``M``): stable at any step, so a planner can take one step per period.
+
+    Public methods take and return batch-first tensors (``q [B, n]``) in ``state_joints`` order.
     """
 
     def __init__(
@@ -190,19 +242,23 @@ class RigidBodyDynamics(DynamicsModel):
         self.state_dim, self.action_dim = 2 * n, m
         self.dt, self.substeps, self.integrator = float(dt), int(substeps), integrator
         self._parent = list(tree.parent)
+        if (tree.friction > 0).any():
+            log.warning("%s: URDF joint friction %s is not modelled", urdf, dict(zip(tree.joints, tree.friction)))
 
-        def buf(name: str, value) -> None:
-            self.register_buffer(name, torch.as_tensor(np.asarray(value), dtype=dtype), persistent=False)
+        def buf(name: str, value, *, batch_last: bool = True) -> None:
+            """A constant of the model; ``batch_last`` adds the trailing batch axis of size 1."""
+            t = torch.as_tensor(np.asarray(value), dtype=dtype)
+            self.register_buffer(name, t.unsqueeze(-1) if batch_last else t, persistent=False)
 
-        # Internal (topological) order <-> state order; a copy is skipped when they agree.
+        # Tree (topological) order <-> state order; the copy is skipped when they agree.
         to_tree = [state_joints.index(j) for j in tree.joints]
         self._reorder = to_tree != list(range(n))
         self.register_buffer("_to_tree", torch.tensor(to_tree), persistent=False)
         self.register_buffer("_to_state", torch.tensor([tree.joints.index(j) for j in state_joints]), persistent=False)
-        actuation = np.zeros((m, n))  # u [B, m] @ actuation -> efforts [B, n] in tree order
+        actuation = np.zeros((n, m))  # efforts [n, B] = actuation @ u^T, in tree order
         for i, j in enumerate(command_joints):
-            actuation[i, tree.joints.index(j)] = 1.0
-        buf("_actuation", actuation)
+            actuation[tree.joints.index(j), i] = 1.0
+        buf("_actuation", actuation, batch_last=False)
 
         # Joint rotation R0 Rot(axis, q) = R0 + sin q R0 K + (1 - cos q) R0 K^2 (Rodrigues).
         k = np.stack([_skew(a) for a in tree.axis]) if n else np.zeros((0, 3, 3))
@@ -213,173 +269,164 @@ class RigidBodyDynamics(DynamicsModel):
         buf("_pos0", tree.origin_pos)
         buf("_slide", np.where(tree.revolute[:, None], 0.0, np.einsum("kij,kj->ki", tree.origin_rot, tree.axis)))
         buf("_axis", tree.axis)
-        buf("_revolute", tree.revolute.astype(np.float64)[:, None])
+        buf("_revolute", tree.revolute[:, None].astype(np.float64))
+        buf("_prismatic", ~tree.revolute[:, None])
         buf("_mass", tree.mass[:, None])
         buf("_com", tree.com)
         buf("_inertia", tree.inertia)
         buf("_damping", tree.damping)
-        buf("_damping_matrix", np.diag(tree.damping))
         anc = tree.ancestors()
-        buf("_ancestors", anc)  # [k, j]: j is k or an ancestor of k
-        buf("_upper", anc.T)  # [i, j]: i is j or an ancestor of j (M's upper part)
+        buf("_ancestors", anc, batch_last=False)  # [k, j]: j is k or an ancestor of k
+        buf("_upper", anc.T)  # [i, j]: i is j or an ancestor of j (M's upper triangle in tree order)
         buf("_strict_upper", anc.T - np.eye(n))
+        buf("_damping_matrix", np.diag(tree.damping))
         buf("_eye3", np.eye(3))
-        buf("_gravity_up", [0.0, 0.0, gravity])  # the base's fictitious acceleration (-g)
+        buf("_composite_mass", anc.T @ tree.mass[:, None])  # each body with its descendants
+        buf("_base_acceleration", [0.0, 0.0, 0.0, 0.0, 0.0, gravity])  # gravity as the base accelerating up
 
         # Limits in state order, for tasks and safety layers.
         js = [self.robot.joints[j] for j in state_joints]
-        buf("position_lower", [j.lower for j in js])
-        buf("position_upper", [j.upper for j in js])
-        buf("velocity_limit", [j.velocity for j in js])
-        buf("effort_limit", [self.robot.joints[j].effort for j in command_joints])
+        buf("position_lower", [j.lower for j in js], batch_last=False)
+        buf("position_upper", [j.upper for j in js], batch_last=False)
+        buf("velocity_limit", [j.velocity for j in js], batch_last=False)
+        buf("effort_limit", [self.robot.joints[j].effort for j in command_joints], batch_last=False)
+
+    # ---- layout: public [B, n] in state order <-> internal [n, B] in tree order ------------------
+
+    def _inward(self, v: Tensor) -> Tensor:
+        v = v.reshape(-1, v.shape[-1]).t()
+        return v.index_select(0, self._to_tree) if self._reorder else v
+
+    def _outward(self, v: Tensor, batch: torch.Size) -> Tensor:
+        """``v [n, ..., B]`` in tree order -> ``[*batch, n, ...]`` in state order."""
+        if self._reorder:
+            v = v.index_select(0, self._to_state)
+        return v.movedim(-1, 0).reshape(*batch, *v.shape[:-1])
 
     # ---- kinematics -------------------------------------------------------------------------
 
-    def _to_tree_order(self, v: Tensor) -> Tensor:
-        return v.index_select(-1, self._to_tree) if self._reorder else v
-
-    def _to_state_order(self, v: Tensor) -> Tensor:
-        return v.index_select(-1, self._to_state) if self._reorder else v
-
-    def _frames(self, q: Tensor) -> tuple[Tensor, Tensor]:
-        """World rotations ``[B, n, 3, 3]`` and origins ``[B, n, 3]`` of every body (tree order)."""
-        s, c = torch.sin(q)[..., None, None], (1.0 - torch.cos(q))[..., None, None]
-        local_rot = self._rot0 + s * self._rot_sin + c * self._rot_cos
-        local_pos = self._pos0 + q.unsqueeze(-1) * self._slide
-        rots: list[Tensor] = []
-        poss: list[Tensor] = []
-        for k, par in enumerate(self._parent):  # the chain: the only loop, over joints
+    def _frames(self, q: Tensor, bodies: list[int] | None = None) -> tuple[list[Tensor | None], list[Tensor | None]]:
+        """World rotations ``[3, 3, B]`` and origins ``[3, B]`` of ``bodies`` (default all; tree order)."""
+        s, c = torch.sin(q)[:, None, None], (1.0 - torch.cos(q))[:, None, None]
+        local_rot = self._rot0 + s * self._rot_sin + c * self._rot_cos  # [n, 3, 3, B]
+        local_pos = self._pos0 + q[:, None] * self._slide  # [n, 3, B]
+        n = len(self._parent)
+        rots: list[Tensor | None] = [None] * n
+        poss: list[Tensor | None] = [None] * n
+        for k in range(n) if bodies is None else bodies:  # the chain: the only loop, over joints
+            par = self._parent[k]
             if par < 0:
-                rots.append(local_rot[..., k, :, :])
-                poss.append(local_pos[..., k, :])
+                rots[k], poss[k] = local_rot[k], local_pos[k]
             else:
-                rots.append(_mm(rots[par], local_rot[..., k, :, :]))
-                poss.append(poss[par] + _mv(rots[par], local_pos[..., k, :]))
-        return torch.stack(rots, dim=-3), torch.stack(poss, dim=-2)
+                rots[k] = _mm(rots[par], local_rot[k])
+                poss[k] = poss[par] + _mv(rots[par], local_pos[k])
+        return rots, poss
 
     def forward_kinematics(self, q: Tensor, link: str, point: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """World position ``[B, 3]`` (of ``point`` in the link frame, default its origin) and
-        rotation ``[B, 3, 3]`` of ``link`` at joint positions ``q[B, n]`` (state order)."""
+        rotation ``[B, 3, 3]`` of ``link`` at joint positions ``q [B, n]`` (state order)."""
         if link not in self.tree.links:
             raise ValueError(f"unknown link '{link}'; the URDF has {sorted(self.tree.links)}")
-        body, rot_lb, pos_lb = self.tree.links[link]
-        rot_lb = torch.as_tensor(rot_lb, dtype=q.dtype, device=q.device)
-        pos_lb = torch.as_tensor(pos_lb, dtype=q.dtype, device=q.device)
+        body, rot_link, pos_link = self.tree.links[link]
+        rot_link = torch.as_tensor(rot_link, dtype=q.dtype, device=q.device)
+        pos_link = torch.as_tensor(pos_link, dtype=q.dtype, device=q.device)
         if point is not None:
-            pos_lb = pos_lb + _mv(rot_lb, point.to(q.dtype))
+            pos_link = pos_link + rot_link @ point.to(q.dtype)
+        batch = q.shape[:-1]
         if body < 0:
-            batch = q.shape[:-1]
-            return pos_lb.expand(*batch, 3), rot_lb.expand(*batch, 3, 3)
-        rot, pos = self._frames(self._to_tree_order(q))
-        rot_b, pos_b = rot[..., body, :, :], pos[..., body, :]
-        return pos_b + _mv(rot_b, pos_lb), _mm(rot_b, rot_lb)
+            return pos_link.expand(*batch, 3), rot_link.expand(*batch, 3, 3)
+        chain = []
+        k = body
+        while k >= 0:
+            chain.append(k)
+            k = self._parent[k]
+        rots, poss = self._frames(self._inward(q), chain[::-1])
+        rot, pos = rots[body], poss[body]
+        pos = pos + _mv(rot, pos_link.unsqueeze(-1))
+        rot = _mm(rot, rot_link.unsqueeze(-1))
+        return pos.movedim(-1, 0).reshape(*batch, 3), rot.movedim(-1, 0).reshape(*batch, 3, 3)
 
-    # ---- dynamics terms (tree order inside) ---------------------------------------------------
+    # ---- dynamics terms, internal layout -------------------------------------------------------
 
-    def _bodies(self, q: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Joint motion subspaces ``[B, n, 6]`` (angular, linear at the world origin) and each
-        body's spatial inertia about the world origin: first moment ``m c [B, n, 3]`` and
-        rotational inertia ``[B, n, 3, 3]``; plus the world axes."""
-        rot, pos = self._frames(q)
+    def _bodies(self, q: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Joint motion subspaces ``[n, 6, B]`` (angular, then linear at the world origin) and each
+        body's spatial inertia about the world origin: first moment ``m c [n, 3, B]`` and
+        rotational inertia ``[n, 3, 3, B]`` (its mass is constant)."""
+        rots, poss = self._frames(q)
+        rot, pos = torch.stack(rots), torch.stack(poss)
         axis = _mv(rot, self._axis)
-        s = torch.cat([axis * self._revolute, torch.where(self._revolute > 0, torch.cross(pos, axis, dim=-1), axis)], dim=-1)
+        s = torch.cat([axis * self._revolute, _cross(pos, axis) * self._revolute + axis * self._prismatic], dim=1)
         com = pos + _mv(rot, self._com)
-        inertia = _mm(_mm(rot, self._inertia), rot.transpose(-1, -2))
-        inertia = inertia + self._mass[..., None] * (
-            (com * com).sum(-1)[..., None, None] * self._eye3 - com.unsqueeze(-1) * com.unsqueeze(-2)
+        inertia = _mm(_mm(rot, self._inertia), rot.transpose(1, 2))
+        inertia = inertia + self._mass[:, None] * (
+            (com * com).sum(1, keepdim=True).unsqueeze(1) * self._eye3 - com.unsqueeze(2) * com.unsqueeze(1)
         )
-        return s, self._mass * com, inertia, axis
+        return s, self._mass * com, inertia
 
-    def _apply_inertia(self, mass: Tensor, moment: Tensor, inertia: Tensor, v: Tensor) -> Tensor:
-        """Spatial inertia (``mass``, first moment, rotational inertia about the origin) times motion ``v[..., 6]``."""
-        w, lin = v[..., :3], v[..., 3:]
-        return torch.cat(
-            [_mv(inertia, w) + torch.cross(moment, lin, dim=-1), mass * lin - torch.cross(moment, w, dim=-1)], dim=-1
-        )
+    def _from_root(self, x: Tensor) -> Tensor:
+        """``[k, ...]``: the sum of ``x [n, ...]`` over body ``k`` and its ancestors."""
+        if not torch.compiler.is_compiling():
+            return (self._ancestors @ x.flatten(1)).view_as(x)
+        out: list[Tensor] = []
+        for k, par in enumerate(self._parent):
+            out.append(x[k] if par < 0 else out[par] + x[k])
+        return torch.stack(out)
+
+    def _to_root(self, x: Tensor) -> Tensor:
+        """``[j, ...]``: the sum of ``x [n, ...]`` over body ``j`` and its descendants."""
+        if not torch.compiler.is_compiling():
+            return (self._ancestors.t() @ x.flatten(1)).view_as(x)
+        out = list(x.unbind(0))
+        for k in reversed(range(len(self._parent))):
+            if self._parent[k] >= 0:
+                out[self._parent[k]] = out[self._parent[k]] + out[k]
+        return torch.stack(out)
+
+    @staticmethod
+    def _apply_inertia(mass: Tensor, moment: Tensor, inertia: Tensor, v: Tensor) -> Tensor:
+        """Spatial inertia (mass, first moment, rotational inertia about the origin) times motion ``v [n, 6, B]``."""
+        w, lin = v[:, :3], v[:, 3:]
+        return torch.cat([_mv(inertia, w) + _cross(moment, lin), mass * lin - _cross(moment, w)], dim=1)
 
     def _mass_matrix(self, s: Tensor, moment: Tensor, inertia: Tensor) -> Tensor:
-        # Composite inertias: each body plus its descendants (one product with the 0/1 matrix).
-        mass_c = self._ancestors.t() @ self._mass
-        moment_c = torch.einsum("kj,...kx->...jx", self._ancestors, moment)
-        inertia_c = torch.einsum("kj,...kxy->...jxy", self._ancestors, inertia)
-        force = self._apply_inertia(mass_c, moment_c, inertia_c, s)  # [B, n, 6]
-        full = s @ force.transpose(-1, -2)  # [i, j] = s_i . (Ic_j s_j)
-        return full * self._upper + (full * self._strict_upper).transpose(-1, -2)
+        """Composite-rigid-body algorithm: ``M[i, j] = s_i . (Ic_j s_j)`` for ``i`` an ancestor of
+        ``j``, ``Ic_j`` being body ``j`` and its descendants as one rigid body. ``[n, n, B]``."""
+        force = self._apply_inertia(self._composite_mass, self._to_root(moment), self._to_root(inertia), s)
+        full = (s.unsqueeze(1) * force.unsqueeze(0)).sum(2)  # [i, j] = s_i . f_j
+        return full * self._upper + (full * self._strict_upper).transpose(0, 1)
 
     def _rnea(self, s: Tensor, moment: Tensor, inertia: Tensor, qd: Tensor) -> Tensor:
-        """``C(q, qd) qd + g(q)`` by Newton-Euler with ``qdd = 0``, all bodies at once."""
-        v = torch.einsum("kj,...jx->...kx", self._ancestors, qd.unsqueeze(-1) * s)  # body velocities
-        w, lin = v[..., :3], v[..., 3:]
-        sw, sl = s[..., :3], s[..., 3:]
-        s_dot = torch.cat([torch.cross(w, sw, dim=-1), torch.cross(w, sl, dim=-1) + torch.cross(lin, sw, dim=-1)], dim=-1)
-        acc = torch.einsum("kj,...jx->...kx", self._ancestors, qd.unsqueeze(-1) * s_dot)
-        acc = acc + torch.cat([torch.zeros_like(self._gravity_up), self._gravity_up])
+        """``C(q, qd) qd + g(q) [n, B]``: recursive Newton-Euler with ``qdd = 0``, each pass one sum over the tree."""
+        v = self._from_root(qd.unsqueeze(1) * s)  # body velocities
+        w, lin = v[:, :3], v[:, 3:]
+        sw, sl = s[:, :3], s[:, 3:]
+        s_dot = torch.cat([_cross(w, sw), _cross(w, sl) + _cross(lin, sw)], dim=1)  # v x s
+        acc = self._from_root(qd.unsqueeze(1) * s_dot) + self._base_acceleration
         momentum = self._apply_inertia(self._mass, moment, inertia, v)
-        mw, ml = momentum[..., :3], momentum[..., 3:]
+        mw, ml = momentum[:, :3], momentum[:, 3:]
         force = self._apply_inertia(self._mass, moment, inertia, acc) + torch.cat(
-            [torch.cross(w, mw, dim=-1) + torch.cross(lin, ml, dim=-1), torch.cross(w, ml, dim=-1)], dim=-1
+            [_cross(w, mw) + _cross(lin, ml), _cross(w, ml)], dim=1
         )
-        total = torch.einsum("kj,...kx->...jx", self._ancestors, force)  # sum over each subtree
-        return (s * total).sum(-1)
+        return (s * self._to_root(force)).sum(1)
 
     def _gravity(self, s: Tensor, moment: Tensor) -> Tensor:
-        moment_c = torch.einsum("kj,...kx->...jx", self._ancestors, moment)
-        mass_c = self._ancestors.t() @ self._mass
-        g = self._gravity_up
-        return (s[..., :3] * torch.cross(moment_c, g.expand_as(moment_c), dim=-1)).sum(-1) + (
-            s[..., 3:] * g
-        ).sum(-1) * mass_c.squeeze(-1)
+        """``g(q) [n, B]``: gravity's force on each subtree, ``(c x m g, m g)``, along each joint."""
+        up = self._base_acceleration[3:]
+        moment_c = self._to_root(moment)
+        torque = (s[:, :3] * _cross(moment_c, up.expand_as(moment_c))).sum(1)
+        return torque + (s[:, 3:] * up).sum(1) * self._composite_mass[:, 0]
 
     def _acceleration(self, q: Tensor, qd: Tensor, effort: Tensor, implicit_step: float = 0.0) -> Tensor:
-        """``qdd``; with ``implicit_step = h`` the damping acts on the velocity after a step of ``h``
-        (``M + h D`` replaces ``M``), which no step size can make unstable."""
-        s, moment, inertia, _ = self._bodies(q)
+        """``qdd [n, B]``; with ``implicit_step = h`` the damping acts on the velocity after a step of
+        ``h`` (``M + h D`` replaces ``M``), which no step size can make unstable."""
+        s, moment, inertia = self._bodies(q)
         mass = self._mass_matrix(s, moment, inertia)
         if implicit_step:
             mass = mass + implicit_step * self._damping_matrix
-        rhs = effort - self._rnea(s, moment, inertia, qd) - self._damping * qd
-        chol = torch.linalg.cholesky(mass)
-        return torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)
+        return _solve_spd(mass, effort - self._rnea(s, moment, inertia, qd) - self._damping * qd)
 
-    # ---- public batched terms (state order) ---------------------------------------------------
-
-    def mass_matrix(self, q: Tensor) -> Tensor:
-        """``M(q) [B, n, n]``."""
-        s, moment, inertia, _ = self._bodies(self._to_tree_order(q))
-        mass = self._mass_matrix(s, moment, inertia)
-        if self._reorder:
-            mass = mass.index_select(-1, self._to_state).index_select(-2, self._to_state)
-        return mass
-
-    def bias(self, q: Tensor, qd: Tensor) -> Tensor:
-        """``C(q, qd) qd + g(q) + D qd [B, n]``: the effort that holds ``q, qd`` at zero acceleration."""
-        qt, qdt = self._to_tree_order(q), self._to_tree_order(qd)
-        s, moment, inertia, _ = self._bodies(qt)
-        return self._to_state_order(self._rnea(s, moment, inertia, qdt) + self._damping * qdt)
-
-    def gravity_torques(self, q: Tensor) -> Tensor:
-        """``g(q) [B, n]``: efforts that hold the robot still at ``q`` (gravity compensation)."""
-        s, moment, _, _ = self._bodies(self._to_tree_order(q))
-        return self._to_state_order(self._gravity(s, moment))
-
-    def inverse_dynamics(self, q: Tensor, qd: Tensor, qdd: Tensor) -> Tensor:
-        """``M qdd + C qd + g [B, n]`` without damping (what PyBullet's calculateInverseDynamics returns)."""
-        qt, qdt, qddt = self._to_tree_order(q), self._to_tree_order(qd), self._to_tree_order(qdd)
-        s, moment, inertia, _ = self._bodies(qt)
-        mass = self._mass_matrix(s, moment, inertia)
-        return self._to_state_order((mass @ qddt.unsqueeze(-1)).squeeze(-1) + self._rnea(s, moment, inertia, qdt))
-
-    def forward_dynamics(self, q: Tensor, qd: Tensor, effort: Tensor) -> Tensor:
-        """``qdd [B, n]`` under ``effort [B, n]`` on every state joint (state order)."""
-        qt, qdt, et = self._to_tree_order(q), self._to_tree_order(qd), self._to_tree_order(effort)
-        return self._to_state_order(self._acceleration(qt, qdt, et))
-
-    # ---- DynamicsModel ------------------------------------------------------------------------
-
-    def step(self, x: Tensor, u: Tensor) -> Tensor:
-        n = self.n_joints
-        q, qd = self._to_tree_order(x[..., :n]), self._to_tree_order(x[..., n:])
-        effort = u @ self._actuation
+    def _advance(self, q: Tensor, qd: Tensor, effort: Tensor) -> tuple[Tensor, Tensor]:
+        """One control period on the internal layout."""
         h = self.dt / self.substeps
         for _ in range(self.substeps):
             if self.integrator != "rk4":
@@ -396,4 +443,66 @@ class RigidBodyDynamics(DynamicsModel):
                 k4v = self._acceleration(q + h * k3q, k4q, effort)
                 q = q + (h / 6.0) * (k1q + 2.0 * k2q + 2.0 * k3q + k4q)
                 qd = qd + (h / 6.0) * (k1v + 2.0 * k2v + 2.0 * k3v + k4v)
-        return torch.cat([self._to_state_order(q), self._to_state_order(qd)], dim=-1)
+        return q, qd
+
+    # ---- public batched terms: [B, n] in state order ------------------------------------------
+
+    def mass_matrix(self, q: Tensor) -> Tensor:
+        """``M(q) [B, n, n]``."""
+        mass = self._mass_matrix(*self._bodies(self._inward(q)))
+        if self._reorder:
+            mass = mass.index_select(1, self._to_state)
+        return self._outward(mass, q.shape[:-1])
+
+    def bias(self, q: Tensor, qd: Tensor) -> Tensor:
+        """``C(q, qd) qd + g(q) + D qd [B, n]``: the effort that keeps ``q, qd`` from accelerating."""
+        qdt = self._inward(qd)
+        return self._outward(self._rnea(*self._bodies(self._inward(q)), qdt) + self._damping * qdt, q.shape[:-1])
+
+    def gravity_torques(self, q: Tensor) -> Tensor:
+        """``g(q) [B, n]``: the efforts that hold the robot still at ``q`` (gravity compensation)."""
+        s, moment, _ = self._bodies(self._inward(q))
+        return self._outward(self._gravity(s, moment), q.shape[:-1])
+
+    def inverse_dynamics(self, q: Tensor, qd: Tensor, qdd: Tensor) -> Tensor:
+        """``M qdd + C qd + g [B, n]``, without damping (what PyBullet's calculateInverseDynamics returns)."""
+        s, moment, inertia = self._bodies(self._inward(q))
+        mass = self._mass_matrix(s, moment, inertia)
+        tau = (mass * self._inward(qdd).unsqueeze(0)).sum(1) + self._rnea(s, moment, inertia, self._inward(qd))
+        return self._outward(tau, q.shape[:-1])
+
+    def forward_dynamics(self, q: Tensor, qd: Tensor, effort: Tensor) -> Tensor:
+        """``qdd [B, n]`` under ``effort [B, n]`` on every state joint (state order; damping included)."""
+        qdd = self._acceleration(self._inward(q), self._inward(qd), self._inward(effort))
+        return self._outward(qdd, q.shape[:-1])
+
+    # ---- DynamicsModel ------------------------------------------------------------------------
+
+    def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = x.reshape(-1, x.shape[-1]).t()
+        n = self.n_joints
+        q, qd = x[:n], x[n:]
+        if self._reorder:
+            q, qd = q.index_select(0, self._to_tree), qd.index_select(0, self._to_tree)
+        return q, qd
+
+    def _join(self, q: Tensor, qd: Tensor) -> Tensor:
+        """``[2n, B]`` in state order."""
+        if self._reorder:
+            q, qd = q.index_select(0, self._to_state), qd.index_select(0, self._to_state)
+        return torch.cat([q, qd], dim=0)
+
+    def step(self, x: Tensor, u: Tensor) -> Tensor:
+        q, qd = self._split(x)
+        q, qd = self._advance(q, qd, self._actuation @ u.reshape(-1, u.shape[-1]).t())
+        return self._join(q, qd).t().reshape(x.shape)
+
+    def rollout(self, x0: Tensor, actions: Tensor) -> Tensor:
+        # The state stays in the internal [2n, B] layout for the whole horizon.
+        q, qd = self._split(x0)
+        efforts = self._actuation @ actions.permute(1, 2, 0)  # [T, n, B]
+        states = [self._join(q, qd)]
+        for t in range(actions.shape[1]):
+            q, qd = self._advance(q, qd, efforts[t])
+            states.append(self._join(q, qd))
+        return torch.stack(states, dim=0).permute(2, 0, 1)
