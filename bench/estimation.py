@@ -146,6 +146,9 @@ def verdict(c: dict[str, float]) -> str:
     errors, conservative; high: too small, overconfident)."""
     failures = []
     for name in ("nees", "nis"):
+        if c[f"{name}_samples"] == 0:  # no instant at which every run fused a reading: most were gated
+            failures.append(f"{name.upper()} undefined")
+            continue
         if c[f"{name}_lo"] <= c[f"{name}_mean"] <= c[f"{name}_hi"] and c[f"{name}_inside_fraction"] >= MIN_INSIDE:
             continue
         low = c[f"{name}_mean"] < c[f"{name}_lo"] or c[f"{name}_below_fraction"] > c[f"{name}_above_fraction"]
@@ -158,7 +161,7 @@ def scenario_figures(runs: list[FilterRun]) -> dict:
     velocity = [r.velocity_errors for r in runs]
     differenced = [r.finite_difference_errors for r in runs]
     return {
-        **{k: round(v, 4) if isinstance(v, float) else v for k, v in c.items()},
+        **{k: (round(v, 4) if math.isfinite(v) else None) if isinstance(v, float) else v for k, v in c.items()},  # JSON has no NaN
         "verdict": verdict(c),
         "velocity_rmse": rmse(velocity).round(5).tolist(), "velocity_samples": int(sum(len(v) for v in velocity)),
         "velocity_rmse_finite_difference": rmse(differenced).round(5).tolist(),
@@ -281,8 +284,8 @@ def main() -> None:
             scenarios.append(f)
             rows.append([kind, config_name, truth_name, f["latency_ms"], f["nees_mean"], f"[{f['nees_lo']:.2f}, {f['nees_hi']:.2f}]",
                          f["nees_inside_fraction"], f["nees_samples"], f["nis_mean"], f"[{f['nis_lo']:.2f}, {f['nis_hi']:.2f}]",
-                         f["nis_inside_fraction"], f["nis_samples"], *f["velocity_rmse"], *f["velocity_rmse_finite_difference"],
-                         f["verdict"]])
+                         f["nis_inside_fraction"], f["nis_samples"], f["rejected"], *f["velocity_rmse"],
+                         *f["velocity_rmse_finite_difference"], f["verdict"]])
         both = predict_s + update_s
         us = {name: latency(s, scale=1e6, digits=1) for name, s in
               (("predict", predict_s), ("update", update_s), ("predict_update", both), ("late_update", late_update_s))}
@@ -302,11 +305,12 @@ def main() -> None:
           f"deployed = config/cartpole.yaml's estimator (accel_noise_density {list(deployed.accel_noise_density)}"
           f"{', a candidate given by --accel-noise-density' if args.accel_noise_density else ''}); "
           f"matched = EstimatorConfig defaults (accel {list(EstimatorConfig().accel_noise_density)}), the 'model noise' "
-          f"truth's own noise. Consistent: mean inside the 95 % interval and >= {MIN_INSIDE:.0%} of instants inside.")
+          f"truth's own noise. Consistent: mean inside the 95 % interval and >= {MIN_INSIDE:.0%} of instants inside; "
+          f"undefined: no instant at which every run fused a reading (they were gated: see rejected).")
     for name, setting in settings.items():
         print(f"  truth '{name}': {setting.description}")
     print_table(["filter", "config", "truth", "latency ms", "NEES", "95 % (dof 4)", "inside", "n", "NIS", "95 % (dof 2)",
-                 "inside", "n", "v rmse cart", "v rmse pole", "FD cart", "FD pole", "verdict"], rows)
+                 "inside", "n", "rejected", "v rmse cart", "v rmse pole", "FD cart", "FD pole", "verdict"], rows)
     print()
     print(f"Cost per call [us], deployed config, one torch thread (predict: one control period; late: a "
           f"{LATE * 1e3:.0f} ms-old reading, re-predicted to the present; p99 only from >= 1000 samples)")
