@@ -21,12 +21,26 @@ def machine() -> dict[str, object]:
     }
 
 
+# A p99 from fewer samples rests on fewer than 10 beyond it: below this count only p95 and the max.
+MIN_P99_SAMPLES = 1000
+
+
 def percentiles_ms(seconds: np.ndarray) -> tuple[float, float]:
     return float(np.percentile(seconds, 50) * 1e3), float(np.percentile(seconds, 99) * 1e3)
 
 
+def latency(seconds: np.ndarray, scale: float = 1e3, digits: int = 4) -> dict[str, float | int | None]:
+    """Durations (in seconds) as ``{n, p50, p95, p99, max}`` in ``1/scale`` s (default ms); p99 is
+    None from fewer than MIN_P99_SAMPLES samples."""
+    values = np.asarray(seconds, dtype=np.float64) * scale
+    p50, p95, p99 = np.percentile(values, [50, 95, 99])
+    return {"n": int(values.size), "p50": round(float(p50), digits), "p95": round(float(p95), digits),
+            "p99": round(float(p99), digits) if values.size >= MIN_P99_SAMPLES else None,
+            "max": round(float(values.max()), digits)}
+
+
 def print_table(headers: list[str], rows: list[list[object]]) -> None:
-    cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
+    cells = [[f"{v:.3f}" if isinstance(v, float) else "-" if v is None else str(v) for v in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
     print("  ".join("-" * w for w in widths))

@@ -127,6 +127,7 @@ def main() -> None:
         walls = [r["curve"][-1]["wall_s"] for r in runs if r.get("curve")]
         # Does it stay learned? Of the episodes after a seed's first success, the share that succeed.
         after = [e["success"] for r in runs if r.get("episodes_to_success") for e in r["curve"][r["episodes_to_success"]:]]
+        last_five = [e["success"] for r in runs if r.get("curve") for e in r["curve"][-5:]]  # does it end learned?
         results[variant] = {
             "changes": VARIANTS[variant][0],
             "episodes_to_success": to_success,
@@ -135,16 +136,19 @@ def main() -> None:
             "env_steps_to_success_median": statistics.median(steps) if steps else None,
             "final_upright_fraction_mean": round(statistics.mean(final_upright), 3) if final_upright else None,
             "success_after_first": round(statistics.mean(after), 3) if after else None,
+            "episodes_after_first": len(after),
+            "last_five_successes": sum(last_five), "last_five_episodes": len(last_five),
             "wall_s_median": statistics.median(walls) if walls else None,
         }
         r = results[variant]
         rows.append([variant, len(runs), str(to_success), r["success_rate"], r["episodes_to_success_median"],
-                     r["env_steps_to_success_median"], r["success_after_first"], r["final_upright_fraction_mean"],
+                     r["env_steps_to_success_median"], r["success_after_first"],
+                     f"{r['last_five_successes']}/{r['last_five_episodes']}", r["final_upright_fraction_mean"],
                      r["wall_s_median"]])
     print(f"\nLearning from scratch, cart-pole, {TASKS[args.task][0]}: {args.episodes} episodes of "
           f"{args.episode_length:.0f} s (lockstep), real environment steps counted until the first successful episode")
     print_table(["variant", "seeds", "episodes to success", "success rate", "median episodes", "median env steps",
-                 "success after first", "final upright", "median wall s"], rows)
+                 "success after first", "last 5 successes", "final upright", "median wall s"], rows)
     if curves:
         png = plot_learning_curve(curves, args.out / f"learning_curves_{args.task}.png", labels)
         print(f"curves: {png}")

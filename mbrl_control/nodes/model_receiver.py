@@ -28,6 +28,8 @@ class ModelReceiver:
         self.version: int | None = None
         self.received_at: float | None = None  # time.monotonic() of the last swap
         self.info = None
+        self.messages = 0  # model messages received (the publisher may have sent more: keep-last 1)
+        self.swaps = 0  # of them, swapped into the model in use
         self.rejected = 0
         self.last_reject_reason = ""
         self.swap_ms_last = 0.0
@@ -37,6 +39,7 @@ class ModelReceiver:
 
     def _on_model(self, msg: UInt8MultiArray) -> None:
         start = time.perf_counter()
+        self.messages += 1
         try:
             state, info = decode(bytes(msg.data), self.model)
             if self.version is not None and info.version <= self.version:
@@ -52,6 +55,7 @@ class ModelReceiver:
         self.validate_ms_last = (validated - start) * 1e3
         self.swap_ms_last = (done - validated) * 1e3
         self.swap_ms_max = max(self.swap_ms_max, self.swap_ms_last)
+        self.swaps += 1
         self.version, self.info, self.received_at = info.version, info, time.monotonic()
         self.node.get_logger().info(
             f"model v{info.version} in use (trained on {info.data_size} transitions, held-out MSE "
@@ -63,6 +67,8 @@ class ModelReceiver:
         return {
             "model_version": self.version if self.version is not None else "none",
             "model_age_s": f"{age:.1f}",
+            "model_messages": self.messages,
+            "model_swaps": self.swaps,
             "model_swap_ms_last": f"{self.swap_ms_last:.3f}",
             "model_swap_ms_max": f"{self.swap_ms_max:.3f}",
             "model_validate_ms_last": f"{self.validate_ms_last:.3f}",

@@ -17,13 +17,15 @@ from mbrl_control.nodes.model_receiver import MODEL_QOS
 class PolicyReceiver:
     def __init__(self, node: Node, planner, topic: str = "/learner/policy") -> None:
         self.node, self.planner = node, planner  # a planner with set_policy(Policy)
-        self.updates = 0
+        self.messages = 0  # policy messages received (the publisher may have sent more: keep-last 1)
+        self.updates = 0  # of them, swapped into the planner
         self.rejected = 0
         self.last_reject_reason = ""
         self.swap_ms_max = 0.0
         node.create_subscription(UInt8MultiArray, topic, self._on_policy, MODEL_QOS)
 
     def _on_policy(self, msg: UInt8MultiArray) -> None:
+        self.messages += 1
         try:
             policy = policy_from_bytes(bytes(msg.data))
             start = time.perf_counter()
@@ -38,5 +40,5 @@ class PolicyReceiver:
         self.node.get_logger().info(f"policy update {self.updates} in use")
 
     def diagnostics(self) -> dict[str, object]:
-        return {"policy_updates": self.updates, "rejected_policies": self.rejected,
+        return {"policy_messages": self.messages, "policy_updates": self.updates, "rejected_policies": self.rejected,
                 "policy_swap_ms_max": f"{self.swap_ms_max:.3f}", "last_policy_reject_reason": self.last_reject_reason}
