@@ -31,16 +31,26 @@ class RunData:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def _iter_decoded(path: Path):
+def _iter_decoded(path: Path, topics: list[str] | None = None):
     with open(path, "rb") as f:
         try:
             reader = make_reader(f, decoder_factories=[DecoderFactory()])
-            yield from reader.iter_decoded_messages(log_time_order=True)
+            yield from reader.iter_decoded_messages(topics=topics, log_time_order=True)
             return
         except Exception:  # no summary section (the writer was killed): stream through it
             f.seek(0)
         reader = NonSeekingReader(f, decoder_factories=[DecoderFactory()])
-        yield from reader.iter_decoded_messages()
+        yield from reader.iter_decoded_messages(topics=topics)
+
+
+def recorded_messages(path: str | Path, topics: list[str]):
+    """``(topic, log time [ns], decoded message)`` of ``topics`` in a recording, to its last
+    whole message when it was cut short."""
+    try:
+        for _, channel, message, msg in _iter_decoded(Path(path), topics):
+            yield channel.topic, message.log_time, msg
+    except Exception:  # a torn tail after a crash: keep everything read before it
+        return
 
 
 def load_run(path: str | Path, state_topic: str | None = None, command_topic: str = "/effort_controller/commands",
@@ -115,21 +125,16 @@ def recorded_samples(path: str | Path, topic: str = "/mpc_controller/transitions
 
     layouts: dict[str, SampleLayout | None] = {}
     out = []
-    try:
-        for _, channel, _, msg in _iter_decoded(Path(path)):
-            if channel.topic != topic:
-                continue
-            label = msg.layout.dim[0].label if msg.layout.dim else ""
-            if label not in layouts:
-                try:
-                    layouts[label] = SampleLayout.from_label(label)
-                except ValueError:
-                    layouts[label] = None
-            layout, row = layouts[label], np.asarray(msg.data, dtype=np.float64)
-            if layout is not None and layout.valid(row):
-                out.append(layout.unpack(row))
-    except Exception:  # a torn tail after a crash: keep everything read before it
-        pass
+    for _, _, msg in recorded_messages(path, [topic]):
+        label = msg.layout.dim[0].label if msg.layout.dim else ""
+        if label not in layouts:
+            try:
+                layouts[label] = SampleLayout.from_label(label)
+            except ValueError:
+                layouts[label] = None
+        layout, row = layouts[label], np.asarray(msg.data, dtype=np.float64)
+        if layout is not None and layout.valid(row):
+            out.append(layout.unpack(row))
     return out
 
 
