@@ -91,8 +91,8 @@ from mbrl_control.fault_probe import (
     FALLBACK,
     PLANNED,
     ControlProbe,
-    StateTolerance,
     TruthVerdict,
+    default_tolerance,
     expected_transitions,
     recorded_seqs,
     sequence_loss,
@@ -109,7 +109,7 @@ EFFORT_LIMIT = 20.0  # URDF
 STATE_JOINTS = ["slider_to_cart", "cart_to_pole"]  # config/cartpole.yaml
 ANGLE_JOINTS = tuple(i for i, a in enumerate(angular_joints(config_dir() / "urdf" / "cartpole.urdf", STATE_JOINTS)) if a)
 # A state counts as true within these of the truth at its stamp (see mbrl_control.fault_probe.StateTolerance).
-TOLERANCE = StateTolerance(position=(0.05, 0.05), velocity=(0.5, 0.5), max_age=STATE_TIMEOUT + PERIOD)
+TOLERANCE = default_tolerance(len(STATE_JOINTS), STATE_TIMEOUT, PERIOD)
 PROBE_CLOSE_S = 10.0  # rclpy's teardown has hung after a long run: give up on it after this
 HUNG_PROBES: list[str] = []  # runs whose probe teardown was left behind: leave with os._exit at the end
 UPRIGHT = {"initial_position": [0.0, 0.0], "initial_noise": 0.02}

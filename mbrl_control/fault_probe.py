@@ -67,13 +67,8 @@ TRUE_PLAN, SAFE_COMMAND, UNJUDGED = "planned_from_truth", "safe_command", "unjud
 @dataclass(frozen=True)
 class StateTolerance:
     """How far a state may be from the truth at its stamp and still count as true, per component,
-    and how old it may be when its command goes out.
-
-    The cart-pole's (bench/faults.py, the fault tests): positions 0.05 m / 0.05 rad (about 3
-    degrees), velocities 0.5 m/s / 0.5 rad/s, age 0.1 s (the state timeout) + one period (the
-    tick's compute budget). The EKF's errors on the sim's encoders stay far inside this in normal
-    operation (velocity RMSE about 0.04 / 0.08); a fused 1 rad spike or a dead-reckoned state
-    left running would not."""
+    and how old it may be when its command goes out (``default_tolerance``: the one
+    bench/faults.py and the fault tests use)."""
 
     position: tuple[float, ...]  # [m or rad] per joint
     velocity: tuple[float, ...]  # [m/s or rad/s] per joint
@@ -85,6 +80,15 @@ class StateTolerance:
 
     def as_dict(self) -> dict:
         return {k: [round(v, 6) for v in x] if isinstance(x, tuple) else round(x, 6) for k, x in asdict(self).items()}
+
+
+def default_tolerance(joints: int, state_timeout: float, period: float) -> StateTolerance:
+    """0.05 (m or rad, about 3 degrees) per position, 0.5 (m/s or rad/s) per velocity, and a state
+    at most the controller's state timeout plus one period (the tick's compute budget) old when its
+    command goes out. On the cart-pole, the EKF's errors on the sim's encoders stay well inside this
+    in normal operation (velocity RMSE about 0.04 / 0.08, the largest seen about half the velocity
+    tolerance, while dead-reckoning through a dropout too); a fused 1 rad spike would not."""
+    return StateTolerance(position=(0.05,) * joints, velocity=(0.5,) * joints, max_age=state_timeout + period)
 
 
 class GroundTruth:
@@ -337,7 +341,8 @@ class ControlProbe:
         node.create_subscription(Float64MultiArray, TIMING_TOPIC, self._on_timing, reliable)
         node.create_subscription(Float64MultiArray, SAMPLES_TOPIC, self._on_sample, reliable)
         node.create_subscription(ClockMsg, "/clock", self._on_clock, reliable)
-        node.create_subscription(JointState, GROUND_TRUTH_TOPIC, self._on_truth, qos_profile_sensor_data)
+        # Reliable and deep: a judge starved on a busy machine must not lose the truth it judges by.
+        node.create_subscription(JointState, GROUND_TRUTH_TOPIC, self._on_truth, reliable)
         node.create_subscription(JointState, STATE_TOPIC, self._on_reading, qos_profile_sensor_data)
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, reliable)
 
