@@ -294,9 +294,9 @@ def recording_sequence_loss(w: ControlProbe, path: Path, stop_ns: int, start_ns:
 
     counts = {
         "samples": sequence_loss(sent_samples, samples, start_ns, until(sent_samples, samples),
-                                 f"samples {before}", after, known),
+                                 f"samples {before}", f"samples {after}", known),
         "timing_records": sequence_loss(sent_timing, timing, start_ns, until(sent_timing, timing),
-                                        f"timing records {before}", after, known),
+                                        f"timing records {before}", f"timing records {after}", known),
     }
     return {"lost": sum(c.lost for c in counts.values()),
             "excused": [e | {"where": "recording"} for c in counts.values() for e in c.excused],
