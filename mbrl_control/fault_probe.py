@@ -481,7 +481,8 @@ class ControlProbe:
                 robot = wall * 1e-9
             seq = int(self._field(data, "seq", -1))
             sent = self._field(data, "sample_sent")
-            tick = Tick(wall, robot, u, data[0], data[2], data[3], seq=seq, lateness_ms=self._field(data, "lateness_ms"),
+            tick = Tick(wall, robot, u, self._field(data, "tick_ms", data[0]), self._field(data, "plan_iterations", data[2]),
+                        self._field(data, "state_age_ms", data[3]), seq=seq, lateness_ms=self._field(data, "lateness_ms"),
                         sample_sent=None if math.isnan(sent) else bool(sent), sample=samples.get(seq) if seq >= 0 else None)
             tick.kind = self.classify(tick)
             out.append(tick)

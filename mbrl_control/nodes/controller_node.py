@@ -76,7 +76,7 @@ PARAMS = [
     ParamSpec("fault.planner_delay", 0.0, "fault injection: seconds added inside each planning call in the fault window (a slow planner)", 0.0, 10.0),
     ParamSpec("fault.start", 0.0, "fault injection: the window starts this long after the first planning call [s of node clock]", 0.0, 1e7),
     ParamSpec("fault.duration", 0.0, "fault injection: window length [s]; 0: no fault", 0.0, 1e7),
-    ParamSpec("lockstep_watchdog", 0.5, "lockstep: tick anyway (safe command if stale) after this wall time without a state [s]", 0.01, 60.0),
+    ParamSpec("lockstep_watchdog", 0.5, "lockstep: tick anyway (safe command if stale) after this wall time without a state since the last tick ended [s]", 0.01, 60.0),
     ParamSpec("state_timeout", 0.1, "a state older than this is stale: the safe command goes out [s]", 0.001, 10.0),
     ParamSpec("safety.stale_action", "zero", "command while the state is stale or a plan unusable", choices=("zero", "hold")),
     ParamSpec("safety.hold_timeout", 0.2, "'hold' keeps the last command at most this long, then zero [s]", 0.0, 10.0),
@@ -157,7 +157,7 @@ class ControllerNode(Node):
         self.delayed_plans = 0  # plans slowed by fault.planner_delay
         self.last_plan = None
         self.ticks_since_plan = 0
-        self.last_tick_start = 0.0
+        self.last_tick_end = 0.0  # the lockstep watchdog counts from here
         self.seq = 0  # the next control tick's sequence number
         self.period_ns = round(self.period * 1e9)
         self.last_release_ns: int | None = None  # realtime: the timer's intended release of the last tick
@@ -198,7 +198,7 @@ class ControllerNode(Node):
         else:
             self.timer = self.create_timer(self.period, self._on_timer)
         self.create_timer(1.0 / p["diagnostics_rate"], self._publish_diagnostics)
-        self.last_tick_start = time.perf_counter()  # the lockstep watchdog counts from here
+        self.last_tick_end = time.perf_counter()
         self.get_logger().info(
             f"{p['planner']} MPC at {p['control_rate']:.0f} Hz ({p['mode']}), horizon "
             f"{self.planner.horizon}, warm-up {self.warmup_s:.1f} s"
@@ -242,7 +242,9 @@ class ControllerNode(Node):
     def _lockstep_watchdog(self) -> None:
         # Only while something publishes our states: the robot must not fall for the seconds a
         # slow estimator takes to start (the sim holds it until a command comes).
-        if (time.perf_counter() - self.last_tick_start > self.p["lockstep_watchdog"]
+        # From the end of the last tick: a tick slower than the watchdog must not be followed at once
+        # by one on the state it already planned from.
+        if (time.perf_counter() - self.last_tick_end > self.p["lockstep_watchdog"]
                 and self.count_publishers(self.state_sub.topic_name) > 0):
             self._tick()
 
@@ -251,11 +253,10 @@ class ControllerNode(Node):
         """One control tick; ``lateness``: how long after the timer's intended release it started
         (realtime), None in lockstep."""
         start = time.perf_counter()
-        self.last_tick_start = start
-
         if self.paused:  # an episode boundary: in lockstep the sim waits; in realtime, safe command
             if not self.lockstep:
                 self.command_pub.publish(command_message(np.zeros(self.task.action_dim)))
+            self.last_tick_end = time.perf_counter()
             return
         cost, iterations, action = math.nan, 0, None
         age = self._state_age()
@@ -283,6 +284,7 @@ class ControllerNode(Node):
                                 math.nan if lateness is None else lateness * 1e3, float(action is not None)]
         self.timing_pub.publish(self.timing_msg)
         self._maybe_publish_markers()
+        self.last_tick_end = time.perf_counter()
 
     def _plan(self, deadline: float | None):
         waiting = (self.receiver is not None and self.receiver.version is None) or (
@@ -354,7 +356,7 @@ class ControllerNode(Node):
         self.paused = bool(request.data)
         response.success, response.message = True, "paused" if self.paused else "running"
         if not self.paused:
-            self.last_tick_start = time.perf_counter()  # the lockstep watchdog starts over
+            self.last_tick_end = time.perf_counter()  # the lockstep watchdog starts over
         return response
 
     def _on_reset_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
