@@ -140,9 +140,11 @@ def main() -> None:
         rss: dict[str, list[tuple[float, float]]] = {name: [] for name in launch.procs}
         loads = []
         try:
-            probe.wait(lambda: w.samples and w.value("mpc_controller", "ticks") is not None, 300, "the first tick")
+            # Compiling the planner takes minutes on a loaded machine.
+            probe.wait(lambda: w.samples and w.value("mpc_controller", "ticks") is not None, 900, "the first tick")
             start, start_ns = time.monotonic(), time.time_ns()
             at_start = {k: w.number("mpc_controller", k) for k in COUNTS}
+            at_start = {k: v if math.isfinite(v) else 0.0 for k, v in at_start.items()}  # not ticking yet
             print(f"controlling at {RATE:.0f} Hz for {args.minutes:.1f} min ...", flush=True)
             while time.monotonic() - start < args.minutes * 60:
                 t = time.monotonic() - start
@@ -248,6 +250,7 @@ def main() -> None:
         "lost_by_sequence": recorded["lost"] + buffered["lost"],
         "excused": recorded["excused"] + buffered["excused"],
         "unseen_ticks": rec_timing["unseen_ticks"],
+        "sequence_counts": recorded["counts"] | buffered["counts"],
         "probe_closed_cleanly": closed,
         "learner_model_version": learner.get("model_version"),
         "learner_rounds": learner.get("rounds"),
