@@ -11,6 +11,18 @@ Timing: in ``realtime`` mode a timer ticks at ``control_rate`` and the planner g
 state for the next tick time arrives (a sim-time timer could fire before that state is delivered and
 plan from the previous one); no deadline applies there, which keeps lockstep runs deterministic,
 and a tick slower than the period is still counted as missed.
+
+Every control tick gets a sequence number ``seq`` (0, 1, ...; a paused tick, which only sends the
+zero command, gets none), carried in its ``~/timing`` record and, when it planned, in its sample
+on ``~/transitions`` (mbrl_control.core.learning.sample_layout): a judge tells from them exactly
+which samples were sent and pairs the timing record and sample of one tick.
+
+``~/timing`` (std_msgs/Float64MultiArray, fields named in its layout): ``tick_ms`` (the tick's
+compute time), ``plan_cost``, ``plan_iterations``, ``state_age_ms``, ``seq``, ``lateness_ms``
+(realtime: how long after the timer's intended release the tick started; lockstep: NaN, there is
+no release time) and ``sample_sent`` (1 when the tick published a sample). Missed and late ticks
+are counted as mbrl_control.core.timing describes (releases the timer skipped, ticks that ended
+after the next release; late: started more than 10 % of the period after the release).
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ from visualization_msgs.msg import MarkerArray
 
 from mbrl_control.core.builders import MODELS, PLANNERS, TERMINALS, build_mpc, planner_config_class
 from mbrl_control.core.dynamics.ensemble import EnsembleConfig, PropagationConfig
+from mbrl_control.core.learning.sample_layout import SampleLayout
 from mbrl_control.core.mbpo.config import MBPOConfig
 from mbrl_control.core.planners.random import RandomConfig, RandomPlanner
 from mbrl_control.core.safety import DEGRADED, RUNNING, STOPPED, SafetyConfig, SafetyLayer
@@ -45,7 +58,7 @@ from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_paramet
 from mbrl_control.nodes.policy_receiver import PolicyReceiver
 from mbrl_control.nodes.runtime import main_for
 
-TIMING_FIELDS = "tick_ms,plan_cost,plan_iterations,state_age_ms"
+TIMING_FIELDS = "tick_ms,plan_cost,plan_iterations,state_age_ms,seq,lateness_ms,sample_sent"
 
 PARAMS = [
     ParamSpec("robot", "cartpole", "robot model and task", choices=("cartpole",)),
@@ -63,7 +76,7 @@ PARAMS = [
     ParamSpec("fault.planner_delay", 0.0, "fault injection: seconds added inside each planning call in the fault window (a slow planner)", 0.0, 10.0),
     ParamSpec("fault.start", 0.0, "fault injection: the window starts this long after the first planning call [s of node clock]", 0.0, 1e7),
     ParamSpec("fault.duration", 0.0, "fault injection: window length [s]; 0: no fault", 0.0, 1e7),
-    ParamSpec("lockstep_watchdog", 0.5, "lockstep: tick anyway (safe command if stale) after this wall time without a state [s]", 0.01, 60.0),
+    ParamSpec("lockstep_watchdog", 0.5, "lockstep: tick anyway (safe command if stale) after this wall time without a state since the last tick ended [s]", 0.01, 60.0),
     ParamSpec("state_timeout", 0.1, "a state older than this is stale: the safe command goes out [s]", 0.001, 10.0),
     ParamSpec("safety.stale_action", "zero", "command while the state is stale or a plan unusable", choices=("zero", "hold")),
     ParamSpec("safety.hold_timeout", 0.2, "'hold' keeps the last command at most this long, then zero [s]", 0.0, 10.0),
@@ -144,7 +157,11 @@ class ControllerNode(Node):
         self.delayed_plans = 0  # plans slowed by fault.planner_delay
         self.last_plan = None
         self.ticks_since_plan = 0
-        self.last_tick_start = 0.0
+        self.last_tick_end = 0.0  # the lockstep watchdog counts from here
+        self.seq = 0  # the next control tick's sequence number
+        self.period_ns = round(self.period * 1e9)
+        self.last_release_ns: int | None = None  # realtime: the timer's intended release of the last tick
+        self.skipped_releases = 0  # releases the timer skipped since the last recorded tick
         self.next_tick_ns: int | None = None
         self.last_marker_wall = -math.inf
         self.episode = -1  # until an episode manager numbers them: a first /episode starts a new one
@@ -155,16 +172,18 @@ class ControllerNode(Node):
             Float64MultiArray, "effort_controller/commands", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         )
         self.marker_pub = self.create_publisher(MarkerArray, "~/plan", 1)
-        # Per-tick figures for plots and recordings (tick time, plan cost, iterations, state age).
-        self.timing_pub = self.create_publisher(Float64MultiArray, "~/timing", 10)
+        # Per-tick figures for plots, recordings and judges (TIMING_FIELDS); deep enough that a
+        # judge on a busy machine gets every record.
+        self.timing_pub = self.create_publisher(Float64MultiArray, "~/timing", QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
         self.timing_msg = Float64MultiArray()
-        self.timing_msg.layout.dim = [MultiArrayDimension(label=TIMING_FIELDS, size=4, stride=4)]
+        width = len(TIMING_FIELDS.split(","))
+        self.timing_msg.layout.dim = [MultiArrayDimension(label=TIMING_FIELDS, size=width, stride=width)]
         # Per tick, what a learner needs: the state planned from, the command sent, its reward.
-        nx, nu = self.task.state_dim, self.task.action_dim
+        self.sample_layout = SampleLayout(self.task.state_dim, self.task.action_dim)
         self.sample_pub = self.create_publisher(Float64MultiArray, "~/transitions", QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
         self.sample_msg = Float64MultiArray()
-        labels = ["stamp", "episode", *[f"x{i}" for i in range(nx)], *[f"u{i}" for i in range(nu)], "reward"]
-        self.sample_msg.layout.dim = [MultiArrayDimension(label=",".join(labels), size=len(labels), stride=len(labels))]
+        size = self.sample_layout.size
+        self.sample_msg.layout.dim = [MultiArrayDimension(label=self.sample_layout.label, size=size, stride=size)]
         self.create_subscription(Int32, "/episode", self._on_episode, MODEL_QOS)
         self.create_service(SetBool, "~/pause", self._on_pause)
         self.diagnostics = DiagnosticsPublisher(self)
@@ -177,9 +196,9 @@ class ControllerNode(Node):
             # which waits for our command, advances under the safe command.
             self.create_timer(p["lockstep_watchdog"] / 2, self._lockstep_watchdog, clock=Clock(clock_type=ClockType.STEADY_TIME))
         else:
-            self.create_timer(self.period, self._on_timer)
+            self.timer = self.create_timer(self.period, self._on_timer)
         self.create_timer(1.0 / p["diagnostics_rate"], self._publish_diagnostics)
-        self.last_tick_start = time.perf_counter()  # the lockstep watchdog counts from here
+        self.last_tick_end = time.perf_counter()
         self.get_logger().info(
             f"{p['planner']} MPC at {p['control_rate']:.0f} Hz ({p['mode']}), horizon "
             f"{self.planner.horizon}, warm-up {self.warmup_s:.1f} s"
@@ -210,27 +229,34 @@ class ControllerNode(Node):
                 self._tick()
 
     def _on_timer(self) -> None:
-        self._tick()
+        # The timer has already moved its next call past now: the intended release of this tick
+        # is one period before it (releases it skipped in between are missed ticks).
+        now_ns = self.timer.clock.now().nanoseconds
+        until_ns = self.timer.time_until_next_call()
+        release_ns = now_ns + until_ns - self.period_ns if until_ns is not None else now_ns
+        if self.last_release_ns is not None:
+            self.skipped_releases += max(0, round((release_ns - self.last_release_ns) / self.period_ns) - 1)
+        self.last_release_ns = release_ns
+        self._tick((now_ns - release_ns) * 1e-9)
 
     def _lockstep_watchdog(self) -> None:
         # Only while something publishes our states: the robot must not fall for the seconds a
         # slow estimator takes to start (the sim holds it until a command comes).
-        if (time.perf_counter() - self.last_tick_start > self.p["lockstep_watchdog"]
+        # From the end of the last tick: a tick slower than the watchdog must not be followed at once
+        # by one on the state it already planned from.
+        if (time.perf_counter() - self.last_tick_end > self.p["lockstep_watchdog"]
                 and self.count_publishers(self.state_sub.topic_name) > 0):
             self._tick()
 
     # -- the control tick --------------------------------------------------------------------
-    def _tick(self) -> None:
+    def _tick(self, lateness: float | None = None) -> None:
+        """One control tick; ``lateness``: how long after the timer's intended release it started
+        (realtime), None in lockstep."""
         start = time.perf_counter()
-        missed = 0
-        if self.stats.ticks and not self.lockstep:
-            gap = start - self.last_tick_start
-            missed += max(0, round(gap / self.period) - 1)  # timer periods that never ran
-        self.last_tick_start = start
-
         if self.paused:  # an episode boundary: in lockstep the sim waits; in realtime, safe command
             if not self.lockstep:
                 self.command_pub.publish(command_message(np.zeros(self.task.action_dim)))
+            self.last_tick_end = time.perf_counter()
             return
         cost, iterations, action = math.nan, 0, None
         age = self._state_age()
@@ -247,14 +273,18 @@ class ControllerNode(Node):
         self.waiting_ticks += int(self.state_stamp is None and not self.safety.estop.latched)
         command = self.safety.command(time.monotonic(), action, age, self.period)
         self.command_pub.publish(command_message(command))
+        seq, self.seq = self.seq, self.seq + 1
         if action is not None:
-            self._publish_sample(command)
+            self._publish_sample(command, seq)
 
         duration = time.perf_counter() - start
-        self.stats.record(duration, missed + int(duration > self.period))
-        self.timing_msg.data = [duration * 1e3, cost, float(iterations), self._state_age() * 1e3]
+        self.stats.record(duration, lateness, self.skipped_releases)
+        self.skipped_releases = 0
+        self.timing_msg.data = [duration * 1e3, cost, float(iterations), self._state_age() * 1e3, float(seq),
+                                math.nan if lateness is None else lateness * 1e3, float(action is not None)]
         self.timing_pub.publish(self.timing_msg)
         self._maybe_publish_markers()
+        self.last_tick_end = time.perf_counter()
 
     def _plan(self, deadline: float | None):
         waiting = (self.receiver is not None and self.receiver.version is None) or (
@@ -305,12 +335,12 @@ class ControllerNode(Node):
             return math.inf
         return (self.get_clock().now() - self.state_stamp).nanoseconds * 1e-9
 
-    def _publish_sample(self, command: np.ndarray) -> None:
+    def _publish_sample(self, command: np.ndarray, seq: int) -> None:
         x = torch.from_numpy(self.state).float().view(1, 1, -1)
         u = torch.from_numpy(command).float().view(1, 1, -1)
         reward = -float(self.task.running_cost(x, u))
-        stamp = self.state_stamp.nanoseconds * 1e-9
-        self.sample_msg.data = [stamp, float(self.episode), *self.state.tolist(), *command.tolist(), reward]
+        self.sample_msg.data = self.sample_layout.pack(stamp=self.state_stamp.nanoseconds * 1e-9, episode=self.episode,
+                                                       seq=seq, state=self.state, action=command, reward=reward)
         self.sample_pub.publish(self.sample_msg)
 
     def _on_episode(self, msg: Int32) -> None:
@@ -326,7 +356,7 @@ class ControllerNode(Node):
         self.paused = bool(request.data)
         response.success, response.message = True, "paused" if self.paused else "running"
         if not self.paused:
-            self.last_tick_start = time.perf_counter()  # the lockstep watchdog starts over
+            self.last_tick_end = time.perf_counter()  # the lockstep watchdog starts over
         return response
 
     def _on_reset_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:

@@ -11,6 +11,9 @@ The filter's process model is the controller's own dynamics model (same paramete
 estimate is stale (no reading fused for ``estimator.stale_after``, or its uncertainty too large)
 nothing is published on ``~/state``, so the controller's state watchdog sends the safe command.
 In lockstep the estimate is published once per control period of sim time, as /clock advances.
+The joints' travel limits come from the URDF: a prediction past an end stop (which the model does
+not know) makes the estimate stale until readings pin the velocities down again
+(mbrl_control.core.estimation.kalman; ``event_limit_contact`` in /diagnostics).
 """
 
 from __future__ import annotations
@@ -97,7 +100,8 @@ class EstimatorNode(Node):
         angular = [joints[j].type in ("continuous", "revolute") for j in self.joints]
         config = section(p, "estimator")
         try:
-            self.filter = build_estimator(config.pop("kind"), model, config, angular_joints=angular)
+            self.filter = build_estimator(config.pop("kind"), model, config, angular_joints=angular,
+                                          position_limits=[(joints[j].lower, joints[j].upper) for j in self.joints])
         except ValueError as exc:
             raise ParameterError(f"estimator.* parameters: {exc}") from exc
         start = time.perf_counter()

@@ -2,7 +2,8 @@
 publishes better models to the controllers, without ever being in the control loop.
 
 Inputs: the controllers' per-tick samples (``sources``: std_msgs/Float64MultiArray with the
-state planned from, the command sent, its reward; several robots may feed one learner) and
+state planned from, the command sent, its reward, in the fields its layout label names:
+mbrl_control.core.learning.sample_layout, older layouts included; several robots may feed one learner) and
 ``/episode`` (std_msgs/Int32). Consecutive samples one control period apart become transitions
 (pairing at the source, where state and command belong together, avoids matching stamps of two
 topics); they go into a crash-safe replay buffer on disk.
@@ -50,6 +51,7 @@ from mbrl_control.core.learning import (
     BackgroundTrainer,
     ModelInfo,
     ReplayBuffer,
+    SampleLayout,
     TrainerConfig,
     TransitionAssembler,
     encode,
@@ -155,6 +157,7 @@ class LearnerNode(Node):
         # instead of losing the oldest samples (KEEP_LAST); about 100 bytes each.
         reliable = QoSProfile(depth=p["sample_queue"], reliability=ReliabilityPolicy.RELIABLE)
         self.assemblers: dict[str, TransitionAssembler] = {}
+        self.layouts: dict[str, SampleLayout | None] = {}  # by the samples' layout label
         for topic in p["sources"]:
             self.assemblers[topic] = TransitionAssembler(self.dt)
             self.create_subscription(Float64MultiArray, topic, lambda m, t=topic: self._on_sample(t, m), reliable)
@@ -212,15 +215,30 @@ class LearnerNode(Node):
                 self.get_logger().info(f"SAC state reloaded from {sac_file}: the next MBPO round goes on from it")
 
     # -- data --------------------------------------------------------------------------------
+    def _sample_layout(self, msg: Float64MultiArray) -> SampleLayout | None:
+        """The layout the message's label names (this version's, or an older controller's), if it
+        holds this robot's state and command; None otherwise."""
+        label = msg.layout.dim[0].label if msg.layout.dim else ""
+        layout = self.layouts.get(label)
+        if layout is None and label not in self.layouts:
+            try:
+                layout = SampleLayout.from_label(label)
+            except ValueError:
+                layout = None
+            if layout is not None and (layout.state_dim, layout.action_dim) != (self.nx, self.nu):
+                layout = None
+            self.layouts[label] = layout
+        return layout
+
     def _on_sample(self, topic: str, msg: Float64MultiArray) -> None:
+        layout = self._sample_layout(msg)
         data = np.asarray(msg.data, dtype=np.float64)
-        if data.shape != (self.nx + self.nu + 3,) or not np.all(np.isfinite(data)):
+        if layout is None or not layout.valid(data):
             self.counts["rejected_samples"] += 1
             return
         self.counts["samples"] += 1
-        stamp, episode = float(data[0]), int(data[1])
-        state, action, reward = data[2 : 2 + self.nx], data[2 + self.nx : 2 + self.nx + self.nu], float(data[-1])
-        pair = self.assemblers[topic].push(stamp, state, action, episode, reward)
+        s = layout.unpack(data)
+        pair = self.assemblers[topic].push(s.stamp, s.state, s.action, s.episode, s.reward)
         if pair is not None:
             s, a, s2, r, st, ep = pair
             self.buffer.append(s, a, s2, r, False, st, ep)

@@ -1,8 +1,9 @@
 """The run monitor: watches a run for ``duration`` seconds of robot time from the controller's
 first command, then reports what happened (task success and upright fraction judged on the true
 state, ``ground_truth``; the estimator's velocity RMSE against it, when ``estimate`` is an
-estimator's output; the controller's tick statistics from /diagnostics) and exits, which ends the
-launch.
+estimator's output; the controller's tick statistics from /diagnostics: ticks, missed ticks, tick
+compute time p50/p99 and, in realtime, lateness from the timer's release p99 and late ticks, as
+mbrl_control.core.timing defines them) and exits, which ends the launch.
 
 It is how ``make demo`` and the integration tests judge a run through ROS alone. The summary goes
 out on ``~/summary`` (std_msgs/String holding JSON, transient-local) and, when ``summary_path`` is
@@ -136,6 +137,9 @@ class RunMonitor(Node):
             "missed_ticks": num("missed_ticks", int),
             "tick_ms_p50": num("tick_ms_p50"),
             "tick_ms_p99": num("tick_ms_p99"),
+            # From the timer's intended release (realtime only; None in lockstep, which has none).
+            "lateness_ms_p99": num("lateness_ms_p99"),
+            "late_ticks": num("late_ticks", int),
             "upright_fraction": round(float(upright.mean()), 4) if len(upright) else 0.0,
             "success": self.task.success(states, times) if len(states) else False,
             "estimator": self.p["estimator"],

@@ -7,10 +7,14 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from mcap.reader import NonSeekingReader, make_reader
 from mcap_ros2.decoder import DecoderFactory
+
+if TYPE_CHECKING:
+    from mbrl_control.core.learning import Sample
 
 
 @dataclass
@@ -27,16 +31,26 @@ class RunData:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def _iter_decoded(path: Path):
+def _iter_decoded(path: Path, topics: list[str] | None = None):
     with open(path, "rb") as f:
         try:
             reader = make_reader(f, decoder_factories=[DecoderFactory()])
-            yield from reader.iter_decoded_messages(log_time_order=True)
+            yield from reader.iter_decoded_messages(topics=topics, log_time_order=True)
             return
         except Exception:  # no summary section (the writer was killed): stream through it
             f.seek(0)
         reader = NonSeekingReader(f, decoder_factories=[DecoderFactory()])
-        yield from reader.iter_decoded_messages()
+        yield from reader.iter_decoded_messages(topics=topics)
+
+
+def recorded_messages(path: str | Path, topics: list[str]):
+    """``(topic, log time [ns], decoded message)`` of ``topics`` in a recording, to its last
+    whole message when it was cut short."""
+    try:
+        for _, channel, message, msg in _iter_decoded(Path(path), topics):
+            yield channel.topic, message.log_time, msg
+    except Exception:  # a torn tail after a crash: keep everything read before it
+        return
 
 
 def load_run(path: str | Path, state_topic: str | None = None, command_topic: str = "/effort_controller/commands",
@@ -102,29 +116,44 @@ def load_run(path: str | Path, state_topic: str | None = None, command_topic: st
     return run
 
 
+def recorded_samples(path: str | Path, topic: str = "/mpc_controller/transitions") -> list[Sample]:
+    """The controller's per-tick samples a recording holds, in recorded order, each read through
+    the layout its message names (recordings made before the tick sequence number read as
+    ``seq = -1``). Malformed or non-finite rows are left out. A file cut short is read to its
+    last whole message."""
+    from mbrl_control.core.learning import SampleLayout
+
+    layouts: dict[str, SampleLayout | None] = {}
+    out = []
+    for _, _, msg in recorded_messages(path, [topic]):
+        label = msg.layout.dim[0].label if msg.layout.dim else ""
+        if label not in layouts:
+            try:
+                layouts[label] = SampleLayout.from_label(label)
+            except ValueError:
+                layouts[label] = None
+        layout, row = layouts[label], np.asarray(msg.data, dtype=np.float64)
+        if layout is not None and layout.valid(row):
+            out.append(layout.unpack(row))
+    return out
+
+
 def transitions_from_recording(path: str | Path, topic: str = "/mpc_controller/transitions", dt: float | None = None):
     """The transitions a recorded run contains: the controller's per-tick samples (state planned
     from, command sent, reward; their layout names the fields) paired one control period apart,
     exactly as the learner pairs them live. ``dt`` defaults to the median spacing of the samples."""
     from mbrl_control.core.learning import TransitionAssembler, Transitions
 
-    rows, labels = [], None
-    for _, channel, _, msg in _iter_decoded(Path(path)):
-        if channel.topic != topic:
-            continue
-        if labels is None and msg.layout.dim:
-            labels = msg.layout.dim[0].label.split(",")
-        rows.append(np.asarray(msg.data, dtype=np.float64))
-    if labels is None or len(rows) < 2:
+    samples = recorded_samples(path, topic)
+    if len(samples) < 2:
         raise ValueError(f"{path}: no per-tick samples on {topic} (was the controller recorded?)")
-    nx = sum(1 for name in labels if name.startswith("x"))
-    nu = sum(1 for name in labels if name.startswith("u"))
-    rows = [r for r in rows if len(r) == len(labels) and np.all(np.isfinite(r))]
-    period = dt if dt is not None else float(np.median(np.diff([r[0] for r in rows])))
+    nx, nu = len(samples[0].state), len(samples[0].action)
+    samples = [s for s in samples if (len(s.state), len(s.action)) == (nx, nu)]
+    period = dt if dt is not None else float(np.median(np.diff([s.stamp for s in samples])))
     assembler = TransitionAssembler(period)
     columns: dict[str, list] = {k: [] for k in ("state", "action", "next_state", "reward", "stamp", "episode")}
-    for r in rows:
-        pair = assembler.push(r[0], r[2 : 2 + nx], r[2 + nx : 2 + nx + nu], int(r[1]), r[-1])
+    for s in samples:
+        pair = assembler.push(s.stamp, s.state, s.action, s.episode, s.reward)
         if pair is not None:
             for key, value in zip(("state", "action", "next_state", "reward", "stamp", "episode"), pair):
                 columns[key].append(value)

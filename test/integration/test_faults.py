@@ -4,9 +4,10 @@ within one tick, the failure shows in /diagnostics, and nothing recorded is lost
 Scheduled faults (the sim's ``fault.*`` parameters) run in lockstep, so they are deterministic and
 cheap: the pole starts upright under LQR (the safety path is the planner's either way), a fault
 window of 0.3 s opens at 1 s of robot time and clears, and every control tick is judged from
-outside (mbrl_control.fault_probe). Also here: a learner resuming past a corrupted checkpoint, a
-recorder hitting its file-size limit (RLIMIT_FSIZE), bad fault parameters and a garbled parameter
-file. Other rows of the table are tested elsewhere: bad input (test_bad_input), learner SIGKILL
+outside (mbrl_control.fault_probe) against the sim's ground truth: each command planned from a
+state within the judge's tolerance of the true state, or the safe command. Also here: a learner
+resuming past a corrupted checkpoint, a recorder hitting its file-size limit (RLIMIT_FSIZE), bad
+fault parameters and a garbled parameter file. Other rows of the table are tested elsewhere: bad input (test_bad_input), learner SIGKILL
 (test_learning_loop), malformed model messages (test_model_messages), bad parameters
 (test_node_lifecycle), SIGINT during recording (test_recording); bench/faults.py runs them all.
 """
@@ -29,7 +30,7 @@ from mbrl_control.config import node_parameters
 from mbrl_control.core.builders import build_ensemble
 from mbrl_control.core.learning import ModelInfo, save_checkpoint
 from mbrl_control.core.learning.model_io import read_info
-from mbrl_control.fault_probe import FALLBACK, PLANNED, ControlProbe
+from mbrl_control.fault_probe import FALLBACK, PLANNED, SAFE_COMMAND, TRUE_PLAN, ControlProbe, default_tolerance
 from mbrl_control.graph import learn_graph, mpc_graph, robot_config
 from mbrl_control.launcher import node_command
 from mbrl_control.nodes.model_receiver import MODEL_QOS
@@ -43,6 +44,8 @@ START, DURATION, END = 1.0, 0.3, 3.2
 CLEAR = START + DURATION
 PERIOD, STATE_TIMEOUT, STALE_AFTER = 0.02, 0.1, 0.1  # the config's control period, controller and estimator timeouts
 EFFORT_LIMIT = 20.0  # the URDF's
+TOLERANCE = default_tolerance(2, STATE_TIMEOUT, PERIOD)  # the judge's: a planned-from state this close to the truth
+ANGLE_JOINTS = (1,)  # the pole
 # What the stack shows in /diagnostics for each fault: (node, key) that must count it.
 REACTION = {
     "dropout": ("estimator", "stale_ticks"),
@@ -69,7 +72,8 @@ def _overrides(tmp_path, kind):
 def test_scheduled_fault_is_safe_within_a_tick_visible_and_recovers(kind, domain, probe, tmp_path):
     specs = mpc_graph({"mode": "lockstep", "planner": "lqr", "overrides": _overrides(tmp_path, kind)})
     launch = start(specs, domain, tmp_path / "logs")
-    watch = ControlProbe(probe.node, lockstep=True, effort_limit=EFFORT_LIMIT, state_timeout=STATE_TIMEOUT)
+    watch = ControlProbe(probe.node, lockstep=True, effort_limit=EFFORT_LIMIT, state_timeout=STATE_TIMEOUT,
+                         tolerance=TOLERANCE, angle_joints=ANGLE_JOINTS)
     try:
         assert probe.spin_until(lambda: watch.robot_time() >= END, 180), logs(tmp_path)
         probe.spin_for(0.3)  # the last diagnostics
@@ -79,6 +83,17 @@ def test_scheduled_fault_is_safe_within_a_tick_visible_and_recovers(kind, domain
     assert all(alive.values()), (alive, logs(tmp_path))
     verdict = watch.judge(START, CLEAR, END)
     assert verdict.ticks_after >= (END - START) / PERIOD - 5, verdict  # commands kept flowing
+    # Judged from the ground truth alone: from the injection on, every command was planned from a
+    # state within tolerance of the truth, or was the safe command; the judge saw every tick.
+    truth = verdict.truth
+    assert truth.safe_within_ticks == 0 and truth.unsafe_ticks == 0 and truth.unjudged_ticks == 0, truth
+    assert truth.worst_planned_state_error["of_tolerance"] <= 1.0, truth
+    window = [t for t in watch.ticks() if START <= t.robot_time < END]
+    assert {t.truth_kind for t in window} <= {TRUE_PLAN, SAFE_COMMAND}
+    if kind != "command_loss":  # the stack went to the safe command on its own, and came back
+        assert any(t.truth_kind == SAFE_COMMAND for t in window), [t.truth_kind for t in window]
+        assert truth.recovered_at is not None and truth.recovered_at < CLEAR + 0.5, truth
+    # The controller's own report agrees.
     assert verdict.unsafe_ticks == 0 and verdict.safe_within_ticks == 0, verdict
     if kind == "command_loss":  # the robot: zero effort from the first lost command to the clear
         applied = watch.applied_effort(START + PERIOD + 1e-6, CLEAR + 1e-6)
@@ -120,7 +135,8 @@ def test_learner_resumes_from_the_previous_good_checkpoint_past_a_corrupted_one(
     launch = start([spec], domain, tmp_path / "logs")
     models = []
     probe.node.create_subscription(UInt8MultiArray, "/learner/model", models.append, MODEL_QOS)
-    watch = ControlProbe(probe.node, lockstep=False, effort_limit=EFFORT_LIMIT, state_timeout=STATE_TIMEOUT)
+    watch = ControlProbe(probe.node, lockstep=False, effort_limit=EFFORT_LIMIT, state_timeout=STATE_TIMEOUT,
+                         tolerance=TOLERANCE, angle_joints=ANGLE_JOINTS)
     try:
         resumed = probe.spin_until(lambda: watch.value("learner", "resumed_from") is not None and models, 120)
         assert resumed, logs(tmp_path)
@@ -150,7 +166,8 @@ def test_disk_full_while_recording_stops_cleanly_and_loses_nothing_recorded(doma
     with open(tmp_path / "recorder.log", "w") as log:
         proc = subprocess.Popen(node_command(spec, tmp_path), env=node_env(domain), stdout=log,
                                 stderr=subprocess.STDOUT, preexec_fn=limit_file_size)
-    watch = ControlProbe(probe.node, lockstep=False, effort_limit=EFFORT_LIMIT, state_timeout=STATE_TIMEOUT)
+    watch = ControlProbe(probe.node, lockstep=False, effort_limit=EFFORT_LIMIT, state_timeout=STATE_TIMEOUT,
+                         tolerance=TOLERANCE, angle_joints=ANGLE_JOINTS)
     filler = probe.node.create_publisher(UInt8MultiArray, "/filler", 100)
     try:
         started = probe.spin_until(lambda: watch.value("recorder", "messages") is not None, 60)

@@ -80,6 +80,15 @@ class KalmanFilter(Estimator):
     The estimate never becomes NaN: readings are validated before use, a prediction that turns
     non-finite is replaced by the old mean with grown covariance, and covariances are kept
     symmetric (Joseph-form update).
+
+    Joint limits (``position_limits``, the URDF's travel limits): the model knows no end stops, so
+    a prediction that carries a joint on past its limit is an impact (or a push against the stop)
+    the model cannot predict. The joint is held at its limit with zero velocity, and the velocities'
+    covariance is reset to the re-initialisation prior (the impact moves every joint; the positions'
+    grows by as much as that prior moves them over the step): the estimate
+    says it no longer knows the velocities, and is stale (``stale_velocity_std``) until readings
+    have pinned them down again, instead of dead-reckoning a robot through its end stop (counted as
+    the event ``limit_contact``).
     """
 
     def __init__(
@@ -87,6 +96,7 @@ class KalmanFilter(Estimator):
         model: DynamicsModel,
         config: EstimatorConfig = EstimatorConfig(),
         angular_joints: Sequence[bool] | None = None,
+        position_limits: Sequence[tuple[float, float]] | None = None,
     ) -> None:
         self.config = config
         self.process = ProcessModel(model, config.accel_noise_density, compile=config.compile)
@@ -103,6 +113,10 @@ class KalmanFilter(Estimator):
         if len(angular) != nq:
             raise ValueError(f"angular_joints needs {nq} flags")
         self._angles = np.flatnonzero(angular)  # measured positions that are angles (wrap innovations)
+        limits = np.array(position_limits if position_limits is not None else [(-math.inf, math.inf)] * nq, dtype=float)
+        if limits.shape != (nq, 2) or np.any(limits[:, 0] >= limits[:, 1]):
+            raise ValueError(f"position_limits needs {nq} (lower, upper) pairs with lower < upper")
+        self._lower, self._upper = limits[:, 0], limits[:, 1]
         self._measured_count = 2 * nq if config.measure_velocity else nq
         self._measurement_cov = np.diag(config.measurement_variance())
         self._gate = chi2.ppf(config.gate_probability, self._measured_count) if config.gate_probability < 1 else math.inf
@@ -248,10 +262,31 @@ class KalmanFilter(Estimator):
             return mean, cov
         new_mean, new_cov = self._propagate(mean, cov, u, duration)
         if np.isfinite(new_mean).all() and np.isfinite(new_cov).all():
-            return new_mean, new_cov
+            return self._at_limits(mean, new_mean, new_cov, duration)
         # A model that diverged (a learned one far from its data): hold the mean, grow the doubt.
         self.events["nonfinite_prediction"] += 1
         return mean, cov + self.process.noise(duration)
+
+    def _at_limits(self, before: np.ndarray, mean: np.ndarray, cov: np.ndarray, duration: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """A prediction over ``duration`` that carried a joint on past its travel limit: an end
+        stop the model does not know (see the class docstring). The positions may have moved by
+        the prior's velocities over the step too: the readings taken during the impact must pass
+        the gate."""
+        nq = self.process.nq
+        q, q0 = mean[:nq], before[:nq]
+        hit = ((q < self._lower) & (q < q0)) | ((q > self._upper) & (q > q0))
+        if not hit.any():
+            return mean, cov
+        self.events["limit_contact"] += 1
+        mean, cov = mean.copy(), cov.copy()
+        mean[:nq][hit] = np.clip(q[hit], self._lower[hit], self._upper[hit])
+        mean[nq:][hit] = 0.0
+        cov[nq:, :] = 0.0
+        cov[:, nq:] = 0.0
+        cov[nq:, nq:] = np.diag(self._initial_velocity_var)
+        cov[:nq, :nq] += np.diag(self._initial_velocity_var) * duration**2
+        return mean, cov
 
     # -- fusion --------------------------------------------------------------------------------
     def _fuse(self, at: float, z: np.ndarray) -> bool:
