@@ -6,9 +6,10 @@ VENV     ?= .venv
 PY       := $(VENV)/bin/python
 CLI      := $(VENV)/bin/mbrl-control
 STAMP    := $(VENV)/.installed
-DURATION ?= 20
+ROBOT    ?= cartpole
+DURATION ?=
 MODE     ?= realtime
-PLANNER  ?= cem
+PLANNER  ?=
 PYTEST_ARGS ?=
 
 # Tests needing a full ROS 2 install (launch, launch_ros, the ros2 CLI and a colcon-built, sourced
@@ -33,7 +34,7 @@ warmup: setup
 	$(CLI) warmup
 
 demo: setup
-	$(CLI) demo --duration $(DURATION) --mode $(MODE) --planner $(PLANNER)
+	$(CLI) demo --robot $(ROBOT) --mode $(MODE) $(if $(DURATION),--duration $(DURATION)) $(if $(PLANNER),--planner $(PLANNER))
 
 test: setup warmup
 	$(PY) -m pytest $(ROS2_SELECT) $(PYTEST_ARGS)

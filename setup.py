@@ -50,6 +50,7 @@ setup(
             "estimator_node = mbrl_control.nodes.estimator_node:main",
             "learner_node = mbrl_control.nodes.learner_node:main",
             "episode_manager = mbrl_control.nodes.episode_manager:main",
+            "goal_publisher = mbrl_control.nodes.goal_publisher:main",
             "mbrl-control = mbrl_control.cli:main",
         ],
     },

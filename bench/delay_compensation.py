@@ -31,7 +31,7 @@ def main() -> None:
             runs.append(run_graph({"mode": "lockstep", "duration": str(args.duration)}, overrides))
         ok = [bool(r.get("success")) for r in runs]
         rmse = np.array([r["velocity_rmse"] for r in runs if r.get("velocity_rmse")])
-        upright = [r.get("upright_fraction", 0.0) for r in runs]
+        upright = [r.get("in_tolerance_fraction", 0.0) for r in runs]
         name = "on" if compensation else "off"
         rows.append([name, f"{sum(ok)}/{len(ok)}", float(np.mean(upright)),
                      float(rmse[:, 0].mean()) if len(rmse) else float("nan"),

@@ -22,12 +22,11 @@ import numpy as np
 import torch
 from common import emit_json, latency, machine, print_table
 
-from mbrl_control.core.builders import build_model, build_task, robot_params
+from mbrl_control.core.builders import load_robot
 from mbrl_control.core.dp import build_grid_mdp, closed_loop, value_iteration
 from mbrl_control.core.dynamics import CartPoleDynamics
 from mbrl_control.core.episode import run_episode
 from mbrl_control.core.planners.dp import DPConfig, DPPlanner
-from mbrl_control.paths import config_dir
 
 DT = 0.02
 DEFAULT = DPConfig()
@@ -64,8 +63,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the default grid only")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    params = robot_params("cartpole", config_dir() / "urdf" / "cartpole.urdf")
-    model, task = build_model(params, DT), build_task(params)
+    robot = load_robot("cartpole")
+    params, model, task = robot.model.params, robot.model, robot.task
     plant = CartPoleDynamics(params, DT, substeps=8, integrator="euler").double()
     x0 = torch.tensor([0.3, 0.1, -0.2, 0.3])
     grids = [GRIDS[1]] if args.quick else GRIDS

@@ -45,7 +45,7 @@ import torch
 from common import emit_json, latency, machine, print_table
 
 from mbrl_control.config import node_parameters
-from mbrl_control.core.builders import build_model, build_planner, build_task, robot_params
+from mbrl_control.core.builders import build_planner, load_robot
 from mbrl_control.core.dynamics import CartPoleDynamics
 from mbrl_control.core.estimation import ESTIMATORS, EstimatorConfig, build_estimator
 from mbrl_control.core.estimation.evaluation import (
@@ -224,7 +224,7 @@ def swing_up(planner, task, plant, estimator, sensor: JointSensor | None, seed: 
 
 
 def closed_loop(params, model, plant, config: EstimatorConfig, sensor: SensorConfig, seeds: int) -> dict[str, int]:
-    task = build_task(params)
+    task = load_robot("cartpole").task
     planner = build_planner("cem", model, task, {}, compile=True)
     late = dataclasses.replace(sensor, latency=LATE)
     successes = {}
@@ -251,8 +251,8 @@ def main() -> None:
     if unknown := sorted(set(kinds) - set(ESTIMATORS)):
         parser.error(f"unknown filters {unknown}; known: {sorted(ESTIMATORS)}")
     torch.set_num_threads(1)
-    params = robot_params("cartpole", config_dir() / "urdf" / "cartpole.urdf")
-    model = build_model(params, DT)  # the controller's planning model (rk4), which the estimator node predicts with
+    robot = load_robot("cartpole", "estimator")
+    params, model = robot.model.params, robot.model  # the controller's planning model (rk4), which the estimator node predicts with
     deployed, sensor = deployed_configs()
     settings = truth_settings(deployed.accel_noise_density)
     if args.accel_noise_density:

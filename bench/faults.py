@@ -83,10 +83,10 @@ from ros_run import claimed_domain
 from std_msgs.msg import UInt8MultiArray
 
 from mbrl_control.config import node_parameters
-from mbrl_control.core.builders import build_ensemble
+from mbrl_control.core.builders import build_ensemble, robot_parameters
 from mbrl_control.core.dynamics.ensemble import EnsembleDynamics
-from mbrl_control.core.dynamics.urdf import angular_joints
 from mbrl_control.core.learning import ModelInfo, ReplayBuffer, encode, save_checkpoint
+from mbrl_control.core.robot import robot_spec
 from mbrl_control.fault_probe import (
     FALLBACK,
     PLANNED,
@@ -101,13 +101,12 @@ from mbrl_control.graph import learn_graph, mpc_graph, robot_config
 from mbrl_control.launcher import Launch, default_environment, node_command
 from mbrl_control.nodes.model_receiver import MODEL_QOS
 from mbrl_control.nodes.topic_tap import message_class
-from mbrl_control.paths import config_dir
 
 PERIOD = 0.02  # the configuration's 50 Hz
 STATE_TIMEOUT, STALE_AFTER, COMMAND_TIMEOUT = 0.1, 0.1, 0.1  # controller, estimator, sim (config/cartpole.yaml)
 EFFORT_LIMIT = 20.0  # URDF
 STATE_JOINTS = ["slider_to_cart", "cart_to_pole"]  # config/cartpole.yaml
-ANGLE_JOINTS = tuple(i for i, a in enumerate(angular_joints(config_dir() / "urdf" / "cartpole.urdf", STATE_JOINTS)) if a)
+ANGLE_JOINTS = robot_spec(robot_parameters("cartpole")).rotational_dims  # positions in radians: wrapped when judged
 # A state counts as true within these of the truth at its stamp (see mbrl_control.fault_probe.StateTolerance).
 TOLERANCE = default_tolerance(len(STATE_JOINTS), STATE_TIMEOUT, PERIOD)
 PROBE_CLOSE_S = 10.0  # rclpy's teardown has hung after a long run: give up on it after this
@@ -539,7 +538,7 @@ def sim_restart(work: Path) -> dict:
 
 def _ensemble() -> EnsembleDynamics:
     params = node_parameters(robot_config("cartpole"), "learner")
-    model = build_ensemble(params, config_dir() / "urdf" / "cartpole.urdf")
+    model = build_ensemble(params, robot_spec(params))
     model.fit_normalizer(torch.randn(64, 4), torch.randn(64, 1), torch.randn(64, 4))
     return model
 

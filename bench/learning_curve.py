@@ -51,7 +51,7 @@ TASKS = {
     # An episode ends when the pole passes 0.8 rad (MBPO's region; gym's balance tasks terminate too).
     # Gentle exploration (10 % of the force range): full-range random pushes topple the pole in 4-20 ticks.
     "balance": ("balance from near upright (0.1 rad); an episode ends when the pole passes 0.8 rad",
-                {"sim": {"initial_position": [0.0, 0.1]}, "episode_manager": {"fall_angle": 0.8},
+                {"sim": {"initial_position": [0.0, 0.1]}, "episode_manager": {"fail_error": 0.8},
                  "mpc_controller": {"explore": {"scale": 0.1}}, "learner": {"min_transitions": 100}}),
 }
 NEEDS_BALANCE = {"mbpo"}  # MBPO's policy is trained in a region around upright
@@ -123,7 +123,7 @@ def main() -> None:
         to_success = [r.get("episodes_to_success") for r in runs]
         reached = [e for e in to_success if e is not None]
         steps = [r["env_steps_to_success"] for r in runs if r.get("env_steps_to_success") is not None]
-        final_upright = [r["curve"][-1]["upright_fraction"] for r in runs if r.get("curve")]
+        final_upright = [r["curve"][-1]["in_tolerance_fraction"] for r in runs if r.get("curve")]
         walls = [r["curve"][-1]["wall_s"] for r in runs if r.get("curve")]
         # Does it stay learned? Of the episodes after a seed's first success, the share that succeed.
         after = [e["success"] for r in runs if r.get("episodes_to_success") for e in r["curve"][r["episodes_to_success"]:]]

@@ -35,7 +35,7 @@ import torch
 from common import emit_json, latency, machine, print_table
 
 from mbrl_control.config import node_parameters
-from mbrl_control.core.builders import MPCSetup, build_ensemble, build_model, build_mpc, build_task, robot_params
+from mbrl_control.core.builders import MPCSetup, build_ensemble, build_mpc, load_robot
 from mbrl_control.core.dynamics import CartPoleDynamics, EnsembleDynamics
 from mbrl_control.core.episode import run_episode
 from mbrl_control.core.learning import ModelInfo, TrainerConfig, Transitions, encode, load_into, train_ensemble
@@ -87,7 +87,7 @@ def logged_episodes(task, plant, episodes: int) -> Transitions:
 def fitted_ensemble(data: Transitions) -> tuple[EnsembleDynamics, float, float]:
     """The controller's ensemble architecture fitted on ``data``: (model, seconds, held-out MSE)."""
     start = time.perf_counter()
-    model = build_ensemble(node_parameters(CONFIG_FILE, "mpc_controller"), URDF)
+    model = build_ensemble(node_parameters(CONFIG_FILE, "mpc_controller"), load_robot("cartpole").spec)
     result = train_ensemble(model, data, TrainerConfig(max_epochs=200))
     return model.freeze(), time.perf_counter() - start, result.holdout.mse
 
@@ -95,7 +95,7 @@ def fitted_ensemble(data: Transitions) -> tuple[EnsembleDynamics, float, float]:
 def controller_setup(kind: str, policy_file: Path, ensemble: EnsembleDynamics | None, compile: bool) -> MPCSetup:
     """The controller's planning stack for ``planner:=policy``; a learned model gets the fitted
     weights as the model receiver swaps them in (a validated model message, copied in place)."""
-    setup = build_mpc(controller_parameters("learned" if ensemble is not None else "analytic", compile, policy_file), URDF)
+    setup = build_mpc(controller_parameters("learned" if ensemble is not None else "analytic", compile, policy_file))
     if ensemble is not None:
         load_into(setup.model, encode(ensemble, ModelInfo(config=ensemble.config, version=1)))
     return setup
@@ -107,7 +107,7 @@ def balance_figures(result: MBPOResult, task, plant, starts: int) -> tuple[float
     states = closed_loop(result.policy, plant, box_states(START_BOX, starts, seed=7).double(), steps).numpy()
     times = np.arange(steps + 1) * DT
     return (float(np.mean([task.success(s, times) for s in states])),
-            float(np.mean([task.upright(s).mean() for s in states])))
+            float(np.mean([task.within_tolerance(s).mean() for s in states])))
 
 
 def tick_figures(setup: MPCSetup, plant, ticks: int) -> dict:
@@ -160,12 +160,10 @@ def main() -> None:
     if unknown := sorted(set(kinds) - set(MODELS)):
         parser.error(f"unknown models {unknown}; known: {MODELS}")
     torch.set_num_threads(1)
-    params = robot_params("cartpole", URDF)
-    task = build_task(params)
+    robot = load_robot("cartpole")
+    params, task, analytic = robot.model.params, robot.task, robot.model  # the controller's analytic model
     plant = CartPoleDynamics(params, DT, substeps=8, integrator="euler").double()
-    controller = node_parameters(CONFIG_FILE, "mpc_controller")
-    analytic = build_model(params, 1.0 / controller["control_rate"], **section(controller, "model"))  # the controller's
-    config = learner_mbpo_config(angle_dims=build_ensemble(controller, URDF).config.angle_dims)
+    config = learner_mbpo_config(angle_dims=robot.spec.angle_dims)
     config = dataclasses.replace(config, seed=args.seed, **{k: v for k, v in (("sac_steps", args.sac_steps),
                                                                               ("epochs", args.epochs)) if v})
     data = logged_episodes(task, plant, args.episodes)

@@ -27,14 +27,13 @@ import numpy as np
 import torch
 from common import emit_json, latency, machine, print_table
 
-from mbrl_control.core.builders import build_model, build_planner, build_task, robot_params
+from mbrl_control.core.builders import build_planner, load_robot
 from mbrl_control.core.dynamics import CartPoleDynamics, EnsembleConfig, EnsembleDynamics, PropagationConfig
 from mbrl_control.core.episode import run_episode
 from mbrl_control.core.learning import ModelInfo, Transitions, decode, encode, load_into, train_ensemble
 from mbrl_control.core.learning.synthetic import PlannerPolicy, RandomPolicy, explore
 from mbrl_control.core.planners import CEMConfig, CEMPlanner, Plan, Planner
 from mbrl_control.core.rollout import TrajectoryEvaluator
-from mbrl_control.paths import config_dir
 
 DT = 0.02
 BUDGETS = [  # (population, horizon, iterations)
@@ -92,7 +91,7 @@ def logged_transitions(params, task, plant, analytic_planner) -> Transitions:
 
 def ensemble_rows(params, task, plant, x0, ticks: int) -> tuple[list, list, dict]:
     """Train an ensemble, time CEM on it per row, time the hot swap."""
-    analytic = build_planner("cem", build_model(params, DT), task, {})
+    analytic = build_planner("cem", CartPoleDynamics(params, DT), task, {})
     start = time.perf_counter()
     data = logged_transitions(params, task, plant, analytic)
     model = EnsembleDynamics(EnsembleConfig(state_dim=4, action_dim=1, dt=DT, angle_dims=(1,)))
@@ -197,8 +196,8 @@ def main() -> None:
     parser.add_argument("--ensemble-only", action="store_true", help="only the learned-ensemble rows")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    params = robot_params("cartpole", config_dir() / "urdf" / "cartpole.urdf")
-    model, task = build_model(params, DT), build_task(params)
+    robot = load_robot("cartpole")
+    params, model, task = robot.model.params, robot.model, robot.task
     plant = CartPoleDynamics(params, DT, substeps=8, integrator="euler").double()
     x0 = torch.tensor([0.0, math.pi, 0.0, 0.0])
     runs = [(b, True) for b in BUDGETS] + ([(BUDGETS[2], False)] if args.eager else [])

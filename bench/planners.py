@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from common import emit_json, machine, percentiles_ms, print_table
 
-from mbrl_control.core.builders import build_model, build_planner, build_task, robot_params
+from mbrl_control.core.builders import build_planner, load_robot
 from mbrl_control.core.dynamics import (
     CartPoleDynamics,
     DynamicsModel,
@@ -62,7 +62,6 @@ from mbrl_control.core.episode import run_episode
 from mbrl_control.core.planners import CEMConfig, CEMPlanner, MPPIConfig, Planner
 from mbrl_control.core.rollout import TrajectoryEvaluator
 from mbrl_control.core.tasks import Task
-from mbrl_control.paths import config_dir
 
 DT = 0.02
 SWING_UP_TICKS, BALANCE_TICKS = 400, 300
@@ -420,8 +419,8 @@ def main() -> None:
     # per-function limit so none falls back to eager, and fail loudly rather than time eager code.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     torch._dynamo.config.fail_on_recompile_limit_hit = True
-    params = robot_params("cartpole", config_dir() / "urdf" / "cartpole.urdf")
-    model, task = build_model(params, DT), build_task(params)
+    robot = load_robot("cartpole")
+    params, model, task = robot.model.params, robot.model, robot.task
     plant = CartPoleDynamics(params, DT, substeps=8, integrator="euler").double()
     budget_s = args.budget_ms * 1e-3 if args.budget_ms > 0 else None
 

@@ -1,8 +1,10 @@
 """``mbrl-control``: the pip-only front door.
 
   mbrl-control launch mpc [name:=value ...]   start a launch file's nodes (as ros2 launch would)
-  mbrl-control demo [--duration S] [...]       the headless swing-up demo, ending in one JSON line
-  mbrl-control warmup [--robot cartpole]       compile the planner kernels once (cached on disk)
+  mbrl-control demo [--robot R] [--duration S] [...]
+                                               the headless demo (a robot config's task through the
+                                               nodes), ending in one JSON line
+  mbrl-control warmup [--robot R]              compile the planner kernels once (cached on disk)
   mbrl-control train --from runs/<stamp>/run.mcap [--out DIR]
                                                learn the dynamics offline from a recording
 """
@@ -17,9 +19,10 @@ from pathlib import Path
 
 from mbrl_control.graph import MPC_ARGUMENTS, robot_config
 from mbrl_control.launcher import launch, parse_launch_args
+from mbrl_control.paths import DEFAULT_ROBOT
 
 
-def warmup(robot: str = "cartpole", planner: str | None = None) -> float:
+def warmup(robot: str = DEFAULT_ROBOT, planner: str | None = None) -> float:
     """Build and run the controller's planner once in this process, exactly as the controller
     node does: torch.compile's on-disk cache then makes every later controller start fast.
     Returns the seconds it took."""
@@ -27,17 +30,16 @@ def warmup(robot: str = "cartpole", planner: str | None = None) -> float:
 
     from mbrl_control.config import node_parameters
     from mbrl_control.core.builders import build_mpc
-    from mbrl_control.paths import resolve_config_path
 
     p = node_parameters(robot_config(robot), "mpc_controller")
     torch.set_num_threads(int(p.get("torch_threads", 1)))
     start = time.perf_counter()
-    mpc = build_mpc(p, resolve_config_path(p["urdf"]), planner)
+    mpc = build_mpc(p, planner)
     mpc.planner.plan(torch.zeros(mpc.task.state_dim))
     return time.perf_counter() - start
 
 
-def train_offline(recording: Path | list[Path], out: Path, robot: str = "cartpole", policy: bool = False,
+def train_offline(recording: Path | list[Path], out: Path, robot: str = DEFAULT_ROBOT, policy: bool = False,
                   mbpo: dict[str, str] | None = None) -> int:
     """Fit the learner's ensemble to the transitions of recordings (MCAP files, or learner output
     directories with their replay buffer: data the stack collected); checkpoint it in ``out``
@@ -50,8 +52,8 @@ def train_offline(recording: Path | list[Path], out: Path, robot: str = "cartpol
     from mbrl_control.config import node_parameters
     from mbrl_control.core.builders import build_ensemble
     from mbrl_control.core.learning import ModelInfo, TrainerConfig, Transitions, save_checkpoint, train_ensemble
+    from mbrl_control.core.robot import robot_spec
     from mbrl_control.core.util import dataclass_from, section
-    from mbrl_control.paths import resolve_config_path
 
     p = node_parameters(robot_config(robot), "learner")
     torch.set_num_threads(int(p.get("torch_threads", 1)))
@@ -60,7 +62,7 @@ def train_offline(recording: Path | list[Path], out: Path, robot: str = "cartpol
     data = Transitions.concatenate([_stack_data(Path(s), dt, p) for s in sources])
     recording = ", ".join(str(s) for s in sources)
     print(f"{len(data)} transitions from {recording} ({len(set(data.episode.tolist()))} episodes)", flush=True)
-    model = build_ensemble(p, resolve_config_path(p["urdf"]))
+    model = build_ensemble(p, robot_spec(p))
     result = train_ensemble(model, data, dataclass_from(TrainerConfig, section(p, "trainer")))
     info = ModelInfo(model.config, 1, len(data), result.holdout.nll, result.holdout.mse,
                      extra={"trained_from": str(recording)})
@@ -94,12 +96,11 @@ def _train_policy(model, data, p: dict, out: Path, overrides: dict[str, str]) ->
     """MBPO on the trained ensemble: the policy and critic files, and what training took."""
     import yaml
 
-    from mbrl_control.core.builders import build_task, robot_params
+    from mbrl_control.core.builders import task_from_params
     from mbrl_control.core.mbpo import MBPOConfig, save_policy, save_value, train_mbpo
     from mbrl_control.core.util import dataclass_from
-    from mbrl_control.paths import resolve_config_path
 
-    task = build_task(robot_params(p["robot"], resolve_config_path(p["urdf"]), p.get("gravity", 9.81)))
+    task = task_from_params(p)
     config = dataclass_from(MBPOConfig, {k: yaml.safe_load(v) for k, v in overrides.items()})
     result = train_mbpo(model, task, data, config)
     policy_path = save_policy(out / "policy.safetensors", result.policy)
@@ -114,17 +115,22 @@ def _table(rows: list[tuple[str, object]]) -> str:
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
 
-def demo(duration: float, mode: str, planner: str, extra: list[str], runs_dir: Path, record: bool = True) -> int:
+def demo(duration: float | None, mode: str, planner: str | None, extra: list[str], runs_dir: Path, record: bool = True,
+         robot: str = DEFAULT_ROBOT) -> int:
+    from mbrl_control.config import node_parameters
+
+    if duration is None:  # the robot config's run length (its run monitor's)
+        duration = float(node_parameters(robot_config(robot), "run_monitor").get("duration", 20.0))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = runs_dir / stamp
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"run directory: {run_dir}", flush=True)
     print("warming up the planner (the first run on a machine compiles kernels: a minute or two)...", flush=True)
-    print(f"  planner ready in {warmup(planner=planner):.1f} s", flush=True)
+    print(f"  planner ready in {warmup(robot, planner):.1f} s", flush=True)
     summary_path = run_dir / "summary.json"
     recording = run_dir / "run.mcap"
-    args = {"mode": mode, "planner": planner, "duration": str(duration), "summary_path": str(summary_path),
-            "record": str(record).lower(), "record_path": str(recording)}
+    args = {"robot": robot, "mode": mode, "duration": str(duration), "summary_path": str(summary_path),
+            "record": str(record).lower(), "record_path": str(recording)} | ({"planner": planner} if planner else {})
     args |= parse_launch_args(extra)
     print(f"running mpc.launch.py {' '.join(f'{k}:={v}' for k, v in args.items())}", flush=True)
     code = launch("mpc", args, log_dir=run_dir / "logs", timeout=duration * 20 + 600)
@@ -140,8 +146,9 @@ def demo(duration: float, mode: str, planner: str, extra: list[str], runs_dir: P
         summary["recording"] = str(recording)
         period_ms = 1e3 / summary["control_hz"] if summary.get("control_hz") else None
         summary["report"] = str(make_report(recording, run_dir / "report.png", dict(summary), period_ms=period_ms,
-                                            title=f"mbrl_control demo: {summary['task']}, {summary['planner']}"))
-    print("\nmbrl_control demo: cart-pole swing-up through ROS 2 nodes")
+                                            title=f"mbrl_control demo: {summary['task']}, {summary['planner']}",
+                                            robot=robot_config(robot)))
+    print(f"\nmbrl_control demo: {summary.get('task')} through ROS 2 nodes")
     print(_table([(k, v) for k, v in summary.items()]))
     print(json.dumps(summary), flush=True)
     return 0 if summary.get("success") else 1
@@ -155,10 +162,11 @@ def main(argv: list[str] | None = None) -> None:
     p_launch.add_argument("args", nargs="*", help="launch arguments name:=value; "
                           + ", ".join(f"{a.name} (default {a.default!r})" for a in MPC_ARGUMENTS))
     p_launch.add_argument("--log-dir", type=Path, help="also write each node's output to DIR/<node>.log")
-    p_demo = sub.add_parser("demo", help="headless swing-up demo; prints one JSON line last")
-    p_demo.add_argument("--duration", type=float, default=20.0, help="robot time to run [s]")
+    p_demo = sub.add_parser("demo", help="headless demo of a robot's task; prints one JSON line last")
+    p_demo.add_argument("--robot", default=DEFAULT_ROBOT, help="config/<robot>.yaml, or a parameter file")
+    p_demo.add_argument("--duration", type=float, default=None, help="robot time to run [s] (default: the robot config's)")
     p_demo.add_argument("--mode", default="realtime", choices=("realtime", "lockstep"))
-    p_demo.add_argument("--planner", default="cem")
+    p_demo.add_argument("--planner", default=None, help="default: the robot config's")
     p_demo.add_argument("--runs-dir", type=Path, default=Path("runs"))
     p_demo.add_argument("--no-record", dest="record", action="store_false", help="no MCAP recording and report")
     p_demo.add_argument("args", nargs="*", help="extra launch arguments name:=value")
@@ -166,19 +174,19 @@ def main(argv: list[str] | None = None) -> None:
     p_train.add_argument("--from", dest="recording", type=Path, nargs="+", required=True,
                          help="MCAP files (record:=true) or learner directories (their replay buffer)")
     p_train.add_argument("--out", type=Path, default=None, help="checkpoint directory (default: beside the recording)")
-    p_train.add_argument("--robot", default="cartpole")
+    p_train.add_argument("--robot", default=DEFAULT_ROBOT)
     p_train.add_argument("--policy", action="store_true", help="also train an MBPO policy on the learned model")
     p_train.add_argument("--mbpo", nargs="*", default=[], metavar="KEY=VALUE",
                          help="MBPO settings, e.g. sac_steps=8000")
     p_warm = sub.add_parser("warmup", help="compile the planner once so nodes start fast")
-    p_warm.add_argument("--robot", default="cartpole")
+    p_warm.add_argument("--robot", default=DEFAULT_ROBOT)
     p_warm.add_argument("--planner", default=None)
     a = parser.parse_args(argv)
     try:
         if a.command == "launch":
             sys.exit(launch(a.graph, parse_launch_args(a.args), log_dir=a.log_dir))
         if a.command == "demo":
-            sys.exit(demo(a.duration, a.mode, a.planner, a.args, a.runs_dir, a.record))
+            sys.exit(demo(a.duration, a.mode, a.planner, a.args, a.runs_dir, a.record, a.robot))
         if a.command == "train":
             mbpo = dict(kv.split("=", 1) for kv in a.mbpo)
             out = a.out or a.recording[0].parent / "learner"

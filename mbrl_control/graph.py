@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mbrl_control.paths import config_dir
+from mbrl_control.paths import DEFAULT_ROBOT, config_dir, resolve_urdf
 
 PACKAGE = "mbrl_control"
 
@@ -29,11 +29,12 @@ EXECUTABLES = {
     "estimator_node": "mbrl_control.nodes.estimator_node",
     "learner_node": "mbrl_control.nodes.learner_node",
     "episode_manager": "mbrl_control.nodes.episode_manager",
+    "goal_publisher": "mbrl_control.nodes.goal_publisher",
 }
 
 # The planners of mbrl_control.core.builders.PLANNERS (a test keeps the two equal; this module
 # stays free of torch so launch files load fast).
-PLANNERS = ("cem", "icem", "mppi", "ilqr", "lqr", "nmpc", "dp", "policy")
+PLANNERS = ("cem", "icem", "mppi", "ilqr", "ilqr_offline", "lqr", "nmpc", "dp", "policy")
 # nmpc needs the analytic model; policy: MBPO (the learner trains a policy on each model, the
 # controller runs it).
 PLANNERS_FOR_LEARNING = ("cem", "icem", "mppi", "ilqr", "policy")
@@ -77,7 +78,7 @@ class NodeSpec:
 HARDWARE = ("mock", "ros2_control", "loopback")
 
 MPC_ARGUMENTS = [
-    LaunchArgument("robot", "cartpole", "robot config: config/<robot>.yaml, or a path to a parameter file"),
+    LaunchArgument("robot", DEFAULT_ROBOT, "robot config: config/<robot>.yaml, or a path to a parameter file"),
     LaunchArgument("overrides", "", "an extra parameter file applied on top of the robot config (any node's section)"),
     LaunchArgument("mode", "realtime", "realtime: wall-clock physics; lockstep: one step per command, /clock", ("realtime", "lockstep")),
     LaunchArgument("gui", "false", "open the PyBullet GUI", ("true", "false")),
@@ -92,7 +93,7 @@ MPC_ARGUMENTS = [
     LaunchArgument("command_topic", COMMAND_TOPIC, "effort commands the controller writes (a forward_command_controller's)"),
     LaunchArgument("estimator", "ekf", "state estimator between joint_states and the controller; none: "
                    "the controller reads joint_states (and the sim publishes exact states)", ("ekf", "ukf", "none")),
-    LaunchArgument("planner", "cem", "planning algorithm", PLANNERS),
+    LaunchArgument("planner", "", "planning algorithm (empty: the robot config's)", ("", *PLANNERS)),
     LaunchArgument("duration", "0", "stop after this many seconds of robot time (0: run until stopped)"),
     LaunchArgument("summary_path", "", "write the run summary JSON here when the run ends"),
     LaunchArgument("record", "false", "record every topic to MCAP", ("true", "false")),
@@ -171,7 +172,7 @@ def mpc_graph(args: dict[str, str]) -> list[NodeSpec]:
         NodeSpec(
             "controller_node",
             "mpc_controller",
-            [*files, common | {"planner": a["planner"]}],
+            [*files, common | ({"planner": a["planner"]} if a["planner"] else {})],
             remappings=controller_topics,
         )
     )
@@ -180,8 +181,7 @@ def mpc_graph(args: dict[str, str]) -> list[NodeSpec]:
             NodeSpec(
                 "run_monitor",
                 "run_monitor",
-                [*files, common | {"duration": duration, "planner": a["planner"], "summary_path": a["summary_path"],
-                                        "estimator": estimator}],
+                [*files, common | {"duration": duration, "summary_path": a["summary_path"], "estimator": estimator}],
                 remappings=robot_topics + [
                     ("ground_truth", GROUND_TRUTH_TOPIC if use_sim else a["state_topic"]),
                     ("estimate", ESTIMATE_TOPIC if estimator != "none" else a["state_topic"]),
@@ -189,11 +189,32 @@ def mpc_graph(args: dict[str, str]) -> list[NodeSpec]:
                 ends_launch=True,
             )
         )
+    if has_goals(files):  # a reach task: its goals come on /goal_pose (this publisher, rviz, a user's node)
+        nodes.append(NodeSpec("goal_publisher", "goal_publisher", [*files, common | {"subscribers": 1 + int(duration > 0)}],
+                              robot_topics))
     if _bool(a["foxglove"], "foxglove"):
         nodes.append(NodeSpec("foxglove_bridge_node", "foxglove_bridge", [*files, common]))
     if _bool(a["rviz"], "rviz"):
-        nodes += visualization_nodes(config, common, a["state_topic"])
+        nodes += visualization_nodes(files, common, a["state_topic"])
     return nodes
+
+
+def parameters(files: list[str], node: str) -> dict[str, Any]:
+    """``node``'s flat parameters from the parameter files, later files overriding earlier ones."""
+    from mbrl_control.config import node_parameters
+
+    merged: dict[str, Any] = {}
+    for path in files:
+        merged |= node_parameters(path, node)
+    return merged
+
+
+def has_goals(files: list[str]) -> bool:
+    """Whether the robot's task has a goal to reach (a ``link_position`` term): then a goal
+    publisher runs, unless the config turns it off (``goal_publisher.enabled: false``)."""
+    p = parameters(files, "goal_publisher")
+    terms = p.get("task.terms") or []
+    return bool(p.get("enabled", True)) and any(p.get(f"task.{t}.residual") == "link_position" for t in terms)
 
 
 def hardware_nodes(hardware: str, files: list[str], common: dict, topics: list[tuple[str, str]]) -> list[NodeSpec]:
@@ -210,27 +231,47 @@ def hardware_nodes(hardware: str, files: list[str], common: dict, topics: list[t
     return [NodeSpec("driver_node", "driver", [*files, common | {"device": device, "autostart": True}], topics)]
 
 
-def visualization_nodes(config: Path, common: dict, state_topic: str) -> list[NodeSpec]:
-    """robot_state_publisher (TF from joint states) and rviz2: ROS 2 install only."""
-    from mbrl_control.config import node_parameters
-    from mbrl_control.paths import resolve_config_path
-
-    urdf = resolve_config_path(node_parameters(config, "robot_state_publisher").get("urdf", "urdf/cartpole.urdf"))
-    return [
+def visualization_nodes(files: list[str], common: dict, state_topic: str) -> list[NodeSpec]:
+    """robot_state_publisher (TF from joint states), a static transform from ``world`` to the URDF's
+    root link when they differ, and rviz2 with config/<robot>.rviz (else config/mbrl_control.rviz):
+    ROS 2 install only."""
+    p = parameters(files, "robot_state_publisher")
+    urdf = resolve_urdf(p.get("urdf", ""))
+    description, root = robot_description(urdf)
+    frame = parameters(files, "mpc_controller").get("frame_id", "world")
+    robot_rviz = Path(files[0]).with_suffix(".rviz")
+    rviz = robot_rviz if robot_rviz.is_file() else config_dir() / "mbrl_control.rviz"
+    nodes = [
         NodeSpec(
             "robot_state_publisher", "robot_state_publisher",
-            [{"robot_description": urdf.read_text(), "use_sim_time": common["use_sim_time"]}],
+            [{"robot_description": description, "use_sim_time": common["use_sim_time"]}],
             [("joint_states", state_topic)], package="robot_state_publisher",
         ),
-        NodeSpec(
-            "rviz2", "rviz2", [{"use_sim_time": common["use_sim_time"]}], package="rviz2",
-            arguments=["-d", str(config.parent / "mbrl_control.rviz")],
-        ),
+        NodeSpec("rviz2", "rviz2", [{"use_sim_time": common["use_sim_time"]}], package="rviz2", arguments=["-d", str(rviz)]),
     ]
+    if root != frame:
+        nodes.insert(1, NodeSpec("static_transform_publisher", "world_to_robot", [{"use_sim_time": common["use_sim_time"]}],
+                                 package="tf2_ros", arguments=["--frame-id", frame, "--child-frame-id", root]))
+    return nodes
+
+
+def robot_description(urdf: Path) -> tuple[str, str]:
+    """The URDF's text for robot_state_publisher, its relative mesh paths made ``file://`` URIs
+    (rviz resolves no others outside a ROS package), and its root link."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(urdf).getroot()
+    for mesh in root.iter("mesh"):
+        name = mesh.get("filename", "")
+        if name and "://" not in name and not name.startswith("/"):
+            mesh.set("filename", (urdf.parent / name).resolve().as_uri())
+    children = {j.find("child").get("link") for j in root.iter("joint")}
+    links = [link.get("name") for link in root.iter("link") if link.get("name") not in children]
+    return ET.tostring(root, encoding="unicode"), links[0] if links else "world"
 
 
 LEARN_ARGUMENTS = [
-    LaunchArgument("robot", "cartpole", "robot config: config/<robot>.yaml, or a path to a parameter file"),
+    LaunchArgument("robot", DEFAULT_ROBOT, "robot config: config/<robot>.yaml, or a path to a parameter file"),
     LaunchArgument("overrides", "", "an extra parameter file applied on top of the robot config (any node's section)"),
     LaunchArgument("mode", "lockstep", "lockstep: the sim waits for training between episodes; realtime: learning alongside",
                    ("realtime", "lockstep")),

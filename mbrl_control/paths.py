@@ -29,3 +29,17 @@ def resolve_config_path(path: str) -> Path:
     """An absolute path as is; a relative one against the package's config directory."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else config_dir() / p
+
+
+# The robot config a launch uses when none is named (a config/<robot>.yaml).
+DEFAULT_ROBOT = "cartpole"
+
+
+def resolve_urdf(path: str) -> Path:
+    """A URDF path as robot configs give it: absolute, relative to config/, or
+    ``pybullet_data:<path>`` (a file shipped with pybullet, e.g. ``kuka_iiwa/model.urdf``)."""
+    if path.startswith("pybullet_data:"):
+        import pybullet_data
+
+        return Path(pybullet_data.getDataPath()) / path.split(":", 1)[1]
+    return resolve_config_path(path)

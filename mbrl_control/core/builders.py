@@ -7,6 +7,7 @@ the same objects from the same values, and nothing here knows any robot by name.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ from mbrl_control.core.tasks.base import Task
 from mbrl_control.core.tasks.critic_terminal import ValueFunctionTerminalCost, ValueTerminalConfig
 from mbrl_control.core.tasks.lqr_terminal import LQRTerminalCost
 from mbrl_control.core.tasks.residual import ResidualTask, build_residual_task
+from mbrl_control.core.tasks.terms import LinkPosition
 from mbrl_control.core.tasks.value_terminal import ValueTerminalCost
 from mbrl_control.core.util import dataclass_from, section, setting
 
@@ -109,6 +111,11 @@ def build_model(spec: RobotSpec, dt: float | None = None, dynamics: str = "rigid
                              integrator=integrator, gravity=spec.gravity)
 
 
+def model_from_params(spec: RobotSpec, p: Mapping[str, Any]) -> DynamicsModel:
+    """The analytic model configured by ``model.*`` in the flat parameters ``p``."""
+    return build_model(spec, **dataclasses.asdict(dataclass_from(ModelConfig, section(dict(p), "model"))))
+
+
 def build_kinematics(spec: RobotSpec, model: DynamicsModel | None = None) -> RigidBodyDynamics:
     """Forward kinematics of the robot: the analytic model itself when it is the rigid-body one."""
     if isinstance(model, RigidBodyDynamics):
@@ -117,14 +124,24 @@ def build_kinematics(spec: RobotSpec, model: DynamicsModel | None = None) -> Rig
                              gravity=spec.gravity)
 
 
-def build_task(spec: RobotSpec, p: Mapping[str, Any], kinematics: RigidBodyDynamics | None = None) -> ResidualTask:
-    """The task of ``task.*`` in ``p``; its points on links (goals, markers) by ``kinematics``."""
-    kinematics = kinematics or build_kinematics(spec)
+def link_position_of(kinematics: RigidBodyDynamics) -> LinkPosition:
+    """``(q, link, offset) -> [..., 3]``: where a point on a link is, by ``kinematics``."""
 
     def link_position(q: torch.Tensor, link: str, offset: torch.Tensor) -> torch.Tensor:
         return kinematics.forward_kinematics(q, link, offset)[0]
 
-    return build_residual_task(spec, dict(p), link_position)
+    return link_position
+
+
+def build_task(spec: RobotSpec, p: Mapping[str, Any], kinematics: RigidBodyDynamics | None = None) -> ResidualTask:
+    """The task of ``task.*`` in ``p``; its points on links (goals, markers) by ``kinematics``."""
+    return build_residual_task(spec, dict(p), link_position_of(kinematics or build_kinematics(spec)))
+
+
+def task_from_params(p: Mapping[str, Any]) -> ResidualTask:
+    """The robot's task alone (monitors that judge runs need no dynamics)."""
+    spec = robot_spec(p)
+    return build_task(spec, p, build_kinematics(spec))
 
 
 @dataclass
@@ -144,7 +161,7 @@ class Robot:
 def build_robot(p: Mapping[str, Any], urdf: str | Path | None = None) -> Robot:
     """The robot of the flat parameters ``p`` (``RobotConfig``'s, ``model.*``, ``task.*``)."""
     spec = robot_spec(p, urdf)
-    model = build_model(spec, **dataclass_from(ModelConfig, section(dict(p), "model")).__dict__)
+    model = model_from_params(spec, p)
     kinematics = build_kinematics(spec, model)
     return Robot(spec, model, build_task(spec, p, kinematics), kinematics)
 

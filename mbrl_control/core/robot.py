@@ -19,6 +19,7 @@ import numpy as np
 
 from mbrl_control.core.dynamics.urdf import read_urdf
 from mbrl_control.core.util import setting
+from mbrl_control.paths import resolve_urdf
 
 DYNAMICS = ("rigid_body", "cartpole")
 SAFE_COMMANDS = ("zero", "gravity_hold")
@@ -106,17 +107,6 @@ class RobotSpec:
         if unknown:
             raise RobotSpecError(f"parameter '{parameter}': joints {unknown} are not state joints {list(self.state_joints)}")
         return tuple(self.state_joints.index(j) for j in joints)
-
-
-def resolve_urdf(path: str) -> Path:
-    """A URDF path from the ``urdf`` parameter: absolute, relative to config/, or in pybullet_data."""
-    if path.startswith("pybullet_data:"):
-        import pybullet_data
-
-        return Path(pybullet_data.getDataPath()) / path.split(":", 1)[1]
-    from mbrl_control.paths import resolve_config_path
-
-    return resolve_config_path(path)
 
 
 def robot_spec(p: Mapping[str, Any], urdf: str | Path | None = None) -> RobotSpec:

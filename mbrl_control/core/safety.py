@@ -8,8 +8,12 @@ zeroes a stale command, and an e-stop that latches until someone resets it delib
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from mbrl_control.core.robot import RobotSpec
 
 
 @dataclass(frozen=True)
@@ -22,9 +26,10 @@ class JointLimits:
     velocity: np.ndarray
 
     @classmethod
-    def unlimited(cls, n: int) -> "JointLimits":
-        inf = np.full(n, np.inf)
-        return cls(inf, -inf, inf, inf)
+    def of_commanded_joints(cls, spec: "RobotSpec") -> "JointLimits":
+        """The URDF's limits of a robot's command joints (command order)."""
+        i = list(spec.command_index)
+        return cls(spec.effort_limit.copy(), spec.position_lower[i], spec.position_upper[i], spec.velocity_limit[i])
 
 
 def limit_effort(effort: np.ndarray, position: np.ndarray, velocity: np.ndarray, limits: JointLimits) -> np.ndarray:
@@ -87,45 +92,64 @@ class CommandWatchdog:
 RUNNING, DEGRADED, STOPPED = "running", "degraded", "stopped"
 
 
+STALE_ACTIONS = ("zero", "hold", "gravity_hold")
+
+
 @dataclass(frozen=True)
 class SafetyConfig:
     effort_limit: np.ndarray  # per commanded joint
     rate_limit: float = np.inf  # max effort change per second in normal operation
     state_timeout: float = 0.1  # [s] an older state is stale
-    stale_action: str = "zero"  # 'zero', or 'hold' the last command for at most hold_timeout
+    # The safe command: 'zero' effort (a cart-pole, anything that rests safely unpowered), 'hold' the
+    # last command for at most hold_timeout, or 'gravity_hold' (an arm: the effort that holds it
+    # where it was last seen against gravity; the layer's ``hold_effort``).
+    stale_action: str = "zero"
     hold_timeout: float = 0.2  # [s]
+    limits: JointLimits | None = None  # with a state, effort past a position or velocity limit is refused
 
     def __post_init__(self) -> None:
-        if self.stale_action not in ("zero", "hold"):
-            raise ValueError(f"stale_action must be 'zero' or 'hold', got '{self.stale_action}'")
+        if self.stale_action not in STALE_ACTIONS:
+            raise ValueError(f"stale_action must be one of {', '.join(STALE_ACTIONS)}, got '{self.stale_action}'")
 
 
 class SafetyLayer:
     """The last word on every command the controller sends.
 
-    Normal operation (``running``): the planner's action, clamped to the effort limits and
-    rate-limited. ``degraded``: the state is stale or the plan was unusable (non-finite), so the
-    command is zero, or the last good command held briefly when configured to. ``stopped``: the
-    e-stop is latched and the command is zero until it is reset. Going safe is never
-    rate-limited: a zero command goes out on the very tick the fault is seen.
+    Normal operation (``running``): the planner's action, clamped to the effort limits,
+    rate-limited, and (given the commanded joints' state) refused where it would push a joint
+    further past its position or velocity limit. ``degraded``: the state is stale or the plan was
+    unusable (non-finite), so the safe command goes out (``stale_action``). ``stopped``: the e-stop
+    is latched and the safe command goes out until it is reset (zero effort; for ``gravity_hold``
+    the gravity hold, a controlled stop that keeps an arm where it is). Going safe is never
+    rate-limited: the safe command goes out on the very tick the fault is seen.
+
+    ``hold_effort()``: the gravity-hold effort, computed by the caller from the last state it saw
+    (required with ``stale_action='gravity_hold'``).
     """
 
-    def __init__(self, config: SafetyConfig) -> None:
+    def __init__(self, config: SafetyConfig, hold_effort: "Callable[[], np.ndarray] | None" = None) -> None:
+        if config.stale_action == "gravity_hold" and hold_effort is None:
+            raise ValueError("stale_action 'gravity_hold' needs a hold_effort function (the robot's gravity torques)")
         self.config = config
+        self.hold_effort = hold_effort
         self.estop = EStopLatch()
         self.mode = RUNNING
         self.reason = ""
         self.last_command = np.zeros_like(config.effort_limit, dtype=float)
         self.last_good_time: float | None = None
-        self.counts = {"stale_state": 0, "unsafe_plan": 0, "clamped": 0, "rate_limited": 0, "estop": 0}
+        self.counts = {"stale_state": 0, "unsafe_plan": 0, "clamped": 0, "rate_limited": 0, "joint_limited": 0,
+                       "estop": 0}
 
-    def command(self, now: float, action: np.ndarray | None, state_age: float, dt: float) -> np.ndarray:
-        """The command to send at time ``now`` given the planner's ``action`` (None: no plan)."""
+    def command(self, now: float, action: np.ndarray | None, state_age: float, dt: float,
+                position: np.ndarray | None = None, velocity: np.ndarray | None = None) -> np.ndarray:
+        """The command to send at time ``now`` given the planner's ``action`` (None: no plan);
+        ``position``, ``velocity``: the commanded joints' state, for the joint-limit check."""
         cfg = self.config
         zero = np.zeros_like(self.last_command)
         if self.estop.latched:
             self.counts["estop"] += 1
-            return self._emit(zero, STOPPED, "e-stop latched")
+            stop = self._gravity_hold() if cfg.stale_action == "gravity_hold" else zero
+            return self._emit(stop, STOPPED, "e-stop latched")
         if not state_age <= cfg.state_timeout:  # also catches NaN and inf (no state yet)
             self.counts["stale_state"] += 1
             return self._emit(self._fallback(now, zero), DEGRADED, "state stale")
@@ -137,11 +161,17 @@ class SafetyLayer:
         step = cfg.rate_limit * dt
         limited = np.clip(clamped, self.last_command - step, self.last_command + step)
         self.counts["rate_limited"] += int(not np.array_equal(limited, clamped))
+        if cfg.limits is not None and position is not None and velocity is not None:
+            within = limit_effort(limited, position, velocity, cfg.limits)
+            self.counts["joint_limited"] += int(not np.array_equal(within, limited))
+            limited = within
         self.last_good_time = now
         return self._emit(limited, RUNNING, "")
 
     def _fallback(self, now: float, zero: np.ndarray) -> np.ndarray:
         cfg = self.config
+        if cfg.stale_action == "gravity_hold":
+            return self._gravity_hold()
         if (
             cfg.stale_action == "hold"
             and self.last_good_time is not None
@@ -149,6 +179,12 @@ class SafetyLayer:
         ):
             return self.last_command
         return zero
+
+    def _gravity_hold(self) -> np.ndarray:
+        effort = np.asarray(self.hold_effort(), dtype=float)
+        if not np.all(np.isfinite(effort)):  # no state ever seen, or a broken model: nothing better than zero
+            return np.zeros_like(self.last_command)
+        return np.clip(effort, -self.config.effort_limit, self.config.effort_limit)
 
     def _emit(self, command: np.ndarray, mode: str, reason: str) -> np.ndarray:
         self.mode, self.reason = mode, reason

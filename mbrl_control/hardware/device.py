@@ -41,6 +41,16 @@ class Device(abc.ABC):
     @abc.abstractmethod
     def write(self, effort: np.ndarray) -> None: ...
 
+    def safe_stop(self) -> np.ndarray:
+        """Called every loop while the driver must not drive the joints (e-stop latched, inactive,
+        no fresh command); returns the efforts it applied. Zero effort here, which is safe for a
+        robot that rests safely unpowered (a cart-pole, a wheeled base). An arm must not go limp:
+        its ``Device`` overrides this to engage its brakes (or, without brakes, to command its own
+        gravity compensation) and returns what it applied."""
+        effort = np.zeros(len(self.joints))
+        self.write(effort)
+        return effort
+
 
 class LoopbackDevice(Device):
     """Each joint a unit mass with viscous damping, integrated on every read: efforts written

@@ -1,9 +1,15 @@
 """The MPC controller node: replans every control tick with the chosen planner and publishes the
 first action as an effort command.
 
-Topics: subscribes ``joint_states`` (sensor_msgs/JointState; remap it to an estimator's output),
-publishes ``effort_controller/commands`` (std_msgs/Float64MultiArray, ``command_joints`` order),
-``~/plan`` (visualization_msgs/MarkerArray, throttled) and ``/diagnostics``.
+Topics: subscribes ``joint_states`` (sensor_msgs/JointState; remap it to an estimator's output)
+and, when the task has a goal, ``/goal_pose`` (geometry_msgs/PoseStamped, as rviz's goal tool
+sends it; its position is the goal of the task's reach point, clamped into the reachable region
+with the reason logged), publishes ``effort_controller/commands`` (std_msgs/Float64MultiArray,
+``command_joints`` order), ``~/plan`` (visualization_msgs/MarkerArray, throttled: the planned path
+of the robot's keypoints and the goal) and ``/diagnostics``.
+
+The robot is data (its URDF and config/<robot>.yaml): the model, the task and what a safe command
+is come from ``mbrl_control.core.builders``; nothing here knows a robot by name.
 
 Timing: in ``realtime`` mode a timer ticks at ``control_rate`` and the planner gets a deadline of
 ``deadline_fraction`` of the period, so a tick never holds the executor longer than one period. In
@@ -32,6 +38,7 @@ import time
 
 import numpy as np
 import torch
+from geometry_msgs.msg import PoseStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -41,12 +48,12 @@ from std_msgs.msg import Bool, Float64MultiArray, Int32, MultiArrayDimension
 from std_srvs.srv import SetBool, Trigger
 from visualization_msgs.msg import MarkerArray
 
-from mbrl_control.core.builders import MODELS, PLANNERS, TERMINALS, build_mpc, planner_config_class
+from mbrl_control.core.builders import MODELS, PLANNERS, TERMINALS, ModelConfig, build_mpc, planner_config_class
 from mbrl_control.core.dynamics.ensemble import EnsembleConfig, PropagationConfig
 from mbrl_control.core.learning.sample_layout import SampleLayout
 from mbrl_control.core.mbpo.config import MBPOConfig
 from mbrl_control.core.planners.random import RandomConfig, RandomPlanner
-from mbrl_control.core.safety import DEGRADED, RUNNING, STOPPED, SafetyConfig, SafetyLayer
+from mbrl_control.core.safety import DEGRADED, RUNNING, STALE_ACTIONS, STOPPED, JointLimits, SafetyConfig, SafetyLayer
 from mbrl_control.core.tasks.critic_terminal import ValueTerminalConfig
 from mbrl_control.core.timing import TickStats
 from mbrl_control.core.util import dataclass_from, section
@@ -54,20 +61,23 @@ from mbrl_control.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
 from mbrl_control.nodes.joint_io import JointStateReader, command_message
 from mbrl_control.nodes.markers import goal_marker, plan_markers
 from mbrl_control.nodes.model_receiver import MODEL_QOS, ModelReceiver
-from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters, specs_from, urdf_param
+from mbrl_control.nodes.params import (
+    ROBOT_PARAMS,
+    ParameterError,
+    ParamSpec,
+    declare_parameters,
+    declare_task_parameters,
+    specs_from,
+    urdf_param,
+)
 from mbrl_control.nodes.policy_receiver import PolicyReceiver
 from mbrl_control.nodes.runtime import main_for
 
 TIMING_FIELDS = "tick_ms,plan_cost,plan_iterations,state_age_ms,seq,lateness_ms,sample_sent"
 
 PARAMS = [
-    ParamSpec("robot", "cartpole", "robot model and task", choices=("cartpole",)),
-    ParamSpec("urdf", "urdf/cartpole.urdf", "robot URDF; relative paths are under the package's config/"),
-    ParamSpec("gravity", 9.81, "gravity [m/s^2]", 0.0, 30.0),
+    *ROBOT_PARAMS,
     ParamSpec("mode", "realtime", "realtime: timer ticks; lockstep: ticks on sim states", choices=("realtime", "lockstep")),
-    ParamSpec("control_rate", 50.0, "control ticks per second [Hz]", 1.0, 1000.0),
-    ParamSpec("state_joints", ["slider_to_cart", "cart_to_pole"], "joints of the state vector, in order"),
-    ParamSpec("command_joints", ["slider_to_cart"], "actuated joints, in the order of the command array"),
     ParamSpec("planner", "cem", "planning algorithm", choices=PLANNERS),
     ParamSpec("model", "analytic", "plan on the analytic model, or on the learned ensemble the learner publishes", choices=MODELS),
     ParamSpec("compile", True, "fuse the rollout with torch.compile (falls back to eager without a compiler)"),
@@ -78,26 +88,18 @@ PARAMS = [
     ParamSpec("fault.duration", 0.0, "fault injection: window length [s]; 0: no fault", 0.0, 1e7),
     ParamSpec("lockstep_watchdog", 0.5, "lockstep: tick anyway (safe command if stale) after this wall time without a state since the last tick ended [s]", 0.01, 60.0),
     ParamSpec("state_timeout", 0.1, "a state older than this is stale: the safe command goes out [s]", 0.001, 10.0),
-    ParamSpec("safety.stale_action", "zero", "command while the state is stale or a plan unusable", choices=("zero", "hold")),
+    ParamSpec("safety.stale_action", "zero", "command while the state is stale or a plan unusable: zero effort, hold the last "
+              "command, or gravity_hold (the effort holding the robot where it was last seen: an arm)", choices=STALE_ACTIONS),
     ParamSpec("safety.hold_timeout", 0.2, "'hold' keeps the last command at most this long, then zero [s]", 0.0, 10.0),
-    ParamSpec("safety.rate_limit", 2000.0, "max command change per second in normal operation [N/s]", 0.0, 1e9),
+    ParamSpec("safety.rate_limit", 2000.0, "max command change per second in normal operation [N/s or N m/s]", 0.0, 1e9),
     ParamSpec("marker_rate", 10.0, "rate of ~/plan markers [Hz]; 0 disables them", 0.0, 100.0),
     ParamSpec("diagnostics_rate", 1.0, "diagnostics publish rate [Hz]", 0.1, 100.0),
     ParamSpec("frame_id", "world", "fixed frame of the markers"),
-    ParamSpec("model.integrator", "rk4", "analytic model integrator", choices=("rk4", "euler")),
-    ParamSpec("model.substeps", 1, "integrator substeps per control period", 1, 100),
-    ParamSpec("cost.angle", 1.0, "weight on 1 - cos(pole angle)", 0.0, 1e6),
-    ParamSpec("cost.position", 0.1, "weight on cart position^2", 0.0, 1e6),
-    ParamSpec("cost.velocity", 0.01, "weight on cart velocity^2", 0.0, 1e6),
-    ParamSpec("cost.angular_velocity", 0.005, "weight on pole angular velocity^2", 0.0, 1e6),
-    ParamSpec("cost.action", 1e-4, "weight on force^2", 0.0, 1e6),
-    ParamSpec("cost.track_barrier", 100.0, "weight on excursion beyond the soft track limit^2", 0.0, 1e9),
-    ParamSpec("cost.track_margin", 0.4, "soft track limit inside the hard one [m]", 0.0, 10.0),
-    ParamSpec("cost.terminal", 5.0, "terminal state cost multiplier", 0.0, 1e6),
+    *specs_from(ModelConfig, "model"),
     ParamSpec("terminal", "task", "terminal cost of sampling planners and iLQR: the task's, the LQR cost-to-go, the DP value, or MBPO's critic",
               choices=TERMINALS),
     ParamSpec("terminal_weight", 1.0, "multiplier of an lqr or dp terminal cost", 0.0, 1e6),
-    *[spec for name in PLANNERS for spec in specs_from(planner_config_class(name), name)],
+    *[spec for name in PLANNERS for spec in specs_from(planner_config_class(name), name, exclude=("periodic",))],
     *specs_from(EnsembleConfig, "ensemble", exclude=("angle_dims",)),  # angles come from the URDF
     *specs_from(PropagationConfig, "propagation"),
     *specs_from(ValueTerminalConfig, "value"),
@@ -110,23 +112,21 @@ PARAMS = [
 class ControllerNode(Node):
     def __init__(self) -> None:
         super().__init__("mpc_controller")
-        p = declare_parameters(self, PARAMS)
+        p = declare_task_parameters(self, declare_parameters(self, PARAMS))
         self.p = p
         torch.set_num_threads(p["torch_threads"])
         self.period = 1.0 / p["control_rate"]
         self.lockstep = p["mode"] == "lockstep"
-        urdf = urdf_param(p)
+        urdf_param(p)  # a missing URDF is named as such
         try:
-            mpc = build_mpc(p, urdf)
+            mpc = build_mpc(p)
         except ValueError as exc:
             raise ParameterError(f"planner parameters: {exc}") from exc
+        self.robot, self.spec = mpc.robot, mpc.robot.spec
         self.model, self.task, self.planner, self.fallback = mpc.model, mpc.task, mpc.planner, mpc.fallback
         self.policy_pending = mpc.policy_pending  # explore until the learner's first policy
-        if len(p["state_joints"]) * 2 != self.task.state_dim:
-            raise ParameterError(f"parameter 'state_joints' needs {self.task.state_dim // 2} joints")
-        if len(p["command_joints"]) != self.task.action_dim:
-            raise ParameterError(f"parameter 'command_joints' needs {self.task.action_dim} joints")
         self.action_high = self.task.action_high.numpy().astype(np.float64)
+        self.command_index = list(self.spec.command_index)
         self.learned = p["model"] == "learned"
         # Learning from scratch: explore with random actions until the first model (and, for
         # planner:=policy, the first MBPO policy) arrives.
@@ -137,6 +137,7 @@ class ControllerNode(Node):
         self.explorer = RandomPlanner(self.task.action_low, self.task.action_high, self.task.state_dim,
                                       dataclass_from(RandomConfig, section(p, "explore")))
 
+        self.held_position: np.ndarray | None = None  # the joints' positions last seen (gravity hold)
         self.safety = SafetyLayer(
             SafetyConfig(
                 effort_limit=self.action_high,
@@ -144,9 +145,11 @@ class ControllerNode(Node):
                 state_timeout=p["state_timeout"],
                 stale_action=p["safety.stale_action"],
                 hold_timeout=p["safety.hold_timeout"],
-            )
+                limits=JointLimits.of_commanded_joints(self.spec),
+            ),
+            hold_effort=self._gravity_hold_effort,
         )
-        self.reader = JointStateReader(p["state_joints"])
+        self.reader = JointStateReader(list(self.spec.state_joints))
         self.state: np.ndarray | None = None
         self.state_stamp: Time | None = None
         self.stats = TickStats(self.period)
@@ -190,6 +193,9 @@ class ControllerNode(Node):
         self.state_sub = self.create_subscription(JointState, "joint_states", self._on_state, qos_profile_sensor_data)
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.create_subscription(Bool, "/estop", lambda m: self.safety.estop.update(m.data), reliable)
+        self.goals = {"received": 0, "clamped": 0, "rejected": 0}
+        if self.task.has_goal:  # rviz's 2D Goal Pose tool and `ros2 topic pub /goal_pose` publish here
+            self.create_subscription(PoseStamped, "/goal_pose", self._on_goal, reliable)
         self.create_service(Trigger, "~/reset_estop", self._on_reset_estop)
         if self.lockstep:
             # Ticks follow the states; if they stop coming (sensor dropout), tick anyway so the sim,
@@ -222,6 +228,7 @@ class ControllerNode(Node):
             self.reader.rejected["out of order"] += 1
             return
         self.state, self.state_stamp = x, stamp
+        self.held_position = x[: self.spec.nq]
         if self.lockstep:
             # The sim advances only on our command: tick on the state of the next tick time.
             if self.next_tick_ns is None or stamp.nanoseconds >= self.next_tick_ns - self.period * 0.5e9:
@@ -271,7 +278,10 @@ class ControllerNode(Node):
         # Before the first state (start-up, a new episode) the robot is not lost but not yet seen:
         # the same safe command, counted apart from a state that went stale.
         self.waiting_ticks += int(self.state_stamp is None and not self.safety.estop.latched)
-        command = self.safety.command(time.monotonic(), action, age, self.period)
+        commanded = None if self.state is None else (self.state[self.command_index],
+                                                      self.state[[self.spec.nq + i for i in self.command_index]])
+        command = self.safety.command(time.monotonic(), action, age, self.period, *(commanded or (None, None)))
+        self.task.set_last_command(command)  # command_rate terms price the next plan against it
         self.command_pub.publish(command_message(command))
         seq, self.seq = self.seq, self.seq + 1
         if action is not None:
@@ -364,6 +374,32 @@ class ControllerNode(Node):
         self.get_logger().info(f"reset_estop: {response.message}")
         return response
 
+    def _on_goal(self, msg: PoseStamped) -> None:
+        """A goal for the task's reach point (the orientation is not part of the task); in the
+        markers' fixed frame, or refused. One outside the reachable region is clamped into it."""
+        self.goals["received"] += 1
+        frame = msg.header.frame_id.lstrip("/")
+        position = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
+        if frame not in ("", self.p["frame_id"]) or not np.all(np.isfinite(position)):
+            self.goals["rejected"] += 1
+            why = f"frame '{frame}' is not '{self.p['frame_id']}'" if frame not in ("", self.p["frame_id"]) else "not finite"
+            self.get_logger().warn(f"goal {position.tolist()} refused: {why}")
+            return
+        reason = self.task.set_goal(position)
+        self.goals["clamped"] += int(bool(reason))
+        goal = np.round(self.task.goal_position(), 3).tolist()
+        self.get_logger().info(f"new goal {goal}" + (f" (clamped: {reason})" if reason else ""))
+        self.planner.reset()  # the warm start went to the old goal
+
+    def _gravity_hold_effort(self) -> np.ndarray:
+        """The effort that holds the commanded joints where they were last seen, against gravity
+        (from the URDF's model); NaN before any state."""
+        if self.held_position is None:
+            return np.full(self.task.action_dim, np.nan)
+        q = torch.as_tensor(self.held_position, dtype=torch.float32).unsqueeze(0)
+        with torch.no_grad():
+            return self.robot.kinematics.gravity_torques(q)[0, self.command_index].double().numpy()
+
     # -- monitoring --------------------------------------------------------------------------
     def _maybe_publish_markers(self) -> None:
         rate = self.p["marker_rate"]
@@ -376,8 +412,7 @@ class ControllerNode(Node):
         stamp = self.get_clock().now().to_msg()
         keypoints = self.task.keypoints(self.last_plan.states.double().numpy())
         markers = plan_markers(keypoints, stamp, self.p["frame_id"])
-        goal = self.task.keypoints(np.zeros((1, self.task.state_dim)))[0, -1]
-        markers.markers.append(goal_marker(goal, stamp, self.p["frame_id"]))
+        markers.markers.append(goal_marker(self.task.goal_position(), stamp, self.p["frame_id"]))
         self.marker_pub.publish(markers)
 
     def _publish_diagnostics(self) -> None:
@@ -404,6 +439,7 @@ class ControllerNode(Node):
             "waiting_ticks": self.waiting_ticks,
             "unsafe_plans": counts["unsafe_plan"],
             "clamped_commands": counts["clamped"],
+            "joint_limited_commands": counts["joint_limited"],
             "rate_limited_commands": counts["rate_limited"],
             "estop_latched": self.safety.estop.latched,
             "estop_ticks": counts["estop"],
@@ -412,6 +448,8 @@ class ControllerNode(Node):
             **{f"fallback_{k}": v for k, v in self.fallbacks.items()},
             "rejected_states": self.reader.rejected_total,
             "state_age_ms": f"{age:.1f}",
+            **({f"goals_{k}": v for k, v in self.goals.items()} | {"goal": " ".join(f"{v:.3f}" for v in self.task.goal_position())}
+               if self.task.has_goal else {}),
             "warmup_s": f"{self.warmup_s:.2f}",
         }
         for receiver in (self.receiver, self.policy_receiver):

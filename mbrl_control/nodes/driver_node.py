@@ -29,17 +29,17 @@ from mbrl_control.core.safety import CommandWatchdog, EStopLatch, JointLimits, l
 from mbrl_control.hardware.device import Device, load_device_class
 from mbrl_control.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
 from mbrl_control.nodes.joint_io import read_command
-from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters
+from mbrl_control.nodes.params import ROBOT_PARAMS, ParameterError, ParamSpec, declare_parameters, robot_spec_param
 from mbrl_control.nodes.runtime import main_for
 
 PARAMS = [
+    *ROBOT_PARAMS,  # the device's joints are the state joints, in the order of the published state
     ParamSpec("device", "mbrl_control.hardware.device:LoopbackDevice", "device class, 'package.module:Class'"),
-    ParamSpec("joints", ["slider_to_cart", "cart_to_pole"], "device joints, in the order of the published state"),
-    ParamSpec("command_joints", ["slider_to_cart"], "actuated joints, in the order of the command array"),
-    ParamSpec("limits.effort", [20.0, 0.0], "effort limit per joint [N or N m]", 0.0, 1e6),
-    ParamSpec("limits.position_lower", [-2.4, -1e9], "lower position limit per joint"),
-    ParamSpec("limits.position_upper", [2.4, 1e9], "upper position limit per joint"),
-    ParamSpec("limits.velocity", [10.0, 1e9], "velocity limit per joint", 0.0, 1e12),
+    # The URDF's limits hold; these can only tighten them (empty: the URDF's).
+    ParamSpec("limits.effort", [], "effort limit per command joint [N or N m], below the URDF's", 0.0, 1e6, element=float),
+    ParamSpec("limits.position_lower", [], "lower position limit per state joint, above the URDF's", element=float),
+    ParamSpec("limits.position_upper", [], "upper position limit per state joint, below the URDF's", element=float),
+    ParamSpec("limits.velocity", [], "velocity limit per state joint, below the URDF's", 0.0, 1e12, element=float),
     ParamSpec("rate", 100.0, "read/write loop rate [Hz]", 1.0, 10000.0),
     ParamSpec("command_timeout", 0.1, "a command older than this means zero effort [s]", 0.001, 10.0),
     ParamSpec("autostart", False, "configure and activate on start"),
@@ -52,17 +52,11 @@ class DriverNode(LifecycleNode):
         super().__init__("driver")
         p = declare_parameters(self, PARAMS)
         self.p = p
-        n = len(p["joints"])
-        for name in ("limits.effort", "limits.position_lower", "limits.position_upper", "limits.velocity"):
-            if len(p[name]) != n:
-                raise ParameterError(f"parameter '{name}' needs {n} values (one per joint)")
-        missing = [j for j in p["command_joints"] if j not in p["joints"]]
-        if missing:
-            raise ParameterError(f"parameter 'command_joints': {missing} are not in 'joints'")
+        spec = robot_spec_param(p)
+        self.joints = list(spec.state_joints)
         self.device_class = load_device_class(p["device"])
-        self.limits = JointLimits(*(np.array(p[f"limits.{k}"], dtype=float)
-                                    for k in ("effort", "position_lower", "position_upper", "velocity")))
-        self.actuated = [p["joints"].index(j) for j in p["command_joints"]]
+        self.actuated = list(spec.command_index)
+        self.limits = self._limits(spec)
         self.device: Device | None = None
         self.active = False
         self.command = np.zeros(len(self.actuated))
@@ -81,6 +75,29 @@ class DriverNode(LifecycleNode):
         if p["autostart"]:
             self._autostart = self.create_timer(0.0, self._start)
 
+    def _limits(self, spec) -> JointLimits:
+        """Per device joint: the URDF's limits, tightened by ``limits.*`` (passive joints take no effort)."""
+        effort = np.zeros(spec.nq)
+        effort[self.actuated] = spec.effort_limit
+        urdf = {"effort": effort, "position_lower": spec.position_lower, "position_upper": spec.position_upper,
+                "velocity": spec.velocity_limit}
+        sizes = {"effort": spec.action_dim, "position_lower": spec.nq, "position_upper": spec.nq, "velocity": spec.nq}
+        tighter = {"position_lower": np.maximum}
+        out = {}
+        for key, base in urdf.items():
+            given = self.p[f"limits.{key}"]
+            if not given:
+                out[key] = base.copy()
+                continue
+            if len(given) != sizes[key]:
+                raise ParameterError(f"parameter 'limits.{key}' needs {sizes[key]} values, or none for the URDF's")
+            values = np.array(given, dtype=float)
+            if key == "effort":
+                values, full = np.zeros(spec.nq), values
+                values[self.actuated] = full
+            out[key] = tighter.get(key, np.minimum)(base, values)
+        return JointLimits(out["effort"], out["position_lower"], out["position_upper"], out["velocity"])
+
     def _start(self) -> None:
         self._autostart.cancel()
         self.destroy_timer(self._autostart)
@@ -90,7 +107,7 @@ class DriverNode(LifecycleNode):
     # -- lifecycle ---------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            self.device = self.device_class(self.p["joints"])
+            self.device = self.device_class(self.joints)
             self.device.open()
         except Exception as exc:  # a device that cannot open leaves the node unconfigured
             self.get_logger().error(f"cannot open device {self.p['device']}: {exc}")
@@ -133,7 +150,7 @@ class DriverNode(LifecycleNode):
 
     def _write_zero(self) -> None:
         if self.device is not None:
-            self.device.write(np.zeros(len(self.p["joints"])))
+            self.device.safe_stop()
 
     # -- commands and the loop ---------------------------------------------------------------
     def _on_command(self, msg: Float64MultiArray) -> None:
@@ -150,16 +167,18 @@ class DriverNode(LifecycleNode):
 
     def _loop(self) -> None:
         reading = self.device.read()
-        effort = np.zeros(len(self.p["joints"]))
+        effort = np.zeros(len(self.joints))
         if self.active and not self.estop.latched and self.watchdog.fresh(time.monotonic()):
             effort[self.actuated] = self.command
             limited = limit_effort(effort, reading.position, reading.velocity, self.limits)
             self.counts["clamped"] += int(not np.array_equal(limited, effort))
             effort = limited
-        self.device.write(effort)
+            self.device.write(effort)
+        else:  # not driven: what the device says is safe (zero effort; an arm's brakes)
+            effort = self.device.safe_stop()
         msg = JointState()
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.name = list(self.p["joints"])
+        msg.name = list(self.joints)
         msg.position = reading.position.tolist()
         msg.velocity = reading.velocity.tolist()
         msg.effort = effort.tolist()
@@ -171,9 +190,9 @@ class DriverNode(LifecycleNode):
 
     def _publish_diagnostics(self) -> None:
         if self.estop.latched:
-            level, message = ERROR, "e-stop latched: zero effort"
+            level, message = ERROR, "e-stop latched: the device's safe stop"
         elif not self.active:
-            level, message = WARN, "inactive: zero effort"
+            level, message = WARN, "inactive: the device's safe stop"
         else:
             level, message = OK, "active"
         self.diagnostics.publish(level, message, {

@@ -9,7 +9,7 @@ so every episode after the first is planned on a model trained on all earlier on
 (a real robot) learning runs alongside and models arrive when they are ready.
 
 The controller explores with random actions until the first model arrives. Per episode the
-manager records the return (the controller's per-tick rewards), success and upright fraction
+manager records the return (the controller's per-tick rewards), success and the fraction of time within the task's tolerance
 (the task's criteria on the ground-truth state), and the model version in use; at the end it
 writes ``learning_curve.json`` and ``learning_curve.png`` and exits, which ends the launch.
 """
@@ -31,25 +31,29 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, Int32, String
 from std_srvs.srv import SetBool, Trigger
 
-from mbrl_control.core.builders import build_task, robot_params
+from mbrl_control.core.builders import task_from_params
 from mbrl_control.nodes.diagnostics import values_of
 from mbrl_control.nodes.joint_io import JointStateReader
 from mbrl_control.nodes.model_receiver import MODEL_QOS
-from mbrl_control.nodes.params import ParamSpec, declare_parameters, urdf_param
+from mbrl_control.nodes.params import (
+    ROBOT_PARAMS,
+    ParameterError,
+    ParamSpec,
+    declare_parameters,
+    declare_task_parameters,
+    urdf_param,
+)
 from mbrl_control.nodes.runtime import NodeDone, main_for
 
 PARAMS = [
-    ParamSpec("robot", "cartpole", "robot and task", choices=("cartpole",)),
-    ParamSpec("urdf", "urdf/cartpole.urdf", "robot URDF; relative paths are under the package's config/"),
-    ParamSpec("gravity", 9.81, "gravity [m/s^2]", 0.0, 30.0),
-    ParamSpec("state_joints", ["slider_to_cart", "cart_to_pole"], "joints of the state vector, in order"),
+    *ROBOT_PARAMS,
     ParamSpec("episodes", 10, "episodes to run", 1, 100000),
     ParamSpec("episode_length", 10.0, "robot time per episode [s]", 0.5, 3600.0),
     ParamSpec("reset", "initial", "sim reset per episode: its configured initial state, or a random one",
               choices=("initial", "random")),
-    ParamSpec("fall_angle", 0.0, "end an episode early once the pole is this far from upright [rad] (a balance "
-              "task's termination, as in gym's; the episode counts as failed); 0: episodes run their full length",
-              0.0, 3.2),
+    ParamSpec("fail_error", 0.0, "end an episode early, as failed, once the task's error (its distance from the "
+              "success tolerance's target: a pole's angle from upright, a point's distance to its goal) exceeds this "
+              "[rad or m] (a balance task's termination, as in gym's); 0: episodes run their full length", 0.0, 100.0),
     ParamSpec("wait_for_model", True, "pause between episodes until the learner has trained on them"),
     ParamSpec("training_timeout", 600.0, "longest wait for a training round [s, wall]", 1.0, 86400.0),
     ParamSpec("output_dir", "", "learning_curve.json/.png go here; empty: runs/learn-<stamp>"),
@@ -62,12 +66,15 @@ PARAMS = [
 class EpisodeManager(Node):
     def __init__(self) -> None:
         super().__init__("episode_manager")
-        p = declare_parameters(self, PARAMS)
+        p = declare_task_parameters(self, declare_parameters(self, PARAMS))
         self.p = p
-        urdf = urdf_param(p)
-        self.task = build_task(robot_params(p["robot"], urdf, p["gravity"]))
+        urdf_param(p)
+        try:
+            self.task = task_from_params(p)
+        except ValueError as exc:
+            raise ParameterError(str(exc)) from exc
         self.output_dir = Path(p["output_dir"] or f"runs/learn-{time.strftime('%Y%m%d-%H%M%S')}")
-        self.reader = JointStateReader(p["state_joints"], need_velocity=False)
+        self.reader = JointStateReader(list(self.task.spec.state_joints), need_velocity=False)
         sim, ctl, learner = p["sim_name"], p["controller_name"], p["learner_name"]
         self.reset_client = self.create_client(Trigger, f"/{sim}/reset" if p["reset"] == "initial" else f"/{sim}/reset_random")
         self.pause_client = self.create_client(SetBool, f"/{ctl}/pause")
@@ -106,8 +113,8 @@ class EpisodeManager(Node):
             self.states.append(x)
             if self.episode_start is None:
                 self.episode_start = self.now_truth
-            if 0 < self.p["fall_angle"] < abs(self.task.pole_angle(x)):
-                self._end_episode(fell=True)
+            if 0 < self.p["fail_error"] < float(self.task.error(x)[0]):
+                self._end_episode(failed=True)
 
     def _on_sample(self, msg: Float64MultiArray) -> None:
         if self.phase == "running" and len(msg.data) >= 3 and int(msg.data[1]) == self.episode:
@@ -168,15 +175,15 @@ class EpisodeManager(Node):
             if self.episode_start is not None and self.now_truth - self.episode_start >= self.p["episode_length"]:
                 self._end_episode()
 
-    def _end_episode(self, fell: bool = False) -> None:
+    def _end_episode(self, failed: bool = False) -> None:
         times, states = np.array(self.times) - self.episode_start, np.array(self.states)
-        upright = self.task.upright(states)
+        within = self.task.within_tolerance(states)
         record = {
             "episode": self.episode,
             "return": round(float(np.sum(self.rewards)), 4),
-            "success": not fell and bool(self.task.success(states, times)),
-            "fell": fell,
-            "upright_fraction": round(float(upright.mean()), 4),
+            "success": not failed and bool(self.task.success(states, times)),
+            "ended_early": failed,
+            "in_tolerance_fraction": round(float(within.mean()), 4),
             "steps": len(self.rewards),
             "model_version": self.controller.get("model_version", "none"),
             "policy_updates": self.controller.get("policy_updates", "none"),  # MBPO (planner:=policy)
@@ -193,7 +200,7 @@ class EpisodeManager(Node):
         first = successes[0] if successes else None
         steps = sum(r["steps"] for r in self.curve[: first + 1]) if first is not None else None
         return {
-            "task": f"{self.p['robot']}_swingup",
+            "task": self.task.config.name,
             "episodes": len(self.curve),
             "episode_length_s": self.p["episode_length"],
             "episodes_to_success": first + 1 if first is not None else None,

@@ -18,6 +18,7 @@ not know) makes the estimate stale until readings pin the velocities down again
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -31,39 +32,40 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, Int32, MultiArrayDimension
 from visualization_msgs.msg import MarkerArray
 
-from mbrl_control.core.builders import build_model, build_task, robot_params
-from mbrl_control.core.dynamics.urdf import read_urdf
+from mbrl_control.core.builders import ModelConfig, build_kinematics, link_position_of, model_from_params
 from mbrl_control.core.estimation import ESTIMATORS, build_estimator
+from mbrl_control.core.tasks.residual import keypoints
 from mbrl_control.core.timing import TickStats
 from mbrl_control.nodes.diagnostics import OK, WARN, DiagnosticsPublisher
 from mbrl_control.nodes.joint_io import read_command
 from mbrl_control.nodes.markers import uncertainty_markers
 from mbrl_control.nodes.model_receiver import MODEL_QOS
-from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters, section, urdf_param
+from mbrl_control.nodes.params import (
+    ROBOT_PARAMS,
+    ParameterError,
+    ParamSpec,
+    declare_parameters,
+    robot_spec_param,
+    section,
+    specs_from,
+)
 from mbrl_control.nodes.runtime import main_for
 
-PI = math.pi
 PARAMS = [
-    ParamSpec("robot", "cartpole", "robot model", choices=("cartpole",)),
-    ParamSpec("urdf", "urdf/cartpole.urdf", "robot URDF; relative paths are under the package's config/"),
-    ParamSpec("gravity", 9.81, "gravity [m/s^2]", 0.0, 30.0),
+    *ROBOT_PARAMS,
+    *specs_from(ModelConfig, "model"),
     ParamSpec("mode", "realtime", "realtime: timer; lockstep: once per control period of /clock", choices=("realtime", "lockstep")),
-    ParamSpec("control_rate", 50.0, "estimate publish rate [Hz]", 1.0, 1000.0),
-    ParamSpec("state_joints", ["slider_to_cart", "cart_to_pole"], "joints of the state vector, in order"),
-    ParamSpec("command_joints", ["slider_to_cart"], "actuated joints, in the order of the command array"),
-    ParamSpec("model.integrator", "rk4", "analytic model integrator (the controller's)", choices=("rk4", "euler")),
-    ParamSpec("model.substeps", 1, "integrator substeps per control period", 1, 100),
     ParamSpec("torch_threads", 1, "torch intra-op threads", 1, 64),
     ParamSpec("marker_rate", 10.0, "rate of ~/uncertainty markers [Hz]; 0 disables them", 0.0, 100.0),
     ParamSpec("diagnostics_rate", 1.0, "diagnostics publish rate [Hz]", 0.1, 100.0),
     ParamSpec("frame_id", "world", "fixed frame of the markers"),
     ParamSpec("estimator.kind", "ekf", "filter", choices=tuple(ESTIMATORS)),
-    ParamSpec("estimator.position_noise_std", [5e-4, 1e-3], "reading noise per joint [m, rad]", 1e-9, 1.0),
-    ParamSpec("estimator.position_resolution", [2e-5, 2 * PI / 4096], "encoder step per joint", 0.0, 0.1),
+    ParamSpec("estimator.position_noise_std", [1e-3], "reading noise per joint [m, rad] (one value: every joint's)", 1e-9, 1.0),
+    ParamSpec("estimator.position_resolution", [0.0], "encoder step per joint", 0.0, 0.1),
     ParamSpec("estimator.measure_velocity", False, "readings carry velocities too"),
-    ParamSpec("estimator.velocity_noise_std", [0.01, 0.02], "velocity reading noise per joint", 1e-9, 10.0),
-    ParamSpec("estimator.accel_noise_density", [0.01, 0.05], "unmodelled acceleration per joint [x^2/s^3]", 0.0, 100.0),
-    ParamSpec("estimator.initial_velocity_std", [1.0, 3.0], "velocity prior at (re)initialisation", 0.01, 100.0),
+    ParamSpec("estimator.velocity_noise_std", [0.01], "velocity reading noise per joint", 1e-9, 10.0),
+    ParamSpec("estimator.accel_noise_density", [1.0], "unmodelled acceleration per joint [x^2/s^3]", 0.0, 100.0),
+    ParamSpec("estimator.initial_velocity_std", [1.0], "velocity prior at (re)initialisation", 0.01, 100.0),
     ParamSpec("estimator.gate_probability", 0.999, "chi-square gate on innovations; 1 disables it", 0.9, 1.0),
     ParamSpec("estimator.reinit_after_rejections", 20, "re-initialise after this many gated readings in a row that agree with each other (0: never)", 0, 1000),
     ParamSpec("estimator.delay_compensation", True, "fuse late readings at their stamp, then re-predict"),
@@ -71,8 +73,8 @@ PARAMS = [
     ParamSpec("estimator.max_future", 0.1, "readings stamped further ahead are rejected [s]", 0.0, 1.0),
     ParamSpec("estimator.max_prediction", 1.0, "a longer single prediction is a clock jump [s]", 0.05, 60.0),
     ParamSpec("estimator.stale_after", 0.1, "no reading fused for this long: stale [s]", 0.001, 10.0),
-    ParamSpec("estimator.stale_position_std", [0.05, 0.1], "position std above this: stale", 1e-4, 10.0),
-    ParamSpec("estimator.stale_velocity_std", [0.5, 1.0], "velocity std above this: stale", 1e-3, 100.0),
+    ParamSpec("estimator.stale_position_std", [0.1], "position std above this: stale", 1e-4, 10.0),
+    ParamSpec("estimator.stale_velocity_std", [1.0], "velocity std above this: stale", 1e-3, 100.0),
     ParamSpec("estimator.nis_window", 100, "readings in the running NIS mean", 1, 100000),
     ParamSpec("estimator.ukf_alpha", 1.0, "UKF sigma-point spread", 1e-3, 1.0),
     ParamSpec("estimator.ukf_beta", 2.0, "UKF prior knowledge of the distribution", 0.0, 10.0),
@@ -89,19 +91,19 @@ class EstimatorNode(Node):
         torch.set_num_threads(p["torch_threads"])
         self.period = 1.0 / p["control_rate"]
         self.lockstep = p["mode"] == "lockstep"
-        urdf = urdf_param(p)
-        params = robot_params(p["robot"], urdf, p["gravity"])
-        model = build_model(params, self.period, **section(p, "model"))
-        self.task = build_task(params)  # for the keypoints of the uncertainty markers
-        joints = read_urdf(urdf).joints
-        self.joints = list(p["state_joints"])
-        if len(self.joints) * 2 != model.state_dim:
-            raise ParameterError(f"parameter 'state_joints' needs {model.state_dim // 2} joints")
-        angular = [joints[j].type in ("continuous", "revolute") for j in self.joints]
+        spec = robot_spec_param(p)
+        try:
+            model = model_from_params(spec, p)  # the controller's
+        except ValueError as exc:
+            raise ParameterError(str(exc)) from exc
+        link_position = link_position_of(build_kinematics(spec, model))
+        self.keypoints = functools.partial(keypoints, spec, link_position)  # of the uncertainty markers
+        self.joints = list(spec.state_joints)
+        rotational = [i in spec.rotational_dims for i in range(spec.nq)]
         config = section(p, "estimator")
         try:
-            self.filter = build_estimator(config.pop("kind"), model, config, angular_joints=angular,
-                                          position_limits=[(joints[j].lower, joints[j].upper) for j in self.joints])
+            self.filter = build_estimator(config.pop("kind"), model, config, angular_joints=rotational,
+                                          position_limits=list(zip(spec.position_lower, spec.position_upper)))
         except ValueError as exc:
             raise ParameterError(f"estimator.* parameters: {exc}") from exc
         start = time.perf_counter()
@@ -232,7 +234,7 @@ class EstimatorNode(Node):
         if rate <= 0 or now - self.last_marker_wall < 1.0 / rate or self.marker_pub.get_subscription_count() == 0:
             return
         self.last_marker_wall = now
-        self.marker_pub.publish(uncertainty_markers(self.task.keypoints, mean, cov, stamp, self.p["frame_id"]))
+        self.marker_pub.publish(uncertainty_markers(self.keypoints, mean, cov, stamp, self.p["frame_id"]))
 
     def _publish_diagnostics(self) -> None:
         status = self.filter.status(self._now())

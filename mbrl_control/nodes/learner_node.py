@@ -45,7 +45,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, Int32, UInt8MultiArray
 
-from mbrl_control.core.builders import build_ensemble, build_task, robot_params
+from mbrl_control.core.builders import build_ensemble, task_from_params
 from mbrl_control.core.dynamics.ensemble import EnsembleConfig
 from mbrl_control.core.learning import (
     BackgroundTrainer,
@@ -66,18 +66,22 @@ from mbrl_control.core.mbpo.config import MBPOConfig
 from mbrl_control.core.util import dataclass_from, section
 from mbrl_control.nodes.diagnostics import OK, WARN, DiagnosticsPublisher
 from mbrl_control.nodes.model_receiver import MODEL_QOS
-from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_parameters, specs_from, urdf_param
+from mbrl_control.nodes.params import (
+    ROBOT_PARAMS,
+    ParameterError,
+    ParamSpec,
+    declare_parameters,
+    declare_task_parameters,
+    robot_spec_param,
+    specs_from,
+)
 from mbrl_control.nodes.runtime import main_for
 
 if TYPE_CHECKING:
     from mbrl_control.core.mbpo.trainer import MBPOResult
 
 PARAMS = [
-    ParamSpec("robot", "cartpole", "robot", choices=("cartpole",)),
-    ParamSpec("urdf", "urdf/cartpole.urdf", "robot URDF; relative paths are under the package's config/"),
-    ParamSpec("control_rate", 50.0, "the controllers' tick rate: transitions span one period [Hz]", 1.0, 1000.0),
-    ParamSpec("state_joints", ["slider_to_cart", "cart_to_pole"], "joints of the state vector, in order"),
-    ParamSpec("command_joints", ["slider_to_cart"], "actuated joints, in the order of the command array"),
+    *ROBOT_PARAMS,  # control_rate: the controllers' tick rate, so transitions span one period
     ParamSpec("sources", ["/mpc_controller/transitions"], "controllers' sample topics to learn from (one per robot)"),
     ParamSpec("data_dir", "", "replay buffer and checkpoints live here; empty: runs/learner (relative to the cwd)"),
     ParamSpec("replay.chunk_size", 1000, "transitions per sealed chunk file", 1, 100000),
@@ -106,12 +110,14 @@ class LearnerNode(Node):
     def __init__(self) -> None:
         super().__init__("learner")
         p = declare_parameters(self, PARAMS)
+        if p["mbpo.enabled"]:
+            p = declare_task_parameters(self, p)  # the reward MBPO maximises
         self.p = p
         self.drain_on_stop = p["drain_on_stop"]  # nodes.runtime.spin_then_drain
         torch.set_num_threads(p["torch_threads"])
-        urdf = urdf_param(p)
+        spec = robot_spec_param(p)
         try:
-            self.model = build_ensemble(p, urdf)
+            self.model = build_ensemble(p, spec)
             trainer_config = dataclass_from(TrainerConfig, section(p, "trainer"))
         except ValueError as exc:
             raise ParameterError(f"ensemble.* / trainer.* parameters: {exc}") from exc
@@ -130,7 +136,10 @@ class LearnerNode(Node):
                     "angle_dims": self.model.config.angle_dims})
             except ValueError as exc:
                 raise ParameterError(f"mbpo.* parameters: {exc}") from exc
-            self.task = build_task(robot_params(p["robot"], urdf))  # the reward MBPO maximises
+            try:
+                self.task = task_from_params(p)  # the reward MBPO maximises
+            except ValueError as exc:
+                raise ParameterError(str(exc)) from exc
         self.policy_job: BackgroundJob[MBPOResult] = BackgroundJob("mbpo-trainer")
         self.policy_version = 0
         self.sac_state: dict[str, torch.Tensor] | None = None

@@ -21,10 +21,10 @@ from mbrl_control.nodes.params import ParameterError, ParamSpec, declare_paramet
 from mbrl_control.nodes.runtime import main_for
 
 PARAMS = [
-    ParamSpec("state_joints", ["slider_to_cart", "cart_to_pole"], "joints published in /joint_states"),
-    ParamSpec("joints", ["slider_to_cart"], "commanded joints, in the order of the command array"),
-    ParamSpec("initial_position", [0.0, 3.141592653589793], "held joint positions (state_joints order)"),
-    ParamSpec("initial_velocity", [0.0, 0.0], "held joint velocities (state_joints order)"),
+    ParamSpec("state_joints", [], "joints published in /joint_states (the robot config's)", element=str),
+    ParamSpec("command_joints", [], "commanded joints, in the order of the command array (the robot config's)", element=str),
+    ParamSpec("initial_position", [], "held joint positions (state_joints order; empty: zeros)", element=float),
+    ParamSpec("initial_velocity", [], "held joint velocities (state_joints order; empty: zeros)", element=float),
     ParamSpec("publish_rate", 100.0, "joint state publish rate [Hz]", 1.0, 1000.0),
     ParamSpec("effort_time_constant", 0.02, "first-order lag of effort state behind command [s]; 0 mirrors", 0.0, 10.0),
     ParamSpec("command_timeout", 0.1, "a command older than this decays to zero effort [s]", 0.0, 10.0),
@@ -38,13 +38,16 @@ class MockHardwareNode(Node):
         p = declare_parameters(self, PARAMS)
         self.p = p
         n = len(p["state_joints"])
+        if not n:
+            raise ParameterError("parameter 'state_joints' is empty (the robot config sets it)")
         for name in ("initial_position", "initial_velocity"):
-            if len(p[name]) != n:
-                raise ParameterError(f"parameter '{name}' needs {n} values (one per state joint)")
-        missing = [j for j in p["joints"] if j not in p["state_joints"]]
+            if p[name] and len(p[name]) != n:
+                raise ParameterError(f"parameter '{name}' needs {n} values (one per state joint) or none")
+            p[name] = p[name] or [0.0] * n
+        missing = [j for j in p["command_joints"] if j not in p["state_joints"]]
         if missing:
-            raise ParameterError(f"parameter 'joints': {missing} are not in 'state_joints'")
-        self.commanded = [p["state_joints"].index(j) for j in p["joints"]]
+            raise ParameterError(f"parameter 'command_joints': {missing} are not in 'state_joints'")
+        self.commanded = [p["state_joints"].index(j) for j in p["command_joints"]]
         self.effort = np.zeros(n)
         self.command = np.zeros(len(self.commanded))
         self.watchdog = CommandWatchdog(p["command_timeout"])

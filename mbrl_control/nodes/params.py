@@ -12,7 +12,8 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from mbrl_control.core.robot import RobotConfig, RobotSpec, RobotSpecError, resolve_urdf, robot_spec
+from mbrl_control.core.robot import RobotConfig, RobotSpec, RobotSpecError, robot_spec
+from mbrl_control.paths import resolve_urdf
 from mbrl_control.core.util import section  # noqa: F401  (nodes take their parameter sections from here)
 
 _ARRAY_TYPES = {str: Parameter.Type.STRING_ARRAY, float: Parameter.Type.DOUBLE_ARRAY, int: Parameter.Type.INTEGER_ARRAY,
@@ -135,3 +136,25 @@ def robot_spec_param(p: dict[str, Any]) -> RobotSpec:
         return robot_spec(p, urdf_param(p))
     except RobotSpecError as exc:
         raise ParameterError(str(exc)) from exc
+
+
+def task_parameter_specs(terms: list[str] | None = None) -> list[ParamSpec]:
+    """The task's parameters (``task.*``; with ``terms``, also each ``task.<term>.*``, success and
+    goal region; without, only the ones that name the terms)."""
+    from mbrl_control.core.tasks.residual import GoalRegionConfig, SuccessConfig, TaskConfig
+    from mbrl_control.core.tasks.terms import TermConfig
+
+    specs = specs_from(TaskConfig, "task")
+    if terms is None:
+        return specs
+    specs = specs_from(SuccessConfig, "task.success") + specs_from(GoalRegionConfig, "task.goal_region")
+    for name in terms:
+        specs += specs_from(TermConfig, f"task.{name}")
+    return specs
+
+
+def declare_task_parameters(node: Node, p: dict[str, Any]) -> dict[str, Any]:
+    """Declare the task's parameters on ``node`` and return ``p`` with them: first ``task.*``,
+    then the terms ``task.terms`` names, each ``task.<term>.*``."""
+    values = dict(p) | declare_parameters(node, task_parameter_specs())
+    return values | declare_parameters(node, task_parameter_specs(list(values["task.terms"])))

@@ -27,6 +27,8 @@ class RunData:
     command: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     timing_time: np.ndarray = field(default_factory=lambda: np.zeros(0))
     timing: dict[str, np.ndarray] = field(default_factory=dict)
+    goal_time: np.ndarray = field(default_factory=lambda: np.zeros(0))  # robot time each /goal_pose arrived
+    goals: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     summary: dict = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -54,7 +56,8 @@ def recorded_messages(path: str | Path, topics: list[str]):
 
 
 def load_run(path: str | Path, state_topic: str | None = None, command_topic: str = "/effort_controller/commands",
-             timing_topic: str = "/mpc_controller/timing", summary_topic: str = "/run_monitor/summary") -> RunData:
+             timing_topic: str = "/mpc_controller/timing", summary_topic: str = "/run_monitor/summary",
+             goal_topic: str = "/goal_pose") -> RunData:
     """A recorded run; ``state_topic`` defaults to the sim's ground truth when it was recorded (the
     encoders' /joint_states carry noisy positions only), else /joint_states."""
     run = RunData()
@@ -68,6 +71,7 @@ def load_run(path: str | Path, state_topic: str | None = None, command_topic: st
     st_log, st_stamp, pos, vel = [], [], [], []
     cmd_log, cmd = [], []
     tm_log, tm = [], []
+    goal_log, goals = [], []
     fields: list[str] = []
     try:
         for schema, channel, message, msg in _iter_decoded(Path(path)):
@@ -92,6 +96,9 @@ def load_run(path: str | Path, state_topic: str | None = None, command_topic: st
                 tm.append(list(msg.data))
             elif topic == summary_topic:
                 run.summary = json.loads(msg.data)
+            elif topic == goal_topic:
+                goal_log.append(message.log_time)
+                goals.append([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
     except Exception:  # a torn tail after a crash: keep everything read before it
         pass
     if st_log:
@@ -106,6 +113,8 @@ def load_run(path: str | Path, state_topic: str | None = None, command_topic: st
 
         run.command_time = robot_time(cmd_log)
         run.timing_time = robot_time(tm_log)
+        run.goal_time = robot_time(goal_log)
+        run.goals = np.array(goals).reshape(-1, 3)
     if cmd:
         width = max(len(c) for c in cmd)
         run.command = np.array([c + [math.nan] * (width - len(c)) for c in cmd])

@@ -18,7 +18,7 @@ from mbrl_control.core.util import setting
 @dataclass(frozen=True)
 class RandomizationConfig:
     enabled: bool = setting(False, "draw new physical parameters at every reset")
-    link: str = setting("pole", "the link whose mass and length are scaled (a rod along its joint's z axis)")
+    link: str = setting("", "the link whose mass and length are scaled (a rod along its joint's z axis); empty: none")
     mass_scale: tuple[float, ...] = setting((0.8, 1.2), "uniform range of the link's mass multiplier", 0.01, 100.0)
     length_scale: tuple[float, ...] = setting((0.8, 1.2), "uniform range of the link's length multiplier", 0.01, 100.0)
     joint_damping: tuple[float, ...] = setting((0.0, 0.05), "uniform range of viscous damping added to every joint", 0.0, 100.0)

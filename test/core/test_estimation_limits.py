@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mbrl_control.config import node_parameters
-from mbrl_control.core.builders import build_model, robot_params
+from mbrl_control.core.builders import load_robot
 from mbrl_control.core.dynamics.urdf import read_urdf
 from mbrl_control.core.estimation import build_estimator
 from mbrl_control.core.util import section
@@ -28,7 +28,7 @@ def _drive_into_the_stop(kind: str, limits) -> tuple[list[np.ndarray], list[np.n
     """-20 N for 1.2 s from rest at the middle (the cart hits its stop at -2.4 m after ~0.5 s and
     is pushed against it), then 0.8 s without force: per control period, the truth and the estimate
     (None while stale); and the number of limit contacts."""
-    model = build_model(robot_params("cartpole", URDF), DT)
+    model = load_robot("cartpole", "estimator").model
     config = section(node_parameters(robot_config("cartpole"), "estimator"), "estimator") | {"compile": False}
     estimator = build_estimator(kind, model, config, (False, True), limits)  # as the estimator node runs it
     robot, sensor = BulletRobot(URDF, PHYSICS_DT), JointSensor(SensorConfig(seed=0), 2)

@@ -34,7 +34,7 @@ PLANNERS = {  # name: (planner factory, seeds of the swing-up test; 0 = cannot s
     "icem": (lambda rig, seed: ICEMPlanner(rig.compiled, ICEMConfig(seed=seed)), 3),
     "mppi": (lambda rig, seed: MPPIPlanner(rig.compiled, MPPIConfig(seed=seed)), 3),
     "ilqr": (lambda rig, seed: ILQRPlanner(rig.model, rig.task, ILQRConfig(horizon=30)), 2),
-    "lqr": (lambda rig, seed: LQRPlanner(rig.model, rig.task), 0),
+    "lqr": (lambda rig, seed: LQRPlanner(rig.model, rig.task, equilibrium=rig.robot.equilibrium()), 0),
     "nmpc": (lambda rig, seed: NMPCPlanner(rig.model, rig.task), 0),
 }
 

@@ -11,7 +11,7 @@ from mbrl_control.core.builders import build_planner
 from mbrl_control.core.dynamics import CartPoleDynamics
 from mbrl_control.core.episode import run_episode
 from mbrl_control.core.planners import LQRConfig, LQRFallback, MPPIConfig, MPPIPlanner
-from mbrl_control.core.planners.lqr import solve_lqr
+from mbrl_control.core.planners.lqr import Equilibrium, solve_lqr
 from mbrl_control.core.rollout import TrajectoryEvaluator
 from mbrl_control.core.tasks.lqr_terminal import LQRTerminalCost
 
@@ -52,16 +52,16 @@ def test_gain_matches_the_riccati_recursion_and_stabilises(setup, action_weight_
         zero = torch.zeros(1, 1, dtype=torch.float64)
         column = (exact.step(dx, zero) - exact.step(-dx, zero))[0].numpy() / (2 * eps)
         np.testing.assert_allclose(sol.A[:, i], column, atol=1e-5)
-    # The weights are the task's stage-cost Hessian at upright.
-    w = task.weights
-    diagonal = [2 * w.position, w.angle, 2 * w.velocity, 2 * w.angular_velocity]
+    # The weights are the task's stage-cost Hessian at upright (config/cartpole.yaml's terms).
+    w = dict(zip(task.names, task.weights.tolist()))
+    diagonal = [2 * w["cart_position"], w["upright"], 2 * w["cart_velocity"], 2 * w["pole_velocity"]]
     np.testing.assert_allclose(np.diag(sol.Q), diagonal, rtol=1e-5)
-    np.testing.assert_allclose(sol.R, [[2 * w.action * action_weight_scale]], rtol=1e-5)
+    np.testing.assert_allclose(sol.R, [[2 * w["effort"] * action_weight_scale]], rtol=1e-5)
 
 
 def test_planner_predicts_the_linearised_closed_loop_around_the_given_angle(setup):
     _, model, task, _ = setup
-    planner = build_planner("lqr", model, task, {"angle_indices": [1]})  # ROS arrays arrive as lists
+    planner = build_planner("lqr", model, task, equilibrium=Equilibrium(angle_dims=(1,)))
     plan = planner.plan(torch.tensor([0.1, 0.05 + 2 * math.pi, 0.0, 0.0]))
     assert plan.states.shape == (31, 4) and plan.actions.shape == (30, 1)
     assert plan.states[0, 1] == pytest.approx(0.05 + 2 * math.pi)  # predicted around the angle given
@@ -70,7 +70,7 @@ def test_planner_predicts_the_linearised_closed_loop_around_the_given_angle(setu
 
 def test_fallback_is_valid_inside_its_region_and_declines_outside(setup):
     _, model, task, plant = setup
-    fallback = LQRFallback.from_model(model, task, LQRConfig())
+    fallback = LQRFallback.from_model(model, task, LQRConfig(), Equilibrium(angle_dims=(1,)))
     assert fallback.fallback_action(np.array([0.0, math.pi, 0.0, 0.0])) is None
     assert fallback.fallback_action(np.array([0.0, np.nan, 0.0, 0.0])) is None
     np.testing.assert_allclose(fallback.fallback_action(np.zeros(4)), [0.0])
@@ -93,7 +93,7 @@ def test_fallback_is_valid_inside_its_region_and_declines_outside(setup):
 def test_terminal_value_is_the_wrapped_cost_to_go(setup):
     _, model, task, _ = setup
     sol = solve_lqr(model, task)
-    wrapped = LQRTerminalCost(task, sol.P, weight=2.0)
+    wrapped = LQRTerminalCost(task, sol.P, angle_dims=(1,), weight=2.0)
     x = torch.tensor([[0.1, 0.2, -0.3, 0.4], [0.1, 0.2 + 2 * math.pi, -0.3, 0.4], [0.1, 0.2 - 2 * math.pi, -0.3, 0.4]])
     expected = float(x[0].double() @ torch.from_numpy(sol.P) @ x[0].double())  # 2 * x'Px/2
     torch.testing.assert_close(wrapped.terminal_cost(x), torch.full((3,), expected), rtol=1e-5, atol=1e-5)
@@ -101,12 +101,12 @@ def test_terminal_value_is_the_wrapped_cost_to_go(setup):
     running = task.running_cost(states[:, :-1], actions)
     torch.testing.assert_close(wrapped.running_cost(states[:, :-1], actions), running)
     assert torch.equal(wrapped.action_high, task.action_high)
-    assert wrapped.params is task.params and wrapped.upright(np.zeros((3, 4))).all()
+    assert wrapped.task is task and wrapped.success(np.zeros((300, 4)), np.arange(300) * 0.02)
 
 
 def test_short_horizon_mppi_balances_with_the_lqr_terminal_value(setup):
     _, model, task, plant = setup
-    wrapped = LQRTerminalCost(task, solve_lqr(model, task).P)
+    wrapped = LQRTerminalCost(task, solve_lqr(model, task).P, angle_dims=(1,))
     planner = MPPIPlanner(TrajectoryEvaluator(model, wrapped), MPPIConfig(samples=64, horizon=8, seed=0))
     ep = run_episode(planner, plant, torch.tensor([0.2, 0.15, 0.0, -0.2]), steps=150)
     angles = np.remainder(ep.states[:, 1] + math.pi, 2 * math.pi) - math.pi

@@ -174,8 +174,17 @@ def test_reset_restarts_the_same_stream():
 
 @pytest.mark.parametrize(
     "change",
-    [dict(position_noise_std=(1e-3,)), dict(dropout_probability=1.5), dict(rate=0.0), dict(latency=-0.01)],
+    [dict(position_noise_std=(1e-3, 1e-3, 1e-3)), dict(dropout_probability=1.5), dict(rate=0.0), dict(latency=-0.01)],
 )
 def test_invalid_config_is_refused(change):
     with pytest.raises(ValueError):
         JointSensor(dataclasses.replace(SensorConfig(), **change))
+
+
+def test_one_value_stands_for_every_joint():
+    config = SensorConfig(position_noise_std=(0.0,), resolution=(0.5,), velocity_noise_std=(0.01,), wrap_angles=(False,),
+                          spike_magnitude=(0.5,), latency=0.0, latency_jitter=0.0)
+    sensor = JointSensor(config, joint_count=7)
+    sensor.observe(0.0, np.arange(7) * 0.3, np.zeros(7))
+    (reading,) = sensor.deliver(0.0)
+    np.testing.assert_allclose(reading.position, np.round(np.arange(7) * 0.3 / 0.5) * 0.5)  # every joint quantised

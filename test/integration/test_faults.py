@@ -30,12 +30,12 @@ from mbrl_control.config import node_parameters
 from mbrl_control.core.builders import build_ensemble
 from mbrl_control.core.learning import ModelInfo, save_checkpoint
 from mbrl_control.core.learning.model_io import read_info
+from mbrl_control.core.robot import robot_spec
 from mbrl_control.fault_probe import FALLBACK, PLANNED, SAFE_COMMAND, TRUE_PLAN, ControlProbe, default_tolerance
 from mbrl_control.graph import learn_graph, mpc_graph, robot_config
 from mbrl_control.launcher import node_command
 from mbrl_control.nodes.model_receiver import MODEL_QOS
 from mbrl_control.nodes.topic_tap import message_class
-from mbrl_control.paths import config_dir
 
 # [s] robot time. 0.3 s: the estimator goes stale 0.1 s into the window, the controller 0.1 s later,
 # and the pole, under zero effort meanwhile, stays within LQR's reach (bench/faults.py runs 0.5 s
@@ -119,7 +119,7 @@ def test_scheduled_fault_is_safe_within_a_tick_visible_and_recovers(kind, domain
 def _checkpoints(directory):
     """Checkpoints v1 (good) and v2 (its weights damaged on disk) of an untrained ensemble."""
     params = node_parameters(robot_config("cartpole"), "learner")
-    model = build_ensemble(params, config_dir() / "urdf" / "cartpole.urdf")
+    model = build_ensemble(params, robot_spec(params))
     model.fit_normalizer(torch.randn(64, 4), torch.randn(64, 1), torch.randn(64, 4))
     for version in (1, 2):
         save_checkpoint(directory, model, ModelInfo(model.config, version, 100, 0.5, 0.1))

@@ -62,6 +62,6 @@ def test_learns_from_scratch_and_survives_a_learner_sigkill(domain, probe, tmp_p
     assert len(curve) == 4 and curve[0]["model_version"] == "none"  # the first episode explores
     random_return, last = curve[0]["return"], curve[-1]
     assert math.isfinite(random_return) and last["return"] > 0.5 * random_return, curve  # costs at least halved
-    assert last["upright_fraction"] > curve[0]["upright_fraction"] + 0.2, curve
+    assert last["in_tolerance_fraction"] > curve[0]["in_tolerance_fraction"] + 0.2, curve
     assert (out / "learning_curve.png").stat().st_size > 10_000
     assert list((out / "learner" / "checkpoints").glob("ensemble_v*.safetensors"))

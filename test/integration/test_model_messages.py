@@ -14,9 +14,9 @@ from mbrl_control.config import node_parameters
 from mbrl_control.core.builders import build_ensemble
 from mbrl_control.core.dynamics.ensemble import EnsembleDynamics
 from mbrl_control.core.learning import ModelInfo, encode
+from mbrl_control.core.robot import robot_spec
 from mbrl_control.graph import mpc_graph, robot_config
 from mbrl_control.nodes.model_receiver import MODEL_QOS
-from mbrl_control.paths import config_dir
 
 
 def message(model: EnsembleDynamics, version: int) -> UInt8MultiArray:
@@ -37,10 +37,10 @@ def test_controller_swaps_good_models_and_rejects_bad_ones(domain, probe, tmp_pa
         assert probe.spin_until(lambda: "model_version" in diag, 120), logs(tmp_path)
 
         p = node_parameters(robot_config("cartpole"), "mpc_controller")
-        model = build_ensemble(p, config_dir() / "urdf" / "cartpole.urdf")
+        model = build_ensemble(p, robot_spec(p))
         model.fit_normalizer(torch.randn(64, 4), torch.randn(64, 1), torch.randn(64, 4))
         other = EnsembleDynamics(dataclasses.replace(model.config, members=3))
-        poisoned = build_ensemble(p, config_dir() / "urdf" / "cartpole.urdf")
+        poisoned = build_ensemble(p, robot_spec(p))
         with torch.no_grad():
             poisoned.weights[0][0, 0, 0] = float("nan")
         bad = [UInt8MultiArray(data=array.array("B", b"not a model at all")), message(other, 1), message(poisoned, 1)]

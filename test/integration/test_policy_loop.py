@@ -35,7 +35,7 @@ def test_mbpo_loop_trains_policies_from_the_stacks_own_data_and_runs_them(domain
     overrides = tmp_path / "balance.yaml"
     overrides.write_text(yaml.safe_dump({
         "sim": {"ros__parameters": {"initial_position": [0.0, 0.1]}},
-        "episode_manager": {"ros__parameters": {"fall_angle": 0.8}},
+        "episode_manager": {"ros__parameters": {"fail_error": 0.8}},
         "mpc_controller": {"ros__parameters": {"explore": {"scale": 0.1}}},  # gentle: the pole falls in ~1 s
         "learner": {"ros__parameters": {"min_transitions": 50, "mbpo": {"sac_steps": 2000}}},
     }))
@@ -67,8 +67,8 @@ def test_mbpo_loop_trains_policies_from_the_stacks_own_data_and_runs_them(domain
     curve = json.loads((out / "learning_curve.json").read_text())["curve"]
     assert len(curve) == EPISODES
     # The first episode explores (no policy yet) and, at 0.8 rad, ends early: the pole fell.
-    assert curve[0]["policy_updates"] in ("none", "0") and curve[0]["fell"] and not curve[0]["success"], curve
-    assert all(e["steps"] < 6 * 50 for e in curve if e["fell"]), curve
+    assert curve[0]["policy_updates"] in ("none", "0") and curve[0]["ended_early"] and not curve[0]["success"], curve
+    assert all(e["steps"] < 6 * 50 for e in curve if e["ended_early"]), curve
 
     # Offline from the same data: `mbrl-control train --from <learner dir> --policy`, then
     # planner:=policy with that file (policy.path) through mpc.launch's nodes.

@@ -12,12 +12,14 @@ from mbrl_control.nodes import (
     episode_manager,
     estimator_node,
     foxglove_bridge_node,
+    goal_publisher,
     learner_node,
     mock_hardware_node,
     recorder_node,
     run_monitor,
     sim_node,
 )
+from mbrl_control.nodes.params import task_parameter_specs
 from mbrl_control.nodes.scheduling import SCHEDULING_PARAMS
 from mbrl_control.paths import config_dir
 
@@ -32,18 +34,22 @@ NODES = {
     "estimator": estimator_node.PARAMS,
     "learner": learner_node.PARAMS,
     "episode_manager": episode_manager.PARAMS,
+    "goal_publisher": goal_publisher.PARAMS,
 }
 NODES = {node: specs + SCHEDULING_PARAMS for node, specs in NODES.items()}  # every node declares these (runtime)
+TASK_NODES = ("mpc_controller", "run_monitor", "episode_manager", "learner", "goal_publisher")  # declare task.*
 CONFIGS = sorted(p for p in config_dir().glob("*.yaml") if "ros__parameters" in p.read_text())
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_configured_parameter_is_declared_typed_and_in_range(path: Path):
     doc = yaml.safe_load(path.read_text())
-    declared_anywhere = {s.name for specs in NODES.values() for s in specs}
     wildcard = node_parameters(path, "__none__")
+    task = task_parameter_specs() + task_parameter_specs(list(wildcard.get("task.terms", [])))
+    nodes = {node: specs + (task if node in TASK_NODES else []) for node, specs in NODES.items()}
+    declared_anywhere = {s.name for specs in nodes.values() for s in specs}
     assert set(wildcard) <= declared_anywhere, set(wildcard) - declared_anywhere
-    for node, specs in NODES.items():
+    for node, specs in nodes.items():
         if node not in doc:
             continue
         by_name = {s.name: s for s in specs}

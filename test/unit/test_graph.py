@@ -30,7 +30,7 @@ def test_default_graph_is_sim_estimator_controller_wired_by_ros2_control_topics(
     controller = spec(specs, "mpc_controller")
     assert dict(controller.remappings) == robot | {"joint_states": "/estimator/state"}
     assert controller.parameters[0].endswith("config/cartpole.yaml")
-    assert controller.parameters[1] == {"mode": "realtime", "use_sim_time": False, "planner": "cem"}
+    assert controller.parameters[1] == {"mode": "realtime", "use_sim_time": False}  # the config's planner
     assert spec(specs, "sim").parameters[1]["sensor.enabled"] is True
 
 
@@ -106,7 +106,7 @@ def test_pip_launcher_command_passes_files_overrides_and_remaps(tmp_path):
     files = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--params-file"]
     assert files[0].endswith("cartpole.yaml")
     override = yaml.safe_load(Path(files[1]).read_text())
-    assert override == {"/mpc_controller": {"ros__parameters": {"mode": "lockstep", "use_sim_time": True, "planner": "cem"}}}
+    assert override == {"/mpc_controller": {"ros__parameters": {"mode": "lockstep", "use_sim_time": True}}}
     assert "joint_states:=/estimator/state" in cmd
     assert parse_launch_args(["a:=1", "b:=x:=y"]) == {"a": "1", "b": "x:=y"}
     with pytest.raises(ValueError):
@@ -144,7 +144,7 @@ def test_overrides_file_goes_on_top_of_the_robot_config_for_every_node(tmp_path)
 def test_launch_planner_choices_are_the_cores():
     from mbrl_control.core.builders import PLANNERS
 
-    assert next(a for a in MPC_ARGUMENTS if a.name == "planner").choices == PLANNERS
+    assert next(a for a in MPC_ARGUMENTS if a.name == "planner").choices == ("", *PLANNERS)  # "": the config's
 
 
 def test_learn_graph_runs_the_controller_on_the_learned_model_with_learner_and_episode_manager(tmp_path):

@@ -122,9 +122,3 @@ def read_urdf(path: str | Path) -> UrdfRobot:
             friction=float(dyn.get("friction", "0")) if dyn is not None else 0.0,
         )
     return UrdfRobot(root.get("name", ""), links, joints)
-
-
-def angular_joints(path: str | Path, joints: list[str]) -> list[bool]:
-    """Per joint of ``joints``: is its position an angle (a revolute or continuous joint)?"""
-    robot = read_urdf(path)
-    return [robot.joints[j].type in ("revolute", "continuous") for j in joints]

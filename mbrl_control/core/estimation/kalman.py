@@ -8,6 +8,7 @@ linear function is the linear transform); they differ only in how they predict.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -55,6 +56,15 @@ class EstimatorConfig:
     ukf_kappa: float = 0.0  # secondary scaling (UKF)
     compile: bool = True  # torch.compile the model evaluations (eager if no compiler)
 
+    PER_JOINT = ("position_noise_std", "position_resolution", "velocity_noise_std", "accel_noise_density",
+                 "initial_velocity_std", "stale_position_std", "stale_velocity_std")
+
+    def for_joints(self, nq: int) -> "EstimatorConfig":
+        """This config with every one-value per-joint tuple repeated for ``nq`` joints (one value
+        in a parameter file stands for every joint); others are left for the filter to check."""
+        return dataclasses.replace(self, **{name: tuple(getattr(self, name)) * nq for name in self.PER_JOINT
+                                            if len(getattr(self, name)) == 1})
+
     def measurement_variance(self) -> np.ndarray:
         pos = np.square(self.position_noise_std) + np.square(self.position_resolution) / 12.0
         return np.concatenate([pos, np.square(self.velocity_noise_std)]) if self.measure_velocity else pos
@@ -98,6 +108,7 @@ class KalmanFilter(Estimator):
         angular_joints: Sequence[bool] | None = None,
         position_limits: Sequence[tuple[float, float]] | None = None,
     ) -> None:
+        config = config.for_joints(model.state_dim // 2)
         self.config = config
         self.process = ProcessModel(model, config.accel_noise_density, compile=config.compile)
         nq = self.process.nq

@@ -38,9 +38,10 @@ class Task(torch.nn.Module, abc.ABC):
 
 
 class TerminalCostOverride(Task):
-    """``task`` with its terminal cost replaced by a subclass's ``terminal_cost``; everything else
-    (running cost, bounds, success, and attributes such as ``upright`` or ``keypoints``) is
-    ``task``'s. How a value function (LQR, DP, a learned critic) extends a short horizon."""
+    """``task`` with its terminal cost replaced by a subclass's ``terminal_cost``; the running
+    cost, bounds and success are ``task``'s. How a value function (LQR, DP, a learned critic)
+    extends a short horizon. It is what planners price trajectories with; everything else (goals,
+    keypoints, errors) is asked of ``task`` itself, which this wraps and never hides."""
 
     def __init__(self, task: Task) -> None:
         super().__init__()
@@ -50,14 +51,6 @@ class TerminalCostOverride(Task):
         self.register_buffer("action_low", task.action_low.clone())
         self.register_buffer("action_high", task.action_high.clone())
         self.task = task
-
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)  # parameters, buffers, submodules (``task`` itself)
-        except AttributeError:
-            if name == "task":
-                raise
-            return getattr(self.task, name)
 
     def running_cost(self, x: Tensor, u: Tensor) -> Tensor:
         return self.task.running_cost(x, u)

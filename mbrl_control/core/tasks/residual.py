@@ -35,6 +35,7 @@ SUCCESS_KINDS = ("hold", "reach")
 class TaskConfig:
     """``task.*``: which terms, the terminal multiplier, the goal before one arrives."""
 
+    name: str = setting("task", "the task's name in reports and summaries")
     terms: tuple[str, ...] = setting((), "names of the cost terms (each configured under task.<name>.*)")
     terminal: float = setting(5.0, "the final state costs this many steps of the state terms (settable at runtime)", 0.0, 1e6)
     goal: tuple[float, ...] = setting((), "reach: the goal until one arrives on /goal_pose [m, URDF root frame]", -100.0, 100.0)
@@ -59,7 +60,7 @@ class GoalRegionConfig:
     min_z: float = setting(-1e3, "goals lower than this are raised to it [m]", -1e3, 1e3)
 
 
-RESERVED_TERM_NAMES = ("success", "goal_region", "terms", "terminal", "goal")
+RESERVED_TERM_NAMES = ("name", "success", "goal_region", "terms", "terminal", "goal")
 
 
 class ResidualTask(Task):
@@ -184,11 +185,7 @@ class ResidualTask(Task):
 
     def keypoints(self, states: np.ndarray) -> np.ndarray:
         """The robot's keypoints (``keypoint_links``) per state, ``[T, K, 3]`` in the URDF's root frame."""
-        q = torch.as_tensor(np.atleast_2d(np.asarray(states))[:, : self.spec.nq], dtype=torch.float32)
-        with torch.no_grad():
-            points = [self.link_position(q, link, torch.as_tensor(offset, dtype=torch.float32))
-                      for link, offset in zip(self.spec.keypoint_links, self.spec.keypoint_offsets)]
-        return torch.stack(points, dim=1).double().numpy()
+        return keypoints(self.spec, self.link_position, states)
 
     def goal_position(self) -> np.ndarray:
         """Where the task wants the robot: the goal, or the last keypoint at the equilibrium posture."""
@@ -227,6 +224,15 @@ class ResidualTask(Task):
             return False
         window = times >= times[-1] - self.success_config.window
         return bool(self.within_tolerance(np.asarray(states)[window]).all())
+
+
+def keypoints(spec: RobotSpec, link_position: LinkPosition, states: np.ndarray) -> np.ndarray:
+    """The points of ``spec.keypoint_links`` per state, ``[T, K, 3]`` in the URDF's root frame (rviz)."""
+    q = torch.as_tensor(np.atleast_2d(np.asarray(states))[:, : spec.nq], dtype=torch.float32)
+    with torch.no_grad():
+        points = [link_position(q, link, torch.as_tensor(offset, dtype=torch.float32))
+                  for link, offset in zip(spec.keypoint_links, spec.keypoint_offsets)]
+    return torch.stack(points, dim=1).double().numpy()
 
 
 def build_residual_task(spec: RobotSpec, p: dict[str, Any], link_position: LinkPosition | None = None) -> ResidualTask:
