@@ -13,8 +13,8 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from mbrl_control.core.robot import RobotConfig, RobotSpec, RobotSpecError, robot_spec
-from mbrl_control.paths import resolve_urdf
 from mbrl_control.core.util import section  # noqa: F401  (nodes take their parameter sections from here)
+from mbrl_control.paths import resolve_urdf
 
 _ARRAY_TYPES = {str: Parameter.Type.STRING_ARRAY, float: Parameter.Type.DOUBLE_ARRAY, int: Parameter.Type.INTEGER_ARRAY,
                 bool: Parameter.Type.BOOL_ARRAY}

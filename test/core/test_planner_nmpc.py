@@ -13,13 +13,7 @@ import torch
 
 from mbrl_control.core.builders import build_planner
 from mbrl_control.core.dynamics import CartPoleDynamics
-from mbrl_control.core.planners.nmpc import (
-    SOLVERS,
-    NMPCConfig,
-    NMPCPlanner,
-    cartpole_ode,
-    rk4_step,
-)
+from mbrl_control.core.planners.nmpc import SOLVERS, NMPCConfig, NMPCPlanner, cartpole_ode, rk4_step
 
 DT = 0.02
 
