@@ -39,6 +39,9 @@ class RobotConfig:
     state_joints: tuple[str, ...] = setting((), "joints of the state vector, in order (positions, then velocities)")
     command_joints: tuple[str, ...] = setting((), "actuated joints, in the order of the command array")
     control_rate: float = setting(50.0, "control ticks per second [Hz]", 1.0, 1000.0)
+    effort_limits: tuple[float, ...] = setting((), "per command joint, an effort limit below the URDF's that planners, "
+                                                   "tasks and the safety layer use (a data sheet's; empty: the URDF's)",
+                                               0.0, 1e6)
     equilibrium: tuple[float, ...] = setting((), "joint positions (state_joints order) the robot regulates about: LQR's "
                                                  "linearisation point, the posture of the tasks' terms (empty: zeros)")
     keypoint_links: tuple[str, ...] = setting((), "links whose points rviz shows along a plan and with the estimate's "
@@ -133,6 +136,10 @@ def robot_spec(p: Mapping[str, Any], urdf: str | Path | None = None) -> RobotSpe
     effort = np.array([robot.joints[j].effort for j in command_joints], dtype=np.float64)
     if not np.all(np.isfinite(effort) & (effort > 0)):
         raise RobotSpecError(f"{path.name}: every command joint needs a positive <limit effort=...> (got {effort.tolist()})")
+    tighter = np.asarray(p.get("effort_limits") or effort, dtype=np.float64)
+    if tighter.shape != effort.shape or np.any(tighter <= 0):
+        raise RobotSpecError(f"parameter 'effort_limits' needs {len(effort)} positive values (one per command joint) or none")
+    effort = np.minimum(effort, tighter)  # never above the URDF's
     links = tuple(p.get("keypoint_links") or ()) or (robot.joints[state_joints[-1]].child,)
     unknown_links = [link for link in links if link not in robot.links]
     if unknown_links:

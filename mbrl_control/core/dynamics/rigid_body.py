@@ -176,8 +176,11 @@ def _solve_spd(a: Tensor, b: Tensor) -> Tensor:
     on ``[B]`` rows, which inductor fuses with the rest of the step.
     """
     if not torch.compiler.is_compiling():
-        chol = torch.linalg.cholesky(a.movedim(-1, 0))
-        return torch.cholesky_solve(b.t().unsqueeze(-1), chol).squeeze(-1).t()
+        # cholesky_ex: a sample whose state has gone non-finite (a planner's wild sample) yields
+        # NaN for its cost to reject, as the compiled path does, instead of raising for the batch.
+        chol, info = torch.linalg.cholesky_ex(a.movedim(-1, 0))
+        x = torch.cholesky_solve(b.t().unsqueeze(-1), chol).squeeze(-1).t()
+        return torch.where(info == 0, x, torch.full_like(x, float("nan")))
     n = a.shape[0]
     low: list[list[Tensor]] = [[] for _ in range(n)]  # low[i][k] = L[i, k] for k <= i
     inv_diag: list[Tensor] = []
