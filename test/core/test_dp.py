@@ -222,8 +222,10 @@ def test_value_as_terminal_cost_lets_short_horizon_cem_balance(setup, planner):
         cem = CEMPlanner(TrajectoryEvaluator(model, cost, compile=False), config)
         episode = run_episode(cem, plant, x0, steps=300)
         outcomes[name] = task.success(episode.states, episode.times), np.abs(episode.states[:, 0]).max()
-    assert outcomes["value"][0] and outcomes["value"][1] < BOX[0], outcomes
-    assert not outcomes["base"][0] or outcomes["base"][1] > outcomes["value"][1], outcomes
+    # Measured (seeds 0-2 alike): base runs to |x| = 2.01 m (the track's soft limit) and falls,
+    # upright 41 % of the time; with the value it balances within 0.42 m of the rail's centre.
+    assert outcomes["value"][0] and outcomes["value"][1] < 0.6, outcomes
+    assert not outcomes["base"][0] and outcomes["base"][1] > 1.5, outcomes
 
 
 def test_rejects_bad_configs(setup):
