@@ -67,7 +67,8 @@ def test_estimator_node_survives_bad_readings_and_dropouts(domain, probe, tmp_pa
         published_before_gap = len(states)
         probe.spin_for(0.5)  # no readings at all: the estimate goes stale and is not published
         stream(1.0)
-        assert probe.spin_until(lambda: len(states) > published_before_gap + 30, 10), "did not recover after the dropout"
+        recovered = probe.spin_until(lambda: len(states) > published_before_gap + 30, 10)
+        assert recovered, "did not recover after the dropout"
         # Judged by stamps, not by what arrived when (a loaded machine delays delivery): no estimate
         # is stamped more than stale_after (0.1 s) after the newest good reading before it.
         stamps = np.array([s.header.stamp.sec + s.header.stamp.nanosec * 1e-9 for s in states])

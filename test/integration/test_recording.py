@@ -97,7 +97,8 @@ def test_recording_holds_every_topic_decodes_and_feeds_rviz_and_the_report(domai
     assert summary["upright_fraction"] > 0.5 and task.upright(truth[end - 4 : end + 1]).all(), truth[end - 4 : end + 1]
     # The monitor watched one true state per tick from the first command; the recording may lack
     # the first of them (before the recorder discovered the topic): those count either way.
-    watched = (run.state_time >= run.state_time[end] - summary["duration_s"] - 1e-6) & (run.state_time <= run.state_time[end])
+    since = run.state_time[end] - summary["duration_s"] - 1e-6
+    watched = (run.state_time >= since) & (run.state_time <= run.state_time[end])
     judged = round(summary["duration_s"] * 50) + 1
     upright, unseen = int(task.upright(truth[watched]).sum()), judged - int(watched.sum())
     print(f"upright: {summary['upright_fraction'] * judged:.1f} of {judged} (monitor), {upright} of the "

@@ -197,7 +197,8 @@ def test_launch_files_declare_every_argument_and_start_exactly_the_graphs_nodes(
     assert len(specs) == len(nodes) >= 2
     for node, s in zip(nodes, specs):
         k = node.kwargs
-        assert (k["package"], k["executable"], k["name"], k["namespace"]) == (s.package, s.executable, s.name, s.namespace)
+        assert (k["package"], k["executable"], k["name"]) == (s.package, s.executable, s.name)
+        assert k["namespace"] == s.namespace
         assert k["parameters"] == s.parameters and k["remappings"] == s.remappings and k["arguments"] == s.arguments
         if s.ends_launch:
             assert [type(a).__name__ for a in k["on_exit"]] == ["Shutdown"], s.name
