@@ -126,9 +126,11 @@ def test_value_is_lowest_upright_at_rest_and_rises_towards_the_edges(small_mdp, 
     assert inner.mean() < 0.5 * values.mean()
 
 
-def test_greedy_policy_balances_the_plant_from_the_middle_of_the_grid(setup, planner):
-    """Every grid point in the middle third of each axis: 5 s upright, never off the grid."""
-    _, _, task, plant = setup
+@pytest.mark.parametrize("plant", ["plant", "mismatched_plant"])
+def test_greedy_policy_balances_the_plant_from_the_middle_of_the_grid(cartpole, planner, plant):
+    """Every grid point in the middle third of each axis: 5 s upright, never off the grid; on the
+    exact plant and on the mismatched one (conftest: heavier pole, damping, weaker motor)."""
+    task, plant = cartpole.task, getattr(cartpole, plant)
     points = planner.grid.points()
     x0 = points[(points.abs() <= 0.34 * torch.tensor(BOX, dtype=torch.float64)).all(-1)]
     assert len(x0) >= 500
