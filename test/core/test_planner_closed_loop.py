@@ -57,9 +57,11 @@ def test_swings_up_and_balances(rig, name):
     assert all(results), f"{name} succeeded for seeds {[i for i, ok in enumerate(results) if ok]}"
 
 
+@pytest.mark.parametrize("plant", ["plant", "mismatched_plant"])
 @pytest.mark.parametrize("name", PLANNERS)
-def test_balances_from_a_perturbed_upright_state(rig, name):
+def test_balances_from_a_perturbed_upright_state(rig, name, plant):
+    """On the exact plant and on the mismatched one (conftest: heavier pole, damping, weaker motor)."""
     make, _ = PLANNERS[name]
-    ep = run_episode(make(rig, 1), rig.plant, PERTURBED_UPRIGHT, steps=300)
+    ep = run_episode(make(rig, 1), getattr(rig, plant), PERTURBED_UPRIGHT, steps=300)
     assert rig.task.success(ep.states, ep.times)
     assert np.abs(ep.actions).max() <= rig.params.force_limit + 1e-6
