@@ -126,9 +126,11 @@ def test_value_is_lowest_upright_at_rest_and_rises_towards_the_edges(small_mdp, 
     assert inner.mean() < 0.5 * values.mean()
 
 
-def test_greedy_policy_balances_the_plant_from_the_middle_of_the_grid(setup, planner):
-    """Every grid point in the middle third of each axis: 5 s upright, never off the grid."""
-    _, _, task, plant = setup
+@pytest.mark.parametrize("plant", ["plant", "mismatched_plant"])
+def test_greedy_policy_balances_the_plant_from_the_middle_of_the_grid(cartpole, planner, plant):
+    """Every grid point in the middle third of each axis: 5 s upright, never off the grid; on the
+    exact plant and on the mismatched one (conftest: heavier pole, damping, weaker motor)."""
+    task, plant = cartpole.task, getattr(cartpole, plant)
     points = planner.grid.points()
     x0 = points[(points.abs() <= 0.34 * torch.tensor(BOX, dtype=torch.float64)).all(-1)]
     assert len(x0) >= 500
@@ -222,8 +224,10 @@ def test_value_as_terminal_cost_lets_short_horizon_cem_balance(setup, planner):
         cem = CEMPlanner(TrajectoryEvaluator(model, cost, compile=False), config)
         episode = run_episode(cem, plant, x0, steps=300)
         outcomes[name] = task.success(episode.states, episode.times), np.abs(episode.states[:, 0]).max()
-    assert outcomes["value"][0] and outcomes["value"][1] < BOX[0], outcomes
-    assert not outcomes["base"][0] or outcomes["base"][1] > outcomes["value"][1], outcomes
+    # Measured (seeds 0-2 alike): base runs to |x| = 2.01 m (the track's soft limit) and falls,
+    # upright 41 % of the time; with the value it balances within 0.42 m of the rail's centre.
+    assert outcomes["value"][0] and outcomes["value"][1] < 0.6, outcomes
+    assert not outcomes["base"][0] and outcomes["base"][1] > 1.5, outcomes
 
 
 def test_rejects_bad_configs(setup):

@@ -106,3 +106,22 @@ def test_hanging_is_an_equilibrium_and_upright_is_unstable(params):
         upright = model.step(upright, zero)
     assert wrap(hanging[0, 1] - math.pi).abs() < 1e-4
     assert upright[0, 1].abs() > 0.01  # small tilt grows
+
+
+def test_the_mismatched_plant_is_another_robot(cartpole):
+    """The closed-loop tests' mismatched plant (conftest) departs from the planners' model: a
+    weaker push on the cart, a pole that loses speed, and within a second a different state."""
+    model, plant, exact = cartpole.model, cartpole.mismatched_plant, cartpole.plant
+    rest = torch.zeros(1, 4, dtype=torch.float64)
+    push = torch.tensor([[10.0]], dtype=torch.float64)
+    assert 0.85 < plant.step(rest, push)[0, 2] / exact.step(rest, push)[0, 2] < 0.95  # ~ motor gain, heavier pole
+    spinning = torch.tensor([[0.0, math.pi, 0.0, 5.0]], dtype=torch.float64)
+    zero = torch.zeros(1, 1, dtype=torch.float64)
+    assert plant.step(spinning, zero)[0, 3] < exact.step(spinning, zero)[0, 3] - 1e-3  # pole damping
+    g = torch.Generator().manual_seed(0)
+    x = torch.tensor([[0.0, 0.3, 0.0, 0.0]], dtype=torch.float64)
+    x_model, x_plant = x, x
+    for _ in range(50):
+        u = 10 * torch.randn(1, 1, generator=g, dtype=torch.float64)
+        x_model, x_plant = model.step(x_model, u), plant.step(x_plant, u)
+    assert (x_plant - x_model).abs().max() > 0.1, (x_plant, x_model)

@@ -228,11 +228,11 @@ def test_sac_batches_mix_real_and_model_transitions_at_the_real_ratio(cartpole, 
 # -- (b) MBPO balances ---------------------------------------------------------------------------
 
 
-def balance_failures(cartpole, policy: Policy, steps: int = 300) -> tuple[list[int], np.ndarray]:
-    """The starts (of 16 around upright) from which ``policy`` fails the task on the
-    simulator-equivalent plant in ``steps`` ticks, and each start's fraction of ticks upright."""
+def balance_failures(cartpole, policy: Policy, steps: int = 300, plant=None) -> tuple[list[int], np.ndarray]:
+    """The starts (of 16 around upright) from which ``policy`` fails the task on ``plant`` (default:
+    the simulator-equivalent one) in ``steps`` ticks, and each start's fraction of ticks upright."""
     x0 = box_states(START_BOX, 16, seed=7).double()
-    states = closed_loop(policy, cartpole.plant, x0, steps).numpy()
+    states = closed_loop(policy, plant or cartpole.plant, x0, steps).numpy()
     times = np.arange(steps + 1) * DT
     upright = np.array([cartpole.task.within_tolerance(s).mean() for s in states])
     return [i for i, s in enumerate(states) if not cartpole.task.success(s, times)], upright
@@ -243,6 +243,9 @@ def test_mbpo_policy_trained_in_model_rollouts_balances_in_closed_loop(cartpole,
     success window, and >= 95% of all ticks upright."""
     failed, upright = balance_failures(cartpole, trained.policy)
     assert not failed and upright.mean() >= 0.95, f"fell from starts {failed[:4]}; upright {upright.round(2)}"
+    # and on the mismatched plant (conftest: heavier pole, damped joints, 90 % motor gain)
+    failed, upright = balance_failures(cartpole, trained.policy, plant=cartpole.mismatched_plant)
+    assert not failed and upright.mean() >= 0.95, f"mismatched: fell from {failed[:4]}; upright {upright.round(2)}"
     assert trained.sac_steps == CONFIG.sac_steps and trained.returns[trained.best_epoch - 1] == max(trained.returns)
 
 

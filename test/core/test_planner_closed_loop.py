@@ -1,7 +1,8 @@
 """Closed-loop acceptance of every new planner on the analytic cart-pole, no ROS involved.
 
 The plant is the Euler, 8-substep model that reproduces PyBullet. Each planner balances from a
-perturbed upright state; the sampling planners and iLQR also swing up from hanging. iCEM and MPPI
+perturbed upright state, on that plant and on a mismatched one (conftest); the sampling planners
+and iLQR also swing up from hanging. iCEM and MPPI
 share one compiled evaluator at population 500 and horizon 30 (CEM's graph, already compiled
 by test_cem); iLQR runs eager at horizon 30 so no cold compile lands in the suite (bench/planners.py
 times it compiled at horizon 50).
@@ -57,9 +58,22 @@ def test_swings_up_and_balances(rig, name):
     assert all(results), f"{name} succeeded for seeds {[i for i, ok in enumerate(results) if ok]}"
 
 
-@pytest.mark.parametrize("name", PLANNERS)
-def test_balances_from_a_perturbed_upright_state(rig, name):
+# On the mismatched plant (conftest: heavier pole, damped joints, 90 % motor gain), one seed each.
+# Measured over seeds 0-1: iCEM 2/2, iLQR 2/2, CEM 3/3 (test_cem); MPPI 1/2 (seed 0 tips to
+# 0.35 rad once in its last 5 s), so MPPI's swing-up is not claimed robust to this mismatch.
+@pytest.mark.parametrize("name", ["icem", "ilqr"])
+def test_swings_up_the_mismatched_plant(rig, name):
     make, _ = PLANNERS[name]
-    ep = run_episode(make(rig, 1), rig.plant, PERTURBED_UPRIGHT, steps=300)
+    x0 = HANGING + 0.1 * torch.randn(4, generator=torch.Generator().manual_seed(0))
+    ep = run_episode(make(rig, 0), rig.mismatched_plant, x0, steps=400)
+    assert rig.task.success(ep.states, ep.times)
+
+
+@pytest.mark.parametrize("plant", ["plant", "mismatched_plant"])
+@pytest.mark.parametrize("name", PLANNERS)
+def test_balances_from_a_perturbed_upright_state(rig, name, plant):
+    """On the exact plant and on the mismatched one (conftest: heavier pole, damping, weaker motor)."""
+    make, _ = PLANNERS[name]
+    ep = run_episode(make(rig, 1), getattr(rig, plant), PERTURBED_UPRIGHT, steps=300)
     assert rig.task.success(ep.states, ep.times)
     assert np.abs(ep.actions).max() <= float(rig.task.action_high[0]) + 1e-6

@@ -104,8 +104,9 @@ def test_terminal_value_is_the_wrapped_cost_to_go(setup):
     assert wrapped.task is task and wrapped.success(np.zeros((300, 4)), np.arange(300) * 0.02)
 
 
-def test_short_horizon_mppi_balances_with_the_lqr_terminal_value(setup):
-    _, model, task, plant = setup
+@pytest.mark.parametrize("plant", ["plant", "mismatched_plant"])
+def test_short_horizon_mppi_balances_with_the_lqr_terminal_value(cartpole, plant):
+    model, task, plant = cartpole.model, cartpole.task, getattr(cartpole, plant)
     wrapped = LQRTerminalCost(task, solve_lqr(model, task).P, angle_dims=(1,))
     planner = MPPIPlanner(TrajectoryEvaluator(model, wrapped), MPPIConfig(samples=64, horizon=8, seed=0))
     ep = run_episode(planner, plant, torch.tensor([0.2, 0.15, 0.0, -0.2]), steps=150)

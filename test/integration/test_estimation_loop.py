@@ -20,7 +20,11 @@ def test_lockstep_swing_up_through_the_ekf_with_30ms_latency(domain, tmp_path):
     code, summary = run_mpc({"mode": "lockstep", "duration": "8", "overrides": str(overrides)}, domain, tmp_path)
     assert code == 0, logs(tmp_path)
     assert summary["estimator"] == "ekf" and summary["success"], (summary, logs(tmp_path))
-    assert all(0 < v < 0.5 for v in summary["velocity_rmse"]), summary
+    # Velocity RMSE (cart, pole) measured 0.0354-0.0366 / 0.0756-0.0793 (3 runs, one with 4 ms
+    # latency); bounds ~1.6x that. Finite differences of the same readings: 0.076 / 0.161
+    # (bench/estimation.py); the delay-compensated EKF must stay well below them.
+    cart, pole = summary["velocity_rmse"]
+    assert 0 < cart < 0.06 and 0 < pole < 0.125, summary
 
 
 def test_estimator_node_survives_bad_readings_and_dropouts(domain, probe, tmp_path):
@@ -36,6 +40,8 @@ def test_estimator_node_survives_bad_readings_and_dropouts(domain, probe, tmp_pa
         pub = probe.node.create_publisher(JointState, "/joint_states", 10)
         joints = ["slider_to_cart", "cart_to_pole"]
 
+        good = []  # stamps of the readings the estimator may fuse
+
         def reading(position, stamp_offset=0.0, names=joints):
             msg = JointState(name=names, position=position)
             t = probe.node.get_clock().now().nanoseconds * 1e-9 + stamp_offset
@@ -44,7 +50,9 @@ def test_estimator_node_survives_bad_readings_and_dropouts(domain, probe, tmp_pa
 
         def stream(seconds, bad=None):
             for i in range(int(seconds * 100)):
-                pub.publish(reading([0.1, math.pi - 0.01]))
+                msg = reading([0.1, math.pi - 0.01])
+                good.append(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
+                pub.publish(msg)
                 if bad is not None:
                     pub.publish(bad())
                 probe.spin_for(0.01)
@@ -58,16 +66,20 @@ def test_estimator_node_survives_bad_readings_and_dropouts(domain, probe, tmp_pa
         stream(0.3, lambda: reading([7.0, 3.1]))  # a 7 m spike: gated
         published_before_gap = len(states)
         probe.spin_for(0.5)  # no readings at all: the estimate goes stale and is not published
-        stale_period = len(states) - published_before_gap
         stream(1.0)
-        probe.spin_for(1.2)  # a diagnostics period
-        assert stale_period <= 8, "published a stale estimate for most of a 0.5 s dropout"
-        assert len(states) > published_before_gap + 30, "did not recover after the dropout"
+        recovered = probe.spin_until(lambda: len(states) > published_before_gap + 30, 10)
+        assert recovered, "did not recover after the dropout"
+        # Judged by stamps, not by what arrived when (a loaded machine delays delivery): no estimate
+        # is stamped more than stale_after (0.1 s) after the newest good reading before it.
+        stamps = np.array([s.header.stamp.sec + s.header.stamp.nanosec * 1e-9 for s in states])
+        good_stamps = np.array(good)
+        newest = good_stamps[np.searchsorted(good_stamps, stamps + 1e-6, side="right") - 1]
+        assert (stamps - newest).max() <= 0.1 + 1e-3, f"published {(stamps - newest).max():.3f} s after a reading"
+        counters = ("rejected_nonfinite", "rejected_wrong_length", "rejected_out_of_order", "rejected_gate")
+        assert probe.spin_until(lambda: all(int(diag.get(k, 0)) > 5 for k in counters), 10), diag  # 1 Hz diagnostics
         assert all(np.all(np.isfinite(list(s.position) + list(s.velocity))) for s in states)
         assert all(np.all(np.isfinite(c.data)) and len(c.data) == 16 for c in covariances)
         assert covariances[-1].layout.dim[0].size == 4 and covariances[-1].layout.dim[1].stride == 4
-        for key in ("rejected_nonfinite", "rejected_wrong_length", "rejected_out_of_order", "rejected_gate"):
-            assert int(diag.get(key, 0)) > 5, (key, diag)
         assert abs(states[-1].position[0] - 0.1) < 0.01
     finally:
         running.stop()

@@ -22,7 +22,7 @@ def _free_port() -> int:
 
 async def _first_joint_state(port: int, timeout: float) -> tuple[dict, bytes]:
     async def run():
-        for _ in range(100):  # the server starts with the node; retry until it listens
+        while True:  # the server starts with the node; retry until it listens (wait_for bounds it)
             try:
                 ws = await websockets.connect(f"ws://127.0.0.1:{port}", subprotocols=["foxglove.sdk.v1"])
                 break
@@ -53,7 +53,7 @@ def test_foxglove_bridge_streams_topics_with_their_schemas(domain, tmp_path):
     specs[-1].parameters[-1]["port"] = port
     running = start(specs, domain, tmp_path / "logs")
     try:
-        channel, payload = asyncio.run(_first_joint_state(port, 60))
+        channel, payload = asyncio.run(_first_joint_state(port, 180))
     finally:
         running.stop()
     assert channel["encoding"] == "cdr" and channel["schemaEncoding"] == "ros2msg", (channel, logs(tmp_path))

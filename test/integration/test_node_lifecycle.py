@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 from rosutil import kill_launch, launcher_children, node_env
 
@@ -45,7 +44,7 @@ def _alive(pid):
         return f.read().split(")")[-1].split()[0] != "Z"
 
 
-def test_launcher_stops_all_nodes_on_ctrl_c(domain):
+def test_launcher_stops_all_nodes_on_ctrl_c(domain, probe):
     # Started as a script's background job starts it: with SIGINT ignored (`trap "" INT`; exec keeps
     # it). An explicit SIGINT must still stop the launcher and every node.
     cmd = ["sh", "-c", 'trap "" INT; exec "$0" "$@"', sys.executable, "-m", "mbrl_control.cli", "launch", "mpc",
@@ -53,10 +52,12 @@ def test_launcher_stops_all_nodes_on_ctrl_c(domain):
     proc = subprocess.Popen(cmd, env=node_env(domain), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     children = []
     try:
-        time.sleep(5.0)  # the nodes are up (the controller may still be warming up)
-        assert proc.poll() is None
+        # The nodes are up (in the ROS graph; the controller may still be warming up).
+        nodes = {"sim", "estimator", "mpc_controller"}
+        assert probe.spin_until(lambda: nodes <= set(probe.node.get_node_names()) or proc.poll() is not None, 120)
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
         children = launcher_children(proc)
-        assert len(children) == 3  # sim, estimator and controller
+        assert len(children) == 3, children
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     finally:

@@ -12,10 +12,15 @@ import json
 import re
 import time
 
+import numpy as np
+import torch
 import yaml
+from mcap.reader import make_reader
+from mcap_ros2.decoder import DecoderFactory
 from rosutil import logs, run_mpc, start
 
 from mbrl_control.cli import train_offline
+from mbrl_control.core.mbpo.policy import load_policy
 from mbrl_control.graph import learn_graph
 
 EPISODES = 4
@@ -77,8 +82,31 @@ def test_mbpo_loop_trains_policies_from_the_stacks_own_data_and_runs_them(domain
     overrides = tmp_path / "policy.yaml"
     overrides.write_text(yaml.safe_dump({"mpc_controller": {"ros__parameters": {
         "policy": {"path": str(learned / "policy.safetensors")}}}}))
-    code, summary = run_mpc({"mode": "lockstep", "duration": "3", "planner": "policy", "overrides": str(overrides)},
-                            domain, tmp_path / "offline")
+    recording = tmp_path / "offline" / "run.mcap"
+    code, summary = run_mpc({"mode": "lockstep", "duration": "3", "planner": "policy", "overrides": str(overrides),
+                             "record": "true", "record_path": str(recording)}, domain, tmp_path / "offline")
     assert code == 0, logs(tmp_path / "offline")
-    # (ticks as of the controller's last 1 Hz diagnostics: at least 2 of the 3 s)
-    assert summary["planner"] == "policy" and summary["ticks"] >= 100 and summary["rejected_states"] == 0, summary
+    assert summary["planner"] == "policy" and summary["rejected_states"] == 0, summary
+    # The controller ran that file's policy: every command it sent (its per-tick samples, fields by
+    # the message's own labels) is the policy's action at the state it planned from.
+    states, commands = recorded_samples(recording)
+    assert len(states) >= 100, len(states)  # of the 150 ticks of 3 s (the recorder joins late)
+    policy = load_policy(learned / "policy.safetensors")
+    with torch.no_grad():
+        expected = policy(torch.from_numpy(states).float()).double().numpy()
+    error = np.abs(commands - expected).max()
+    assert error <= 1e-4, f"commands differ from the policy's actions by up to {error} N"
+
+
+def recorded_samples(path) -> tuple[np.ndarray, np.ndarray]:
+    """(states, commands) of the controller's per-tick samples in a recording, read by label."""
+    states, commands = [], []
+    with open(path, "rb") as f:
+        for _, channel, _, msg in make_reader(f, decoder_factories=[DecoderFactory()]).iter_decoded_messages():
+            if channel.topic != "/mpc_controller/transitions":
+                continue
+            labels = msg.layout.dim[0].label.split(",")
+            columns = lambda prefix: [i for i, name in enumerate(labels) if re.fullmatch(prefix + r"\d+", name)]
+            states.append([msg.data[i] for i in columns("x")])
+            commands.append([msg.data[i] for i in columns("u")])
+    return np.array(states), np.array(commands)
