@@ -29,16 +29,34 @@ class TrajectoryEvaluator(torch.nn.Module):
         self.task = task
         self._fn = self._evaluate
         self._compile_pending = compile
+        self._step = model.step  # compiled alone for models whose horizon is too big a graph
+        self._cost = task.trajectory_cost
 
     def _evaluate(self, x0: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
         x = x0.unsqueeze(0).expand(actions.shape[0], -1)
         states = self.model.rollout(x, actions)
         return self.task.trajectory_cost(states, actions), states
 
+    def _evaluate_by_steps(self, x0: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+        x = x0.unsqueeze(0).expand(actions.shape[0], -1)
+        states = [x]
+        for t in range(actions.shape[1]):
+            x = self._step(x, actions[:, t])
+            states.append(x)
+        states_b = torch.stack(states, dim=1)
+        return self._cost(states_b, actions), states_b
+
     def forward(self, x0: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
         if self._compile_pending:
             self._compile_pending = False
-            self._fn = compile_or_eager(self._evaluate, (x0, actions))
+            if self.model.compile_rollout:
+                self._fn = compile_or_eager(self._evaluate, (x0, actions))
+            else:  # one compiled step, looped; the cost compiled on its own
+                x = x0.unsqueeze(0).expand(actions.shape[0], -1)
+                self._step = compile_or_eager(self.model.step, (x, actions[:, 0]))
+                states = torch.stack([x] * (actions.shape[1] + 1), dim=1)
+                self._cost = compile_or_eager(self.task.trajectory_cost, (states, actions))
+                self._fn = self._evaluate_by_steps
         return self._fn(x0, actions)
 
 
@@ -70,23 +88,28 @@ class FeedbackRollout(torch.nn.Module):
         self.task = task
         self._fn = self._rollout
         self._compile_pending = compile
+        self._feedback_step = self._step_with_feedback  # compiled alone for models with big step graphs
+        self._cost = task.trajectory_cost
+
+    def _step_with_feedback(self, x: Tensor, x_ref: Tensor, u_ref: Tensor, feedforward: Tensor, gains: Tensor,
+                            step: Tensor) -> tuple[Tensor, Tensor]:
+        dx = x - x_ref
+        feedback = sum(dx[:, i : i + 1] * gains[:, i] for i in range(dx.shape[-1]))
+        u = torch.clamp(u_ref + step * feedforward + feedback, self.task.action_low, self.task.action_high)
+        return self.model.step(x, u), u
 
     def _rollout(
         self, x0: Tensor, x_ref: Tensor, u_ref: Tensor, feedforward: Tensor, gains: Tensor, step_sizes: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        low, high = self.task.action_low, self.task.action_high
         x = x0.unsqueeze(0).expand(step_sizes.shape[0], -1)
         step = step_sizes.unsqueeze(-1)
         states, actions = [x], []
         for t in range(u_ref.shape[0]):
-            dx = x - x_ref[t]
-            feedback = sum(dx[:, i : i + 1] * gains[t][:, i] for i in range(dx.shape[-1]))
-            u = torch.clamp(u_ref[t] + step * feedforward[t] + feedback, low, high)
-            x = self.model.step(x, u)
+            x, u = self._feedback_step(x, x_ref[t], u_ref[t], feedforward[t], gains[t], step)
             states.append(x)
             actions.append(u)
         states_b, actions_b = torch.stack(states, dim=1), torch.stack(actions, dim=1)
-        return self.task.trajectory_cost(states_b, actions_b), states_b, actions_b
+        return self._cost(states_b, actions_b), states_b, actions_b
 
     def forward(
         self, x0: Tensor, x_ref: Tensor, u_ref: Tensor, feedforward: Tensor, gains: Tensor, step_sizes: Tensor
@@ -94,5 +117,14 @@ class FeedbackRollout(torch.nn.Module):
         args = (x0, x_ref, u_ref, feedforward, gains, step_sizes)
         if self._compile_pending:
             self._compile_pending = False
-            self._fn = compile_or_eager(self._rollout, args)
+            if self.model.compile_rollout:
+                self._fn = compile_or_eager(self._rollout, args)
+            else:  # one compiled feedback step, looped; the cost compiled on its own
+                x = x0.unsqueeze(0).expand(step_sizes.shape[0], -1)
+                step = step_sizes.unsqueeze(-1)
+                self._feedback_step = compile_or_eager(self._step_with_feedback,
+                                                       (x, x_ref[0], u_ref[0], feedforward[0], gains[0], step))
+                states = torch.stack([x] * (u_ref.shape[0] + 1), dim=1)
+                actions = u_ref.unsqueeze(0).expand(step_sizes.shape[0], -1, -1)
+                self._cost = compile_or_eager(self.task.trajectory_cost, (states, actions))
         return self._fn(*args)

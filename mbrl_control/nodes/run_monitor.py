@@ -1,5 +1,6 @@
 """The run monitor: watches a run for ``duration`` seconds of robot time from the controller's
-first command, then reports what happened (task success and the fraction of time within the
+first planned tick (its first sample on ``/<controller>/transitions``: the safe commands it sends
+while it waits for a first state, an estimator still warming up, are not the run), then reports what happened (task success and the fraction of time within the
 task's tolerance, judged on the true state, ``ground_truth``; for a task with goals, every goal on
 ``/goal_pose`` judged at the end of its time: ``goals``, ``goals_reached``, ``ee_error_median_m``;
 how much the command changes per tick over the last 5 s, ``command_delta_rms``, per commanded
@@ -87,15 +88,21 @@ class RunMonitor(Node):
         if p["estimator"] != "none":
             self.create_subscription(JointState, "estimate", self._on_estimate, qos_profile_sensor_data)
         self.create_subscription(Float64MultiArray, "effort_controller/commands", self._on_command, 10)
+        self.create_subscription(Float64MultiArray, f"/{p['controller_name']}/transitions", self._on_sample,
+                                 QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         if self.task.has_goal:
             reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
             self.create_subscription(PoseStamped, "/goal_pose", self._on_goal, reliable)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
 
-    def _on_command(self, msg: Float64MultiArray) -> None:
+    def _on_sample(self, msg: Float64MultiArray) -> None:
         if self.start is None:
             self.start = self.get_clock().now()
-            self.get_logger().info(f"controller active; watching {self.p['duration']:.1f} s of robot time")
+            self.get_logger().info(f"controller planning; watching {self.p['duration']:.1f} s of robot time")
+
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        if self.start is None:
+            return
         self.command_times.append((self.get_clock().now() - self.start).nanoseconds * 1e-9)
         self.commands.append(np.asarray(msg.data, dtype=float))
 

@@ -73,3 +73,73 @@ def test_bad_term_configuration_names_the_parameter(cartpole_params):
         build_residual_task(spec, cartpole_params | {"task.effort.scale": [1.0, 2.0]})
     with pytest.raises(RobotSpecError, match="state_joints"):
         robot_spec(cartpole_params | {"state_joints": ["slider_to_cart", "elbow"]})
+
+
+@pytest.fixture(scope="module")
+def iiwa():
+    from mbrl_control.core.builders import load_robot
+
+    return load_robot("iiwa")
+
+
+def test_reach_cost_is_zero_at_the_goal_and_pulls_with_constant_force_far_away(iiwa):
+    task, spec = iiwa.task, iiwa.spec
+    q = torch.tensor(spec.equilibrium, dtype=torch.float32)
+    x = torch.cat([q, torch.zeros(7)]).view(1, 1, 14)
+    goal = task.reach_point(x[0].numpy())[0]
+    assert task.set_goal(goal) == ""  # inside the reachable region: not clamped
+    reach = task.terms[task.names.index("reach")]
+    assert float(reach(x, None, task.goal, task.last_command)) == pytest.approx(0.0, abs=1e-6)
+    costs = []
+    for distance in (0.2, 0.4):
+        assert task.set_goal(goal - np.array([distance, 0.0, 0.0])) == ""  # towards the base, inside the region
+        costs.append(float(reach(x, None, task.goal, task.last_command)))
+    # smooth_abs: ~linear far from the goal (0.2 m more costs ~0.2 more), unlike a quadratic (x3)
+    assert costs[1] - costs[0] == pytest.approx(0.2, rel=0.05)
+
+
+def test_reach_success_is_the_end_within_two_centimetres(iiwa):
+    task, spec = iiwa.task, iiwa.spec
+    states = np.tile(np.r_[spec.equilibrium, np.zeros(7)], (50, 1))
+    end = task.reach_point(states[-1:])[0]
+    times = np.arange(50) * 0.02
+    task.set_goal(end + np.array([0.015, 0.0, 0.0]))
+    assert task.success(states, times)
+    task.set_goal(end + np.array([0.025, 0.0, 0.0]))
+    assert not task.success(states, times)
+    far = states.copy()
+    far[:-1, 1] += 0.5  # where the arm was before the end does not matter
+    task.set_goal(end)
+    assert task.success(far, times)
+
+
+def test_goals_outside_the_reachable_region_are_clamped_with_a_reason(iiwa):
+    task = iiwa.task
+    low, reason = task.clamp_goal(np.array([0.5, 0.0, -0.3]))
+    assert low[2] == pytest.approx(0.15) and "below" in reason
+    far, reason = task.clamp_goal(np.array([3.0, 0.0, 0.36]))
+    np.testing.assert_allclose(far, [0.75, 0.0, 0.36], atol=1e-9)
+    assert "beyond the reach" in reason
+    inside, reason = task.clamp_goal(np.array([0.4, 0.2, 0.6]))
+    assert reason == "" and np.allclose(inside, [0.4, 0.2, 0.6])
+    with pytest.raises(ValueError):
+        task.set_goal(np.array([np.nan, 0.0, 0.5]))
+
+
+def test_random_goals_are_reachable_seeded_and_inside_the_region(iiwa):
+    from mbrl_control.core.tasks.goals import random_goals
+
+    goals = random_goals(iiwa.task, 20, seed=3)
+    assert goals.shape == (20, 3)
+    assert all(iiwa.task.clamp_goal(g)[1] == "" for g in goals)
+    np.testing.assert_array_equal(goals, random_goals(iiwa.task, 20, seed=3))
+    assert not np.allclose(goals, random_goals(iiwa.task, 20, seed=4))
+    assert np.linalg.norm(goals[:, :2], axis=1).max() > 0.3  # spread over the workspace, not one point
+
+
+def test_the_arm_is_held_at_its_equilibrium_by_the_equilibrium_effort(iiwa):
+    eq = iiwa.equilibrium()
+    x = torch.tensor(eq.x_eq, dtype=torch.float32).unsqueeze(0)
+    moved = iiwa.model.step(x, torch.tensor(eq.u_eq, dtype=torch.float32).unsqueeze(0))
+    assert float((moved - x).abs().max()) < 1e-4  # gravity torques: at rest, it stays
+    assert abs(eq.u_eq[1]) > 10.0  # the shoulder does carry the arm

@@ -19,6 +19,9 @@ class DynamicsModel(torch.nn.Module, abc.ABC):
     state_dim: int
     action_dim: int
     dt: float
+    # Whether planners may compile a whole horizon's rollout as one graph (fused, fastest); a model
+    # whose one step is already a large graph says False, and they compile its step and loop.
+    compile_rollout: bool = True
 
     @abc.abstractmethod
     def step(self, x: Tensor, u: Tensor) -> Tensor:

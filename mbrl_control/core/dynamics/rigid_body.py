@@ -287,6 +287,13 @@ class RigidBodyDynamics(DynamicsModel):
         buf("_composite_mass", anc.T @ tree.mass[:, None])  # each body with its descendants
         buf("_base_acceleration", [0.0, 0.0, 0.0, 0.0, 0.0, gravity])  # gravity as the base accelerating up
 
+        self._link_frames: dict[str, str] = {}
+        for name, (_, rot, pos) in tree.links.items():
+            key = f"_link_{len(self._link_frames)}"
+            buf(key + "_rot", rot, batch_last=False)
+            buf(key + "_pos", pos, batch_last=False)
+            self._link_frames[name] = key
+
         # Limits in state order, for tasks and safety layers.
         js = [self.robot.joints[j] for j in state_joints]
         buf("position_lower", [j.lower for j in js], batch_last=False)
@@ -330,9 +337,11 @@ class RigidBodyDynamics(DynamicsModel):
         rotation ``[B, 3, 3]`` of ``link`` at joint positions ``q [B, n]`` (state order)."""
         if link not in self.tree.links:
             raise ValueError(f"unknown link '{link}'; the URDF has {sorted(self.tree.links)}")
-        body, rot_link, pos_link = self.tree.links[link]
-        rot_link = torch.as_tensor(rot_link, dtype=q.dtype, device=q.device)
-        pos_link = torch.as_tensor(pos_link, dtype=q.dtype, device=q.device)
+        body = self.tree.links[link][0]
+        # The link's frame in its body's, as buffers (a tensor made from numpy inside a compiled
+        # or vmapped call breaks its guards).
+        key = self._link_frames[link]  # buffer names: .double() or .to() replaces the tensors
+        rot_link, pos_link = getattr(self, key + "_rot").to(q.dtype), getattr(self, key + "_pos").to(q.dtype)
         if point is not None:
             pos_link = pos_link + rot_link @ point.to(q.dtype)
         batch = q.shape[:-1]
@@ -494,6 +503,25 @@ class RigidBodyDynamics(DynamicsModel):
         if self._reorder:
             q, qd = q.index_select(0, self._to_state), qd.index_select(0, self._to_state)
         return torch.cat([q, qd], dim=0)
+
+    # One step is a large graph (the kinematic chain, the unrolled Cholesky): a horizon of them
+    # compiles for many minutes, so planners compile the step alone and loop over the horizon.
+    compile_rollout = False
+
+    def jacobians(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """``A [B, nx, nx]``, ``B [B, nx, nu]`` by central differences, all perturbations in one
+        batched step: ~7x faster than reverse-mode autograd through the chain (``torch.func``)
+        and, being one step call, compiled as one. Steps of cbrt(machine epsilon) relative, per
+        entry, which balances truncation and rounding: ~1e-4 relative error in float32."""
+        batch, nx, nu = x.shape[0], x.shape[-1], u.shape[-1]
+        n = nx + nu
+        z = torch.cat([x, u], dim=-1)  # [B, n]
+        h = torch.finfo(z.dtype).eps ** (1.0 / 3.0) * (1.0 + z.abs())  # [B, n]
+        delta = torch.diag_embed(h)  # [B, n, n]: row k perturbs entry k
+        points = torch.cat([z.unsqueeze(1) + delta, z.unsqueeze(1) - delta], dim=1).reshape(-1, n)  # [B*2n, n]
+        out = self.step(points[:, :nx], points[:, nx:]).view(batch, 2, n, nx)
+        jac = ((out[:, 0] - out[:, 1]) / (2.0 * h.unsqueeze(-1))).transpose(1, 2)  # [B, nx, n]
+        return jac[..., :nx], jac[..., nx:]
 
     def step(self, x: Tensor, u: Tensor) -> Tensor:
         q, qd = self._split(x)

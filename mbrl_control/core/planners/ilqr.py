@@ -52,6 +52,9 @@ class ILQRConfig:
     reg_max: float = setting(1e8, "above this the iteration gives up and keeps the nominal", 1.0, 1e12)
     reg_factor: float = setting(4.0, "mu grows or shrinks by this factor", 1.01, 100.0)
     tolerance: float = setting(1e-5, "stop once the relative cost decrease is below this", 0.0, 1.0)
+    hessians: str = setting("exact", "the cost's second derivatives: exact (autograd) or gauss_newton (the task's "
+                                     "residual Jacobians; much cheaper through forward kinematics)",
+                            choices=("exact", "gauss_newton"))
 
 
 class StageDerivatives(torch.nn.Module):
@@ -65,10 +68,13 @@ class StageDerivatives(torch.nn.Module):
     direction repeated at every step, give every step's Hessian at once.
     """
 
-    def __init__(self, model: DynamicsModel, task: Task) -> None:
+    def __init__(self, model: DynamicsModel, task: Task, gauss_newton: bool = False) -> None:
         super().__init__()
         self.model = model
         self.task = task
+        if gauss_newton and not hasattr(task, "gauss_newton"):
+            raise ValueError(f"hessians 'gauss_newton' needs a task of residual terms, not {type(task).__name__}")
+        self.gauss_newton = gauss_newton
 
     def _stage_cost_sum(self, x: Tensor, u: Tensor) -> Tensor:
         return self.task.running_cost(x.unsqueeze(1), u.unsqueeze(1)).sum()
@@ -82,16 +88,23 @@ class StageDerivatives(torch.nn.Module):
         nu = u.shape[-1]
         nz = nx + nu
         a, b = self.model.jacobians(x, u)
-        grad = torch.func.grad(self._stage_cost_sum, argnums=(0, 1))
-        lx, lu = grad(x, u)
-        basis = torch.eye(nz, dtype=x.dtype)
+        xT = states[-1]
+        if self.gauss_newton:
+            l_z, l_zz = self.task.gauss_newton(x, u)
+            phi_x, phi_xx = (v[0] for v in self.task.gauss_newton(xT.unsqueeze(0), terminal=True))
+        else:
+            grad = torch.func.grad(self._stage_cost_sum, argnums=(0, 1))
+            lx, lu = grad(x, u)
+            basis = torch.eye(nz, dtype=x.dtype)
 
-        def hessian_columns(v: Tensor) -> tuple[Tensor, Tensor]:
-            return torch.func.jvp(grad, (x, u), (v[:nx].expand(T, nx), v[nx:].expand(T, nu)))[1]
+            def hessian_columns(v: Tensor) -> tuple[Tensor, Tensor]:
+                return torch.func.jvp(grad, (x, u), (v[:nx].expand(T, nx), v[nx:].expand(T, nu)))[1]
 
-        hx, hu = torch.func.vmap(hessian_columns)(basis)  # [nz, T, nx], [nz, T, nu]
-        l_zz = torch.cat([hx, hu], dim=-1).permute(1, 2, 0)  # [T, nz, nz]
-        l_z = torch.cat([lx, lu], dim=-1)
+            hx, hu = torch.func.vmap(hessian_columns)(basis)  # [nz, T, nx], [nz, T, nu]
+            l_zz = torch.cat([hx, hu], dim=-1).permute(1, 2, 0)  # [T, nz, nz]
+            l_z = torch.cat([lx, lu], dim=-1)
+            phi_x = torch.func.grad(self._terminal_cost)(xT)
+            phi_xx = torch.func.jacrev(torch.func.grad(self._terminal_cost))(xT)  # reverse over reverse: compiles
         zeros = x.new_zeros(T, 1)
         stage = torch.cat(
             [torch.cat([l_zz, l_z.unsqueeze(-1)], dim=-1), torch.cat([l_z, zeros], dim=-1).unsqueeze(1)], dim=1
@@ -100,9 +113,6 @@ class StageDerivatives(torch.nn.Module):
         middle = torch.cat([b.transpose(1, 2), x.new_zeros(T, nu, 1)], dim=-1)
         bottom = torch.cat([x.new_zeros(T, 1, nx), x.new_ones(T, 1, 1)], dim=-1)
         dynamics = torch.cat([top, middle, bottom], dim=1)
-        xT = states[-1]
-        phi_x = torch.func.grad(self._terminal_cost)(xT)
-        phi_xx = torch.func.jacrev(torch.func.grad(self._terminal_cost))(xT)  # reverse over reverse: compiles
         terminal = torch.cat(
             [torch.cat([phi_xx, phi_x.unsqueeze(-1)], dim=-1), torch.cat([phi_x, x.new_zeros(1)]).unsqueeze(0)], dim=0
         )
@@ -126,7 +136,7 @@ class ILQRPlanner(Planner):
         nx, nu = task.state_dim, task.action_dim
         self._nx, self._nu = nx, nu
         nz = nx + nu
-        self._derivatives = StageDerivatives(model, task)
+        self._derivatives = StageDerivatives(model, task, gauss_newton=config.hessians == "gauss_newton")
         self._rollout = FeedbackRollout(model, task, compile=compile)
         self._compile_derivatives = compile
         self._step_sizes = torch.tensor([0.0] + [0.5**i for i in range(config.line_search_steps)])

@@ -37,6 +37,8 @@ class ILQROfflineConfig:
     iterations: int = setting(100, "iLQR iterations at most when a trajectory is (re)optimised", 1, 10000)
     tolerance: float = setting(1e-6, "stop once the relative cost decrease is below this", 0.0, 1.0)
     line_search_steps: int = setting(10, "step sizes 1, 1/2, ... tried in one batch", 1, 16)
+    hessians: str = setting("exact", "the cost's second derivatives: exact (autograd) or gauss_newton (residual Jacobians)",
+                            choices=("exact", "gauss_newton"))
 
 
 class ILQROfflinePlanner(Planner):
@@ -56,7 +58,8 @@ class ILQROfflinePlanner(Planner):
         self.angle_dims = tuple(angle_dims)
         self._ilqr = ILQRPlanner(model, task, ILQRConfig(horizon=config.horizon, iterations=config.iterations,
                                                          line_search_steps=config.line_search_steps,
-                                                         tolerance=config.tolerance), compile=compile)
+                                                         tolerance=config.tolerance, hessians=config.hessians),
+                                 compile=compile)
         self._low = task.action_low.double().numpy()
         self._high = task.action_high.double().numpy()
         self._x_ref = np.zeros((config.horizon + 1, task.state_dim))

@@ -120,6 +120,28 @@ class ResidualTask(Task):
     def terminal_cost(self, x: Tensor) -> Tensor:
         return self.terminal_weight * self._state_cost(x)
 
+    # -- Gauss-Newton expansion (iLQR on models whose exact Hessians cost too much) ------------
+    def gauss_newton(self, x: Tensor, u: Tensor | None = None, terminal: bool = False) -> tuple[Tensor, Tensor]:
+        """Per step, the cost's gradient ``[B, nz]`` and Gauss-Newton Hessian ``[B, nz, nz]`` in
+        ``z = [x, u]`` (``z = x`` for ``terminal``): each norm's exact derivatives through its
+        residual's Jacobian (``J' g`` and ``J' H J``), the residuals' own curvature left out, as
+        mujoco_mpc's iLQG does. Cheap (no second-order autograd) and positive semidefinite for the
+        quadratic and smooth-abs norms."""
+        nu = 0 if terminal else self.action_dim
+        batch = x.shape[0]
+        nz = x.shape[-1] + nu
+        grad, hess = x.new_zeros(batch, nz), x.new_zeros(batch, nz, nz)
+        terms = self._state_terms if terminal else range(len(self.terms))
+        for k in terms:
+            term = self.terms[k]
+            r = term.residual(x.unsqueeze(1), None if u is None else u.unsqueeze(1), self.goal, self.last_command)[:, 0]
+            jac = term.residual_jacobian(x, r, self.action_dim)[..., :nz]
+            g, h = term.norm_derivatives(r)
+            weight = self.weights[k] * (self.terminal_weight if terminal else 1.0)
+            grad = grad + weight * (jac.transpose(1, 2) @ g.unsqueeze(-1)).squeeze(-1)
+            hess = hess + weight * (jac.transpose(1, 2) @ h @ jac)
+        return grad, hess
+
     # -- the same costs in CasADi (NMPC), weights as symbols so they stay settable ------------
     def symbolic_costs(self, x: Any, u: Any, u_previous: Any, weights: Any) -> tuple[Any, Any]:
         """``(stage, state)`` CasADi expressions: the running cost of one step and the state terms

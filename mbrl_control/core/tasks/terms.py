@@ -144,6 +144,47 @@ class Term(torch.nn.Module):
     def forward(self, x: Tensor, u: Tensor | None, goal: Tensor, last_command: Tensor) -> Tensor:
         return self.norm(self.residual(x, u, goal, last_command))
 
+    # -- Gauss-Newton: the norm's exact derivatives through the residual's Jacobian ----------------
+    def residual_jacobian(self, x: Tensor, r: Tensor, nu: int) -> Tensor:
+        """``dr/d[x, u]`` ``[B, k, nx + nu]`` at states ``x[B, nx]`` with residual ``r[B, k]``
+        (one step: ``command_rate`` against the last command, as the step's cost is)."""
+        batch, nx = x.shape
+        nq = nx // 2
+        jac = x.new_zeros(batch, r.shape[-1], nx + nu)
+        kind, rows = self.residual_kind, torch.arange(len(self.index), device=x.device)
+        if kind == "link_position":
+            jac[:, :, :nq] = self._point_jacobian(x[:, :nq])
+            return jac
+        column = {"joint_position": 0, "joint_limit": 0, "joint_velocity": nq, "effort": nx, "command_rate": nx}[kind]
+        columns = torch.tensor(self.index, device=x.device) + column
+        slope = torch.ones_like(r)
+        if kind == "joint_limit":  # d relu(|q - c| - h) = sign(q - c) past the soft limit, else 0
+            slope = torch.sign(self._take(x[:, :nq]) - self.centre) * (r > 0)
+        jac[:, rows, columns] = slope
+        return jac
+
+    def _point_jacobian(self, q: Tensor) -> Tensor:
+        """``d point / dq [B, 3, nq]`` by central differences on one batched forward-kinematics call."""
+        batch, nq = q.shape
+        h = torch.finfo(q.dtype).eps ** (1.0 / 3.0) * (1.0 + q.abs())
+        delta = torch.diag_embed(h)
+        points = torch.cat([q.unsqueeze(1) + delta, q.unsqueeze(1) - delta], dim=1).reshape(-1, nq)
+        out = self.link_position(points, self.link, self.offset).view(batch, 2, nq, 3)
+        return ((out[:, 0] - out[:, 1]) / (2.0 * h.unsqueeze(-1))).transpose(1, 2)
+
+    def norm_derivatives(self, r: Tensor) -> tuple[Tensor, Tensor]:
+        """Gradient ``[B, k]`` and Hessian ``[B, k, k]`` of the norm at residuals ``r[B, k]``."""
+        s = self.scale
+        if self.config.norm == "quadratic":
+            return 2.0 * s * r, torch.diag_embed(2.0 * s).expand(r.shape[0], -1, -1)
+        if self.config.norm == "cosine":
+            return s * torch.sin(r), torch.diag_embed(s * torch.cos(r))
+        p = self.smoothing
+        sr = s * r
+        n = torch.sqrt((sr * r).sum(-1, keepdim=True) + p * p)
+        outer = sr.unsqueeze(-1) * sr.unsqueeze(-2)
+        return sr / n, torch.diag_embed(s / n) - outer / (n * n * n).unsqueeze(-1)
+
     # -- the same term as a CasADi expression (NMPC) --------------------------------------------
     def symbolic(self, x: Any, u: Any, u_previous: Any) -> Any:
         """The unweighted term for CasADi symbols ``x[nx]``, ``u[nu]`` and the previous action
