@@ -95,8 +95,8 @@ RUNTIME_BUDGET = {
     "mppi": ("samples", "iterations"),
     "ilqr": ("iterations",),
 }
-PLANNER_FIXED = ("the planner allocates its buffers, warm start and compiled graphs from it at start (the horizon sizes "
-                 "them all): restart the controller to change it")
+PLANNER_FIXED = ("the planner allocates its buffers, warm start and compiled graphs from it at start (the horizon "
+                 "sizes them all): restart the controller to change it")
 SAFETY_PARAMS = ("state_timeout", "safety.hold_timeout", "safety.rate_limit", "safety.effort_scale")
 
 PARAMS = [
@@ -106,7 +106,8 @@ PARAMS = [
     ParamSpec("model", "analytic", "plan on the analytic model, or on the learned ensemble the learner publishes", choices=MODELS),
     ParamSpec("compile", True, "fuse the rollout with torch.compile (falls back to eager without a compiler)"),
     ParamSpec("torch_threads", 1, "torch intra-op threads for planning", 1, 64),
-    ParamSpec("deadline_fraction", 0.8, "realtime: planning budget as a fraction of the period", 0.05, 1.0, dynamic=True),
+    ParamSpec("deadline_fraction", 0.8, "realtime: planning budget as a fraction of the period", 0.05, 1.0,
+              dynamic=True),
     ParamSpec("fault.planner_delay", 0.0, "fault injection: seconds added inside each planning call in the fault window (a slow planner)", 0.0, 10.0),
     ParamSpec("fault.start", 0.0, "fault injection: the window starts this long after the first planning call [s of node clock]", 0.0, 1e7),
     ParamSpec("fault.duration", 0.0, "fault injection: window length [s]; 0: no fault", 0.0, 1e7),
@@ -119,9 +120,9 @@ PARAMS = [
               dynamic=True),
     ParamSpec("safety.rate_limit", 2000.0, "max command change per second in normal operation [N/s or N m/s]", 0.0, 1e9,
               dynamic=True),
-    ParamSpec("safety.effort_scale", 1.0, "every command is capped at this fraction of the robot's effort limits (URDF or "
-              "effort_limits; lower it at runtime to weaken the robot: planners keep their bounds, the safety layer clamps)",
-              0.0, 1.0, dynamic=True),
+    ParamSpec("safety.effort_scale", 1.0, "every command is capped at this fraction of the robot's effort limits (URDF "
+              "or effort_limits; lower it at runtime to weaken the robot: planners keep their bounds, the safety layer "
+              "clamps)", 0.0, 1.0, dynamic=True),
     ParamSpec("marker_rate", 10.0, "rate of ~/plan markers [Hz]; 0 disables them", 0.0, 100.0, dynamic=True),
     ParamSpec("diagnostics_rate", 1.0, "diagnostics publish rate [Hz]", 0.1, 100.0),
     ParamSpec("frame_id", "world", "fixed frame of the markers"),
@@ -130,7 +131,8 @@ PARAMS = [
               choices=TERMINALS),
     ParamSpec("terminal_weight", 1.0, "multiplier of an lqr, dp or value terminal cost", 0.0, 1e6, dynamic=True),
     *[spec for name in PLANNERS for spec in specs_from(planner_config_class(name), name, exclude=("periodic",),
-                                                       dynamic=RUNTIME_BUDGET.get(name, ()), fixed_because=PLANNER_FIXED)],
+                                                       dynamic=RUNTIME_BUDGET.get(name, ()),
+                                                       fixed_because=PLANNER_FIXED)],
     *specs_from(EnsembleConfig, "ensemble", exclude=("angle_dims",)),  # angles come from the URDF
     *specs_from(PropagationConfig, "propagation"),
     *specs_from(ValueTerminalConfig, "value"),

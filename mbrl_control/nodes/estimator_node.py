@@ -68,12 +68,13 @@ PARAMS = [
     ParamSpec("diagnostics_rate", 1.0, "diagnostics publish rate [Hz]", 0.1, 100.0),
     ParamSpec("frame_id", "world", "fixed frame of the markers"),
     ParamSpec("estimator.kind", "ekf", "filter", choices=tuple(ESTIMATORS)),
-    ParamSpec("estimator.position_noise_std", [1e-3], "reading noise per joint [m, rad] (one value: every joint's)", 1e-9, 1.0,
-              dynamic=True),
+    ParamSpec("estimator.position_noise_std", [1e-3], "reading noise per joint [m, rad] (one value: every joint's)",
+              1e-9, 1.0, dynamic=True),
     ParamSpec("estimator.position_resolution", [0.0], "encoder step per joint", 0.0, 0.1),
     ParamSpec("estimator.measure_velocity", False, "readings carry velocities too"),
     ParamSpec("estimator.velocity_noise_std", [0.01], "velocity reading noise per joint", 1e-9, 10.0, dynamic=True),
-    ParamSpec("estimator.accel_noise_density", [1.0], "unmodelled acceleration per joint [x^2/s^3]", 0.0, 100.0, dynamic=True),
+    ParamSpec("estimator.accel_noise_density", [1.0], "unmodelled acceleration per joint [x^2/s^3]", 0.0, 100.0,
+              dynamic=True),
     ParamSpec("estimator.initial_velocity_std", [1.0], "velocity prior at (re)initialisation", 0.01, 100.0),
     ParamSpec("estimator.gate_probability", 0.999, "chi-square gate on innovations; 1 disables it", 0.9, 1.0),
     ParamSpec("estimator.reinit_after_rejections", 20, "re-initialise after this many gated readings in a row that agree with each other (0: never)", 0, 1000),
@@ -242,7 +243,8 @@ class EstimatorNode(Node):
 
     # -- tuning while it runs (RuntimeParameters) --------------------------------------------
     def _noise_settings(self, values: dict[str, Any]) -> dict[str, Any]:
-        return {name: values[f"estimator.{name}"] for name in self.filter.NOISE_SETTINGS if f"estimator.{name}" in values}
+        names = [name for name in self.filter.NOISE_SETTINGS if f"estimator.{name}" in values]
+        return {name: values[f"estimator.{name}"] for name in names}
 
     def _check_parameters(self, changes: dict[str, Any], values: dict[str, Any]) -> str | None:
         return self.filter.noise_problem(**self._noise_settings(changes))

@@ -31,7 +31,8 @@ class ParameterError(ValueError):
 
 
 # Why a parameter is read-only, unless its spec says more precisely.
-FIXED_AT_START = "the node builds its model, task, planner, buffers and timers from it at start: restart the node to change it"
+FIXED_AT_START = ("the node builds its model, task, planner, buffers and timers from it at start: restart the node to "
+                  "change it")
 READ_AT_START_HERE = "this node reads it once at start (a node that applies it at runtime has it writable)"
 
 
@@ -98,7 +99,8 @@ class ParamSpec:
                     )
 
 
-def declare_parameters(node: Node, specs: list[ParamSpec], runtime: "RuntimeParameters | None" = None) -> dict[str, Any]:
+def declare_parameters(node: Node, specs: list[ParamSpec],
+                       runtime: "RuntimeParameters | None" = None) -> dict[str, Any]:
     """Declare every spec on ``node`` and return the values, or raise ParameterError. With
     ``runtime``, the dynamic specs are declared writable and handed to it; without, every
     parameter is read-only (the node reads it at start only)."""
@@ -140,7 +142,8 @@ def specs_from(config_class: type, prefix: str, exclude: tuple[str, ...] = (), d
 
     return [
         ParamSpec(f"{prefix}.{f.name}" if prefix else f.name, list(f.default) if isinstance(f.default, tuple) else f.default,
-                  f.doc, f.low, f.high, f.choices, element=f.element, dynamic=f.name in dynamic, fixed_because=fixed_because)
+                  f.doc, f.low, f.high, f.choices, element=f.element, dynamic=f.name in dynamic,
+                  fixed_because=fixed_because)
         for f in settings_of(config_class)
         if f.name not in exclude
     ]
@@ -188,7 +191,8 @@ def task_parameter_specs(terms: list[str] | None = None) -> list[ParamSpec]:
     return specs
 
 
-def declare_task_parameters(node: Node, p: dict[str, Any], runtime: "RuntimeParameters | None" = None) -> dict[str, Any]:
+def declare_task_parameters(node: Node, p: dict[str, Any],
+                            runtime: "RuntimeParameters | None" = None) -> dict[str, Any]:
     """Declare the task's parameters on ``node`` and return ``p`` with them: first ``task.*``,
     then the terms ``task.terms`` names, each ``task.<term>.*`` (weights writable with ``runtime``)."""
     values = dict(p) | declare_parameters(node, task_parameter_specs(), runtime)

@@ -3,7 +3,6 @@ with the reason, the old one kept), applied at the start of the next tick, and c
 through rclpy's parameter service of a running controller, too."""
 
 import math
-import time
 
 import numpy as np
 import pytest

@@ -36,14 +36,16 @@ def test_structural_parameters_stay_read_only_and_say_why():
     assert "horizon" in controller["cem.horizon"].why_read_only() and not controller["cem.horizon"].dynamic
     task = by_name(task_parameter_specs() + task_parameter_specs(["upright"]))
     assert task["task.upright.weight"].dynamic and task["task.terminal"].dynamic
-    assert not task["task.upright.residual"].dynamic and "terms are built at start" in task["task.upright.residual"].why_read_only()
+    residual = task["task.upright.residual"]
+    assert not residual.dynamic and "terms are built at start" in residual.why_read_only()
     assert not any(s.dynamic for s in ROBOT_PARAMS)
 
 
 def test_the_dynamic_parameters_are_the_ones_the_nodes_apply():
     controller = {s.name for s in controller_node.PARAMS if s.dynamic}
     budgets = {f"{planner}.{field}" for planner, fields in controller_node.RUNTIME_BUDGET.items() for field in fields}
-    assert controller == {"deadline_fraction", "marker_rate", "terminal_weight", *controller_node.SAFETY_PARAMS, *budgets}
+    assert controller == {"deadline_fraction", "marker_rate", "terminal_weight", *controller_node.SAFETY_PARAMS,
+                          *budgets}
     estimator = {s.name for s in estimator_node.PARAMS if s.dynamic}
     assert estimator == {"marker_rate", "estimator.position_noise_std", "estimator.velocity_noise_std",
                          "estimator.accel_noise_density"}
