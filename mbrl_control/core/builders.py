@@ -302,6 +302,7 @@ class MPCSetup:
     planner: Planner
     fallback: LQRFallback | None
     policy_pending: bool = False  # planner:=policy learning from scratch: no trained policy yet
+    planning_task: Task | None = None  # what the planner prices plans with: ``task``, or it with a terminal cost
 
 
 def build_mpc(p: Mapping[str, Any], planner: str | None = None, robot: Robot | None = None) -> MPCSetup:
@@ -353,4 +354,5 @@ def build_mpc(p: Mapping[str, Any], planner: str | None = None, robot: Robot | N
                               equilibrium=equilibrium),
         fallback=fallback,
         policy_pending=pending,
+        planning_task=planning_task,
     )

@@ -29,12 +29,23 @@ compute time), ``plan_cost``, ``plan_iterations``, ``state_age_ms``, ``seq``, ``
 no release time) and ``sample_sent`` (1 when the tick published a sample). Missed and late ticks
 are counted as mbrl_control.core.timing describes (releases the timer skipped, ticks that ended
 after the next release; late: started more than 10 % of the period after the release).
+
+Tuning while it runs (``ros2 param set /mpc_controller task.upright.weight 5.0``): the parameters
+marked dynamic in ``PARAMS`` (the cost weights ``task.<term>.weight`` and ``task.terminal``,
+``terminal_weight``, the active planner's budget ``RUNTIME_BUDGET``, the safety limits
+``state_timeout``, ``safety.*`` but the stale action, ``deadline_fraction``, ``marker_rate``) are
+checked when set (a bad value is refused with the reason, the old one kept) and applied at the
+start of the next tick, never inside one; weights are copied into buffers the compiled graphs
+read, and a budget that would recompile a graph is refused. Every other parameter is read-only
+and its descriptor says why (``ros2 param describe``); ``parameter_changes`` in /diagnostics
+counts what was applied.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,6 +76,7 @@ from mbrl_control.nodes.params import (
     ROBOT_PARAMS,
     ParameterError,
     ParamSpec,
+    RuntimeParameters,
     declare_parameters,
     declare_task_parameters,
     specs_from,
@@ -75,6 +87,18 @@ from mbrl_control.nodes.runtime import main_for
 
 TIMING_FIELDS = "tick_ms,plan_cost,plan_iterations,state_age_ms,seq,lateness_ms,sample_sent"
 
+# Each planner's settings a running controller changes between ticks (its ``set_budget``); the
+# rest of its section sizes buffers and compiled graphs at start.
+RUNTIME_BUDGET = {
+    "cem": ("population", "elites", "iterations"),
+    "icem": ("population", "elites", "iterations"),
+    "mppi": ("samples", "iterations"),
+    "ilqr": ("iterations",),
+}
+PLANNER_FIXED = ("the planner allocates its buffers, warm start and compiled graphs from it at start (the horizon "
+                 "sizes them all): restart the controller to change it")
+SAFETY_PARAMS = ("state_timeout", "safety.hold_timeout", "safety.rate_limit", "safety.effort_scale")
+
 PARAMS = [
     *ROBOT_PARAMS,
     ParamSpec("mode", "realtime", "realtime: timer ticks; lockstep: ticks on sim states", choices=("realtime", "lockstep")),
@@ -82,24 +106,33 @@ PARAMS = [
     ParamSpec("model", "analytic", "plan on the analytic model, or on the learned ensemble the learner publishes", choices=MODELS),
     ParamSpec("compile", True, "fuse the rollout with torch.compile (falls back to eager without a compiler)"),
     ParamSpec("torch_threads", 1, "torch intra-op threads for planning", 1, 64),
-    ParamSpec("deadline_fraction", 0.8, "realtime: planning budget as a fraction of the period", 0.05, 1.0),
+    ParamSpec("deadline_fraction", 0.8, "realtime: planning budget as a fraction of the period", 0.05, 1.0,
+              dynamic=True),
     ParamSpec("fault.planner_delay", 0.0, "fault injection: seconds added inside each planning call in the fault window (a slow planner)", 0.0, 10.0),
     ParamSpec("fault.start", 0.0, "fault injection: the window starts this long after the first planning call [s of node clock]", 0.0, 1e7),
     ParamSpec("fault.duration", 0.0, "fault injection: window length [s]; 0: no fault", 0.0, 1e7),
     ParamSpec("lockstep_watchdog", 0.5, "lockstep: tick anyway (safe command if stale) after this wall time without a state since the last tick ended [s]", 0.01, 60.0),
-    ParamSpec("state_timeout", 0.1, "a state older than this is stale: the safe command goes out [s]", 0.001, 10.0),
+    ParamSpec("state_timeout", 0.1, "a state older than this is stale: the safe command goes out [s]", 0.001, 10.0,
+              dynamic=True),
     ParamSpec("safety.stale_action", "zero", "command while the state is stale or a plan unusable: zero effort, hold the last "
               "command, or gravity_hold (the effort holding the robot where it was last seen: an arm)", choices=STALE_ACTIONS),
-    ParamSpec("safety.hold_timeout", 0.2, "'hold' keeps the last command at most this long, then zero [s]", 0.0, 10.0),
-    ParamSpec("safety.rate_limit", 2000.0, "max command change per second in normal operation [N/s or N m/s]", 0.0, 1e9),
-    ParamSpec("marker_rate", 10.0, "rate of ~/plan markers [Hz]; 0 disables them", 0.0, 100.0),
+    ParamSpec("safety.hold_timeout", 0.2, "'hold' keeps the last command at most this long, then zero [s]", 0.0, 10.0,
+              dynamic=True),
+    ParamSpec("safety.rate_limit", 2000.0, "max command change per second in normal operation [N/s or N m/s]", 0.0, 1e9,
+              dynamic=True),
+    ParamSpec("safety.effort_scale", 1.0, "every command is capped at this fraction of the robot's effort limits (URDF "
+              "or effort_limits; lower it at runtime to weaken the robot: planners keep their bounds, the safety layer "
+              "clamps)", 0.0, 1.0, dynamic=True),
+    ParamSpec("marker_rate", 10.0, "rate of ~/plan markers [Hz]; 0 disables them", 0.0, 100.0, dynamic=True),
     ParamSpec("diagnostics_rate", 1.0, "diagnostics publish rate [Hz]", 0.1, 100.0),
     ParamSpec("frame_id", "world", "fixed frame of the markers"),
     *specs_from(ModelConfig, "model"),
     ParamSpec("terminal", "task", "terminal cost of sampling planners and iLQR: the task's, the LQR cost-to-go, the DP value, or MBPO's critic",
               choices=TERMINALS),
-    ParamSpec("terminal_weight", 1.0, "multiplier of an lqr or dp terminal cost", 0.0, 1e6),
-    *[spec for name in PLANNERS for spec in specs_from(planner_config_class(name), name, exclude=("periodic",))],
+    ParamSpec("terminal_weight", 1.0, "multiplier of an lqr, dp or value terminal cost", 0.0, 1e6, dynamic=True),
+    *[spec for name in PLANNERS for spec in specs_from(planner_config_class(name), name, exclude=("periodic",),
+                                                       dynamic=RUNTIME_BUDGET.get(name, ()),
+                                                       fixed_because=PLANNER_FIXED)],
     *specs_from(EnsembleConfig, "ensemble", exclude=("angle_dims",)),  # angles come from the URDF
     *specs_from(PropagationConfig, "propagation"),
     *specs_from(ValueTerminalConfig, "value"),
@@ -112,7 +145,8 @@ PARAMS = [
 class ControllerNode(Node):
     def __init__(self) -> None:
         super().__init__("mpc_controller")
-        p = declare_task_parameters(self, declare_parameters(self, PARAMS))
+        self.tuning = RuntimeParameters(self, self._check_parameters, self._apply_parameters)
+        p = declare_task_parameters(self, declare_parameters(self, PARAMS, self.tuning), self.tuning)
         self.p = p
         torch.set_num_threads(p["torch_threads"])
         self.period = 1.0 / p["control_rate"]
@@ -124,6 +158,7 @@ class ControllerNode(Node):
             raise ParameterError(f"planner parameters: {exc}") from exc
         self.robot, self.spec = mpc.robot, mpc.robot.spec
         self.model, self.task, self.planner, self.fallback = mpc.model, mpc.task, mpc.planner, mpc.fallback
+        self.planning_task = mpc.planning_task  # the task, or it with the terminal cost terminal_weight scales
         self.policy_pending = mpc.policy_pending  # explore until the learner's first policy
         self.action_high = self.task.action_high.numpy().astype(np.float64)
         self.command_index = list(self.spec.command_index)
@@ -138,17 +173,7 @@ class ControllerNode(Node):
                                       dataclass_from(RandomConfig, section(p, "explore")))
 
         self.held_position: np.ndarray | None = None  # the joints' positions last seen (gravity hold)
-        self.safety = SafetyLayer(
-            SafetyConfig(
-                effort_limit=self.action_high,
-                rate_limit=p["safety.rate_limit"],
-                state_timeout=p["state_timeout"],
-                stale_action=p["safety.stale_action"],
-                hold_timeout=p["safety.hold_timeout"],
-                limits=JointLimits.of_commanded_joints(self.spec),
-            ),
-            hold_effort=self._gravity_hold_effort,
-        )
+        self.safety = SafetyLayer(self._safety_config(), hold_effort=self._gravity_hold_effort)
         self.reader = JointStateReader(list(self.spec.state_joints))
         self.state: np.ndarray | None = None
         self.state_stamp: Time | None = None
@@ -210,6 +235,17 @@ class ControllerNode(Node):
             f"{self.planner.horizon}, warm-up {self.warmup_s:.1f} s"
         )
 
+    def _safety_config(self) -> SafetyConfig:
+        p = self.p
+        return SafetyConfig(
+            effort_limit=self.action_high * p["safety.effort_scale"],
+            rate_limit=p["safety.rate_limit"],
+            state_timeout=p["state_timeout"],
+            stale_action=p["safety.stale_action"],
+            hold_timeout=p["safety.hold_timeout"],
+            limits=JointLimits.of_commanded_joints(self.spec),
+        )
+
     def _warm_up(self) -> float:
         """Plan once before the first tick so compilation never lands inside a control period."""
         start = time.perf_counter()
@@ -260,6 +296,7 @@ class ControllerNode(Node):
         """One control tick; ``lateness``: how long after the timer's intended release it started
         (realtime), None in lockstep."""
         start = time.perf_counter()
+        self.tuning.apply_pending()  # parameters set since the last tick: before planning, never during it
         if self.paused:  # an episode boundary: in lockstep the sim waits; in realtime, safe command
             if not self.lockstep:
                 self.command_pub.publish(command_message(np.zeros(self.task.action_dim)))
@@ -400,6 +437,42 @@ class ControllerNode(Node):
         with torch.no_grad():
             return self.robot.kinematics.gravity_torques(q)[0, self.command_index].double().numpy()
 
+    # -- tuning while it runs (RuntimeParameters) --------------------------------------------
+    def _check_parameters(self, changes: dict[str, Any], values: dict[str, Any]) -> str | None:
+        """Why ``changes`` (with ``values``: every dynamic parameter as it would be) cannot be
+        applied at the next tick, or None. Ranges are checked already."""
+        planner = self.p["planner"]
+        sections = {name.split(".", 1)[0] for name in changes} & set(RUNTIME_BUDGET)
+        if sections - {planner}:
+            return (f"this controller plans with {planner}: {', '.join(sorted(sections - {planner}))}.* are read at "
+                    f"start only (its budget is {planner}.*)")
+        if planner in sections:
+            budget = {field: values[f"{planner}.{field}"] for field in RUNTIME_BUDGET[planner]}
+            problem = self.planner.budget_problem(compiled=self.p["compile"], **budget)
+            if problem:
+                return f"planner {planner}: {problem}"
+        if "terminal_weight" in changes and self.p["terminal"] == "task":
+            return "terminal_weight scales an lqr, dp or value terminal cost; with terminal:=task tune task.terminal"
+        return None
+
+    def _apply_parameters(self, changes: dict[str, Any]) -> None:
+        """Apply checked changes, at the start of a tick: weights are copied into the buffers the
+        (compiled) planners read, a budget resizes the planner's per-tick views."""
+        self.p |= changes
+        for name, value in changes.items():
+            if name == "task.terminal":
+                self.task.set_weight("terminal", value)
+            elif name.startswith("task.") and name.endswith(".weight"):
+                self.task.set_weight(name[len("task."):-len(".weight")], value)
+        if "terminal_weight" in changes:
+            self.planning_task.set_terminal_weight(changes["terminal_weight"])
+        planner = self.p["planner"]
+        budget = {f: changes[f"{planner}.{f}"] for f in RUNTIME_BUDGET.get(planner, ()) if f"{planner}.{f}" in changes}
+        if budget:
+            self.planner.set_budget(**budget)
+        if any(name in changes for name in SAFETY_PARAMS):
+            self.safety.config = self._safety_config()
+
     # -- monitoring --------------------------------------------------------------------------
     def _maybe_publish_markers(self) -> None:
         rate = self.p["marker_rate"]
@@ -451,6 +524,7 @@ class ControllerNode(Node):
             **({f"goals_{k}": v for k, v in self.goals.items()} | {"goal": " ".join(f"{v:.3f}" for v in self.task.goal_position())}
                if self.task.has_goal else {}),
             "warmup_s": f"{self.warmup_s:.2f}",
+            "parameter_changes": self.tuning.applied,
         }
         for receiver in (self.receiver, self.policy_receiver):
             if receiver is not None:

@@ -14,6 +14,12 @@ In lockstep the estimate is published once per control period of sim time, as /c
 The joints' travel limits come from the URDF: a prediction past an end stop (which the model does
 not know) makes the estimate stale until readings pin the velocities down again
 (mbrl_control.core.estimation.kalman; ``event_limit_contact`` in /diagnostics).
+
+Tuning while it runs: the noise model (``estimator.accel_noise_density``,
+``estimator.position_noise_std``, ``estimator.velocity_noise_std``: one value per joint or one for
+all) and ``marker_rate`` are settable (``ros2 param set /estimator estimator.accel_noise_density
+"[0.5]"``); a change is checked when set and applied before the next estimate is published, the
+estimate kept. Every other parameter is read-only and says why (``ros2 param describe``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,6 +51,7 @@ from mbrl_control.nodes.params import (
     ROBOT_PARAMS,
     ParameterError,
     ParamSpec,
+    RuntimeParameters,
     declare_parameters,
     robot_spec_param,
     section,
@@ -56,15 +64,17 @@ PARAMS = [
     *specs_from(ModelConfig, "model"),
     ParamSpec("mode", "realtime", "realtime: timer; lockstep: once per control period of /clock", choices=("realtime", "lockstep")),
     ParamSpec("torch_threads", 1, "torch intra-op threads", 1, 64),
-    ParamSpec("marker_rate", 10.0, "rate of ~/uncertainty markers [Hz]; 0 disables them", 0.0, 100.0),
+    ParamSpec("marker_rate", 10.0, "rate of ~/uncertainty markers [Hz]; 0 disables them", 0.0, 100.0, dynamic=True),
     ParamSpec("diagnostics_rate", 1.0, "diagnostics publish rate [Hz]", 0.1, 100.0),
     ParamSpec("frame_id", "world", "fixed frame of the markers"),
     ParamSpec("estimator.kind", "ekf", "filter", choices=tuple(ESTIMATORS)),
-    ParamSpec("estimator.position_noise_std", [1e-3], "reading noise per joint [m, rad] (one value: every joint's)", 1e-9, 1.0),
+    ParamSpec("estimator.position_noise_std", [1e-3], "reading noise per joint [m, rad] (one value: every joint's)",
+              1e-9, 1.0, dynamic=True),
     ParamSpec("estimator.position_resolution", [0.0], "encoder step per joint", 0.0, 0.1),
     ParamSpec("estimator.measure_velocity", False, "readings carry velocities too"),
-    ParamSpec("estimator.velocity_noise_std", [0.01], "velocity reading noise per joint", 1e-9, 10.0),
-    ParamSpec("estimator.accel_noise_density", [1.0], "unmodelled acceleration per joint [x^2/s^3]", 0.0, 100.0),
+    ParamSpec("estimator.velocity_noise_std", [0.01], "velocity reading noise per joint", 1e-9, 10.0, dynamic=True),
+    ParamSpec("estimator.accel_noise_density", [1.0], "unmodelled acceleration per joint [x^2/s^3]", 0.0, 100.0,
+              dynamic=True),
     ParamSpec("estimator.initial_velocity_std", [1.0], "velocity prior at (re)initialisation", 0.01, 100.0),
     ParamSpec("estimator.gate_probability", 0.999, "chi-square gate on innovations; 1 disables it", 0.9, 1.0),
     ParamSpec("estimator.reinit_after_rejections", 20, "re-initialise after this many gated readings in a row that agree with each other (0: never)", 0, 1000),
@@ -86,7 +96,8 @@ PARAMS = [
 class EstimatorNode(Node):
     def __init__(self) -> None:
         super().__init__("estimator")
-        p = declare_parameters(self, PARAMS)
+        self.tuning = RuntimeParameters(self, self._check_parameters, self._apply_parameters)
+        p = declare_parameters(self, PARAMS, self.tuning)
         self.p = p
         torch.set_num_threads(p["torch_threads"])
         self.period = 1.0 / p["control_rate"]
@@ -208,6 +219,7 @@ class EstimatorNode(Node):
     # -- outputs -----------------------------------------------------------------------------
     def _publish(self, now: float | None = None) -> bool:
         start = time.perf_counter()
+        self.tuning.apply_pending()  # parameters set since the last estimate, before this one
         now = self._now() if now is None else now
         f = self.filter
         f.predict_to(now)
@@ -228,6 +240,20 @@ class EstimatorNode(Node):
         self.stats.record(time.perf_counter() - start)
         self._maybe_publish_markers(mean, cov, msg.header.stamp)
         return True
+
+    # -- tuning while it runs (RuntimeParameters) --------------------------------------------
+    def _noise_settings(self, values: dict[str, Any]) -> dict[str, Any]:
+        names = [name for name in self.filter.NOISE_SETTINGS if f"estimator.{name}" in values]
+        return {name: values[f"estimator.{name}"] for name in names}
+
+    def _check_parameters(self, changes: dict[str, Any], values: dict[str, Any]) -> str | None:
+        return self.filter.noise_problem(**self._noise_settings(changes))
+
+    def _apply_parameters(self, changes: dict[str, Any]) -> None:
+        self.p |= changes
+        noise = self._noise_settings(changes)
+        if noise:
+            self.filter.set_noise(**noise)
 
     def _maybe_publish_markers(self, mean: np.ndarray, cov: np.ndarray, stamp) -> None:
         rate, now = self.p["marker_rate"], time.monotonic()
@@ -255,6 +281,7 @@ class EstimatorNode(Node):
             **self.counts,
             "publish_us_p99": f"{self.stats.percentile_ms(99) * 1e3:.0f}",
             "warmup_s": f"{self.warmup_s:.2f}",
+            "parameter_changes": self.tuning.applied,
         }
         self.diagnostics.publish(level, message, values)
 

@@ -1,13 +1,19 @@
 """Parameters declared from a table: descriptor, range and description for each, and an error
-that names the parameter when a value is wrong, so a node fails at start and says why."""
+that names the parameter when a value is wrong, so a node fails at start and says why.
+
+Tuning while a node runs: a spec marked ``dynamic`` is declared writable on a node that applies
+it at runtime (``RuntimeParameters``: checked on set, applied by the node at the start of its next
+tick); every other parameter is read-only, and its descriptor says why (``ros2 param describe``).
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException, ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -24,6 +30,12 @@ class ParameterError(ValueError):
     """A parameter value a node cannot start with."""
 
 
+# Why a parameter is read-only, unless its spec says more precisely.
+FIXED_AT_START = ("the node builds its model, task, planner, buffers and timers from it at start: restart the node to "
+                  "change it")
+READ_AT_START_HERE = "this node reads it once at start (a node that applies it at runtime has it writable)"
+
+
 @dataclass(frozen=True)
 class ParamSpec:
     name: str
@@ -33,6 +45,8 @@ class ParamSpec:
     high: float | None = None
     choices: tuple[str, ...] = ()
     element: type | None = None  # an empty list's element type (ROS must know an array's type)
+    dynamic: bool = False  # settable at runtime on a node that applies it (RuntimeParameters)
+    fixed_because: str = ""  # why it is read-only (default FIXED_AT_START)
 
     def __post_init__(self) -> None:
         if self.default == [] and self.element is None:
@@ -45,8 +59,17 @@ class ParamSpec:
             return f"in [{self.low}, {self.high}]"
         return f"of type {type(self.default).__name__}"
 
-    def descriptor(self) -> ParameterDescriptor:
-        d = ParameterDescriptor(description=self.description, read_only=True)
+    def why_read_only(self) -> str:
+        if self.dynamic:  # read-only only where the node does not apply it at runtime
+            return READ_AT_START_HERE
+        return self.fixed_because or FIXED_AT_START
+
+    def descriptor(self, runtime: bool = False) -> ParameterDescriptor:
+        """The ROS descriptor: writable only for a dynamic spec on a node that applies it at
+        runtime (``runtime``); the constraints say which values it takes and, for a read-only
+        one, why (rclpy's refusal of a set names no reason, ``ros2 param describe`` shows this)."""
+        writable = self.dynamic and runtime
+        d = ParameterDescriptor(description=self.description, read_only=not writable)
         scalar = self.default if not isinstance(self.default, list) else None
         if self.low is not None and self.high is not None and scalar is not None:
             if isinstance(scalar, bool):
@@ -57,8 +80,10 @@ class ParamSpec:
                 d.floating_point_range = [
                     FloatingPointRange(from_value=float(self.low), to_value=float(self.high), step=0.0)
                 ]
-        if self.choices:
-            d.additional_constraints = self.allowed()
+        notes = [self.allowed()] if self.choices else []
+        notes.append("settable at runtime, applied at the start of the next tick" if writable
+                     else f"read-only: {self.why_read_only()}")
+        d.additional_constraints = "; ".join(notes)
         return d
 
     def check(self, value: Any) -> None:
@@ -74,16 +99,20 @@ class ParamSpec:
                     )
 
 
-def declare_parameters(node: Node, specs: list[ParamSpec]) -> dict[str, Any]:
-    """Declare every spec on ``node`` and return the values, or raise ParameterError."""
+def declare_parameters(node: Node, specs: list[ParamSpec],
+                       runtime: "RuntimeParameters | None" = None) -> dict[str, Any]:
+    """Declare every spec on ``node`` and return the values, or raise ParameterError. With
+    ``runtime``, the dynamic specs are declared writable and handed to it; without, every
+    parameter is read-only (the node reads it at start only)."""
     values: dict[str, Any] = {}
     for spec in specs:
+        descriptor = spec.descriptor(runtime is not None)
         try:
             if spec.default == []:  # declared by type: an empty list would be taken for a byte array
-                value = node.declare_parameter(spec.name, _ARRAY_TYPES[spec.element], spec.descriptor()).value
+                value = node.declare_parameter(spec.name, _ARRAY_TYPES[spec.element], descriptor).value
                 value = [] if value is None else value
             else:
-                value = node.declare_parameter(spec.name, spec.default, spec.descriptor()).value
+                value = node.declare_parameter(spec.name, spec.default, descriptor).value
         except InvalidParameterTypeException as exc:
             kind = type(spec.default).__name__
             hint = " (write 50.0, not 50, for a float)" if isinstance(spec.default, float) else ""
@@ -96,27 +125,34 @@ def declare_parameters(node: Node, specs: list[ParamSpec]) -> dict[str, Any]:
             value = list(value)
         spec.check(value)
         values[spec.name] = value
+        if runtime is not None:
+            runtime.track(spec, value)  # after declaring: a declaration is not a change to stage
     return values
 
 
 
 
-def specs_from(config_class: type, prefix: str, exclude: tuple[str, ...] = ()) -> list[ParamSpec]:
+def specs_from(config_class: type, prefix: str, exclude: tuple[str, ...] = (), dynamic: tuple[str, ...] = (),
+               fixed_because: str = "") -> list[ParamSpec]:
     """ROS parameter specs ``<prefix>.<field>`` for a core config dataclass declared with
     ``mbrl_control.core.util.setting`` (tuples become lists, as ROS arrays); ``exclude`` names
-    fields the node sets itself."""
+    fields the node sets itself, ``dynamic`` those settable at runtime, ``fixed_because`` why the
+    others are not."""
     from mbrl_control.core.util import settings_of
 
     return [
         ParamSpec(f"{prefix}.{f.name}" if prefix else f.name, list(f.default) if isinstance(f.default, tuple) else f.default,
-                  f.doc, f.low, f.high, f.choices, element=f.element)
+                  f.doc, f.low, f.high, f.choices, element=f.element, dynamic=f.name in dynamic,
+                  fixed_because=fixed_because)
         for f in settings_of(config_class)
         if f.name not in exclude
     ]
 
 
 # What every node that knows the robot declares (config/<robot>.yaml's ``/**`` section).
-ROBOT_PARAMS = specs_from(RobotConfig, "")
+ROBOT_PARAMS = specs_from(RobotConfig, "", fixed_because=(
+    "it describes the robot, and every node built its model, task, buffers, compiled graphs and timers from it at "
+    "start: restart the stack to change it"))
 
 
 def urdf_param(p: dict[str, Any]) -> Path:
@@ -144,17 +180,126 @@ def task_parameter_specs(terms: list[str] | None = None) -> list[ParamSpec]:
     from mbrl_control.core.tasks.residual import GoalRegionConfig, SuccessConfig, TaskConfig
     from mbrl_control.core.tasks.terms import TermConfig
 
-    specs = specs_from(TaskConfig, "task")
+    structure = ("the task's terms are built at start (their weights and task.terminal change at runtime, goals arrive "
+                 "on /goal_pose): restart to change it")
+    specs = specs_from(TaskConfig, "task", dynamic=("terminal",), fixed_because=structure)
     if terms is None:
         return specs
     specs = specs_from(SuccessConfig, "task.success") + specs_from(GoalRegionConfig, "task.goal_region")
     for name in terms:
-        specs += specs_from(TermConfig, f"task.{name}")
+        specs += specs_from(TermConfig, f"task.{name}", dynamic=("weight",), fixed_because=structure)
     return specs
 
 
-def declare_task_parameters(node: Node, p: dict[str, Any]) -> dict[str, Any]:
+def declare_task_parameters(node: Node, p: dict[str, Any],
+                            runtime: "RuntimeParameters | None" = None) -> dict[str, Any]:
     """Declare the task's parameters on ``node`` and return ``p`` with them: first ``task.*``,
-    then the terms ``task.terms`` names, each ``task.<term>.*``."""
-    values = dict(p) | declare_parameters(node, task_parameter_specs())
-    return values | declare_parameters(node, task_parameter_specs(list(values["task.terms"])))
+    then the terms ``task.terms`` names, each ``task.<term>.*`` (weights writable with ``runtime``)."""
+    values = dict(p) | declare_parameters(node, task_parameter_specs(), runtime)
+    return values | declare_parameters(node, task_parameter_specs(list(values["task.terms"])), runtime)
+
+
+class RuntimeParameters:
+    """A node's parameters that change while it runs (``ParamSpec.dynamic``), in the manner of
+    nav2's parameter handlers: a set is checked at once (the spec's range, then the node's own
+    ``check(changes, values)``, which returns why not or None) and refused with the reason, the
+    old value kept; an accepted change is stored, and the node hands it to ``apply(changes)`` at
+    the start of its next tick (``apply_pending``), so no tick ever plans with half a change.
+    Every change and refusal is logged; a read-only parameter's set is logged with why it is.
+
+    Integers given for a float parameter are taken as floats (``ros2 param set ... 5``).
+    """
+
+    def __init__(self, node: Node, check: Callable[[dict[str, Any], dict[str, Any]], str | None],
+                 apply: Callable[[dict[str, Any]], None]) -> None:
+        self.node = node
+        self.check = check
+        self.apply = apply
+        self.specs: dict[str, ParamSpec] = {}  # every parameter declared through this, dynamic or not
+        self.values: dict[str, Any] = {}  # the values in use (applied)
+        self.pending: dict[str, Any] = {}  # accepted, applied at the start of the next tick
+        self.applied = 0
+        self.refused = 0
+        node.add_pre_set_parameters_callback(self._before_set)
+        node.add_on_set_parameters_callback(self._on_set)
+
+    def track(self, spec: ParamSpec, value: Any) -> None:
+        self.specs[spec.name] = spec
+        self.values[spec.name] = value
+
+    @property
+    def dynamic_names(self) -> list[str]:
+        return [name for name, spec in self.specs.items() if spec.dynamic]
+
+    def _before_set(self, parameters: list[Parameter]) -> list[Parameter]:
+        out = []
+        for param in parameters:
+            spec = self.specs.get(param.name)
+            if spec is not None and not spec.dynamic:
+                self.node.get_logger().warn(f"parameter '{param.name}' is read-only: {spec.why_read_only()}")
+            elif spec is not None:
+                param = _as_declared_type(spec, param)
+            out.append(param)
+        return out
+
+    def _on_set(self, parameters: list[Parameter]) -> SetParametersResult:
+        changes: dict[str, Any] = {}
+        for param in parameters:
+            spec = self.specs.get(param.name)
+            if spec is None or not spec.dynamic:
+                continue  # a declaration, or a parameter someone else handles
+            value = list(param.value) if isinstance(spec.default, list) else param.value
+            problem = _value_problem(spec, value)
+            if problem:
+                return self._refuse(problem)
+            changes[param.name] = value
+        if not changes:
+            return SetParametersResult(successful=True)
+        problem = self.check(changes, self.values | self.pending | changes)
+        if problem:
+            return self._refuse(f"{', '.join(changes)}: {problem}")
+        self.pending |= changes
+        return SetParametersResult(successful=True)
+
+    def _refuse(self, reason: str) -> SetParametersResult:
+        self.refused += 1
+        self.node.get_logger().warn(f"parameter change refused: {reason}")
+        return SetParametersResult(successful=False, reason=reason)
+
+    def apply_pending(self) -> None:
+        """Apply the changes accepted since the last call (the node calls this first in a tick)."""
+        if not self.pending:
+            return
+        changes, self.pending = self.pending, {}
+        try:
+            self.apply(changes)
+        except Exception as exc:  # checked when set, so a bug: say so, and keep the tick alive
+            self.node.get_logger().error(f"could not apply {changes}: {type(exc).__name__}: {exc}")
+            return
+        for name, value in changes.items():
+            self.node.get_logger().info(f"parameter '{name}': {self.values[name]!r} -> {value!r}")
+            self.values[name] = value
+        self.applied += len(changes)
+
+
+def _as_declared_type(spec: ParamSpec, param: Parameter) -> Parameter:
+    """``param`` with integers made floats where the parameter holds floats."""
+    floats = isinstance(spec.default, float) or (isinstance(spec.default, list) and (
+        spec.element is float or (spec.default and isinstance(spec.default[0], float))))
+    if floats and param.type_ == Parameter.Type.INTEGER:
+        return Parameter(param.name, Parameter.Type.DOUBLE, float(param.value))
+    if floats and param.type_ == Parameter.Type.INTEGER_ARRAY:
+        return Parameter(param.name, Parameter.Type.DOUBLE_ARRAY, [float(v) for v in param.value])
+    return param
+
+
+def _value_problem(spec: ParamSpec, value: Any) -> str | None:
+    """Why ``value`` is no value for ``spec`` (finite, in range, one of its choices), or None."""
+    values = value if isinstance(value, list) else [value]
+    if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+        return f"parameter '{spec.name}' = {value!r} is not finite"
+    try:
+        spec.check(value)
+    except ParameterError as exc:
+        return str(exc)
+    return None

@@ -263,6 +263,37 @@ class KalmanFilter(Estimator):
         self._gated.clear()
         self._distrust = False
 
+    # -- the noise model, changed at runtime by a node between its ticks -------------------------
+    NOISE_SETTINGS = ("position_noise_std", "velocity_noise_std", "accel_noise_density")
+
+    def noise_problem(self, **noise: Sequence[float]) -> str | None:
+        """Why ``noise`` (``NOISE_SETTINGS``, one value per joint or one for all) cannot be used
+        (None: it can)."""
+        unknown = set(noise) - set(self.NOISE_SETTINGS)
+        if unknown:
+            return f"no runtime noise setting {sorted(unknown)} (they are {', '.join(self.NOISE_SETTINGS)})"
+        nq = self.process.nq
+        for name, values in noise.items():
+            values = np.asarray(values, dtype=np.float64)
+            if values.shape not in ((1,), (nq,)):
+                return f"'{name}' needs {nq} values (one per joint) or one for all, got {values.size}"
+            positive = name != "accel_noise_density"  # a reading is never exact; a model may be
+            if not np.all(np.isfinite(values)) or np.any(values <= 0 if positive else values < 0):
+                return f"'{name}' must be finite and {'> 0' if positive else '>= 0'}, got {values.tolist()}"
+        return None
+
+    def set_noise(self, **noise: Sequence[float]) -> None:
+        """Predict and fuse with ``noise`` from now on (the estimate is kept); ValueError
+        (``noise_problem``'s reason) and no change if it does not fit. The compiled model
+        evaluations take the noise as an input: nothing recompiles."""
+        problem = self.noise_problem(**noise)
+        if problem:
+            raise ValueError(problem)
+        config = dataclasses.replace(self.config, **{k: tuple(v) for k, v in noise.items()}).for_joints(self.process.nq)
+        self.process.set_density(config.accel_noise_density)
+        self._measurement_cov = np.diag(config.measurement_variance())
+        self.config = config
+
     # -- prediction, by the subclass -----------------------------------------------------------
     @abc.abstractmethod
     def _propagate(self, mean: np.ndarray, cov: np.ndarray, u: np.ndarray, duration: float) -> tuple[np.ndarray, np.ndarray]:

@@ -203,6 +203,16 @@ class ProcessModel:
             self._interpolations[key] = (w0, w1)
         return self._interpolations[key]
 
+    def set_density(self, accel_noise_density: Sequence[float]) -> None:
+        """Predict with these acceleration noise densities from now on (no recompilation: the
+        compiled step takes its noise as an input)."""
+        density = np.asarray(accel_noise_density, dtype=np.float64)
+        if density.shape != (self.nq,) or np.any(density < 0):
+            raise ValueError(f"need {self.nq} non-negative acceleration noise densities")
+        self.density = density
+        self._noises.clear()
+        self._whole_step_tensors[2].copy_(torch.from_numpy(self.noise(self.dt)))
+
     def noise(self, tau: float) -> np.ndarray:
         """Process noise covariance ``Q(tau)`` [nx, nx]."""
         key = round(tau, 12)

@@ -6,6 +6,7 @@ ticks, a constant population. It is built that way here, so the two share one im
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from mbrl_control.core.planners.icem import ICEMConfig, ICEMPlanner
@@ -44,3 +45,7 @@ class CEMPlanner(ICEMPlanner):
             ),
         )
         self.cem_config = config
+
+    def set_budget(self, **budget: int) -> None:
+        super().set_budget(**budget)
+        self.cem_config = dataclasses.replace(self.cem_config, **budget)

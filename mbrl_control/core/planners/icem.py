@@ -24,6 +24,8 @@ into preallocated buffers (compiled with ``compile``).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -55,6 +57,12 @@ class ICEMConfig:
     policy_fraction: float = setting(0.1, "with a policy: population share of its closed-loop rollouts", 0.0, 1.0)
     policy_noise: float = setting(0.1, "action noise std on all but the first of them, fraction of the half-range",
                                   0.0, 10.0)
+
+
+def population_schedule(config: ICEMConfig) -> list[int]:
+    """The population of each iteration: ``population / decay^i``, at least two elites' worth."""
+    P, K = config.population, config.elites
+    return [max(math.ceil(P / config.population_decay**i), min(2 * K, P)) for i in range(config.iterations)]
 
 
 class ICEMPlanner(Planner):
@@ -212,3 +220,67 @@ class ICEMPlanner(Planner):
         shift_in_time(self._mean, self._scratch)
         shift_in_time(self._kept, self._kept_scratch)
 
+    # -- the budget, changed between ticks by a running controller -----------------------------
+    def budget_problem(self, compiled: bool = False, **budget: int) -> str | None:
+        """Why the budget ``population``, ``elites``, ``iterations`` cannot be used from the next
+        tick (None: it can). The population lives in the buffers allocated at start, so it can go
+        down and back up to that size; with a ``compiled`` evaluator a population size it has not
+        been compiled for would compile a new graph inside a tick (tens of seconds), so it is refused."""
+        unknown = set(budget) - {"population", "elites", "iterations"}
+        if unknown:
+            return f"no runtime setting {sorted(unknown)} (the budget is population, elites, iterations)"
+        config = dataclasses.replace(self.config, **budget)
+        if not 0 < config.elites <= config.population or config.iterations < 1:
+            return f"need 0 < elites ({config.elites}) <= population ({config.population}) and iterations >= 1"
+        allocated = self._allocated_samples().numel() // self._mean.numel()
+        if config.population > allocated:
+            return (f"population {config.population} exceeds the {allocated} sequences allocated at start: lower it, "
+                    "or restart with a larger one")
+        populations = population_schedule(config)
+        if compiled and not set(populations) <= self._compiled_sizes():
+            return (f"population sizes {sorted(set(populations) - self._compiled_sizes())} would compile a new rollout "
+                    "graph inside a tick (tens of seconds): restart with them, or tune them with an eager evaluator "
+                    "(compile off)")
+        keep = min(round(config.keep_elites * config.elites), min(populations) - 1)
+        if self._n_policy and 1 + keep + self._n_policy > populations[0]:
+            return f"population {populations[0]} leaves no room for the {self._n_policy} policy rollouts"
+        return None
+
+    def set_budget(self, **budget: int) -> None:
+        """Plan with the budget ``population``, ``elites``, ``iterations`` from the next call
+        (between ticks); ValueError (``budget_problem``'s reason) and no change if it does not
+        fit. The warm start is kept: the mean, and the best of the kept elites."""
+        problem = self.budget_problem(**budget)
+        if problem:
+            raise ValueError(problem)
+        self._compiled_sizes()  # remember what the evaluator saw before the sizes change
+        config = dataclasses.replace(self.config, **budget)
+        T, nu, K = self._mean.shape[0], self._mean.shape[1], config.elites
+        populations = population_schedule(config)
+        storage = self._allocated_samples()
+        keep = min(round(config.keep_elites * K), min(populations) - 1)
+        if K != self.config.elites:
+            new = functools.partial(torch.empty, device=self._mean.device)
+            self._elite_costs, self._elites = new(K), new(T, nu, K)
+            self._elite_idx = new(K, dtype=torch.long)
+        if keep != self._keep:
+            kept = torch.empty(T, nu, keep, device=self._mean.device)
+            n = min(keep, self._keep)
+            kept[..., :n] = self._kept[..., :n]  # elites are sorted: the best ones stay
+            self._has_kept = self._has_kept and keep <= self._keep
+            self._kept, self._kept_scratch, self._keep = kept, torch.empty_like(kept), keep
+        self._samples_t = [storage[: T * nu * n].view(T, nu, n) for n in populations]
+        self.populations, self.config = populations, config
+
+    def _allocated_samples(self) -> Tensor:
+        """The flat sample storage allocated at start (the first iteration's view of it, then)."""
+        if not hasattr(self, "_sample_storage"):
+            self._sample_storage = self._samples_t[0].view(-1)
+        return self._sample_storage
+
+    def _compiled_sizes(self) -> set[int]:
+        """The batch sizes the evaluator has been given (a compiled one has a graph for each)."""
+        if not hasattr(self, "_sizes_seen"):
+            self._sizes_seen = set(self.populations)
+        self._sizes_seen |= set(self.populations)
+        return self._sizes_seen

@@ -27,6 +27,7 @@ Choices:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -318,3 +319,22 @@ class ILQRPlanner(Planner):
     def _shift_warm_start(self) -> None:
         for buffer, scratch in zip((self._states, self._actions, self._gains), self._scratch):
             shift_in_time(buffer, scratch)
+
+    # -- the budget, changed between ticks by a running controller -----------------------------
+    def budget_problem(self, compiled: bool = False, **budget: int) -> str | None:
+        """Why the budget (``iterations``) cannot be used from the next tick (None: it can). The
+        compiled graphs do not depend on it."""
+        unknown = set(budget) - {"iterations"}
+        if unknown:
+            return f"no runtime setting {sorted(unknown)} (the budget is iterations)"
+        if budget.get("iterations", 1) < 1:
+            return f"need iterations >= 1 (got {budget['iterations']})"
+        return None
+
+    def set_budget(self, **budget: int) -> None:
+        """Iterate ``iterations`` times per tick from the next call; ValueError and no change if it does not fit."""
+        problem = self.budget_problem(**budget)
+        if problem:
+            raise ValueError(problem)
+        self.config = dataclasses.replace(self.config, **budget)
+        self.cost_history = np.full(self.config.iterations + 1, np.nan)

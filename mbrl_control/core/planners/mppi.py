@@ -10,6 +10,7 @@ to the softmax-weighted (temperature ``lambda``) average of the samples.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -121,3 +122,65 @@ class MPPIPlanner(Planner):
         )
         shift_in_time(self._mean, self._scratch)
         return plan
+
+    # -- the budget, changed between ticks by a running controller -----------------------------
+    def budget_problem(self, compiled: bool = False, **budget: int) -> str | None:
+        """Why the budget ``samples``, ``iterations`` cannot be used from the next tick (None: it
+        can). Samples are drawn into the noise buffer allocated at start, so they can go down and
+        back up to that number; with a ``compiled`` evaluator another number of samples would
+        compile a new graph inside a tick (tens of seconds), so it is refused."""
+        unknown = set(budget) - {"samples", "iterations"}
+        if unknown:
+            return f"no runtime setting {sorted(unknown)} (the budget is samples, iterations)"
+        config = dataclasses.replace(self.config, **budget)
+        if config.samples < 2 or config.iterations < 1:
+            return f"need samples >= 2 (got {config.samples}) and iterations >= 1 (got {config.iterations})"
+        allocated = self._allocated_noise().capacity
+        if config.samples > allocated:
+            return (f"samples {config.samples} exceeds the {allocated} allocated at start: lower it, or restart with "
+                    "more")
+        if compiled and config.samples != self.config.samples:
+            return (f"samples {config.samples} would compile a new rollout graph inside a tick (tens of seconds): "
+                    "restart with it, or tune it with an eager evaluator (compile off)")
+        return None
+
+    def set_budget(self, **budget: int) -> None:
+        """Plan with the budget ``samples``, ``iterations`` from the next call (between ticks);
+        ValueError (``budget_problem``'s reason) and no change if it does not fit. The control
+        sequence (the warm start) is kept."""
+        problem = self.budget_problem(**budget)
+        if problem:
+            raise ValueError(problem)
+        config = dataclasses.replace(self.config, **budget)
+        K = config.samples
+        if K != self.config.samples:
+            T, nu = self._mean.shape
+            noise = self._allocated_noise()
+            noise.sample_count = K
+            self._noise = noise
+            with torch.device(self._mean.device):
+                self._samples_t = torch.empty(T, nu, K)
+                self._samples = self._samples_t.permute(2, 0, 1)
+                self._eps = torch.empty(T, nu, K)
+                self._control_cost = torch.empty(T, nu, K)
+                self._total = torch.empty(K)
+                self._weights = torch.empty(K)
+        self.config = config
+
+    def _allocated_noise(self) -> "_FirstSamples":
+        """The noise allocated at start, of which each draw uses the first ``sample_count``."""
+        if not isinstance(self._noise, _FirstSamples):
+            self._noise = _FirstSamples(self._noise, self.config.samples)
+        return self._noise
+
+
+class _FirstSamples:
+    """The first ``sample_count`` sequences of each draw of a ``ColoredNoise`` allocated for
+    ``capacity`` (a draw stays the same size: no allocation after start)."""
+
+    def __init__(self, noise: ColoredNoise, capacity: int) -> None:
+        self.noise = noise
+        self.capacity = self.sample_count = capacity
+
+    def sample(self) -> Tensor:
+        return self.noise.sample()[..., : self.sample_count]

@@ -41,16 +41,23 @@ class TerminalCostOverride(Task):
     """``task`` with its terminal cost replaced by a subclass's ``terminal_cost``; the running
     cost, bounds and success are ``task``'s. How a value function (LQR, DP, a learned critic)
     extends a short horizon. It is what planners price trajectories with; everything else (goals,
-    keypoints, errors) is asked of ``task`` itself, which this wraps and never hides."""
+    keypoints, errors) is asked of ``task`` itself, which this wraps and never hides.
 
-    def __init__(self, task: Task) -> None:
+    ``terminal_weight`` multiplies the subclass's terminal cost; a buffer, so changing it at
+    runtime (``set_terminal_weight``) reaches a compiled rollout without recompiling it."""
+
+    def __init__(self, task: Task, weight: float = 1.0) -> None:
         super().__init__()
         self.state_dim = task.state_dim
         self.action_dim = task.action_dim
         # Buffers first: registering checks the name is free, which would ask the task below.
         self.register_buffer("action_low", task.action_low.clone())
         self.register_buffer("action_high", task.action_high.clone())
+        self.register_buffer("terminal_weight", torch.tensor(float(weight)))
         self.task = task
+
+    def set_terminal_weight(self, weight: float) -> None:
+        self.terminal_weight.fill_(float(weight))
 
     def running_cost(self, x: Tensor, u: Tensor) -> Tensor:
         return self.task.running_cost(x, u)

@@ -34,10 +34,9 @@ class ValueFunctionTerminalCost(TerminalCostOverride):
     def __init__(self, task: Task, value: ValueFunction, weight: float = 1.0) -> None:
         if value.spec.policy.state_dim != task.state_dim or value.spec.policy.action_dim != task.action_dim:
             raise PolicyFormatError("the critic's state and action sizes differ from the task's")
-        super().__init__(task)
-        self.weight = float(weight)
+        super().__init__(task, weight)
         self.value = value.float()
 
     def terminal_cost(self, x: Tensor) -> Tensor:
         outside = self.value.spec.exit_value + self.task.terminal_cost(x)
-        return self.weight * torch.where(self.value.inside(x), -self.value(x), outside)
+        return self.terminal_weight * torch.where(self.value.inside(x), -self.value(x), outside)

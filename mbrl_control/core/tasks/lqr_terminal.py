@@ -20,12 +20,12 @@ class LQRTerminalCost(TerminalCostOverride):
 
     def __init__(self, task: Task, P: np.ndarray, x_eq: np.ndarray | None = None, angle_dims: tuple[int, ...] = (),
                  weight: float = 1.0) -> None:
-        super().__init__(task)
-        self.register_buffer("value_matrix", torch.as_tensor(0.5 * weight * P, dtype=torch.float32))
+        super().__init__(task, weight)
+        self.register_buffer("value_matrix", torch.as_tensor(0.5 * P, dtype=torch.float32))
         x_eq = np.zeros(task.state_dim) if x_eq is None else x_eq
         self.register_buffer("x_eq", torch.as_tensor(x_eq, dtype=torch.float32))
         self.register_buffer("angle_mask", angle_mask(task.state_dim, angle_dims))
 
     def terminal_cost(self, x: Tensor) -> Tensor:
         dx = wrap_masked(x - self.x_eq, self.angle_mask)
-        return ((dx @ self.value_matrix) * dx).sum(-1)
+        return self.terminal_weight * ((dx @ self.value_matrix) * dx).sum(-1)

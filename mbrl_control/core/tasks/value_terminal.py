@@ -19,9 +19,8 @@ class ValueTerminalCost(TerminalCostOverride):
     """
 
     def __init__(self, task: Task, value: GridValue, weight: float = 1.0) -> None:
-        super().__init__(task)
-        self.weight = float(weight)
+        super().__init__(task, weight)
         self.value = value
 
     def terminal_cost(self, x: Tensor) -> Tensor:
-        return self.weight * self.value(x, outside=self.value.exit_value + self.task.terminal_cost(x))
+        return self.terminal_weight * self.value(x, outside=self.value.exit_value + self.task.terminal_cost(x))
