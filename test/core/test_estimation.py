@@ -383,7 +383,9 @@ def test_built_from_node_parameters(model):
     with pytest.raises(ValueError):
         build_estimator("kalman", model)
     with pytest.raises(ValueError):
-        build_estimator("ekf", model, {"stale_position_std": [0.1]})
+        build_estimator("ekf", model, {"stale_position_std": [0.1, 0.2, 0.3]})  # 3 values for 2 joints
+    one = build_estimator("ekf", model, {"stale_position_std": [0.1], "compile": False})  # one stands for every joint
+    assert one.config.stale_position_std == (0.1, 0.1)
 
 
 def test_the_filters_measurement_noise_defaults_are_the_sensors():
