@@ -185,7 +185,7 @@ class RunMonitor(Node):
             "goals_reached": reached,
             "ee_error_median_m": round(float(np.median(errors)), 4) if errors else None,
             "goal_errors_m": [round(e, 4) for e in errors],
-            "success": bool(errors) and reached >= np.ceil(self.p["goal_success_fraction"] * len(errors) - 1e-9),
+            "success": bool(errors) and bool(reached >= np.ceil(self.p["goal_success_fraction"] * len(errors) - 1e-9)),
         }
 
     def summary(self) -> dict:
