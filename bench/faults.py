@@ -7,7 +7,7 @@ the configuration's planner budget), recorder; the learn graph (learner, episode
 controller on the learned model) for the learning rows. Sensor faults run in lockstep (exactly
 reproducible), faults that need wall-clock time (command loss and the sim's command watchdog, a
 planner overrunning its deadline, a sim restart) in realtime. A probe node in this process (see
-mbrl_control/fault_probe.py) sees every command, the controller's per-tick timing, /clock, the
+mbrl_control_testing/fault_probe.py) sees every command, the controller's per-tick timing, /clock, the
 true state with the effort the robot applied, and /diagnostics.
 
 Columns:
@@ -87,7 +87,11 @@ from mbrl_control.core.builders import build_ensemble, robot_parameters
 from mbrl_control.core.dynamics.ensemble import EnsembleDynamics
 from mbrl_control.core.learning import ModelInfo, ReplayBuffer, encode, save_checkpoint
 from mbrl_control.core.robot import robot_spec
-from mbrl_control.fault_probe import (
+from mbrl_control.graph import learn_graph, mpc_graph, robot_config
+from mbrl_control.launcher import Launch, default_environment, node_command
+from mbrl_control.nodes.model_receiver import MODEL_QOS
+from mbrl_control.nodes.topic_tap import message_class
+from mbrl_control_testing.fault_probe import (
     FALLBACK,
     PLANNED,
     ControlProbe,
@@ -97,17 +101,13 @@ from mbrl_control.fault_probe import (
     recorded_seqs,
     sequence_loss,
 )
-from mbrl_control.graph import learn_graph, mpc_graph, robot_config
-from mbrl_control.launcher import Launch, default_environment, node_command
-from mbrl_control.nodes.model_receiver import MODEL_QOS
-from mbrl_control.nodes.topic_tap import message_class
 
 PERIOD = 0.02  # the configuration's 50 Hz
 STATE_TIMEOUT, STALE_AFTER, COMMAND_TIMEOUT = 0.1, 0.1, 0.1  # controller, estimator, sim (config/cartpole.yaml)
 EFFORT_LIMIT = 20.0  # URDF
 STATE_JOINTS = ["slider_to_cart", "cart_to_pole"]  # config/cartpole.yaml
 ANGLE_JOINTS = robot_spec(robot_parameters("cartpole")).rotational_dims  # positions in radians: wrapped when judged
-# A state counts as true within these of the truth at its stamp (see mbrl_control.fault_probe.StateTolerance).
+# A state counts as true within these of the truth at its stamp (see mbrl_control_testing.fault_probe.StateTolerance).
 TOLERANCE = default_tolerance(len(STATE_JOINTS), STATE_TIMEOUT, PERIOD)
 PROBE_CLOSE_S = 10.0  # rclpy's teardown has hung after a long run: give up on it after this
 HUNG_PROBES: list[str] = []  # runs whose probe teardown was left behind: leave with os._exit at the end

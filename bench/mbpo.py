@@ -2,7 +2,7 @@
 
 Models, in this order: the learned one the learning loop uses, a PETS ensemble (config/cartpole.yaml's
 ``ensemble`` architecture) fitted on logged random-action episodes around upright from the
-simulator-equivalent plant (``core/learning/synthetic.py``; MBPO steps it in ts1, a member drawn
+simulator-equivalent plant (``mbrl_control_testing/exploration.py``; MBPO steps it in ts1, a member drawn
 anew per step, as the learner does); then, labelled, the analytic model standing in for a perfect
 learned one. Both rows branch their rollouts from the same logged transitions and train SAC with
 the learner's MBPO settings (config/cartpole.yaml ``learner.mbpo``; ``--sac-steps`` overrides).
@@ -37,9 +37,7 @@ from common import emit_json, latency, machine, print_table
 from mbrl_control.config import node_parameters
 from mbrl_control.core.builders import MPCSetup, build_ensemble, build_mpc, load_robot
 from mbrl_control.core.dynamics import CartPoleDynamics, EnsembleDynamics
-from mbrl_control.core.episode import run_episode
 from mbrl_control.core.learning import ModelInfo, TrainerConfig, Transitions, encode, load_into, train_ensemble
-from mbrl_control.core.learning.synthetic import RandomPolicy, explore, task_reward
 from mbrl_control.core.mbpo import save_policy
 from mbrl_control.core.mbpo.config import MBPOConfig
 from mbrl_control.core.mbpo.trainer import MBPOResult, closed_loop, train_mbpo
@@ -47,6 +45,8 @@ from mbrl_control.core.planners import ICEMConfig, ICEMPlanner
 from mbrl_control.core.rollout import TrajectoryEvaluator
 from mbrl_control.core.util import dataclass_from, section
 from mbrl_control.paths import config_dir
+from mbrl_control_testing.episode import run_episode
+from mbrl_control_testing.exploration import RandomExplorer, explore, task_reward
 
 DT = 0.02
 CONFIG_FILE = config_dir() / "cartpole.yaml"
@@ -79,9 +79,9 @@ def learner_mbpo_config(angle_dims: tuple[int, ...]) -> MBPOConfig:
 def logged_episodes(task, plant, episodes: int) -> Transitions:
     """Random-action episodes (forces held 5 ticks) from around upright, with process noise."""
     starts = box_states(REAL_BOX, episodes, seed=100).double()
-    policies = [RandomPolicy(task.action_low, task.action_high, hold=5, seed=i) for i in range(episodes)]
+    explorers = [RandomExplorer(task.action_low, task.action_high, hold=5, seed=i) for i in range(episodes)]
     noise = torch.tensor([0.002, 0.004, 0.02, 0.04])
-    return explore(plant, policies, starts, 60, noise, reward=task_reward(task), position_limit=2.4)
+    return explore(plant, explorers, starts, 60, noise, reward=task_reward(task), position_limit=2.4)
 
 
 def fitted_ensemble(data: Transitions) -> tuple[EnsembleDynamics, float, float]:

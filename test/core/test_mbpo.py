@@ -18,7 +18,6 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from mbrl_control.core.builders import build_planner, with_terminal
-from mbrl_control.core.episode import run_episode
 from mbrl_control.core.learning.transitions import Transitions
 from mbrl_control.core.mbpo import (
     Policy,
@@ -38,6 +37,7 @@ from mbrl_control.core.mbpo.trainer import MBPOConfig, MixedReplayBuffer, closed
 from mbrl_control.core.planners import ICEMConfig, ICEMPlanner, PolicyConfig, PolicyPlanner
 from mbrl_control.core.rollout import TrajectoryEvaluator
 from mbrl_control.core.tasks.critic_terminal import ValueFunctionTerminalCost
+from mbrl_control_testing.episode import run_episode
 
 DT = 0.02
 REAL_BOX = (1.5, 0.6, 2.0, 3.0)  # half-widths of the random "real" states around upright
