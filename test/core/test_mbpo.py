@@ -34,7 +34,7 @@ from mbrl_control.core.mbpo import (
 )
 from mbrl_control.core.mbpo.env import ModelEnv, ModelMDP, ModelRollouts
 from mbrl_control.core.mbpo.trainer import MBPOConfig, MixedReplayBuffer, closed_loop, train_mbpo
-from mbrl_control.core.planners import ICEMConfig, ICEMPlanner, PolicyConfig, PolicyPlanner
+from mbrl_control.core.planners import ICEMConfig, ICEMPlanner, PolicyPlanner, PolicyPlannerConfig
 from mbrl_control.core.rollout import TrajectoryEvaluator
 from mbrl_control.core.tasks.critic_terminal import ValueFunctionTerminalCost
 from mbrl_control_testing.episode import run_episode
@@ -283,7 +283,7 @@ def test_policy_planner_tick_is_one_forward_pass_within_bounds_and_deterministic
     again = planner.plan(x0)
     assert torch.equal(again.actions, plan.actions) and again.cost == plan.cost
     # Longer horizons roll the policy through the model (for the markers).
-    long = PolicyPlanner(model, task, trained.policy, PolicyConfig(horizon=10))
+    long = PolicyPlanner(model, task, trained.policy, PolicyPlannerConfig(horizon=10))
     rollout = long.plan(x0)
     assert rollout.actions.shape == (10, 1) and rollout.states.shape == (11, 4)
     torch.testing.assert_close(rollout.actions[0], plan.actions[0])
