@@ -226,11 +226,6 @@ def train_mbpo(model: DynamicsModel, task: Task, real: Transitions, config: MBPO
     return result
 
 
-def train_policy(model: DynamicsModel, task: Task, real: Transitions, config: MBPOConfig = MBPOConfig()) -> Policy:
-    """MBPO's policy alone (``train_mbpo`` for the value function and figures too)."""
-    return train_mbpo(model, task, real, config).policy
-
-
 def episode_starts(real: Transitions, mdp: ModelMDP) -> torch.Tensor:
     """The first state of every real episode that lies inside the region ``[E, nx]``."""
     if len(real) == 0:
