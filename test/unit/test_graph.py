@@ -264,3 +264,14 @@ def test_without_a_configured_state_timeout_both_nodes_default_to_the_same_stale
     bare = tmp_path / "robot.yaml"
     bare.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"control_rate": 50.0}}}))
     assert "estimator.stale_after" not in spec(mpc_graph({"robot": str(bare)}), "estimator").parameters[-1]
+
+
+def test_a_launch_without_the_python_requirements_names_the_pip_packages_before_starting_a_node(monkeypatch):
+    fake_launch_api(monkeypatch, {})
+    monkeypatch.setitem(sys.modules, "yaml", None)  # as if not installed (its pip name is pyyaml)
+    monkeypatch.setitem(sys.modules, "mcap_ros2", None)
+    description = load_launch_file("mpc").generate_launch_description()
+    (opaque,) = [e for e in description.args[0] if type(e).__name__ == "OpaqueFunction"]
+    with pytest.raises(RuntimeError, match=r"not installed: mcap-ros2-support, pyyaml; .*pip install -r "
+                                           r"requirements.txt.*'mcap-ros2-support' 'pyyaml'"):
+        opaque.kwargs["function"]({a.name: a.default for a in MPC_ARGUMENTS})
