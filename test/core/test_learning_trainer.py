@@ -90,10 +90,15 @@ def test_held_out_error_reaches_the_noise_floor_and_variance_is_calibrated(logge
     assert ((learned_std / NOISE).log().abs() < math.log(1.2)).all(), f"learned std {learned_std}"
 
 
-def test_early_stopping_keeps_the_best_epoch(logged):
+def test_early_stopping_keeps_the_best_epoch_and_reports_every_epoch(logged):
     model = EnsembleDynamics(CONFIG)
-    result = train_ensemble(model, logged.select(slice(0, 400)), TrainerConfig(max_epochs=1000, patience=3))
+    reports = []
+    result = train_ensemble(model, logged.select(slice(0, 400)), TrainerConfig(max_epochs=1000, patience=3),
+                            progress=lambda *report: reports.append(report))
     assert result.stopped_by == "patience" and result.epochs == result.best_epoch + 3 < 1000
+    assert [(epoch, total) for epoch, total, _ in reports] == [(e, 1000) for e in range(1, result.epochs + 1)]
+    best = [figures["holdout_mse"] for _, _, figures in reports]
+    assert best == sorted(best, reverse=True) and [f["stale"] for _, _, f in reports][-3:] == [1, 2, 3]
     _, held = split(logged.select(slice(0, 400)), TrainerConfig())
     assert evaluate(model, held).mse == pytest.approx(result.holdout.mse)
 

@@ -263,6 +263,15 @@ def test_a_warm_started_round_goes_on_from_the_previous_rounds_networks(cartpole
     assert not train_mbpo(cartpole.model, cartpole.task, real, one_step, warm_start=other).warm_started
 
 
+def test_training_reports_its_sac_steps_and_model_return_after_every_epoch(cartpole, real):
+    tiny = MBPOConfig(epochs=3, sac_steps=7, rollouts_per_epoch=16, eval_starts=4, eval_steps=10, seed=2)
+    reports = []
+    result = train_mbpo(cartpole.model, cartpole.task, real, tiny, progress=lambda *report: reports.append(report))
+    assert [(done, total) for done, total, _ in reports] == [(3, 7), (5, 7), (7, 7)]  # 7 steps over 3 epochs
+    assert [f["epoch"] for _, _, f in reports] == [1, 2, 3]
+    assert [f["model_return"] for _, _, f in reports] == result.returns
+
+
 # -- (c) the policy planner ----------------------------------------------------------------------
 
 
