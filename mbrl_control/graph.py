@@ -201,12 +201,18 @@ def mpc_graph(args: dict[str, str]) -> list[NodeSpec]:
 
 
 def parameters(files: list[str], node: str) -> dict[str, Any]:
-    """``node``'s flat parameters from the parameter files, later files overriding earlier ones."""
+    """``node``'s flat parameters from the parameter files, later files overriding earlier ones;
+    ValueError naming the file if one is not YAML."""
+    import yaml
+
     from mbrl_control.config import node_parameters
 
     merged: dict[str, Any] = {}
     for path in files:
-        merged |= node_parameters(path, node)
+        try:
+            merged |= node_parameters(path, node)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"parameter file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
     return merged
 
 

@@ -275,3 +275,11 @@ def test_a_launch_without_the_python_requirements_names_the_pip_packages_before_
     with pytest.raises(RuntimeError, match=r"not installed: mcap-ros2-support, pyyaml; .*pip install -r "
                                            r"requirements.txt.*'mcap-ros2-support' 'pyyaml'"):
         opaque.kwargs["function"]({a.name: a.default for a in MPC_ARGUMENTS})
+
+
+def test_a_garbled_parameter_file_is_refused_naming_it(tmp_path):
+    garbled = tmp_path / "garbled.yaml"
+    garbled.write_text("/**:\n  ros__parameters:\n    control_rate: [50.0\nsim: : :\n")
+    for args in ({"robot": str(garbled)}, {"overrides": str(garbled)}):
+        with pytest.raises(ValueError, match=r"garbled.yaml is not valid YAML"):
+            mpc_graph(args)
