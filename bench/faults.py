@@ -91,6 +91,7 @@ from mbrl_control.graph import learn_graph, mpc_graph, robot_config
 from mbrl_control.launcher import Launch, default_environment, node_command
 from mbrl_control.nodes.model_receiver import MODEL_QOS
 from mbrl_control.nodes.topic_tap import message_class
+from mbrl_control.progress import note, progress_bar
 from mbrl_control_testing.fault_probe import (
     FALLBACK,
     PLANNED,
@@ -126,7 +127,7 @@ SENSOR_FAULTS = {  # kind: the estimator's diagnostics key that counts it
 
 
 def log(text: str) -> None:
-    print(f"[faults] {text}", file=sys.stderr, flush=True)
+    note(f"[faults] {text}")  # on stderr, above the progress bar
 
 
 # -- running a graph with a probe --------------------------------------------------------------
@@ -819,9 +820,10 @@ def main() -> None:
     work = args.keep or Path(tempfile.mkdtemp(prefix="mbrl_faults_"))
     started = time.monotonic()
     rows = []
+    bar = progress_bar(total=len(groups), desc="faults", unit="group")
     for group in groups:
         t = time.monotonic()
-        log(f"{group} ...")
+        bar.set_postfix_str(f"{group} ...")
         try:
             new = ROWS[group](work)
         except Exception as exc:  # a scenario that breaks is a failed row, not a lost table
@@ -830,6 +832,10 @@ def main() -> None:
             r["wall_s"] = round(time.monotonic() - t, 1)
         rows += new
         log(f"{group}: {'pass' if all(r['pass'] for r in new) else 'FAIL'} in {time.monotonic() - t:.0f} s")
+        failed = sum(not r["pass"] for r in rows)
+        bar.set_postfix_str(f"{len(rows) - failed} rows pass, {failed} fail", refresh=False)
+        bar.update(1)
+    bar.close()
     headers = ["fault", "mode", "survived", "safe_within_ticks", "from", "safe_within_ticks_truth",
                "worst state error (of tol.)", "went_safe", "recovered", "data_lost", "lost_by_sequence", "excused",
                "pass", "visible in /diagnostics"]

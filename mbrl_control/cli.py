@@ -66,8 +66,8 @@ def train_offline(recording: Path | list[Path], out: Path, robot: str = DEFAULT_
     recording = ", ".join(str(s) for s in sources)
     print(f"{len(data)} transitions from {recording} ({len(set(data.episode.tolist()))} episodes)", flush=True)
     model = build_ensemble(p, robot_spec(p))
-    with progress_bar(desc="ensemble", unit="epoch") as bar:
-        config = dataclass_from(TrainerConfig, section(p, "trainer"))
+    config = dataclass_from(TrainerConfig, section(p, "trainer"))
+    with progress_bar(total=config.max_epochs, desc="ensemble", unit="epoch") as bar:
         result = train_ensemble(model, data, config, progress=follow(bar))
         bar.set_postfix_str(f"held-out MSE {result.holdout.mse:.4g}, stopped by {result.stopped_by}")
     info = ModelInfo(model.config, 1, len(data), result.holdout.nll, result.holdout.mse,
@@ -109,7 +109,7 @@ def _train_policy(model, data, p: dict, out: Path, overrides: dict[str, str]) ->
 
     task = task_from_params(p)
     config = dataclass_from(MBPOConfig, {k: yaml.safe_load(v) for k, v in overrides.items()})
-    with progress_bar(desc="MBPO policy", unit="SAC step") as bar:
+    with progress_bar(total=config.sac_steps, desc="MBPO policy (SAC)", unit="step") as bar:
         result = train_mbpo(model, task, data, config, progress=follow(bar))
     policy_path = save_policy(out / "policy.safetensors", result.policy)
     value_path = save_value(out / "value.safetensors", result.value)

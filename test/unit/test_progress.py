@@ -46,5 +46,5 @@ def test_offline_training_shows_epochs_and_sac_steps_on_stderr_and_ends_stdout_i
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["epochs"] <= 3 and figures["mbpo_sac_steps"] == 6
     assert "ensemble: " in result.stderr and "epoch" in result.stderr
-    assert "MBPO policy: 100%" in result.stderr and "6/6" in result.stderr
+    assert "MBPO policy (SAC): 100%" in result.stderr and "6/6" in result.stderr
     assert "it/s" not in result.stdout and "epoch/s" not in result.stdout and "%|" not in result.stdout
