@@ -1,4 +1,10 @@
-"""Shared bits of the benchmark scripts: machine facts, tables, the closing JSON line."""
+"""Shared bits of the benchmark scripts: machine facts, tables, the closing JSON line.
+
+Every benchmark imports this first (``python bench/<name>.py`` from anywhere, or from bench/): it
+puts the repository root on ``sys.path`` for ``mbrl_control_testing``, the harness the tests share
+(beside ``mbrl_control`` in the source tree, not installed). Appended, so an installed
+``mbrl_control`` in site-packages still comes first.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,14 @@ import json
 import os
 import platform
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+if str(REPOSITORY) not in sys.path:
+    sys.path.append(str(REPOSITORY))
 
 
 def machine() -> dict[str, object]:

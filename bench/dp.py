@@ -25,8 +25,8 @@ from common import emit_json, latency, machine, print_table
 from mbrl_control.core.builders import load_robot
 from mbrl_control.core.dp import build_grid_mdp, closed_loop, value_iteration
 from mbrl_control.core.dynamics import CartPoleDynamics
-from mbrl_control.core.episode import run_episode
 from mbrl_control.core.planners.dp import DPConfig, DPPlanner
+from mbrl_control_testing.episode import run_episode
 
 DT = 0.02
 DEFAULT = DPConfig()

@@ -48,12 +48,18 @@ from mbrl_control.config import node_parameters
 from mbrl_control.core.builders import build_planner, load_robot
 from mbrl_control.core.dynamics import CartPoleDynamics
 from mbrl_control.core.estimation import ESTIMATORS, EstimatorConfig, build_estimator
-from mbrl_control.core.estimation.evaluation import (
-    FilterRun, Truth, cart_excitation, consistency, rmse, run_filter, simulate_truth,
-)
 from mbrl_control.core.util import dataclass_from, section
 from mbrl_control.paths import config_dir
 from mbrl_control.sim.sensor import JointSensor, SensorConfig
+from mbrl_control_testing.estimator_evaluation import (
+    FilterRun,
+    Truth,
+    cart_excitation,
+    consistency,
+    rmse,
+    run_filter,
+    simulate_truth,
+)
 
 DT, PHYSICS_DT = 0.02, 0.0025
 ANGULAR = (False, True)

@@ -7,7 +7,7 @@ the configuration's planner budget), recorder; the learn graph (learner, episode
 controller on the learned model) for the learning rows. Sensor faults run in lockstep (exactly
 reproducible), faults that need wall-clock time (command loss and the sim's command watchdog, a
 planner overrunning its deadline, a sim restart) in realtime. A probe node in this process (see
-mbrl_control/fault_probe.py) sees every command, the controller's per-tick timing, /clock, the
+mbrl_control_testing/fault_probe.py) sees every command, the controller's per-tick timing, /clock, the
 true state with the effort the robot applied, and /diagnostics.
 
 Columns:
@@ -87,7 +87,12 @@ from mbrl_control.core.builders import build_ensemble, robot_parameters
 from mbrl_control.core.dynamics.ensemble import EnsembleDynamics
 from mbrl_control.core.learning import ModelInfo, ReplayBuffer, encode, save_checkpoint
 from mbrl_control.core.robot import robot_spec
-from mbrl_control.fault_probe import (
+from mbrl_control.graph import learn_graph, mpc_graph, robot_config
+from mbrl_control.launcher import Launch, default_environment, node_command
+from mbrl_control.nodes.model_receiver import MODEL_QOS
+from mbrl_control.nodes.topic_tap import message_class
+from mbrl_control.progress import note, progress_bar
+from mbrl_control_testing.fault_probe import (
     FALLBACK,
     PLANNED,
     ControlProbe,
@@ -97,17 +102,13 @@ from mbrl_control.fault_probe import (
     recorded_seqs,
     sequence_loss,
 )
-from mbrl_control.graph import learn_graph, mpc_graph, robot_config
-from mbrl_control.launcher import Launch, default_environment, node_command
-from mbrl_control.nodes.model_receiver import MODEL_QOS
-from mbrl_control.nodes.topic_tap import message_class
 
 PERIOD = 0.02  # the configuration's 50 Hz
 STATE_TIMEOUT, STALE_AFTER, COMMAND_TIMEOUT = 0.1, 0.1, 0.1  # controller, estimator, sim (config/cartpole.yaml)
 EFFORT_LIMIT = 20.0  # URDF
 STATE_JOINTS = ["slider_to_cart", "cart_to_pole"]  # config/cartpole.yaml
 ANGLE_JOINTS = robot_spec(robot_parameters("cartpole")).rotational_dims  # positions in radians: wrapped when judged
-# A state counts as true within these of the truth at its stamp (see mbrl_control.fault_probe.StateTolerance).
+# A state counts as true within these of the truth at its stamp (see mbrl_control_testing.fault_probe.StateTolerance).
 TOLERANCE = default_tolerance(len(STATE_JOINTS), STATE_TIMEOUT, PERIOD)
 PROBE_CLOSE_S = 10.0  # rclpy's teardown has hung after a long run: give up on it after this
 HUNG_PROBES: list[str] = []  # runs whose probe teardown was left behind: leave with os._exit at the end
@@ -126,7 +127,7 @@ SENSOR_FAULTS = {  # kind: the estimator's diagnostics key that counts it
 
 
 def log(text: str) -> None:
-    print(f"[faults] {text}", file=sys.stderr, flush=True)
+    note(f"[faults] {text}")  # on stderr, above the progress bar
 
 
 # -- running a graph with a probe --------------------------------------------------------------
@@ -819,9 +820,10 @@ def main() -> None:
     work = args.keep or Path(tempfile.mkdtemp(prefix="mbrl_faults_"))
     started = time.monotonic()
     rows = []
+    bar = progress_bar(total=len(groups), desc="faults", unit="group")
     for group in groups:
         t = time.monotonic()
-        log(f"{group} ...")
+        bar.set_postfix_str(f"{group} ...")
         try:
             new = ROWS[group](work)
         except Exception as exc:  # a scenario that breaks is a failed row, not a lost table
@@ -830,6 +832,10 @@ def main() -> None:
             r["wall_s"] = round(time.monotonic() - t, 1)
         rows += new
         log(f"{group}: {'pass' if all(r['pass'] for r in new) else 'FAIL'} in {time.monotonic() - t:.0f} s")
+        failed = sum(not r["pass"] for r in rows)
+        bar.set_postfix_str(f"{len(rows) - failed} rows pass, {failed} fail", refresh=False)
+        bar.update(1)
+    bar.close()
     headers = ["fault", "mode", "survived", "safe_within_ticks", "from", "safe_within_ticks_truth",
                "worst state error (of tol.)", "went_safe", "recovered", "data_lost", "lost_by_sequence", "excused",
                "pass", "visible in /diagnostics"]

@@ -29,10 +29,10 @@ import statistics
 from pathlib import Path
 
 import yaml
-
 from common import emit_json, machine, print_table
-from ros_run import run_graph
+from ros_run import EpisodeProgress, run_graph
 
+from mbrl_control.progress import note, progress_bar
 from mbrl_control.report import plot_learning_curve
 
 # name: (what it changes, parameter overrides, learn.launch arguments)
@@ -104,22 +104,28 @@ def main() -> None:
     if args.task != "balance" and NEEDS_BALANCE & set(variants):
         parser.error(f"{sorted(NEEDS_BALANCE & set(variants))} need --task balance (MBPO's policy covers a region around upright)")
     rows, results, curves, labels = [], {}, [], []
+    seeds_of = {v: args.seeds if v == "baseline" else args.ablation_seeds for v in variants}
+    all_runs = progress_bar(total=sum(seeds_of.values()), desc="runs", unit="run")
     for variant in variants:
-        seeds = args.seeds if variant == "baseline" else args.ablation_seeds
         runs = []
-        for seed in range(args.first_seed, args.first_seed + seeds):
+        for seed in range(args.first_seed, args.first_seed + seeds_of[variant]):
             work, overrides = args.out / f"{args.task}-{variant}-seed{seed}", overrides_for(variant, seed, args.task)
             summary = finished_run(work, overrides, args.episodes, args.episode_length) if args.reuse else None
             if summary is None:
-                summary = run_graph(
-                    {"episodes": str(args.episodes), "episode_length": str(args.episode_length)} | VARIANTS[variant][2],
-                    overrides, timeout=7200, graph="learn", keep_dir=work,
-                )
+                # Episodes as the run's episode manager logs them (each node's full log: work/logs).
+                with progress_bar(total=args.episodes, desc=f"{variant} seed {seed}", unit="episode",
+                                  leave=False) as episodes:
+                    summary = run_graph(
+                        {"episodes": str(args.episodes), "episode_length": str(args.episode_length)}
+                        | VARIANTS[variant][2],
+                        overrides, timeout=7200, graph="learn", keep_dir=work, output=EpisodeProgress(episodes),
+                    )
             runs.append(summary)
             if summary.get("curve"):
                 curves.append(summary)
                 labels.append(f"{variant} seed {seed}")
-            print(f"{variant} seed {seed}: episodes to success {summary.get('episodes_to_success')}", flush=True)
+            all_runs.update(1)
+            note(f"{variant} seed {seed}: episodes to success {summary.get('episodes_to_success')}")
         to_success = [r.get("episodes_to_success") for r in runs]
         reached = [e for e in to_success if e is not None]
         steps = [r["env_steps_to_success"] for r in runs if r.get("env_steps_to_success") is not None]
@@ -145,6 +151,7 @@ def main() -> None:
                      r["env_steps_to_success_median"], r["success_after_first"],
                      f"{r['last_five_successes']}/{r['last_five_episodes']}", r["final_upright_fraction_mean"],
                      r["wall_s_median"]])
+    all_runs.close()
     print(f"\nLearning from scratch, cart-pole, {TASKS[args.task][0]}: {args.episodes} episodes of "
           f"{args.episode_length:.0f} s (lockstep), real environment steps counted until the first successful episode")
     print_table(["variant", "seeds", "episodes to success", "success rate", "median episodes", "median env steps",

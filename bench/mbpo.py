@@ -2,7 +2,7 @@
 
 Models, in this order: the learned one the learning loop uses, a PETS ensemble (config/cartpole.yaml's
 ``ensemble`` architecture) fitted on logged random-action episodes around upright from the
-simulator-equivalent plant (``core/learning/synthetic.py``; MBPO steps it in ts1, a member drawn
+simulator-equivalent plant (``mbrl_control_testing/exploration.py``; MBPO steps it in ts1, a member drawn
 anew per step, as the learner does); then, labelled, the analytic model standing in for a perfect
 learned one. Both rows branch their rollouts from the same logged transitions and train SAC with
 the learner's MBPO settings (config/cartpole.yaml ``learner.mbpo``; ``--sac-steps`` overrides).
@@ -37,9 +37,7 @@ from common import emit_json, latency, machine, print_table
 from mbrl_control.config import node_parameters
 from mbrl_control.core.builders import MPCSetup, build_ensemble, build_mpc, load_robot
 from mbrl_control.core.dynamics import CartPoleDynamics, EnsembleDynamics
-from mbrl_control.core.episode import run_episode
 from mbrl_control.core.learning import ModelInfo, TrainerConfig, Transitions, encode, load_into, train_ensemble
-from mbrl_control.core.learning.synthetic import RandomPolicy, explore, task_reward
 from mbrl_control.core.mbpo import save_policy
 from mbrl_control.core.mbpo.config import MBPOConfig
 from mbrl_control.core.mbpo.trainer import MBPOResult, closed_loop, train_mbpo
@@ -47,6 +45,9 @@ from mbrl_control.core.planners import ICEMConfig, ICEMPlanner
 from mbrl_control.core.rollout import TrajectoryEvaluator
 from mbrl_control.core.util import dataclass_from, section
 from mbrl_control.paths import config_dir
+from mbrl_control.progress import follow, note, progress_bar
+from mbrl_control_testing.episode import run_episode
+from mbrl_control_testing.exploration import RandomExplorer, explore, task_reward
 
 DT = 0.02
 CONFIG_FILE = config_dir() / "cartpole.yaml"
@@ -79,16 +80,18 @@ def learner_mbpo_config(angle_dims: tuple[int, ...]) -> MBPOConfig:
 def logged_episodes(task, plant, episodes: int) -> Transitions:
     """Random-action episodes (forces held 5 ticks) from around upright, with process noise."""
     starts = box_states(REAL_BOX, episodes, seed=100).double()
-    policies = [RandomPolicy(task.action_low, task.action_high, hold=5, seed=i) for i in range(episodes)]
+    explorers = [RandomExplorer(task.action_low, task.action_high, hold=5, seed=i) for i in range(episodes)]
     noise = torch.tensor([0.002, 0.004, 0.02, 0.04])
-    return explore(plant, policies, starts, 60, noise, reward=task_reward(task), position_limit=2.4)
+    return explore(plant, explorers, starts, 60, noise, reward=task_reward(task), position_limit=2.4)
 
 
 def fitted_ensemble(data: Transitions) -> tuple[EnsembleDynamics, float, float]:
     """The controller's ensemble architecture fitted on ``data``: (model, seconds, held-out MSE)."""
     start = time.perf_counter()
     model = build_ensemble(node_parameters(CONFIG_FILE, "mpc_controller"), load_robot("cartpole").spec)
-    result = train_ensemble(model, data, TrainerConfig(max_epochs=200))
+    config = TrainerConfig(max_epochs=200)
+    with progress_bar(total=config.max_epochs, desc="fitting the ensemble", unit="epoch", leave=False) as bar:
+        result = train_ensemble(model, data, config, progress=follow(bar))
     return model.freeze(), time.perf_counter() - start, result.holdout.mse
 
 
@@ -124,7 +127,9 @@ def icem_figures(result: MBPOResult, model, task, plant, population: int, horizo
     for name, policy in (("icem", None), ("icem_warm", result.policy)):
         planner = ICEMPlanner(TrajectoryEvaluator(model, task), config, policy=policy)
         successes, costs, ticks = [], [], []
-        for x0 in box_states(ICEM_BOX, starts, seed=11):
+        # The bar moves between episodes: never inside one, whose ticks are timed.
+        for x0 in progress_bar(box_states(ICEM_BOX, starts, seed=11), desc=f"{name} population {population}",
+                               unit="episode", leave=False):
             episode = run_episode(planner, plant, x0, steps=steps)
             x, u = torch.from_numpy(episode.states[:-1]).float(), torch.from_numpy(episode.actions).float()
             costs.append(float(task.running_cost(x.unsqueeze(0), u.unsqueeze(0))) / steps)
@@ -170,10 +175,14 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mbpo_bench_"))
     rows, icem_rows, figures = [], [], []
     for kind in kinds:
+        note(f"{kind} model:")
         ensemble, fit_s, holdout_mse = fitted_ensemble(data) if kind == "ensemble" else (None, 0.0, None)
-        result = train_mbpo(ensemble if ensemble is not None else analytic, task, data, config)
+        with progress_bar(total=config.sac_steps, desc=f"MBPO (SAC) on the {kind} model", unit="step") as bar:
+            result = train_mbpo(ensemble if ensemble is not None else analytic, task, data, config,
+                                progress=follow(bar))
         policy_file = save_policy(work / f"{kind}_policy.safetensors", result.policy)
         success, upright = balance_figures(result, task, plant, args.starts)
+        note(f"timing the policy tick over {args.ticks} ticks (eager{'' if args.no_compile else ', then compiled'})")
         eager_setup = controller_setup(kind, policy_file, ensemble, compile=False)
         eager = tick_figures(eager_setup, plant, args.ticks)
         compiled = None if args.no_compile else tick_figures(controller_setup(kind, policy_file, ensemble, compile=True),

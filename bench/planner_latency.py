@@ -29,11 +29,11 @@ from common import emit_json, latency, machine, print_table
 
 from mbrl_control.core.builders import build_planner, load_robot
 from mbrl_control.core.dynamics import CartPoleDynamics, EnsembleConfig, EnsembleDynamics, PropagationConfig
-from mbrl_control.core.episode import run_episode
 from mbrl_control.core.learning import ModelInfo, Transitions, decode, encode, load_into, train_ensemble
-from mbrl_control.core.learning.synthetic import PlannerPolicy, RandomPolicy, explore
 from mbrl_control.core.planners import CEMConfig, CEMPlanner, Plan, Planner
 from mbrl_control.core.rollout import TrajectoryEvaluator
+from mbrl_control_testing.episode import run_episode
+from mbrl_control_testing.exploration import PlannerExplorer, RandomExplorer, explore
 
 DT = 0.02
 BUDGETS = [  # (population, horizon, iterations)
@@ -80,8 +80,8 @@ def logged_transitions(params, task, plant, analytic_planner) -> Transitions:
     spread = torch.tensor([1.0, math.pi, 1.0, 2.0])
     hanging = torch.tensor([0.0, math.pi, 0.0, 0.0])
     random_starts = hanging + spread * (2 * torch.rand(40, 4, generator=g) - 1)
-    random = [RandomPolicy(task.action_low, task.action_high, hold=5, seed=i) for i in range(40)]
-    cem = [PlannerPolicy(analytic_planner, action_noise=3.0, seed=i) for i in range(8)]
+    random = [RandomExplorer(task.action_low, task.action_high, hold=5, seed=i) for i in range(40)]
+    cem = [PlannerExplorer(analytic_planner, action_noise=3.0, seed=i) for i in range(8)]
     return Transitions.concatenate([
         explore(plant, random, random_starts, 200, PROCESS_NOISE, position_limit=params.track_limit),
         explore(plant, cem, hanging + 0.2 * torch.randn(8, 4, generator=g), 300, PROCESS_NOISE, first_episode=100,

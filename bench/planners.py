@@ -58,10 +58,10 @@ from mbrl_control.core.dynamics import (
     EnsembleDynamics,
     PropagationConfig,
 )
-from mbrl_control.core.episode import run_episode
 from mbrl_control.core.planners import CEMConfig, CEMPlanner, MPPIConfig, Planner
 from mbrl_control.core.rollout import TrajectoryEvaluator
 from mbrl_control.core.tasks import Task
+from mbrl_control_testing.episode import run_episode
 
 DT = 0.02
 SWING_UP_TICKS, BALANCE_TICKS = 400, 300

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import os
 import random
+import re
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
 import yaml
+from tqdm import tqdm
 
 from mbrl_control.graph import GRAPHS
 from mbrl_control.launcher import Launch, default_environment
@@ -53,11 +56,36 @@ def private_domain(salt: object = None) -> int:
     return random.Random(os.getpid() ^ hash(str(salt))).randint(102, 200) % 101 + 1
 
 
+# The episode manager's line per finished episode (mbrl_control/nodes/episode_manager.py, _episode_line),
+# as the launcher passes it on: "[episode_manager] [INFO] [...] [episode_manager]: episode 3 (4 of 10): return ..."
+EPISODE_LINE = re.compile(r"^\[episode_manager\] .*: episode \d+ \((\d+) of (\d+)\): return (\S+), ([a-z ]+)")
+
+
+class EpisodeProgress(io.TextIOBase):
+    """A launch's output sink for a learning run: moves ``bar`` to each finished episode, with its
+    return and success beside it; every other line is dropped (each node's log is on disk)."""
+
+    def __init__(self, bar: tqdm) -> None:
+        self.bar = bar
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            match = EPISODE_LINE.match(line)
+            if match:
+                done, total, ret, success = int(match[1]), int(match[2]), match[3], match[4]
+                self.bar.total = total
+                self.bar.set_postfix_str(f"last: return {ret.rstrip(',')}, {success.strip()}", refresh=False)
+                self.bar.update(done - self.bar.n)
+        return len(text)
+
+
 def run_graph(args: dict[str, str], overrides: dict | None = None, timeout: float = 600.0,
-              keep_dir: Path | None = None, graph: str = "mpc", domain: int | None = None) -> dict:
+              keep_dir: Path | None = None, graph: str = "mpc", domain: int | None = None,
+              output: IO[str] | None = None) -> dict:
     """Run a launch graph (``mpc`` with a run monitor, or ``learn``) on a private ROS domain
     (localhost only) and return its summary; ``overrides`` is a parameter-file dict
-    ({node: {ros__parameters: {...}}}) applied on top."""
+    ({node: {ros__parameters: {...}}}) applied on top. ``output`` gets every node's output lines
+    (prefixed ``[node]``; e.g. an ``EpisodeProgress``), else they go to the logs only."""
     work = Path(tempfile.mkdtemp(prefix="mbrl_bench_")) if keep_dir is None else keep_dir
     work.mkdir(parents=True, exist_ok=True)
     if overrides:
@@ -72,7 +100,7 @@ def run_graph(args: dict[str, str], overrides: dict | None = None, timeout: floa
     else:
         summary_path = work / "learning_curve.json"
         args = args | {"output_dir": str(work)}
-    launch = Launch(GRAPHS[graph][1](args), log_dir=work / "logs", env=env, output=open(os.devnull, "w"))
+    launch = Launch(GRAPHS[graph][1](args), log_dir=work / "logs", env=env, output=output or open(os.devnull, "w"))
     code = launch.wait(timeout)
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"success": False}
     summary["exit_code"] = code

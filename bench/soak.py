@@ -49,6 +49,7 @@ from ros_run import claimed_domain
 from mbrl_control.core.learning import ReplayBuffer
 from mbrl_control.graph import learn_graph
 from mbrl_control.launcher import Launch, default_environment
+from mbrl_control.progress import progress_bar
 
 RATE = 100.0
 CEM = {"population": 100, "elites": 10, "horizon": 15, "iterations": 2}
@@ -107,6 +108,15 @@ def window_timing(timing: list[tuple[int, list[float]]], fields: list[str], star
     }
 
 
+def progress_figures(w, at_start: dict[str, float], rss: dict[str, list[tuple[float, float]]]) -> dict[str, str]:
+    """What the soak's progress bar shows: missed ticks so far, the learner's model and RSS."""
+    missed = w.number("mpc_controller", "missed_ticks") - at_start["missed_ticks"]
+    ticks = w.number("mpc_controller", "ticks") - at_start["ticks"]
+    learner = rss.get("learner") or [(0.0, math.nan)]
+    return {"missed": f"{missed:.0f}/{ticks:.0f}" if math.isfinite(missed) and math.isfinite(ticks) else "-",
+            "model": f"v{w.value('learner', 'model_version')}", "learner_rss": f"{learner[-1][1]:.0f} MB"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=2.0)
@@ -145,13 +155,17 @@ def main() -> None:
             start, start_ns = time.monotonic(), time.time_ns()
             at_start = {k: w.number("mpc_controller", k) for k in COUNTS}
             at_start = {k: v if math.isfinite(v) else 0.0 for k, v in at_start.items()}  # not ticking yet
-            print(f"controlling at {RATE:.0f} Hz for {args.minutes:.1f} min ...", flush=True)
+            bar = progress_bar(total=round(args.minutes * 60), desc=f"soak at {RATE:.0f} Hz", unit="s",
+                               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}{postfix}]")
             while time.monotonic() - start < args.minutes * 60:
                 t = time.monotonic() - start
                 for name, proc in launch.procs.items():
                     rss[name].append((t, rss_mb(proc.pid)))
                 loads.append(os.getloadavg()[0])
+                bar.set_postfix(progress_figures(w, at_start, rss), refresh=False)
+                bar.update(min(round(t), bar.total) - bar.n)
                 time.sleep(SAMPLE_S)
+            bar.close()
             time.sleep(1.5)  # the last diagnostics
             alive = {name: proc.poll() is None for name, proc in launch.procs.items()}
             counts = {k: w.number("mpc_controller", k) - at_start[k] for k in COUNTS}

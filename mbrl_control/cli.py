@@ -7,6 +7,7 @@
   mbrl-control warmup [--robot R]              compile the planner kernels once (cached on disk)
   mbrl-control train --from runs/<stamp>/run.mcap [--out DIR]
                                                learn the dynamics offline from a recording
+                                               (progress on stderr; stdout ends in one JSON line)
 """
 
 from __future__ import annotations
@@ -54,16 +55,21 @@ def train_offline(recording: Path | list[Path], out: Path, robot: str = DEFAULT_
     from mbrl_control.core.learning import ModelInfo, TrainerConfig, Transitions, save_checkpoint, train_ensemble
     from mbrl_control.core.robot import robot_spec
     from mbrl_control.core.util import dataclass_from, section
+    from mbrl_control.progress import follow, progress_bar
 
     p = node_parameters(robot_config(robot), "learner")
     torch.set_num_threads(int(p.get("torch_threads", 1)))
     sources = recording if isinstance(recording, list) else [recording]
     dt = 1.0 / p["control_rate"]
-    data = Transitions.concatenate([_stack_data(Path(s), dt, p) for s in sources])
+    with progress_bar(sources, desc="reading", unit="file", disable=len(sources) < 2) as files:
+        data = Transitions.concatenate([_stack_data(Path(s), dt, p) for s in files])
     recording = ", ".join(str(s) for s in sources)
     print(f"{len(data)} transitions from {recording} ({len(set(data.episode.tolist()))} episodes)", flush=True)
     model = build_ensemble(p, robot_spec(p))
-    result = train_ensemble(model, data, dataclass_from(TrainerConfig, section(p, "trainer")))
+    config = dataclass_from(TrainerConfig, section(p, "trainer"))
+    with progress_bar(total=config.max_epochs, desc="ensemble", unit="epoch") as bar:
+        result = train_ensemble(model, data, config, progress=follow(bar))
+        bar.set_postfix_str(f"held-out MSE {result.holdout.mse:.4g}, stopped by {result.stopped_by}")
     info = ModelInfo(model.config, 1, len(data), result.holdout.nll, result.holdout.mse,
                      extra={"trained_from": str(recording)})
     checkpoint = save_checkpoint(out / "checkpoints", model, info)
@@ -99,10 +105,12 @@ def _train_policy(model, data, p: dict, out: Path, overrides: dict[str, str]) ->
     from mbrl_control.core.builders import task_from_params
     from mbrl_control.core.mbpo import MBPOConfig, save_policy, save_value, train_mbpo
     from mbrl_control.core.util import dataclass_from
+    from mbrl_control.progress import follow, progress_bar
 
     task = task_from_params(p)
     config = dataclass_from(MBPOConfig, {k: yaml.safe_load(v) for k, v in overrides.items()})
-    result = train_mbpo(model, task, data, config)
+    with progress_bar(total=config.sac_steps, desc="MBPO policy (SAC)", unit="step") as bar:
+        result = train_mbpo(model, task, data, config, progress=follow(bar))
     policy_path = save_policy(out / "policy.safetensors", result.policy)
     value_path = save_value(out / "value.safetensors", result.value)
     return {"mbpo_sac_steps": result.sac_steps, "mbpo_epochs": result.epochs, "mbpo_seconds": round(result.seconds, 1),

@@ -166,7 +166,8 @@ def mpc_graph(args: dict[str, str]) -> list[NodeSpec]:
     else:
         nodes += hardware_nodes(a["hardware"], files, common, robot_topics)
     if estimator != "none":
-        nodes.append(NodeSpec("estimator_node", "estimator", [*files, common | {"estimator.kind": estimator}],
+        nodes.append(NodeSpec("estimator_node", "estimator",
+                              [*files, common | {"estimator.kind": estimator} | estimator_staleness(files)],
                               robot_topics))
     nodes.append(
         NodeSpec(
@@ -200,13 +201,37 @@ def mpc_graph(args: dict[str, str]) -> list[NodeSpec]:
 
 
 def parameters(files: list[str], node: str) -> dict[str, Any]:
-    """``node``'s flat parameters from the parameter files, later files overriding earlier ones."""
+    """``node``'s flat parameters from the parameter files, later files overriding earlier ones;
+    ValueError naming the file if one is not YAML."""
+    import yaml
+
     from mbrl_control.config import node_parameters
 
     merged: dict[str, Any] = {}
     for path in files:
-        merged |= node_parameters(path, node)
+        try:
+            merged |= node_parameters(path, node)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"parameter file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
     return merged
+
+
+def estimator_staleness(files: list[str]) -> dict[str, float]:
+    """``estimator.stale_after`` from the controller's ``state_timeout``: one setting for how old
+    the robot's state may get before the safe command goes out, whichever node sees it first (the
+    estimator stops publishing when no reading fused for that long; the controller, when the
+    estimate it holds is that old). An ``estimator.stale_after`` in the parameter files that
+    differs is refused, never silently replaced. Neither set: the two nodes' defaults, equal
+    (test/unit/test_graph.py)."""
+    timeout = parameters(files, "mpc_controller").get("state_timeout")
+    explicit = parameters(files, "estimator").get("estimator.stale_after")
+    if explicit is not None and (timeout is None or float(explicit) != float(timeout)):
+        raise ValueError(
+            f"parameter 'estimator.stale_after' ({explicit} s) is set by mpc_controller's 'state_timeout' "
+            f"({'its default' if timeout is None else f'{timeout} s'}): set state_timeout alone, for both nodes "
+            f"(parameter files: {', '.join(files)})"
+        )
+    return {} if timeout is None else {"estimator.stale_after": float(timeout)}
 
 
 def has_goals(files: list[str]) -> bool:

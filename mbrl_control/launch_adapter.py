@@ -10,6 +10,7 @@ from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import Node
 
 from launch import LaunchDescription
+from mbrl_control.dependencies import missing_packages, missing_packages_message
 from mbrl_control.graph import LaunchArgument, NodeSpec
 
 DISCOVERY_RANGE = "ROS_AUTOMATIC_DISCOVERY_RANGE"
@@ -17,6 +18,9 @@ DISCOVERY_RANGE = "ROS_AUTOMATIC_DISCOVERY_RANGE"
 
 def launch_description(arguments: list[LaunchArgument], build: Callable[[dict[str, str]], list[NodeSpec]]) -> LaunchDescription:
     def nodes(context):
+        missing = missing_packages()  # a colcon build without `pip install -r requirements.txt`
+        if missing:
+            raise RuntimeError(missing_packages_message(missing))
         args = {a.name: LaunchConfiguration(a.name).perform(context) for a in arguments}
         return [
             Node(

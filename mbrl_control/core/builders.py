@@ -36,8 +36,8 @@ from mbrl_control.core.planners import (
     MPPIConfig,
     MPPIPlanner,
     Planner,
-    PolicyConfig,
     PolicyPlanner,
+    PolicyPlannerConfig,
 )
 from mbrl_control.core.planners.dp import solve_value
 from mbrl_control.core.planners.ilqr_offline import ILQROfflineConfig, ILQROfflinePlanner
@@ -64,7 +64,7 @@ DP_MAX_STATES = 4  # a grid of k points per dimension has k^nx cells: 15^4 = 50 
 # planner name -> its config dataclass (NMPC's lives beside casadi, imported on demand)
 PLANNER_CONFIGS: dict[str, type] = {
     "cem": CEMConfig, "icem": ICEMConfig, "mppi": MPPIConfig, "ilqr": ILQRConfig, "ilqr_offline": ILQROfflineConfig,
-    "lqr": LQRConfig, "dp": DPConfig, "policy": PolicyConfig,
+    "lqr": LQRConfig, "dp": DPConfig, "policy": PolicyPlannerConfig,
 }
 
 

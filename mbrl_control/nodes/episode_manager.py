@@ -168,7 +168,8 @@ class EpisodeManager(Node):
                 self.times, self.states, self.rewards = [], [], []
                 self.episode_start = None
                 self._goto("running")
-                self.get_logger().info(f"episode {self.episode} (model {self.controller.get('model_version', 'none')})")
+                self.get_logger().info(f"episode {self.episode} ({self.episode + 1} of {self.p['episodes']}) starts on "
+                                       f"model {_version(self.controller.get('model_version', 'none'))}")
         elif phase == "running":
             if self.times and self.episode_start is None:
                 self.episode_start = self.times[0]
@@ -190,10 +191,21 @@ class EpisodeManager(Node):
             "wall_s": round(time.monotonic() - self.started_wall, 1),
         }
         self.curve.append(record)
-        self.get_logger().info(f"episode {self.episode}: {json.dumps(record)}")
+        self.get_logger().info(self._episode_line(record))
         if len(self.curve) >= self.p["episodes"]:
             self._finish()
         self._goto("pausing")
+
+    def _episode_line(self, record: dict) -> str:
+        """One readable line per episode (learning_curve.json holds every figure): its number (as on
+        /episode, from 0) and count, return, success, the model it ran on (and MBPO's policies)."""
+        policy = record["policy_updates"]
+        return (f"episode {record['episode']} ({len(self.curve)} of {self.p['episodes']}): "
+                f"return {record['return']:.1f}, {'success' if record['success'] else 'no success'}"
+                f"{' (ended early)' if record['ended_early'] else ''}, "
+                f"{record['in_tolerance_fraction']:.0%} within tolerance, model {_version(record['model_version'])}"
+                f"{'' if policy == 'none' else f' ({policy} policy updates)'}, {record['steps']} steps, "
+                f"{record['wall_s']:.0f} s")
 
     def summary(self) -> dict:
         successes = [r["episode"] for r in self.curve if r["success"]]
@@ -220,6 +232,11 @@ class EpisodeManager(Node):
         self.summary_pub.wait_for_all_acked(Duration(seconds=1.0))
         self.get_logger().info(f"learning curve in {self.output_dir}: {json.dumps({k: v for k, v in summary.items() if k != 'curve'})}")
         raise NodeDone
+
+
+def _version(value: str) -> str:
+    """A model or policy version as the controller reports it ("3", "none") for a log line."""
+    return f"v{value}" if value not in ("none", "") else "none yet"
 
 
 main = main_for(EpisodeManager)

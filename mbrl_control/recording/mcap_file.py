@@ -1,6 +1,6 @@
 """Writes serialized ROS 2 messages (CDR bytes) to an MCAP file the way rosbag2's MCAP storage plugin
-does, so `ros2 bag`, Foxglove and independent readers (rosbags, mcap-ros2-support) open it; and
-reads it back. As rosbag2_storage_mcap/src/mcap_storage.cpp writes them: the header's profile
+does, so `ros2 bag`, Foxglove and independent readers (rosbags, mcap-ros2-support) open it
+(recording/run_data.py reads it back). As rosbag2_storage_mcap/src/mcap_storage.cpp writes them: the header's profile
 'ros2'; one schema per type, named 'pkg/msg/Type', encoding 'ros2msg', holding the concatenated
 definition (msgdefs.py); one channel per topic, message encoding 'cdr', with metadata
 ``offered_qos_profiles`` and ``topic_type_hash``; and at close a metadata record 'rosbag2' holding
@@ -21,9 +21,7 @@ import os
 import resource
 import time
 from pathlib import Path
-from typing import Iterator
 
-from mcap.reader import make_reader
 from mcap.writer import CompressionType, Writer
 
 from mbrl_control.recording import bag_metadata
@@ -155,14 +153,3 @@ class McapRecorder:
         span = (self._first_ns, self._last_ns) if any(self.counts.values()) else (None, None)
         serialized = bag_metadata.bag_metadata_yaml(self.path.name, topics, *span)
         self._writer.add_metadata(bag_metadata.RECORD_NAME, {"serialized_metadata": serialized})
-
-
-def read_messages(path: str | Path, topics: list[str] | None = None) -> Iterator[tuple[str, str, bytes, int]]:
-    """``(topic, type name, CDR bytes, log time ns)`` for every message, in log-time order.
-
-    Works on files that were cut short (no summary section) by streaming through them.
-    """
-    with open(path, "rb") as f:
-        reader = make_reader(f)
-        for schema, channel, message in reader.iter_messages(topics=topics, log_time_order=False):
-            yield channel.topic, schema.name, message.data, message.log_time

@@ -98,10 +98,6 @@ class BulletRobot:
             effort=self._effort.copy(),
         )
 
-    def set_dynamics(self, joint: str, **kwargs: float) -> None:
-        """Change a link's dynamics (mass, joint damping, ...) for domain randomization."""
-        self._client.changeDynamics(self.body, self._joint_index[joint], **kwargs)
-
     def close(self) -> None:
         try:
             self._client.disconnect()

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from mbrl_control.core.builders import build_planner
-from mbrl_control.core.episode import run_episode
 from mbrl_control.core.planners import CEMConfig, CEMPlanner
 from mbrl_control.core.rollout import TrajectoryEvaluator
+from mbrl_control_testing.episode import run_episode
 
 DT = 0.02
 

@@ -9,11 +9,11 @@ import torch
 from safetensors import safe_open
 
 from mbrl_control.core.dp import GridValue, StateGrid, build_grid_mdp, closed_loop, policy_iteration, value_iteration
-from mbrl_control.core.episode import run_episode
 from mbrl_control.core.planners import CEMConfig, CEMPlanner
 from mbrl_control.core.planners.dp import DPConfig, DPPlanner, action_set
 from mbrl_control.core.rollout import TrajectoryEvaluator
 from mbrl_control.core.tasks.value_terminal import ValueTerminalCost
+from mbrl_control_testing.episode import run_episode
 
 DT = 0.02
 TOL = 1e-4  # each solver guarantees max |V - V*| <= TOL

@@ -16,9 +16,9 @@ import torch
 from mbrl_control.core.builders import load_robot
 from mbrl_control.core.dynamics import CartPoleDynamics
 from mbrl_control.core.estimation import EstimatorConfig, build_estimator
-from mbrl_control.core.estimation.evaluation import cart_excitation, consistency, rmse, run_filter, simulate_truth
 from mbrl_control.core.estimation.process import ProcessModel
 from mbrl_control.sim.sensor import JointSensor, SensorConfig
+from mbrl_control_testing.estimator_evaluation import cart_excitation, consistency, rmse, run_filter, simulate_truth
 
 DT, PHYSICS_DT = 0.02, 0.0025
 CONTROL_EVERY = round(DT / PHYSICS_DT)

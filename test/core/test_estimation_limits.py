@@ -21,7 +21,7 @@ from mbrl_control.sim.sensor import JointSensor, SensorConfig
 DT, PHYSICS_DT = 0.02, 0.0025
 URDF = config_dir() / "urdf" / "cartpole.urdf"
 JOINTS = ["slider_to_cart", "cart_to_pole"]
-TOLERANCE = np.array([0.05, 0.05, 0.5, 0.5])  # mbrl_control.fault_probe.default_tolerance's
+TOLERANCE = np.array([0.05, 0.05, 0.5, 0.5])  # mbrl_control_testing.fault_probe.default_tolerance's
 
 
 def _drive_into_the_stop(kind: str, limits) -> tuple[list[np.ndarray], list[np.ndarray], int]:

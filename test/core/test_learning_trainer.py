@@ -25,8 +25,8 @@ from mbrl_control.core.learning import (
     evaluate,
     train_ensemble,
 )
-from mbrl_control.core.learning.synthetic import PlannerPolicy, RandomPolicy, explore, task_reward
 from mbrl_control.core.learning.trainer import split
+from mbrl_control_testing.exploration import PlannerExplorer, RandomExplorer, explore, task_reward
 
 DT = 0.02
 NOISE = torch.tensor([0.002, 0.004, 0.02, 0.04])  # process noise std per state dimension
@@ -45,8 +45,9 @@ def random_episodes(setup, count: int, first_episode: int) -> Transitions:
     g = torch.Generator().manual_seed(first_episode)
     spread = torch.tensor([1.0, math.pi, 1.0, 2.0])
     starts = torch.tensor([0.0, math.pi, 0.0, 0.0]) + spread * (2 * torch.rand(count, 4, generator=g) - 1)
-    policies = [RandomPolicy(task.action_low, task.action_high, hold=5, seed=first_episode + i) for i in range(count)]
-    return explore(plant, policies, starts, 200, NOISE, first_episode, first_seq=1000 * first_episode,
+    explorers = [RandomExplorer(task.action_low, task.action_high, hold=5, seed=first_episode + i)
+                 for i in range(count)]
+    return explore(plant, explorers, starts, 200, NOISE, first_episode, first_seq=1000 * first_episode,
                    reward=task_reward(task), position_limit=rig.params.track_limit)
 
 
@@ -58,8 +59,8 @@ def logged(setup):
     planner = build_planner("cem", build_model(rig.spec, DT, dynamics="cartpole", integrator="euler"), task,
                             {"population": 64, "elites": 8, "iterations": 3, "horizon": 25}, compile=False)
     starts = torch.tensor([0.0, math.pi, 0.0, 0.0]) + 0.1 * torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
-    policies = [PlannerPolicy(planner, action_noise=2.0, seed=i) for i in range(3)]
-    cem = explore(plant, policies, starts, 200, NOISE, first_episode=100, first_seq=100_000,
+    explorers = [PlannerExplorer(planner, action_noise=2.0, seed=i) for i in range(3)]
+    cem = explore(plant, explorers, starts, 200, NOISE, first_episode=100, first_seq=100_000,
                   reward=task_reward(task), position_limit=rig.params.track_limit)
     return Transitions.concatenate([random_episodes(setup, 20, first_episode=0), cem])
 
@@ -89,10 +90,15 @@ def test_held_out_error_reaches_the_noise_floor_and_variance_is_calibrated(logge
     assert ((learned_std / NOISE).log().abs() < math.log(1.2)).all(), f"learned std {learned_std}"
 
 
-def test_early_stopping_keeps_the_best_epoch(logged):
+def test_early_stopping_keeps_the_best_epoch_and_reports_every_epoch(logged):
     model = EnsembleDynamics(CONFIG)
-    result = train_ensemble(model, logged.select(slice(0, 400)), TrainerConfig(max_epochs=1000, patience=3))
+    reports = []
+    result = train_ensemble(model, logged.select(slice(0, 400)), TrainerConfig(max_epochs=1000, patience=3),
+                            progress=lambda *report: reports.append(report))
     assert result.stopped_by == "patience" and result.epochs == result.best_epoch + 3 < 1000
+    assert [(epoch, total) for epoch, total, _ in reports] == [(e, 1000) for e in range(1, result.epochs + 1)]
+    best = [figures["holdout_mse"] for _, _, figures in reports]
+    assert best == sorted(best, reverse=True) and [f["stale"] for _, _, f in reports][-3:] == [1, 2, 3]
     _, held = split(logged.select(slice(0, 400)), TrainerConfig())
     assert evaluate(model, held).mse == pytest.approx(result.holdout.mse)
 

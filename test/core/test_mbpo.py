@@ -18,7 +18,6 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from mbrl_control.core.builders import build_planner, with_terminal
-from mbrl_control.core.episode import run_episode
 from mbrl_control.core.learning.transitions import Transitions
 from mbrl_control.core.mbpo import (
     Policy,
@@ -35,9 +34,10 @@ from mbrl_control.core.mbpo import (
 )
 from mbrl_control.core.mbpo.env import ModelEnv, ModelMDP, ModelRollouts
 from mbrl_control.core.mbpo.trainer import MBPOConfig, MixedReplayBuffer, closed_loop, train_mbpo
-from mbrl_control.core.planners import ICEMConfig, ICEMPlanner, PolicyConfig, PolicyPlanner
+from mbrl_control.core.planners import ICEMConfig, ICEMPlanner, PolicyPlanner, PolicyPlannerConfig
 from mbrl_control.core.rollout import TrajectoryEvaluator
 from mbrl_control.core.tasks.critic_terminal import ValueFunctionTerminalCost
+from mbrl_control_testing.episode import run_episode
 
 DT = 0.02
 REAL_BOX = (1.5, 0.6, 2.0, 3.0)  # half-widths of the random "real" states around upright
@@ -263,6 +263,15 @@ def test_a_warm_started_round_goes_on_from_the_previous_rounds_networks(cartpole
     assert not train_mbpo(cartpole.model, cartpole.task, real, one_step, warm_start=other).warm_started
 
 
+def test_training_reports_its_sac_steps_and_model_return_after_every_epoch(cartpole, real):
+    tiny = MBPOConfig(epochs=3, sac_steps=7, rollouts_per_epoch=16, eval_starts=4, eval_steps=10, seed=2)
+    reports = []
+    result = train_mbpo(cartpole.model, cartpole.task, real, tiny, progress=lambda *report: reports.append(report))
+    assert [(done, total) for done, total, _ in reports] == [(3, 7), (5, 7), (7, 7)]  # 7 steps over 3 epochs
+    assert [f["epoch"] for _, _, f in reports] == [1, 2, 3]
+    assert [f["model_return"] for _, _, f in reports] == result.returns
+
+
 # -- (c) the policy planner ----------------------------------------------------------------------
 
 
@@ -283,7 +292,7 @@ def test_policy_planner_tick_is_one_forward_pass_within_bounds_and_deterministic
     again = planner.plan(x0)
     assert torch.equal(again.actions, plan.actions) and again.cost == plan.cost
     # Longer horizons roll the policy through the model (for the markers).
-    long = PolicyPlanner(model, task, trained.policy, PolicyConfig(horizon=10))
+    long = PolicyPlanner(model, task, trained.policy, PolicyPlannerConfig(horizon=10))
     rollout = long.plan(x0)
     assert rollout.actions.shape == (10, 1) and rollout.states.shape == (11, 4)
     torch.testing.assert_close(rollout.actions[0], plan.actions[0])

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_control.core.episode import run_episode
 from mbrl_control.core.planners import (
     ICEMConfig,
     ICEMPlanner,
@@ -27,6 +26,7 @@ from mbrl_control.core.planners import (
 )
 from mbrl_control.core.planners.nmpc import NMPCPlanner
 from mbrl_control.core.rollout import TrajectoryEvaluator
+from mbrl_control_testing.episode import run_episode
 
 DT = 0.02
 HANGING = torch.tensor([0.0, math.pi, 0.0, 0.0])

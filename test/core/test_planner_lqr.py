@@ -9,11 +9,11 @@ import torch
 
 from mbrl_control.core.builders import build_planner
 from mbrl_control.core.dynamics import CartPoleDynamics
-from mbrl_control.core.episode import run_episode
 from mbrl_control.core.planners import LQRConfig, LQRFallback, MPPIConfig, MPPIPlanner
 from mbrl_control.core.planners.lqr import Equilibrium, solve_lqr
 from mbrl_control.core.rollout import TrajectoryEvaluator
 from mbrl_control.core.tasks.lqr_terminal import LQRTerminalCost
+from mbrl_control_testing.episode import run_episode
 
 DT = 0.02
 

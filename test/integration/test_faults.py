@@ -4,7 +4,7 @@ within one tick, the failure shows in /diagnostics, and nothing recorded is lost
 Scheduled faults (the sim's ``fault.*`` parameters) run in lockstep, so they are deterministic and
 cheap: the pole starts upright under LQR (the safety path is the planner's either way), a fault
 window of 0.3 s opens at 1 s of robot time and clears, and every control tick is judged from
-outside (mbrl_control.fault_probe) against the sim's ground truth: each command planned from a
+outside (mbrl_control_testing.fault_probe) against the sim's ground truth: each command planned from a
 state within the judge's tolerance of the true state, or the safe command. Also here: a learner
 resuming past a corrupted checkpoint, a recorder hitting its file-size limit (RLIMIT_FSIZE), bad
 fault parameters and a garbled parameter file. Other rows of the table are tested elsewhere: bad input (test_bad_input), learner SIGKILL
@@ -31,11 +31,11 @@ from mbrl_control.core.builders import build_ensemble
 from mbrl_control.core.learning import ModelInfo, save_checkpoint
 from mbrl_control.core.learning.model_io import read_info
 from mbrl_control.core.robot import robot_spec
-from mbrl_control.fault_probe import FALLBACK, PLANNED, SAFE_COMMAND, TRUE_PLAN, ControlProbe, default_tolerance
 from mbrl_control.graph import learn_graph, mpc_graph, robot_config
 from mbrl_control.launcher import node_command
 from mbrl_control.nodes.model_receiver import MODEL_QOS
 from mbrl_control.nodes.topic_tap import message_class
+from mbrl_control_testing.fault_probe import FALLBACK, PLANNED, SAFE_COMMAND, TRUE_PLAN, ControlProbe, default_tolerance
 
 # [s] robot time. 0.3 s: the estimator goes stale 0.1 s into the window, the controller 0.1 s later,
 # and the pole, under zero effort meanwhile, stays within LQR's reach (bench/faults.py runs 0.5 s

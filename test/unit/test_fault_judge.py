@@ -1,4 +1,4 @@
-"""The ground-truth judge and the sequence-number loss counter of mbrl_control.fault_probe, on
+"""The ground-truth judge and the sequence-number loss counter of mbrl_control_testing.fault_probe, on
 hand-made ticks and truth: no ROS nodes."""
 
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from mbrl_control.core.learning import Sample
-from mbrl_control.fault_probe import (
+from mbrl_control_testing.fault_probe import (
     SAFE_COMMAND,
     TRUE_PLAN,
     UNJUDGED,

@@ -236,3 +236,50 @@ def test_learn_graph_runs_the_controller_on_the_learned_model_with_learner_and_e
         learn_graph({"episodes": "0"})
     with pytest.raises(ValueError, match="planner"):
         learn_graph({"planner": "nmpc"})
+
+
+def test_the_estimators_staleness_follows_the_controllers_state_timeout(tmp_path):
+    def stale_after(overrides: str) -> float | None:
+        path = tmp_path / "overrides.yaml"
+        path.write_text(overrides)
+        return spec(mpc_graph({"overrides": str(path)}), "estimator").parameters[-1].get("estimator.stale_after")
+
+    config = yaml.safe_load((ROOT / "config" / "cartpole.yaml").read_text())
+    assert "stale_after" not in config["estimator"]["ros__parameters"]["estimator"]  # one setting, not two
+    assert spec(mpc_graph({}), "estimator").parameters[-1]["estimator.stale_after"] == 0.1  # cartpole's state_timeout
+    assert stale_after("mpc_controller:\n  ros__parameters:\n    state_timeout: 0.25\n") == 0.25
+    assert stale_after("/**:\n  ros__parameters:\n    state_timeout: 0.05\n") == 0.05
+    agreeing = "estimator:\n  ros__parameters:\n    estimator:\n      stale_after: 0.1\n"
+    assert stale_after(agreeing) == 0.1
+    with pytest.raises(ValueError, match=r"'estimator.stale_after' \(0.3 s\) is set by mpc_controller's "
+                                         r"'state_timeout' \(0.1 s\)"):
+        stale_after("estimator:\n  ros__parameters:\n    estimator:\n      stale_after: 0.3\n")
+
+
+def test_without_a_configured_state_timeout_both_nodes_default_to_the_same_staleness(tmp_path):
+    from mbrl_control.nodes import controller_node, estimator_node
+
+    defaults = {s.name: s.default for s in [*controller_node.PARAMS, *estimator_node.PARAMS]}
+    assert defaults["state_timeout"] == defaults["estimator.stale_after"]
+    bare = tmp_path / "robot.yaml"
+    bare.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"control_rate": 50.0}}}))
+    assert "estimator.stale_after" not in spec(mpc_graph({"robot": str(bare)}), "estimator").parameters[-1]
+
+
+def test_a_launch_without_the_python_requirements_names_the_pip_packages_before_starting_a_node(monkeypatch):
+    fake_launch_api(monkeypatch, {})
+    monkeypatch.setitem(sys.modules, "yaml", None)  # as if not installed (its pip name is pyyaml)
+    monkeypatch.setitem(sys.modules, "mcap_ros2", None)
+    description = load_launch_file("mpc").generate_launch_description()
+    (opaque,) = [e for e in description.args[0] if type(e).__name__ == "OpaqueFunction"]
+    with pytest.raises(RuntimeError, match=r"not installed: mcap-ros2-support, pyyaml; .*pip install -r "
+                                           r"requirements.txt.*'mcap-ros2-support' 'pyyaml'"):
+        opaque.kwargs["function"]({a.name: a.default for a in MPC_ARGUMENTS})
+
+
+def test_a_garbled_parameter_file_is_refused_naming_it(tmp_path):
+    garbled = tmp_path / "garbled.yaml"
+    garbled.write_text("/**:\n  ros__parameters:\n    control_rate: [50.0\nsim: : :\n")
+    for args in ({"robot": str(garbled)}, {"overrides": str(garbled)}):
+        with pytest.raises(ValueError, match=r"garbled.yaml is not valid YAML"):
+            mpc_graph(args)

@@ -251,11 +251,6 @@ class EnsembleDynamics(DynamicsModel):
         mean_n, logvar_n, _ = self.predict_normalized(f)
         return mean_n * self.delta_std + self.delta_mean, torch.exp(logvar_n) * self.delta_std**2
 
-    def predict_mixture(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-        """The ensemble as one Gaussian over the state change ``[B, nx]`` (e.g. an EKF's process
-        noise): see ``moment_match``."""
-        return moment_match(*self.predict(x, u))
-
     def predict_reward(self, x: Tensor, u: Tensor) -> Tensor:
         """Learned reward of every pair ``x[..., nx]``, ``u[..., nu]``: shape ``[...]``.
 

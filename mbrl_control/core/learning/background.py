@@ -23,7 +23,12 @@ class BackgroundJob(Generic[T]):
     """``start(fn)`` runs ``fn(cancel)`` on a thread (``cancel``: a ``threading.Event`` the job
     checks between its steps); ``poll`` returns the outcome once, when done. torch releases the
     GIL inside its kernels, but a Python training loop still takes it between them: in the same
-    process as a 100 Hz controller, prefer a separate learner process."""
+    process as a 100 Hz controller, prefer a separate learner process.
+
+    A daemon thread, not a ``ThreadPoolExecutor(1)``: the executor's workers are joined at
+    interpreter exit (even after ``shutdown(wait=False, cancel_futures=True)``), so a learner
+    stopped during a SAC round, which cannot be interrupted, would outlive its stop by the rest of
+    the round; a daemon thread dies with the process."""
 
     def __init__(self, name: str) -> None:
         self.name = name

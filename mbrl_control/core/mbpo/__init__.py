@@ -3,7 +3,7 @@ real states, exported as a small torch policy (and critic) for the controller.
 
 ``policy`` (the run-time side: ``Policy``, ``ValueFunction``, their safetensors format) imports
 only torch and safetensors; ``config`` (``MBPOConfig``) nothing heavy. Training (``trainer``:
-``train_mbpo``, ``train_policy``) and the model environment (``env``: ``ModelEnv``) need
+``train_mbpo``) and the model environment (``env``: ``ModelEnv``) need
 stable-baselines3 and gymnasium; they are imported from here on first use, so a controller that
 only runs a policy, and a learner with MBPO off, never load them.
 """
@@ -37,7 +37,6 @@ _LAZY = {
     "MixedReplayBuffer": "trainer",
     "closed_loop": "trainer",
     "train_mbpo": "trainer",
-    "train_policy": "trainer",
     "ModelEnv": "env",
     "ModelMDP": "env",
     "ModelRollouts": "env",

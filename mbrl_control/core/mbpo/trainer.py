@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,12 +134,15 @@ def rollout_model(model: DynamicsModel, config: MBPOConfig) -> DynamicsModel:
 
 
 def train_mbpo(model: DynamicsModel, task: Task, real: Transitions, config: MBPOConfig = MBPOConfig(),
-               warm_start: dict[str, torch.Tensor] | None = None) -> MBPOResult:
+               warm_start: dict[str, torch.Tensor] | None = None,
+               progress: Callable[[int, int, dict[str, float]], None] | None = None) -> MBPOResult:
     """Train SAC on model rollouts branched from ``real``'s states (see the module docstring),
     starting from ``warm_start`` (a previous result's ``sac_state``, same ``hidden``) if given.
 
     ``real`` transitions starting outside ``config.region`` are left out; at least one must be
-    inside (the branch points). Uses the torch threads set by the caller.
+    inside (the branch points). Uses the torch threads set by the caller. ``progress(sac_steps,
+    config.sac_steps, figures)``, if given, is called after every epoch (figures: the epoch, the
+    policy's model return).
     """
     start = time.perf_counter()
     mdp = ModelMDP(rollout_model(model, config), task, config.region, config.angle_dims, config.gamma,
@@ -206,6 +210,9 @@ def train_mbpo(model: DynamicsModel, task: Task, real: Transitions, config: MBPO
             returns.append(float(policy_returns(mdp, act, eval_starts, config.eval_steps).mean()))
             if returns[-1] >= max(returns):
                 best, best_epoch = export(sac, mdp, config), epochs
+        if progress is not None:
+            figures = {"epoch": epochs} | ({"model_return": returns[-1]} if returns else {})
+            progress(sac_steps, config.sac_steps, figures)
         if config.max_seconds > 0 and time.perf_counter() - start > config.max_seconds:
             stopped_by = "time"
             break
@@ -224,11 +231,6 @@ def train_mbpo(model: DynamicsModel, task: Task, real: Transitions, config: MBPO
     log.info("MBPO: %d SAC steps over %d epochs, %d model transitions, %.1f s", result.sac_steps, epochs, generated,
              result.seconds)
     return result
-
-
-def train_policy(model: DynamicsModel, task: Task, real: Transitions, config: MBPOConfig = MBPOConfig()) -> Policy:
-    """MBPO's policy alone (``train_mbpo`` for the value function and figures too)."""
-    return train_mbpo(model, task, real, config).policy
 
 
 def episode_starts(real: Transitions, mdp: ModelMDP) -> torch.Tensor:

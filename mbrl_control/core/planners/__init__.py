@@ -10,7 +10,7 @@ from mbrl_control.core.planners.icem import ICEMConfig, ICEMPlanner
 from mbrl_control.core.planners.ilqr import ILQRConfig, ILQRPlanner
 from mbrl_control.core.planners.lqr import LQRConfig, LQRFallback, LQRPlanner
 from mbrl_control.core.planners.mppi import MPPIConfig, MPPIPlanner
-from mbrl_control.core.planners.policy import PolicyConfig, PolicyPlanner
+from mbrl_control.core.planners.policy import PolicyPlanner, PolicyPlannerConfig
 
 __all__ = [
     "Plan",
@@ -28,6 +28,6 @@ __all__ = [
     "LQRPlanner",
     "MPPIConfig",
     "MPPIPlanner",
-    "PolicyConfig",
     "PolicyPlanner",
+    "PolicyPlannerConfig",
 ]

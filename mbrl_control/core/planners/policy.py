@@ -27,7 +27,7 @@ from mbrl_control.core.util import setting
 
 
 @dataclass(frozen=True)
-class PolicyConfig:
+class PolicyPlannerConfig:
     horizon: int = setting(1, "ticks of the policy's rollout through the model in the plan; 1: one forward pass",
                            1, 1000)
     path: str = setting("", "policy file (mbrl_control.core.mbpo.save_policy); empty: given in code or as bytes")
@@ -86,8 +86,8 @@ class PolicyPlanner(Planner):
     short computation.
     """
 
-    def __init__(self, model: DynamicsModel, task: Task, policy: Policy, config: PolicyConfig = PolicyConfig(),
-                 compile: bool = False) -> None:
+    def __init__(self, model: DynamicsModel, task: Task, policy: Policy,
+                 config: PolicyPlannerConfig = PolicyPlannerConfig(), compile: bool = False) -> None:
         self.config = config
         self.horizon = config.horizon
         self.task = task

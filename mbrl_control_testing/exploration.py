@@ -1,5 +1,6 @@
-"""Logged experience without a robot: episodes of a policy on a model plant with process noise,
-for tests and benchmarks (the role the sim and the episode manager play for the learner node)."""
+"""Logged experience without a robot: episodes of an explorer (anything that maps a state to an
+action) on a model plant with process noise, for tests and benchmarks (the role the sim and the
+episode manager play for the learner node)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from mbrl_control.core.learning.transitions import Transitions
 from mbrl_control.core.planners.base import Planner
 from mbrl_control.core.tasks.base import Task
 
-Policy = Callable[[Tensor], Tensor]  # state [nx] float32 -> action [nu]
+Explorer = Callable[[Tensor], Tensor]  # state [nx] float32 -> action [nu]
 
 
-class RandomPolicy:
+class RandomExplorer:
     """Uniform random actions within the bounds, each held for ``hold`` ticks (slower, larger
     excursions than white noise at the control rate)."""
 
@@ -34,7 +35,7 @@ class RandomPolicy:
         return self._u
 
 
-class PlannerPolicy:
+class PlannerExplorer:
     """A planner's first action plus Gaussian exploration noise (clamped by the plant's user);
     ``reset`` at each episode start forgets the planner's warm start."""
 
@@ -61,7 +62,7 @@ def task_reward(task: Task) -> Callable[[Tensor, Tensor], float]:
 
 def collect_episode(
     plant: DynamicsModel,
-    policy: Policy,
+    explorer: Explorer,
     x0: Tensor,
     steps: int,
     process_noise: Tensor | None = None,
@@ -71,7 +72,7 @@ def collect_episode(
     reward: Callable[[Tensor, Tensor], float] | None = None,
     position_limit: float | None = None,
 ) -> Transitions:
-    """Run ``policy`` on ``plant`` for ``steps`` periods from ``x0``.
+    """Run ``explorer`` on ``plant`` for ``steps`` periods from ``x0``.
 
     ``process_noise[nx]``: std of Gaussian noise added to every next state (the episode goes on
     from the noisy state), so the one-step state change has exactly this much irreducible spread.
@@ -81,7 +82,7 @@ def collect_episode(
     x = x0.to(torch.float64).clone()
     rows: list[tuple] = []
     for k in range(steps):
-        u = policy(x.float()).to(torch.float64).reshape(-1)
+        u = explorer(x.float()).to(torch.float64).reshape(-1)
         x_next = plant.step(x.unsqueeze(0), u.unsqueeze(0))[0]
         if process_noise is not None:
             x_next = x_next + process_noise.double() * torch.randn(x.shape, generator=g, dtype=torch.float64)
@@ -106,7 +107,7 @@ def collect_episode(
 
 def explore(
     plant: DynamicsModel,
-    policies: Sequence[Policy],
+    explorers: Sequence[Explorer],
     initial_states: Tensor,
     steps: int,
     process_noise: Tensor | None = None,
@@ -115,14 +116,14 @@ def explore(
     reward: Callable[[Tensor, Tensor], float] | None = None,
     position_limit: float | None = None,
 ) -> Transitions:
-    """One episode per ``(policy, initial_states[k])``, numbered from ``first_episode`` with
+    """One episode per ``(explorers[k], initial_states[k])``, numbered from ``first_episode`` with
     consecutive sequence numbers from ``first_seq``; all of them, concatenated."""
     episodes, seq = [], first_seq
-    for k, (policy, x0) in enumerate(zip(policies, initial_states)):
-        if hasattr(policy, "reset"):
-            policy.reset()
+    for k, (explorer, x0) in enumerate(zip(explorers, initial_states)):
+        if hasattr(explorer, "reset"):
+            explorer.reset()
         episode = first_episode + k
-        episodes.append(collect_episode(plant, policy, x0, steps, process_noise, seed=episode, episode=episode,
+        episodes.append(collect_episode(plant, explorer, x0, steps, process_noise, seed=episode, episode=episode,
                                         first_seq=seq, reward=reward, position_limit=position_limit))
         seq += len(episodes[-1])
     return Transitions.concatenate(episodes)

@@ -1,0 +1,56 @@
+"""A missing Python requirement is named by the pip package to install, at launch and when a node
+starts without it (mbrl_control.dependencies)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mbrl_control.dependencies import PIP_PACKAGES, ROS_PACKAGES, missing_packages, requirement
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def requirements() -> dict[str, str]:
+    """requirements.txt: package name -> its line."""
+    out = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        spec = line.split("#", 1)[0].strip()
+        if spec:
+            out[spec.split("==")[0].strip().lower()] = spec
+    return out
+
+
+def test_the_table_names_every_requirement_and_nothing_else():
+    listed = requirements()
+    products = {p for p in listed if not p.startswith("ros-") and p != "pytest"}  # pytest: for the tests only
+    assert set(PIP_PACKAGES.values()) == products
+    assert set(ROS_PACKAGES.values()) <= set(listed)
+    assert requirement("torch") == listed["torch"] and "==" in requirement("torch")  # pinned as the file pins it
+    assert requirement("not-a-requirement") == "not-a-requirement"
+
+
+def test_every_import_name_is_what_its_installed_package_provides():
+    # The requirements are installed wherever the tests run: a wrong import name shows up as missing.
+    assert missing_packages() == []
+    assert missing_packages({"no_such_module_here": "some-package"}) == ["some-package"]
+
+
+@pytest.mark.parametrize("blocked, package", [("yaml", "pyyaml"), ("torch", "torch==2.13.0"),
+                                              ("mcap", "mcap")])
+def test_a_node_started_without_a_requirement_says_which_pip_package_to_install(blocked, package):
+    code = (f"import sys; sys.modules[{blocked!r}] = None\n"  # as if not installed
+            "from mbrl_control.nodes.recorder_node import main")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "ModuleNotFoundError" in result.stderr  # Python's own traceback stays
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("[FATAL] cannot start: the Python package") and f"pip install '{package}'" in last, last
+
+
+def test_other_errors_pass_through_unchanged():
+    code = "import mbrl_control.nodes\nimport no_such_module_here"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "No module named 'no_such_module_here'" in result.stderr
+    assert "[FATAL]" not in result.stderr
