@@ -510,6 +510,8 @@ def _ensemble_draws(
     from_slot = (a_inverse * (i - b)) % particles
     if torch.device(device).type == "cpu":
         noises = torch.randn(steps, noise, generator=g, device="cpu")
+    elif noise == 0:
+        noises = torch.empty(steps, 0, device=device)
     else:
         noises = torch.randn(steps, noise, generator=torch.Generator(device=device).manual_seed(key), device=device)
     return to_slot, from_slot, noises

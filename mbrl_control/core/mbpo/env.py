@@ -157,7 +157,8 @@ class ModelRollouts:
 
     @torch.no_grad()
     def generate(self, actor: ActorFn, count: int) -> TransitionBatch:
-        x = self.starts[torch.randint(len(self.starts), (count,), generator=self.generator).to(self.starts.device)]
+        x = self.starts[torch.randint(len(self.starts), (count,), generator=self.generator,
+                                  device=self.generator.device).to(self.starts.device)]
         parts = []
         for _ in range(self.rollout_length):
             obs = self.mdp.observe(x)
@@ -214,7 +215,8 @@ class ModelEnv(gym.Env):
         super().reset(seed=seed)
         if seed is not None:
             self._generator.manual_seed(seed)
-        self._x = self.starts[torch.randint(len(self.starts), (1,), generator=self._generator).to(self.starts.device)]
+        self._x = self.starts[torch.randint(len(self.starts), (1,), generator=self._generator, device="cpu")
+                              .to(self.starts.device)]
         self._steps = 0
         return self._observation(), {"state": self._x[0].cpu().numpy().copy()}
 

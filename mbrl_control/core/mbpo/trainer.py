@@ -118,7 +118,7 @@ class MixedReplayBuffer(ReplayBuffer):
         sources = ((self.real, len(self.real), n_real), (self.model, self.model_size, batch_size - n_real))
         for source, size, n in sources:
             if n > 0:
-                idx = torch.randint(size, (n,), generator=self._generator).to(self.device)
+                idx = torch.randint(size, (n,), generator=self._generator, device="cpu").to(self.device)
                 parts.append([t[idx] for t in (source.observations, source.actions, source.next_observations,
                                                source.dones, source.rewards)])
         obs, act, next_obs, dones, rewards = (torch.cat(column) for column in zip(*parts))
@@ -200,7 +200,8 @@ def train_mbpo(model: DynamicsModel, task: Task, real: Transitions, config: MBPO
     eval_starts = episode_starts(real, mdp)
     if len(eval_starts) == 0:
         eval_starts = starts
-    order = torch.randperm(len(eval_starts), generator=torch.Generator().manual_seed(config.seed)).to(device)
+    order = torch.randperm(len(eval_starts), generator=torch.Generator().manual_seed(config.seed),
+                          device="cpu").to(device)
     eval_starts = eval_starts[order.repeat(-(-config.eval_starts // len(order)))[: config.eval_starts]]
     generated, epochs, sac_steps, stopped_by, returns, best_epoch = 0, 0, 0, "epochs", [], 0
     best: tuple[Policy, ValueFunction] | None = None

@@ -152,7 +152,7 @@ class ICEMPlanner(Planner):
 
     def _policy_sequences(self, x0: Tensor) -> Tensor:
         """``[T, nu, n]``: the action sequences of the policy's closed-loop rollouts from ``x0``."""
-        torch.randn(self._policy_noise.shape, generator=self._generator, out=self._policy_noise_host)
+        self._policy_noise_host.normal_(generator=self._generator)  # torch.randn's numbers, on the host
         if self._policy_noise_host is not self._policy_noise:
             self._policy_noise.copy_(self._policy_noise_host, non_blocking=True)
         self._policy_noise.mul_(self._policy_std)

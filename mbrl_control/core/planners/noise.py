@@ -62,10 +62,11 @@ class ColoredNoise:
         return self._on_device.copy_(self.out, non_blocking=True)
 
     def _sample_host(self) -> Tensor:
+        # normal_ in place: torch.randn's numbers (it is empty + normal_), whatever the default device
         if self.beta == 0.0:
-            return torch.randn(self.out.shape, generator=self.generator, out=self.out)
-        torch.randn(self._real.shape, generator=self.generator, out=self._real)
-        torch.randn(self._imag.shape, generator=self.generator, out=self._imag)
+            return self.out.normal_(generator=self.generator)
+        self._real.normal_(generator=self.generator)
+        self._imag.normal_(generator=self.generator)
         self._real.mul_(self._real_scale)
         self._imag.mul_(self._imag_scale)
         torch.complex(self._real, self._imag, out=self._spectrum)
