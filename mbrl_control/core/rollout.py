@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor
 
 from mbrl_control.core.dynamics.base import DynamicsModel
+from mbrl_control.core.dynamics.ensemble import EnsembleDynamics
 from mbrl_control.core.tasks.base import Task
 from mbrl_control.core.util import module_device
 
@@ -29,18 +31,36 @@ class TrajectoryEvaluator(torch.nn.Module):
     ``draw(batch, steps)`` method, like the learned ensemble) has its random numbers drawn
     before the compiled graph and passed to ``model.rollout(x0, actions, draws)``, so the graph
     itself is free of random number generation.
+
+    ``threads`` (CPU): the batch is cut into this many contiguous shares (multiples of the
+    ensemble's members), evaluated at the same time, one by the calling thread and each other
+    by a worker of a pool kept for the evaluator's life, each with its own draws (drawn in
+    order by the caller, so a seed still gives the same results). A compiled share runs as one
+    C++ call that releases the GIL (inductor's C++ wrapper), so two shares really use two cores;
+    torch's own intra-op threads should then be 1 (the controller's ``torch_threads``).
+    Rollouts are independent per sample, so this parallelism needs no synchronisation inside a
+    rollout, unlike intra-op threads, which meet at every kernel of every step.
     """
 
     def __init__(self, model: DynamicsModel, task: Task, compile: bool = False,
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None, threads: int = 1) -> None:
         super().__init__()
+        if threads < 1:
+            raise ValueError("need threads >= 1")
         self.model = model
         self.task = task
         if device is not None:
             self.to(device)
+        self.threads = threads if self.device.type == "cpu" else 1  # a GPU parallelises by itself
         self._fn = self._evaluate
         self._compile_pending = compile
         self._draw = getattr(model, "draw", None)
+        self._align = model.config.members if isinstance(model, EnsembleDynamics) else 1
+        self._pool = None
+        if self.threads > 1:
+            intra_op = torch.get_num_threads()
+            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="rollout",
+                                            initializer=torch.set_num_threads, initargs=(intra_op,))
 
     @property
     def device(self) -> torch.device:
@@ -51,24 +71,52 @@ class TrajectoryEvaluator(torch.nn.Module):
         states = self.model.rollout(x, actions) if draws is None else self.model.rollout(x, actions, draws)
         return self.task.trajectory_cost(states, actions), states
 
+    def _draws(self, batch: int, steps: int) -> tuple[Tensor, ...] | None:
+        return None if self._draw is None else self._draw(batch, steps)
+
     def forward(self, x0: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
-        draws = None if self._draw is None else self._draw(actions.shape[0], actions.shape[1])
+        B, T = actions.shape[0], actions.shape[1]
+        if self._pool is None or B < 2 * self._align:
+            args = (x0, actions, self._draws(B, T))
+            self._compile(args)
+            return self._fn(*args)
+        shares = [(x0, actions[lo:hi], self._draws(hi - lo, T)) for lo, hi in self._shares(B)]
+        with torch.no_grad():  # the same grad mode (part of a compiled graph's guards) in every thread
+            self._compile(shares[0])
+            others = [self._pool.submit(self._no_grad_fn, *share) for share in shares[1:]]
+            results = [self._fn(*shares[0])] + [f.result() for f in others]
+        return torch.cat([r[0] for r in results]), torch.cat([r[1] for r in results])
+
+    def _no_grad_fn(self, *args) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            return self._fn(*args)
+
+    def _shares(self, batch: int) -> list[tuple[int, int]]:
+        """``threads`` contiguous ranges of the batch, all but the last a multiple of ``_align``."""
+        size = max(self._align, batch // self.threads // self._align * self._align)
+        bounds = [min(batch, k * size) for k in range(self.threads)] + [batch]
+        return [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+
+    def _compile(self, example_args: tuple) -> None:
         if self._compile_pending:
             self._compile_pending = False
-            self._fn = compile_or_eager(self._evaluate, (x0, actions, draws), self.device)
-        return self._fn(x0, actions, draws)
+            self._fn = compile_or_eager(self._evaluate, example_args, self.device, cpp_wrapper=self._pool is not None)
 
 
-def compile_or_eager(fn, example_args: tuple, device: torch.device | str = "cpu"):
+def compile_or_eager(fn, example_args: tuple, device: torch.device | str = "cpu", cpp_wrapper: bool = False):
     """``torch.compile(fn)`` if it compiles and runs on ``example_args`` here, else ``fn``.
 
-    On CUDA the compiled graph is replayed as a CUDA graph (``mode="reduce-overhead"``): a
-    planner's tick is many small kernels, which a GPU otherwise spends launching. Outputs of a
-    replayed graph are overwritten by its next replay: callers copy what they keep.
+    On CUDA the compiled graph is replayed as a CUDA graph (what ``mode="reduce-overhead"``
+    does): a planner's tick is many small kernels, which a GPU otherwise spends launching.
+    Outputs of a replayed graph are overwritten by its next replay: callers copy what they
+    keep. ``cpp_wrapper``: the graph's kernels are called from C++, without the GIL (for
+    graphs run by several threads at once).
     """
-    mode = "reduce-overhead" if torch.device(device).type == "cuda" else None
+    options = {"triton.cudagraphs": True} if torch.device(device).type == "cuda" else {}
+    if cpp_wrapper:
+        options["cpp_wrapper"] = True
     try:
-        compiled = torch.compile(fn, dynamic=False, fullgraph=True, mode=mode)
+        compiled = torch.compile(fn, dynamic=False, fullgraph=True, options=options or None)
         compiled(*example_args)
         return compiled
     except Exception as exc:  # no C++ compiler, unsupported op, ...: eager still works
