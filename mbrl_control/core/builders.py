@@ -38,7 +38,7 @@ from mbrl_control.core.tasks import CartPoleCostWeights, CartPoleSwingUp, Task
 from mbrl_control.core.tasks.critic_terminal import ValueFunctionTerminalCost, ValueTerminalConfig
 from mbrl_control.core.tasks.lqr_terminal import LQRTerminalCost
 from mbrl_control.core.tasks.value_terminal import ValueTerminalCost
-from mbrl_control.core.util import dataclass_from, section
+from mbrl_control.core.util import dataclass_from, resolve_device, section
 
 ROBOTS = ("cartpole",)
 MODELS = ("analytic", "learned")
@@ -104,15 +104,20 @@ def build_planner(
     config: dict[str, Any] | None = None,
     compile: bool = True,
     policy: Policy | str | Path | None = None,
+    device: str | None = None,
+    threads: int = 1,
 ) -> Planner:
     """A planner by name with its config section (e.g. the ``cem.*`` parameters).
 
     ``policy`` (a ``Policy`` or the path of a policy file): the policy planner's policy (else
     ``policy.path`` from its config), or iCEM's warm start (optional); other planners ignore it.
+    ``device``: where it plans (``cpu``, ``cuda``, ``auto``; None: where the model is); model
+    and task move there. ``threads``: CPU threads of a sampling planner's rollouts.
     """
     settings = dataclass_from(planner_config_class(name), config or {})
+    device = None if device is None else resolve_device(device)
     if name in SAMPLING_PLANNERS:
-        evaluator = TrajectoryEvaluator(model, task, compile=compile)
+        evaluator = TrajectoryEvaluator(model, task, compile=compile, device=device, threads=threads)
         if name == "icem":
             return ICEMPlanner(evaluator, settings, policy=resolve_policy(policy), compile=compile)
         return {"cem": CEMPlanner, "mppi": MPPIPlanner}[name](evaluator, settings)
@@ -120,29 +125,31 @@ def build_planner(
         resolved = resolve_policy(policy, settings.path)
         if resolved is None:
             raise ValueError("planner 'policy' needs a policy: pass one, or set policy.path to a policy file")
-        return PolicyPlanner(model, task, resolved, settings, compile=compile)
+        return PolicyPlanner(model, task, resolved, settings, compile=compile, device=device)
     if name == "ilqr":
-        return ILQRPlanner(model, task, settings, compile=compile)
+        return ILQRPlanner(model, task, settings, compile=compile, device=device)
     if name == "lqr":
-        return LQRPlanner(model, task, settings)
+        return LQRPlanner(model, task, settings, device=device)
     if name == "dp":
-        return DPPlanner(model, task, settings, compile=compile)
+        return DPPlanner(model, task, settings, compile=compile, device=device)
     from mbrl_control.core.planners.nmpc import NMPCPlanner
 
     return NMPCPlanner(model, task, settings)
 
 
-def build_ensemble(p: dict[str, Any], urdf: str | Path, propagation: dict[str, Any] | None = None) -> EnsembleDynamics:
+def build_ensemble(p: dict[str, Any], urdf: str | Path, propagation: dict[str, Any] | None = None,
+                   device: str | None = None) -> EnsembleDynamics:
     """The learned model's architecture from ``ensemble.*`` (shared by learner and controller,
     so the weights one sends fit the other); angles (revolute or continuous joints of
-    ``state_joints``) are fed as (sin, cos). ``propagation``: how this user predicts with it."""
+    ``state_joints``) are fed as (sin, cos). ``propagation``: how this user predicts with it.
+    ``device``: where it lives (``cpu``, ``cuda``, ``auto``; None: cpu)."""
     joints = list(p["state_joints"])
     nq = len(joints)
     angles = tuple(i for i, angular in enumerate(angular_joints(urdf, joints)) if angular)
     config = dataclass_from(EnsembleConfig, section(p, "ensemble") | {
         "state_dim": 2 * nq, "action_dim": len(p["command_joints"]), "dt": 1.0 / p["control_rate"], "angle_dims": angles,
     })
-    return EnsembleDynamics(config, dataclass_from(PropagationConfig, propagation or {}))
+    return EnsembleDynamics(config, dataclass_from(PropagationConfig, propagation or {}), device=resolve_device(device))
 
 
 @dataclass

@@ -40,13 +40,18 @@ class TrajectoryEvaluator(torch.nn.Module):
     torch's own intra-op threads should then be 1 (the controller's ``torch_threads``).
     Rollouts are independent per sample, so this parallelism needs no synchronisation inside a
     rollout, unlike intra-op threads, which meet at every kernel of every step.
+
+    ``particles`` (PETS): each sequence is rolled out by this many particles of a sampling model
+    (with TS1, each particle draws its own members), its cost the particles' mean and its states
+    their mean trajectory.
     """
 
     def __init__(self, model: DynamicsModel, task: Task, compile: bool = False,
-                 device: torch.device | str | None = None, threads: int = 1) -> None:
+                 device: torch.device | str | None = None, threads: int = 1, particles: int = 1) -> None:
         super().__init__()
-        if threads < 1:
-            raise ValueError("need threads >= 1")
+        if threads < 1 or particles < 1:
+            raise ValueError("need threads >= 1 and particles >= 1")
+        self.particles = particles
         self.model = model
         self.task = task
         if device is not None:
@@ -67,12 +72,18 @@ class TrajectoryEvaluator(torch.nn.Module):
         return module_device(self.model)
 
     def _evaluate(self, x0: Tensor, actions: Tensor, draws: tuple[Tensor, ...] | None) -> tuple[Tensor, Tensor]:
+        B, P = actions.shape[0], self.particles
+        if P > 1:
+            actions = actions.repeat_interleave(P, dim=0)  # particle p of sequence b at b * P + p
         x = x0.unsqueeze(0).expand(actions.shape[0], -1)
         states = self.model.rollout(x, actions) if draws is None else self.model.rollout(x, actions, draws)
-        return self.task.trajectory_cost(states, actions), states
+        costs = self.task.trajectory_cost(states, actions)
+        if P > 1:
+            return costs.view(B, P).mean(1), states.view(B, P, *states.shape[1:]).mean(1)
+        return costs, states
 
     def _draws(self, batch: int, steps: int) -> tuple[Tensor, ...] | None:
-        return None if self._draw is None else self._draw(batch, steps)
+        return None if self._draw is None else self._draw(batch * self.particles, steps)
 
     def forward(self, x0: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
         B, T = actions.shape[0], actions.shape[1]

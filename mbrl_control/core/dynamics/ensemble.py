@@ -14,11 +14,22 @@ Planning propagates particles by trajectory sampling (Chua et al. 2018):
 
 optionally adding noise drawn from the predicted Gaussian (``output_noise``). Members are
 assigned by a random affine permutation of the particle slots, ``slot = (a*i + b) mod B`` with
-``a`` coprime to ``B``: each particle's member is uniform and independent from step to step, every
-member gets exactly ``B/E`` particles (one ``bmm``), and applying it is two gathers, with no sort.
-The random numbers of a rollout come from one small custom op holding a ``torch.Generator``
-seeded from ``(seed, rollout counter)``, which ``torch.compile`` keeps opaque: results are the
-same in eager and compiled code, and ``reseed`` restarts them.
+``a`` coprime to ``B``: each particle's member is uniform and independent from step to step, and
+every member gets exactly ``B/E`` particles (one ``bmm``), with no sort. The rollout keeps the
+particles in slot order: the actions of all steps go into slot order in one gather before the
+loop, the states back into particle order in one after it, and a TS1 step only moves the
+particles into the next step's slots (the redraw itself, one small gather of the states).
+
+The random numbers of a rollout (``draw``) are a pure function of ``(seed, rollout counter)``:
+the permutations' coefficients come from a CPU generator (a seed gives the same assignments on
+every device), the index arithmetic and any output noise run on the model's device. A planner
+draws them before its compiled rollout and passes them in, so the graph holds no random number
+generation (a CUDA graph can replay it); ``rollout`` without them draws through one small custom
+op that ``torch.compile`` keeps opaque. Results are the same in eager and compiled code, and
+``reseed`` restarts them.
+
+Device: parameters are initialised on the CPU from the seed, then moved (``device=``); the seed
+and the rollout counter stay host tensors, so reading them never waits for a GPU.
 """
 
 from __future__ import annotations

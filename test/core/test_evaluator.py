@@ -1,6 +1,9 @@
-"""The evaluator's threads: a batch cut into shares evaluated at the same time gives exactly the
-results of evaluating each share alone (same draws), for analytic and learned models, eager and
-compiled; a planner using it stays reproducible."""
+"""The trajectory evaluator's threads and particles.
+
+Threads: a batch cut into shares evaluated at the same time gives exactly the results of
+evaluating each share alone (same draws), for analytic and learned models, eager and compiled;
+a planner using it stays reproducible. Particles (PETS): a sequence's cost is the mean over its
+particles' rollouts, each with its own member draws."""
 
 import math
 
@@ -62,3 +65,22 @@ def test_a_planner_on_two_threads_is_reproducible(cartpole):
         plans.append(planner.plan(X0))
     torch.testing.assert_close(plans[1].actions, plans[0].actions, rtol=0, atol=0)
     assert plans[0].iterations == 2
+
+
+def test_particles_average_the_cost_of_their_own_rollouts(cartpole):
+    model = EnsembleDynamics(ENSEMBLE, PropagationConfig(mode="ts1", seed=2)).freeze()
+    a = actions(6, 5)
+    evaluator = TrajectoryEvaluator(model, cartpole.task, particles=4)
+    model.reseed()
+    costs, states = evaluator(X0, a)
+    assert costs.shape == (6,) and states.shape == (6, 6, 4)
+    model.reseed()  # the same draws, for the 24 rollouts spelled out
+    repeated = a.repeat_interleave(4, dim=0)
+    each = model.rollout(X0.expand(24, -1), repeated)
+    particle_costs = cartpole.task.trajectory_cost(each, repeated).view(6, 4)
+    torch.testing.assert_close(costs, particle_costs.mean(1))
+    torch.testing.assert_close(states, each.view(6, 4, 6, 4).mean(1))
+    assert (particle_costs.std(1) > 0).all()  # the particles did take different members
+    # A deterministic model: every particle the same, so the cost is the single rollout's.
+    single = TrajectoryEvaluator(cartpole.model, cartpole.task)(X0, a)[0]
+    torch.testing.assert_close(TrajectoryEvaluator(cartpole.model, cartpole.task, particles=3)(X0, a)[0], single)
