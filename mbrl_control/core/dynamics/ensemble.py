@@ -390,7 +390,9 @@ class EnsembleDynamics(DynamicsModel):
         when noise is asked for.
         """
         nx, w, b = self.state_dim, self.weights, self.biases
-        h = self._act(torch.baddbmm(b[0], self.features(xs, us), w[0].transpose(1, 2)))
+        # bmm, then bias and activation: fused into one loop when compiled (baddbmm would first
+        # copy the broadcast bias into its output).
+        h = self._act(torch.bmm(self.features(xs, us), w[0].transpose(1, 2)) + b[0])
         for k in range(1, self.config.layers):
             if self._plan_dtype == torch.float32:
                 h = self._act(torch.bmm(h, w[k].transpose(1, 2)) + b[k])
