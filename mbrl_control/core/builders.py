@@ -51,7 +51,7 @@ from mbrl_control.core.tasks.lqr_terminal import LQRTerminalCost
 from mbrl_control.core.tasks.residual import ResidualTask, build_residual_task
 from mbrl_control.core.tasks.terms import LinkPosition
 from mbrl_control.core.tasks.value_terminal import ValueTerminalCost
-from mbrl_control.core.util import dataclass_from, section, setting
+from mbrl_control.core.util import dataclass_from, resolve_device, section, setting
 
 MODELS = ("analytic", "learned")
 PLANNERS = ("cem", "icem", "mppi", "ilqr", "ilqr_offline", "lqr", "nmpc", "dp", "policy")
@@ -242,19 +242,24 @@ def build_planner(
     compile: bool = True,
     policy: Policy | str | Path | None = None,
     equilibrium: Equilibrium = Equilibrium(),
+    device: str | None = None,
+    threads: int = 1,
 ) -> Planner:
     """A planner by name with its config section (e.g. the ``cem.*`` parameters).
 
     ``policy`` (a ``Policy`` or the path of a policy file): the policy planner's policy (else
     ``policy.path`` from its config), or iCEM's warm start (optional); other planners ignore it.
     ``equilibrium``: where LQR regulates to, DP's angles, and ilqr_offline's first nominal.
+    ``device``: where it plans (``cpu``, ``cuda``, ``auto``; None: where the model is); model
+    and task move there. ``threads``: CPU threads of a sampling planner's rollouts.
     """
     values = dict(config or {})
     if name == "dp":
         values["periodic"] = equilibrium.angle_dims
     settings = dataclass_from(planner_config_class(name), values)
+    device = None if device is None else resolve_device(device)
     if name in SAMPLING_PLANNERS:
-        evaluator = TrajectoryEvaluator(model, task, compile=compile)
+        evaluator = TrajectoryEvaluator(model, task, compile=compile, device=device, threads=threads)
         if name == "icem":
             return ICEMPlanner(evaluator, settings, policy=resolve_policy(policy), compile=compile)
         return {"cem": CEMPlanner, "mppi": MPPIPlanner}[name](evaluator, settings)
@@ -262,32 +267,34 @@ def build_planner(
         resolved = resolve_policy(policy, settings.path)
         if resolved is None:
             raise ValueError("planner 'policy' needs a policy: pass one, or set policy.path to a policy file")
-        return PolicyPlanner(model, task, resolved, settings, compile=compile)
+        return PolicyPlanner(model, task, resolved, settings, compile=compile, device=device)
     if name == "ilqr":
-        return ILQRPlanner(model, task, settings, compile=compile)
+        return ILQRPlanner(model, task, settings, compile=compile, device=device)
     if name == "ilqr_offline":
         lqr = solve_lqr(model, task, 1.0, equilibrium.x_eq, equilibrium.u_eq)
         x_eq = np.zeros(task.state_dim) if equilibrium.x_eq is None else equilibrium.x_eq
         u_eq = np.zeros(task.action_dim) if equilibrium.u_eq is None else equilibrium.u_eq
         return ILQROfflinePlanner(model, task, settings, compile=compile, angle_dims=equilibrium.angle_dims,
-                                  initial_policy=(lqr.K, x_eq, u_eq))
+                                  initial_policy=(lqr.K, x_eq, u_eq), device=device)
     if name == "lqr":
-        return LQRPlanner(model, task, settings, equilibrium)
+        return LQRPlanner(model, task, settings, equilibrium, device=device)
     if name == "dp":
-        return DPPlanner(model, task, settings, compile=compile)
+        return DPPlanner(model, task, settings, compile=compile, device=device)
     from mbrl_control.core.planners.nmpc import NMPCPlanner
 
     return NMPCPlanner(model, task, settings)
 
 
-def build_ensemble(p: Mapping[str, Any], spec: RobotSpec, propagation: dict[str, Any] | None = None) -> EnsembleDynamics:
+def build_ensemble(p: Mapping[str, Any], spec: RobotSpec, propagation: dict[str, Any] | None = None,
+                   device: str | None = None) -> EnsembleDynamics:
     """The learned model's architecture from ``ensemble.*`` (shared by learner and controller,
     so the weights one sends fit the other); continuous joints' angles are fed as (sin, cos).
-    ``propagation``: how this user predicts with it."""
+    ``propagation``: how this user predicts with it. ``device``: where it lives (``cpu``,
+    ``cuda``, ``auto``; None: cpu)."""
     config = dataclass_from(EnsembleConfig, section(dict(p), "ensemble") | {
         "state_dim": spec.state_dim, "action_dim": spec.action_dim, "dt": spec.dt, "angle_dims": spec.angle_dims,
     })
-    return EnsembleDynamics(config, dataclass_from(PropagationConfig, propagation or {}))
+    return EnsembleDynamics(config, dataclass_from(PropagationConfig, propagation or {}), device=resolve_device(device))
 
 
 @dataclass

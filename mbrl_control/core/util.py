@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    import torch
     from torch import Tensor
 
 T = TypeVar("T")
@@ -86,3 +87,38 @@ def matching_tensors(
         if t.shape != ref.shape:
             raise error(f"'{name}' has shape {list(t.shape)}, expected {list(ref.shape)}")
     return tuple(given[name].detach() for name in own)
+
+
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def resolve_device(name: "str | torch.device | None" = None) -> "torch.device":
+    """The torch device a ``device`` setting names: ``auto`` is ``cuda`` when torch sees a GPU,
+    else ``cpu``; None is ``cpu``; anything else (``cuda:1``, a ``torch.device``) as given."""
+    import torch
+
+    if name is None:
+        return torch.device("cpu")
+    if str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def module_device(module: "torch.nn.Module") -> "torch.device":
+    """Where a module's tensors live: its first parameter's or buffer's device (cpu if none)."""
+    import torch
+
+    for t in module.parameters():
+        return t.device
+    for t in module.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def synchronize(device: "torch.device") -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; a deadline check needs the
+    time the work took, not the time it took to queue). No-op on the CPU."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

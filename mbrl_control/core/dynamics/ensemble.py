@@ -14,11 +14,22 @@ Planning propagates particles by trajectory sampling (Chua et al. 2018):
 
 optionally adding noise drawn from the predicted Gaussian (``output_noise``). Members are
 assigned by a random affine permutation of the particle slots, ``slot = (a*i + b) mod B`` with
-``a`` coprime to ``B``: each particle's member is uniform and independent from step to step, every
-member gets exactly ``B/E`` particles (one ``bmm``), and applying it is two gathers, with no sort.
-The random numbers of a rollout come from one small custom op holding a ``torch.Generator``
-seeded from ``(seed, rollout counter)``, which ``torch.compile`` keeps opaque: results are the
-same in eager and compiled code, and ``reseed`` restarts them.
+``a`` coprime to ``B``: each particle's member is uniform and independent from step to step, and
+every member gets exactly ``B/E`` particles (one ``bmm``), with no sort. The rollout keeps the
+particles in slot order: the actions of all steps go into slot order in one gather before the
+loop, the states back into particle order in one after it, and a TS1 step only moves the
+particles into the next step's slots (the redraw itself, one small gather of the states).
+
+The random numbers of a rollout (``draw``) are a pure function of ``(seed, rollout counter)``:
+the permutations' coefficients come from a CPU generator (a seed gives the same assignments on
+every device), the index arithmetic and any output noise run on the model's device. A planner
+draws them before its compiled rollout and passes them in, so the graph holds no random number
+generation (a CUDA graph can replay it); ``rollout`` without them draws through one small custom
+op that ``torch.compile`` keeps opaque. Results are the same in eager and compiled code, and
+``reseed`` restarts them.
+
+Device: parameters are initialised on the CPU from the seed, then moved (``device=``); the seed
+and the rollout counter stay host tensors, so reading them never waits for a GPU.
 """
 
 from __future__ import annotations
@@ -133,7 +144,8 @@ class EnsembleDynamics(DynamicsModel):
     how a model in use (even a compiled one) is updated between ticks.
     """
 
-    def __init__(self, config: EnsembleConfig, propagation: PropagationConfig = PropagationConfig()) -> None:
+    def __init__(self, config: EnsembleConfig, propagation: PropagationConfig = PropagationConfig(),
+                 device: torch.device | str | None = None) -> None:
         super().__init__()
         self.config = config
         self.propagation = propagation
@@ -143,29 +155,38 @@ class EnsembleDynamics(DynamicsModel):
         self._act = ACTIVATIONS[config.activation]
         nx, E, H = config.state_dim, config.members, config.hidden
         sizes = [config.input_dim] + [H] * config.layers + [2 * nx + int(config.learn_reward)]
-        g = torch.Generator().manual_seed(propagation.seed)
-        self.weights = torch.nn.ParameterList(
-            [torch.nn.Parameter(_init_weight(E, n_out, n_in, g)) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
-        )
-        self.biases = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(E, 1, n)) for n in sizes[1:]])
-        self.max_logvar = torch.nn.Parameter(torch.full((nx,), MAX_LOGVAR_INIT))
-        self.min_logvar = torch.nn.Parameter(torch.full((nx,), MIN_LOGVAR_INIT))
-        # The normaliser is part of the learned model (fitted on data, saved, swapped with it).
-        self.register_buffer("input_mean", torch.zeros(config.input_dim))
-        self.register_buffer("input_std", torch.ones(config.input_dim))
-        self.register_buffer("delta_mean", torch.zeros(nx))
-        self.register_buffer("delta_std", torch.ones(nx))
-        if config.learn_reward:
-            self.register_buffer("reward_mean", torch.zeros(1))
-            self.register_buffer("reward_std", torch.ones(1))
+        with torch.device("cpu"):  # initial weights from a CPU generator: a seed gives the same model on every device
+            g = torch.Generator().manual_seed(propagation.seed)
+            self.weights = torch.nn.ParameterList(
+                [torch.nn.Parameter(_init_weight(E, n_out, n_in, g)) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+            )
+            self.biases = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(E, 1, n)) for n in sizes[1:]])
+            self.max_logvar = torch.nn.Parameter(torch.full((nx,), MAX_LOGVAR_INIT))
+            self.min_logvar = torch.nn.Parameter(torch.full((nx,), MIN_LOGVAR_INIT))
+            # The normaliser is part of the learned model (fitted on data, saved, swapped with it).
+            self.register_buffer("input_mean", torch.zeros(config.input_dim))
+            self.register_buffer("input_std", torch.ones(config.input_dim))
+            self.register_buffer("delta_mean", torch.zeros(nx))
+            self.register_buffer("delta_std", torch.ones(nx))
+            if config.learn_reward:
+                self.register_buffer("reward_mean", torch.zeros(1))
+                self.register_buffer("reward_std", torch.ones(1))
+            # The member draws' seed and rollout counter: host tensors (plain attributes, which
+            # ``.to()`` leaves on the CPU: reading them never waits for a GPU), so that reseeding
+            # and counting never invalidate a compiled graph.
+            self._seed = torch.tensor(propagation.seed, dtype=torch.long)
+            self._draws = torch.zeros((), dtype=torch.long)
         self._plain_dims = tuple(d for d in range(nx) if d not in config.angle_dims)
-        # Randomness state: tensors, so that reseeding never invalidates a compiled graph.
-        self.register_buffer("_seed", torch.tensor(propagation.seed, dtype=torch.long), persistent=False)
-        self.register_buffer("_draws", torch.zeros((), dtype=torch.long), persistent=False)
         self._plan_dtype = PLANNING_DTYPES[propagation.dtype]
         for k in range(1, config.layers):  # bf16 copies of the hidden x hidden weights, if asked for
             if self._plan_dtype != torch.float32:
                 self.register_buffer(f"_plan_w{k}", self.weights[k].detach().to(self._plan_dtype), persistent=False)
+        if device is not None:
+            self.to(device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.delta_std.device
 
     # -- features and normalisation ----------------------------------------------------------
     def features(self, x: Tensor, u: Tensor) -> Tensor:
@@ -280,58 +301,69 @@ class EnsembleDynamics(DynamicsModel):
     def step(self, x: Tensor, u: Tensor) -> Tensor:
         return self.rollout(x, u.unsqueeze(1))[:, 1]
 
-    def rollout(self, x0: Tensor, actions: Tensor) -> Tensor:
+    def particles(self, batch: int) -> int:
+        """Particles a rollout of ``batch`` runs: TS1 and TS-infinity pad to a multiple of the
+        members, so that every member gets an equal group (one ``bmm``)."""
+        E = self.config.members
+        return batch if self.propagation.mode == "expectation" else -(-batch // E) * E
+
+    def draw(self, batch: int, steps: int) -> tuple[Tensor, Tensor, Tensor]:
+        """The random numbers of the next rollout of ``batch`` sequences over ``steps``, on the
+        model's device: ``(to_slot, from_slot, noise)`` (see ``ensemble_draws``). Advances the
+        rollout counter, so every call draws anew.
+
+        A planner draws outside its compiled rollout and passes them in (``rollout(..., draws)``):
+        the graph then holds no random number generation at all (what a CUDA graph needs).
+        """
+        mode, n = self.propagation.mode, self.particles(batch)
+        assignments = {"expectation": 0, "tsinf": 1, "ts1": steps}[mode]
+        noise = n * self.state_dim if self.propagation.output_noise else 0
+        draws = torch.ops.mbrl_control.ensemble_draws(self._seed, self._draws, n, assignments, steps, noise,
+                                                      self.device)
+        self._draws.add_(1)
+        return draws
+
+    def rollout(self, x0: Tensor, actions: Tensor, draws: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
+        """States ``[B, T+1, nx]``; ``draws`` from ``draw(B, T)``, else drawn here."""
         B, T = actions.shape[0], actions.shape[1]
         x0 = x0.expand(B, -1)
-        E, mode = self.config.members, self.propagation.mode
-        # Pad to a multiple of E particles so every member gets an equal group (one bmm).
-        n = B if mode == "expectation" else -(-B // E) * E
+        n = self.particles(B)
         if n > B:
             x0 = torch.cat([x0, x0[:1].expand(n - B, -1)])
             actions = torch.cat([actions, actions[:1].expand(n - B, -1, -1)])
-        assignments = {"expectation": 0, "tsinf": 1, "ts1": T}[mode]
-        noise = n * self.state_dim if self.propagation.output_noise else 0
-        to_slot, from_slot, noises = torch.ops.mbrl_control.ensemble_draws(
-            self._seed, self._draws, n, assignments, T, noise
-        )
-        self._draws.add_(1)  # the next rollout draws anew
-        if mode == "expectation":
+        to_slot, from_slot, noises = self.draw(B, T) if draws is None else draws
+        if self.propagation.mode == "expectation":
             states = self._rollout_expectation(x0, actions, noises)
-        elif mode == "tsinf":
-            states = self._rollout_fixed_members(x0, actions, to_slot[0], from_slot[0], noises)
         else:
-            states = self._rollout_redrawn_members(x0, actions, to_slot, from_slot, noises)
+            states = self._rollout_in_slots(x0, actions, to_slot, from_slot, noises)
         return states[:B] if n > B else states
 
-    def _rollout_redrawn_members(
-        self, x: Tensor, actions: Tensor, to_slot: Tensor, from_slot: Tensor, noises: Tensor
-    ) -> Tensor:
-        """TS1: a fresh member assignment every step."""
-        E, nx, nu = self.config.members, self.state_dim, self.action_dim
-        n = x.shape[0]
-        states = [x]
-        for t in range(actions.shape[1]):
-            xs = x.index_select(0, from_slot[t]).view(E, n // E, nx)
-            us = actions[:, t].index_select(0, from_slot[t]).view(E, n // E, nu)
-            x_slots = xs + self._grouped_delta(xs, us, noises[t])
-            x = x_slots.view(n, nx).index_select(0, to_slot[t])
-            states.append(x)
-        return torch.stack(states, dim=1)
+    def _rollout_in_slots(self, x: Tensor, actions: Tensor, to_slot: Tensor, from_slot: Tensor, noises: Tensor) -> Tensor:
+        """TS1 (a member assignment per step) and TS-infinity (one for the rollout), particles
+        kept in slot order: slot group ``e`` of ``E`` equal groups is moved by member ``e``.
 
-    def _rollout_fixed_members(
-        self, x: Tensor, actions: Tensor, to_slot: Tensor, from_slot: Tensor, noises: Tensor
-    ) -> Tensor:
-        """TS-infinity: one member assignment for the whole rollout, the particles kept in slot
-        order and put back in theirs once at the end."""
+        The actions of every step are put in slot order by one gather before the loop and the
+        states back in particle order by one after it; a step only moves the particles into the
+        next step's slots (TS1; TS-infinity keeps them), the redraw itself.
+        """
         E, nx, nu = self.config.members, self.state_dim, self.action_dim
         n, T = actions.shape[0], actions.shape[1]
-        xs = x.index_select(0, from_slot).view(E, n // E, nx)
-        us = actions.index_select(0, from_slot).view(E, n // E, T, nu)
-        states = [xs]
+        G = n // E
+        to_slot, from_slot = to_slot.expand(T, n), from_slot.expand(T, n)  # TS-infinity: one row for all steps
+        us = torch.gather(actions.transpose(0, 1), 1, from_slot.unsqueeze(-1).expand(T, n, nu))  # [T, n, nu]
+        redrawn = self.propagation.mode == "ts1" and T > 1
+        # moves[t, s]: the slot at step t of the particle that is in slot s at step t + 1
+        moves = torch.gather(to_slot[:-1], 1, from_slot[1:]) if redrawn else None
+        xs = x.index_select(0, from_slot[0])
+        moved = []
         for t in range(T):
-            xs = xs + self._grouped_delta(xs, us[:, :, t], noises[t])
-            states.append(xs)
-        return torch.stack(states, dim=2).view(n, T + 1, nx).index_select(0, to_slot)
+            xs = xs + self._grouped_delta(xs.view(E, G, nx), us[t].view(E, G, nu), noises[t]).reshape(n, nx)
+            moved.append(xs)
+            if redrawn and t < T - 1:
+                xs = xs.index_select(0, moves[t])
+        in_slots = torch.stack(moved)  # [T, n, nx]: step t's states in step t's slot order
+        states = torch.gather(in_slots, 1, to_slot.unsqueeze(-1).expand(T, n, nx))
+        return torch.cat([x.unsqueeze(1), states.transpose(0, 1)], dim=1)
 
     def _rollout_expectation(self, x: Tensor, actions: Tensor, noises: Tensor) -> Tensor:
         """Every member on every particle; the particle moves by the mean of their deltas."""
@@ -353,7 +385,9 @@ class EnsembleDynamics(DynamicsModel):
         when noise is asked for.
         """
         nx, w, b = self.state_dim, self.weights, self.biases
-        h = self._act(torch.baddbmm(b[0], self.features(xs, us), w[0].transpose(1, 2)))
+        # bmm, then bias and activation: fused into one loop when compiled (baddbmm would first
+        # copy the broadcast bias into its output).
+        h = self._act(torch.bmm(self.features(xs, us), w[0].transpose(1, 2)) + b[0])
         for k in range(1, self.config.layers):
             if self._plan_dtype == torch.float32:
                 h = self._act(torch.bmm(h, w[k].transpose(1, 2)) + b[k])
@@ -423,7 +457,7 @@ class EnsembleDynamics(DynamicsModel):
 
     def clone(self, propagation: PropagationConfig | None = None, trainable: bool = True) -> "EnsembleDynamics":
         """A separate copy (e.g. to train while this one plans); same config and weights."""
-        copy = EnsembleDynamics(self.config, propagation or self.propagation)
+        copy = EnsembleDynamics(self.config, propagation or self.propagation, device=self.device)
         copy.load_state_(self.state_dict())
         return copy.requires_grad_(trainable)
 
@@ -454,37 +488,53 @@ def _set_stats(mean: Tensor, std: Tensor, data: Tensor) -> None:
 # -- randomness: one opaque op per rollout, so torch.compile neither traces nor inlines it ---------
 
 
-@torch.library.custom_op("mbrl_control::ensemble_draws", mutates_args=())
+# Host work (a CPU generator, a copy to the device): never captured into a CUDA graph.
+@torch.library.custom_op("mbrl_control::ensemble_draws", mutates_args=(), tags=(torch.Tag.cudagraph_unsafe,))
 def _ensemble_draws(
-    seed: Tensor, draw: Tensor, particles: int, assignments: int, steps: int, noise: int
+    seed: Tensor, draw: Tensor, particles: int, assignments: int, steps: int, noise: int, device: torch.device
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``assignments`` random permutations of ``particles`` slots as index vectors
     ``to_slot[k, i]`` (the slot of particle ``i``) and ``from_slot[k, s]`` (the particle in slot
-    ``s``), both ``[assignments, particles]``, and ``noise`` standard normals ``[steps, noise]``.
+    ``s``), both ``[assignments, particles]``, and ``noise`` standard normals ``[steps, noise]``,
+    on ``device``.
 
     The permutations are affine, ``slot(i) = (a*i + b) mod particles`` with ``a`` coprime to
     ``particles``: uniform slot per particle, no sort. A pure function of ``(seed, draw)``: a
     fresh generator seeded from both (torch.compile cannot trace a Generator, it keeps this op
-    opaque).
+    opaque). The permutations' few coefficients come from a CPU generator, so a seed gives the
+    same member assignments on every device; the index arithmetic runs on ``device``. The
+    output noise (one normal per particle, step and state) is drawn on ``device`` by its own
+    generator: the same distribution everywhere, the same numbers only on the same kind of device.
     """
-    g = torch.Generator().manual_seed(int(seed) * 0x9E3779B1 + int(draw))
+    key = int(seed) * 0x9E3779B1 + int(draw)
+    g = torch.Generator(device="cpu").manual_seed(key)
     units, inverses = _units(particles)
-    k = torch.randint(len(units), (assignments, 1), generator=g)
-    b = torch.randint(particles, (assignments, 1), generator=g)
-    i = torch.arange(particles)
-    to_slot = (units[k] * i + b) % particles
-    from_slot = (inverses[k] * (i - b)) % particles
-    return to_slot, from_slot, torch.randn(steps, noise, generator=g)
+    k = torch.randint(len(units), (assignments, 1), generator=g, device="cpu")
+    b = torch.randint(particles, (assignments, 1), generator=g, device="cpu")
+    coefficients = torch.cat([units[k], inverses[k], b], dim=1).to(device, non_blocking=True)
+    a, a_inverse, b = coefficients[:, :1], coefficients[:, 1:2], coefficients[:, 2:]
+    i = torch.arange(particles, device=device)
+    to_slot = (a * i + b) % particles
+    from_slot = (a_inverse * (i - b)) % particles
+    if torch.device(device).type == "cpu":
+        noises = torch.randn(steps, noise, generator=g, device="cpu")
+    elif noise == 0:
+        noises = torch.empty(steps, 0, device=device)
+    else:
+        noises = torch.randn(steps, noise, generator=torch.Generator(device=device).manual_seed(key), device=device)
+    return to_slot, from_slot, noises
 
 
 @_ensemble_draws.register_fake
-def _(seed: Tensor, draw: Tensor, particles: int, assignments: int, steps: int, noise: int) -> tuple[Tensor, Tensor, Tensor]:
-    slots = seed.new_empty(assignments, particles, dtype=torch.long)
-    return slots, slots.clone(), seed.new_empty(steps, noise, dtype=torch.float32)
+def _(seed: Tensor, draw: Tensor, particles: int, assignments: int, steps: int, noise: int,
+      device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    slots = torch.empty(assignments, particles, dtype=torch.long, device=device)
+    return slots, slots.clone(), torch.empty(steps, noise, dtype=torch.float32, device=device)
 
 
 @functools.lru_cache(maxsize=64)
 def _units(n: int) -> tuple[Tensor, Tensor]:
-    """The multipliers coprime to ``n`` and their inverses modulo ``n``."""
+    """The multipliers coprime to ``n`` and their inverses modulo ``n`` (CPU)."""
     units = [a for a in range(1, n) if math.gcd(a, n) == 1] or [1]
-    return torch.tensor(units), torch.tensor([pow(a, -1, n) if n > 1 else 0 for a in units])
+    inverses = [pow(a, -1, n) if n > 1 else 0 for a in units]
+    return torch.tensor(units, device="cpu"), torch.tensor(inverses, device="cpu")

@@ -97,7 +97,7 @@ def evaluate(model: EnsembleDynamics, data: Transitions) -> HeldOutScores:
     if len(data) == 0:
         nan = float("nan")
         return HeldOutScores(nan, nan, [nan] * model.state_dim, nan, 0)
-    x, u, x_next, _ = data.tensors()
+    x, u, x_next, _ = _on(model, data)
     delta = x_next - x
     scale = delta.std(0, correction=0).clamp(min=1e-6)  # the data's own units
     means, variances = model.predict(x, u)
@@ -130,15 +130,21 @@ def train_ensemble(
     planning: train ``model.clone()`` and hand its ``state_dict()`` over (``BackgroundTrainer``).
     ``progress(epoch, max_epochs, figures)``, if given, is called after every epoch (figures: the
     members' mean best held-out MSE in normalised units, epochs since one improved).
+
+    Trains where the model is (``model.device``): the data moves there once. The bootstraps and
+    minibatch orders come from a CPU generator (a seed gives the same training on every device,
+    up to float rounding); input noise, a draw per minibatch, from one on the model's device.
     """
     start = time.perf_counter()
     cfg = config
-    g = torch.Generator().manual_seed(cfg.seed)
+    device = model.device
+    g = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    noise_g = g if device.type == "cpu" else torch.Generator(device=device).manual_seed(cfg.seed)
     train, held = split(data, cfg)
     if len(train) < 2:
         raise ValueError(f"need at least 2 training transitions, got {len(train)}")
     previous = evaluate(model, held) if _has_been_fitted(model) and len(held) else None
-    x, u, x_next, r = train.tensors()
+    x, u, x_next, r = _on(model, train)
     rewards_in = r if model.config.learn_reward else None
     if not _has_been_fitted(model):
         model.fit_normalizer(x, u, x_next, rewards_in)
@@ -149,17 +155,18 @@ def train_ensemble(
         targets = (x_next - x - model.delta_mean) / model.delta_std
         rewards = (r - model.reward_mean) / model.reward_std if model.config.learn_reward else None
     E, N = model.config.members, len(train)
-    resample = torch.randint(N, (E, N), generator=g) if cfg.bootstrap else torch.arange(N).expand(E, N)
+    resample = (torch.randint(N, (E, N), generator=g, device="cpu") if cfg.bootstrap
+                else torch.arange(N, device="cpu").expand(E, N)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    best_scores = _member_mse(model, held) if len(held) else torch.full((E,), math.inf)
+    best_scores = _member_mse(model, held) if len(held) else torch.full((E,), math.inf, device=device)
     best = {k: v.detach().clone() for k, v in model.state_dict().items()}
     best_epoch, epoch, stale, stopped_by = 0, 0, 0, "max_epochs"
     while epoch < cfg.max_epochs:
         epoch += 1
-        order = resample.gather(1, torch.argsort(torch.rand(E, N, generator=g), dim=1))
+        order = resample.gather(1, torch.argsort(torch.rand(E, N, generator=g, device="cpu"), dim=1).to(device))
         for lo in range(0, N, cfg.batch_size):
             idx = order[:, lo : lo + cfg.batch_size]
-            loss = _loss(model, inputs[idx], targets[idx], None if rewards is None else rewards[idx], cfg, g)
+            loss = _loss(model, inputs[idx], targets[idx], None if rewards is None else rewards[idx], cfg, noise_g)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -204,7 +211,7 @@ def _loss(
     """Summed over members: Gaussian NLL (mean over batch and dims), the log-variance bound
     penalty, and the reward head's MSE."""
     if cfg.input_noise > 0:
-        inputs = inputs + cfg.input_noise * torch.randn(inputs.shape, generator=g)
+        inputs = inputs + cfg.input_noise * torch.randn(inputs.shape, generator=g, device=inputs.device)
     mean, logvar, reward = model.predict_normalized(inputs)
     nll = (((mean - targets) ** 2) * torch.exp(-logvar) + logvar).mean(dim=(1, 2)).sum()
     loss = nll + cfg.logvar_bound_weight * (model.max_logvar.sum() - model.min_logvar.sum())
@@ -216,7 +223,7 @@ def _loss(
 @torch.no_grad()
 def _member_mse(model: EnsembleDynamics, data: Transitions) -> Tensor:
     """Each member's held-out MSE ``[E]`` in normalised units (reward head included)."""
-    x, u, x_next, r = data.tensors()
+    x, u, x_next, r = _on(model, data)
     f = model.features(x, u).unsqueeze(0).expand(model.config.members, -1, -1)
     mean, _, reward = model.predict_normalized(f)
     mse = ((mean - (x_next - x - model.delta_mean) / model.delta_std) ** 2).mean(dim=(1, 2))
@@ -233,6 +240,11 @@ def _snapshot_members(model: EnsembleDynamics, best: dict[str, Tensor], members:
             best[name][members] = t[members]
         else:
             best[name].copy_(t)
+
+
+def _on(model: EnsembleDynamics, data: Transitions) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``data.tensors()`` on the model's device."""
+    return tuple(t.to(model.device) for t in data.tensors())
 
 
 def _has_been_fitted(model: EnsembleDynamics) -> bool:
@@ -254,10 +266,16 @@ class BackgroundTrainer:
     """Trains a clone of the model in use on a worker thread (a ``BackgroundJob``); the model in
     use is never touched. ``start`` copies the model (and takes the data snapshot it is given),
     ``poll`` returns the outcome once, when done; the caller validates and publishes or
-    hot-swaps ``outcome.state``."""
+    hot-swaps ``outcome.state``.
 
-    def __init__(self, config: TrainerConfig = TrainerConfig()) -> None:
+    ``device``: where the copy trains (None: where the model in use is); e.g. a GPU learner for a
+    controller planning on the CPU. The outcome's tensors are on that device; ``load_state_``
+    and the model message (``encode``) take them from any device.
+    """
+
+    def __init__(self, config: TrainerConfig = TrainerConfig(), device: torch.device | str | None = None) -> None:
         self.config = config
+        self.device = None if device is None else torch.device(device)
         self._job: BackgroundJob[TrainOutcome] = BackgroundJob("ensemble-trainer")
 
     @property
@@ -269,6 +287,8 @@ class BackgroundTrainer:
         if self.busy:
             return False
         candidate = model.clone(trainable=True)
+        if self.device is not None:
+            candidate.to(self.device)
 
         def run(cancel) -> TrainOutcome:
             result = train_ensemble(candidate, data, self.config, cancel)

@@ -73,8 +73,9 @@ class ModelMDP:
         self.state_dim, self.action_dim = task.state_dim, task.action_dim
         self.angle_dims = tuple(angle_dims)
         self.gamma, self.reward_scale = float(gamma), float(reward_scale)
-        self.region = torch.tensor(region, dtype=torch.float32)
-        self.angle_mask = torch.zeros(task.state_dim, dtype=torch.bool)
+        self.device = device = task.action_low.device  # the model's and the task's
+        self.region = torch.tensor(region, dtype=torch.float32, device=device)
+        self.angle_mask = torch.zeros(task.state_dim, dtype=torch.bool, device=device)
         self.angle_mask[list(self.angle_dims)] = True
         low, high = task.action_low.float(), task.action_high.float()
         self.center, self.half_range = 0.5 * (low + high), 0.5 * (high - low)
@@ -88,7 +89,7 @@ class ModelMDP:
     def max_step_cost(self) -> float:
         """The running cost at the worst corner of region x actuator range (the task's costs
         grow away from the goal, so the corners bound the region's costs)."""
-        signs = torch.tensor(list(itertools.product((-1.0, 1.0), repeat=self.state_dim)))
+        signs = torch.tensor(list(itertools.product((-1.0, 1.0), repeat=self.state_dim)), device=self.device)
         corners = (signs * self.region).unsqueeze(1)  # [2^nx, 1, nx]
         costs = [
             self.task.running_cost(corners, u.view(1, 1, -1).expand(len(corners), 1, -1))
@@ -126,7 +127,7 @@ class ModelMDP:
     def batch_from(self, real: Transitions) -> TransitionBatch:
         """Logged transitions in SAC's terms: those starting inside the region, with the task's
         reward and termination recomputed (the log's reward may be another one, or none)."""
-        x, u, x_next, _ = real.tensors()
+        x, u, x_next, _ = (t.to(self.device) for t in real.tensors())
         keep = self.inside(x)
         x, u, x_next = x[keep], u[keep], x_next[keep]
         terminated = ~self.inside(x_next)
@@ -156,7 +157,8 @@ class ModelRollouts:
 
     @torch.no_grad()
     def generate(self, actor: ActorFn, count: int) -> TransitionBatch:
-        x = self.starts[torch.randint(len(self.starts), (count,), generator=self.generator)]
+        x = self.starts[torch.randint(len(self.starts), (count,), generator=self.generator,
+                                  device=self.generator.device).to(self.starts.device)]
         parts = []
         for _ in range(self.rollout_length):
             obs = self.mdp.observe(x)
@@ -175,8 +177,8 @@ def policy_returns(mdp: ModelMDP, actor: ActorFn, starts: Tensor, steps: int) ->
     steps, in task cost units (minus the running costs, minus ``exit_cost`` once on leaving the
     region, nothing after): how the trainer scores a policy without the real system."""
     x = starts.float()
-    total = torch.zeros(len(x))
-    alive = torch.ones(len(x), dtype=torch.bool)
+    total = torch.zeros(len(x), device=x.device)
+    alive = torch.ones(len(x), dtype=torch.bool, device=x.device)
     for _ in range(steps):
         x, reward, terminated = mdp.step(x, actor(mdp.observe(x)))
         total += torch.where(alive, reward, 0.0)
@@ -213,17 +215,18 @@ class ModelEnv(gym.Env):
         super().reset(seed=seed)
         if seed is not None:
             self._generator.manual_seed(seed)
-        self._x = self.starts[torch.randint(len(self.starts), (1,), generator=self._generator)].clone()
+        self._x = self.starts[torch.randint(len(self.starts), (1,), generator=self._generator, device="cpu")
+                              .to(self.starts.device)]
         self._steps = 0
-        return self._observation(), {"state": self._x[0].numpy().copy()}
+        return self._observation(), {"state": self._x[0].cpu().numpy().copy()}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
-        a = torch.as_tensor(np.asarray(action, np.float32)).view(1, -1).clamp(-1.0, 1.0)
+        a = torch.as_tensor(np.asarray(action, np.float32), device=self.mdp.device).view(1, -1).clamp(-1.0, 1.0)
         self._x, reward, terminated = self.mdp.step(self._x, a)
         self._steps += 1
         truncated = self._steps >= self.rollout_length and not bool(terminated[0])
-        info = {"state": self._x[0].numpy().copy()}
+        info = {"state": self._x[0].cpu().numpy().copy()}
         return self._observation(), float(reward[0]), bool(terminated[0]), truncated, info
 
     def _observation(self) -> np.ndarray:
-        return self.mdp.observe(self._x)[0].numpy().astype(np.float32)
+        return self.mdp.observe(self._x)[0].cpu().numpy().astype(np.float32)

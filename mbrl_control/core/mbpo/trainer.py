@@ -43,6 +43,7 @@ from mbrl_control.core.mbpo.config import MBPOConfig
 from mbrl_control.core.mbpo.env import ModelEnv, ModelMDP, ModelRollouts, TransitionBatch, policy_returns
 from mbrl_control.core.mbpo.policy import Policy, ValueFunction, ValueSpec, policy_spec
 from mbrl_control.core.tasks.base import Task
+from mbrl_control.core.util import module_device
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +89,14 @@ class MixedReplayBuffer(ReplayBuffer):
         super().__init__(1, observation_space, action_space, device, n_envs=1)
         self.real, self.real_ratio = real, float(real_ratio)
         obs_dim, nu = real.observations.shape[1], real.actions.shape[1]
-        self.model = TransitionBatch(
-            observations=torch.zeros(capacity, obs_dim),
-            actions=torch.zeros(capacity, nu),
-            rewards=torch.zeros(capacity),
-            next_observations=torch.zeros(capacity, obs_dim),
-            dones=torch.zeros(capacity),
-        )
+        with torch.device(self.device):  # SAC's device (SB3 hands it over)
+            self.model = TransitionBatch(
+                observations=torch.zeros(capacity, obs_dim),
+                actions=torch.zeros(capacity, nu),
+                rewards=torch.zeros(capacity),
+                next_observations=torch.zeros(capacity, obs_dim),
+                dones=torch.zeros(capacity),
+            )
         self.capacity, self.model_size, self._next = capacity, 0, 0
         self._generator = torch.Generator().manual_seed(seed)
 
@@ -104,7 +106,7 @@ class MixedReplayBuffer(ReplayBuffer):
     def add_model(self, batch: TransitionBatch) -> None:
         """Append model transitions, overwriting the oldest once full."""
         n = min(len(batch), self.capacity)
-        index = (self._next + torch.arange(n)) % self.capacity
+        index = (self._next + torch.arange(n, device=self.device)) % self.capacity
         for name in ("observations", "actions", "rewards", "next_observations", "dones"):
             getattr(self.model, name)[index] = getattr(batch, name)[-n:]
         self._next = (self._next + n) % self.capacity
@@ -117,7 +119,7 @@ class MixedReplayBuffer(ReplayBuffer):
         sources = ((self.real, len(self.real), n_real), (self.model, self.model_size, batch_size - n_real))
         for source, size, n in sources:
             if n > 0:
-                idx = torch.randint(size, (n,), generator=self._generator)
+                idx = torch.randint(size, (n,), generator=self._generator, device="cpu").to(self.device)
                 parts.append([t[idx] for t in (source.observations, source.actions, source.next_observations,
                                                source.dones, source.rewards)])
         obs, act, next_obs, dones, rewards = (torch.cat(column) for column in zip(*parts))
@@ -135,20 +137,27 @@ def rollout_model(model: DynamicsModel, config: MBPOConfig) -> DynamicsModel:
 
 def train_mbpo(model: DynamicsModel, task: Task, real: Transitions, config: MBPOConfig = MBPOConfig(),
                warm_start: dict[str, torch.Tensor] | None = None,
-               progress: Callable[[int, int, dict[str, float]], None] | None = None) -> MBPOResult:
+               progress: Callable[[int, int, dict[str, float]], None] | None = None,
+               device: torch.device | str | None = None) -> MBPOResult:
     """Train SAC on model rollouts branched from ``real``'s states (see the module docstring),
     starting from ``warm_start`` (a previous result's ``sac_state``, same ``hidden``) if given.
 
     ``real`` transitions starting outside ``config.region`` are left out; at least one must be
     inside (the branch points). Uses the torch threads set by the caller. ``progress(sac_steps,
     config.sac_steps, figures)``, if given, is called after every epoch (figures: the epoch, the
-    policy's model return).
+    policy's model return). ``device``: where the model rollouts and SAC run (model and task move
+    there); None: where the model is. The exported policy and value function are on the CPU (what
+    a controller loads).
     """
+    if device is not None:
+        model.to(device)
+        task.to(device)
+    device = module_device(model)
     start = time.perf_counter()
     mdp = ModelMDP(rollout_model(model, config), task, config.region, config.angle_dims, config.gamma,
                    config.reward_scale, config.exit_cost)
     real_batch = mdp.batch_from(real)
-    starts = torch.from_numpy(np.ascontiguousarray(real.state, dtype=np.float32))
+    starts = torch.from_numpy(np.ascontiguousarray(real.state, dtype=np.float32)).to(device)
     starts = starts[mdp.inside(starts)]
     if len(starts) == 0:
         raise ValueError("no real state lies inside the region: nothing to branch model rollouts from")
@@ -174,7 +183,7 @@ def train_mbpo(model: DynamicsModel, task: Task, real: Transitions, config: MBPO
         },
         policy_kwargs={"net_arch": list(config.hidden)},
         seed=config.seed,
-        device="cpu",
+        device=device,
         verbose=0,
     )
     sac.set_logger(configure(None, [""]))  # SAC.train records to a logger; keep it silent
@@ -195,7 +204,8 @@ def train_mbpo(model: DynamicsModel, task: Task, real: Transitions, config: MBPO
     eval_starts = episode_starts(real, mdp)
     if len(eval_starts) == 0:
         eval_starts = starts
-    order = torch.randperm(len(eval_starts), generator=torch.Generator().manual_seed(config.seed))
+    order = torch.randperm(len(eval_starts), generator=torch.Generator().manual_seed(config.seed),
+                          device="cpu").to(device)
     eval_starts = eval_starts[order.repeat(-(-config.eval_starts // len(order)))[: config.eval_starts]]
     generated, epochs, sac_steps, stopped_by, returns, best_epoch = 0, 0, 0, "epochs", [], 0
     best: tuple[Policy, ValueFunction] | None = None
@@ -236,9 +246,9 @@ def train_mbpo(model: DynamicsModel, task: Task, real: Transitions, config: MBPO
 def episode_starts(real: Transitions, mdp: ModelMDP) -> torch.Tensor:
     """The first state of every real episode that lies inside the region ``[E, nx]``."""
     if len(real) == 0:
-        return torch.zeros(0, mdp.task.state_dim)
+        return torch.zeros(0, mdp.task.state_dim, device=mdp.device)
     first = np.flatnonzero(np.diff(real.episode, prepend=real.episode[0] - 1) != 0)
-    states = torch.from_numpy(np.ascontiguousarray(real.state[first], dtype=np.float32))
+    states = torch.from_numpy(np.ascontiguousarray(real.state[first], dtype=np.float32)).to(mdp.device)
     return states[mdp.inside(states)]
 
 

@@ -6,7 +6,10 @@ import abc
 import time
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
+
+from mbrl_control.core.util import synchronize
 
 
 @dataclass
@@ -15,6 +18,8 @@ class Plan:
 
     ``actions[T, nu]`` starts with the action to apply now; ``states[T+1, nx]`` starts at the
     state planned from. ``deadline_missed`` says the planner stopped early for its deadline.
+    The tensors are the plan's own and live on the CPU, whatever device planned it: the plan is
+    what leaves a tick (``host_copies``).
     """
 
     actions: Tensor
@@ -52,3 +57,26 @@ def shift_in_time(sequence: Tensor, scratch: Tensor) -> None:
     scratch[:-1].copy_(sequence[1:])
     scratch[-1].copy_(sequence[-1])
     sequence.copy_(scratch)
+
+
+def host_copies(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """CPU copies of ``tensors`` (the caller owns them), in one transfer from a GPU: the plan
+    leaving a tick. On the CPU this is one ``clone`` per tensor."""
+    if all(t.device.type == "cpu" for t in tensors):
+        return tuple(t.detach().clone() for t in tensors)
+    flat = torch.cat([t.detach().reshape(-1).to(torch.float32) for t in tensors]).cpu()
+    out, start = [], 0
+    for t in tensors:
+        out.append(flat[start : start + t.numel()].view(t.shape))
+        start += t.numel()
+    return tuple(out)
+
+
+def no_time_for_another(device: torch.device, deadline: float | None, start: float, done: int) -> bool:
+    """True when one more iteration, as long as the mean of the ``done`` since ``start``, would
+    end past ``deadline``. On a GPU it first waits for the queued work: the time the iterations
+    took, not the time it took to queue them."""
+    if deadline is None or done == 0:
+        return False
+    synchronize(device)
+    return out_of_time(deadline, (time.perf_counter() - start) / done)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import torch
+
 from mbrl_control.core.planners.icem import ICEMConfig, ICEMPlanner
 from mbrl_control.core.rollout import TrajectoryEvaluator
 from mbrl_control.core.util import setting
@@ -35,7 +37,8 @@ class CEMPlanner(ICEMPlanner):
     start.
     """
 
-    def __init__(self, evaluator: TrajectoryEvaluator, config: CEMConfig = CEMConfig()) -> None:
+    def __init__(self, evaluator: TrajectoryEvaluator, config: CEMConfig = CEMConfig(),
+                 device: torch.device | str | None = None) -> None:
         super().__init__(
             evaluator,
             ICEMConfig(
@@ -43,6 +46,7 @@ class CEMPlanner(ICEMPlanner):
                 horizon=config.horizon, noise_beta=0.0, keep_elites=0.0, population_decay=1.0,
                 init_std=config.init_std, min_std=config.min_std, momentum=config.momentum, seed=config.seed,
             ),
+            device=device,
         )
         self.cem_config = config
 

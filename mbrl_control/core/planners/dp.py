@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -22,10 +23,10 @@ from mbrl_control.core.dp import (
     value_iteration,
 )
 from mbrl_control.core.dynamics.base import DynamicsModel
-from mbrl_control.core.planners.base import Plan, Planner, out_of_time
+from mbrl_control.core.planners.base import Plan, Planner, host_copies, no_time_for_another
 from mbrl_control.core.rollout import compile_or_eager
 from mbrl_control.core.tasks.base import Task
-from mbrl_control.core.util import setting
+from mbrl_control.core.util import module_device, setting
 
 log = logging.getLogger(__name__)
 
@@ -123,16 +124,26 @@ class DPPlanner(Planner):
         task: Task,
         config: DPConfig = DPConfig(),
         compile: bool = True,
+        device: torch.device | str | None = None,
     ) -> None:
         self.config = config
         self.horizon = config.horizon
-        self.value, self.solution = solve_value(model, task, config)
-        self.grid = config_grid(config)  # float64, for callers; the value holds a float32 copy
-        actions = action_set(task.action_low, task.action_high, config.actions)
-        self.policy = GreedyPolicy(model, task, self.value, actions, config.gamma)
-        self._x = torch.zeros(1, self.grid.dim)
+        if device is not None:  # model and task move there, as for the sampling planners
+            model.to(device)
+            task.to(device)
+        self.device = module_device(model)
+        # The grid solve is float64 on the host (scipy), with host copies of a device's model and task.
+        host_model, host_task = (model, task) if self.device.type == "cpu" else (
+            copy.deepcopy(model).cpu(), copy.deepcopy(task).cpu())
+        with torch.device("cpu"):
+            self.value, self.solution = solve_value(host_model, host_task, config)
+            self.grid = config_grid(config)  # float64, for callers; the value holds a float32 copy
+            actions = action_set(task.action_low, task.action_high, config.actions)
+        self.value.to(self.device)
+        self.policy = GreedyPolicy(model, task, self.value, actions.to(self.device), config.gamma)
+        self._x = torch.zeros(1, self.grid.dim, device=self.device)
         # One compiled step, looped: unrolling the whole rollout into one graph saves ~30 us a
-        # step but takes minutes to compile.
+        # step but takes minutes to compile. (Not a CUDA graph: a tick keeps every step's outputs.)
         self._step = compile_or_eager(self._greedy, (self._x,)) if compile else self._greedy
 
     def _greedy(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -147,7 +158,7 @@ class DPPlanner(Planner):
         self._x[0].copy_(x0)
         actions, states, x = [], [self._x], self._x
         for t in range(self.horizon):
-            if t > 0 and out_of_time(deadline, (time.perf_counter() - start) / t):
+            if no_time_for_another(self.device, deadline, start, t):
                 break
             u, q, x = self._step(x)
             if t == 0:
@@ -155,10 +166,11 @@ class DPPlanner(Planner):
             actions.append(u)
             states.append(x)
         # One copy out at the end (the plan owns its tensors): per-step copies cost more here.
+        actions, states, cost = host_copies(torch.cat(actions), torch.cat(states), cost[0])
         return Plan(
-            actions=torch.cat(actions),
-            states=torch.cat(states),
-            cost=float(cost[0]),
+            actions=actions,
+            states=states,
+            cost=float(cost),
             iterations=len(actions),
             deadline_missed=len(actions) < self.horizon,
         )

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from mbrl_control.core.mbpo.policy import Policy
-from mbrl_control.core.planners.base import Plan, Planner, out_of_time, shift_in_time
+from mbrl_control.core.planners.base import Plan, Planner, host_copies, no_time_for_another, shift_in_time
 from mbrl_control.core.planners.noise import ColoredNoise
 from mbrl_control.core.planners.policy import PolicyRollout
 from mbrl_control.core.rollout import TrajectoryEvaluator, compile_or_eager
@@ -81,6 +81,7 @@ class ICEMPlanner(Planner):
         config: ICEMConfig = ICEMConfig(),
         policy: Policy | None = None,
         compile: bool = False,
+        device: torch.device | str | None = None,
     ) -> None:
         if not 0 < config.elites <= config.population:
             raise ValueError("need 0 < elites <= population")
@@ -91,37 +92,42 @@ class ICEMPlanner(Planner):
         self.evaluator = evaluator
         self.config = config
         self.horizon = config.horizon
+        if device is not None:  # the evaluator's model and task move there
+            evaluator.to(device)
+        self.device = device = evaluator.task.action_low.device  # the evaluator's (it moves its task with its model)
         task = evaluator.task
         low, high = task.action_low.float(), task.action_high.float()
         nu, T, P, K = low.shape[0], config.horizon, config.population, config.elites
-        self._low = low.view(1, nu, 1)
-        self._high = high.view(1, nu, 1)
-        half_range = 0.5 * (high - low)
-        self._center = (0.5 * (low + high)).expand(T, nu).contiguous()
-        self._init_std = (config.init_std * half_range).expand(T, nu).contiguous()
-        self._min_std = (config.min_std * half_range).expand(T, nu).contiguous()
         self.populations = [
             max(math.ceil(P / config.population_decay**i), min(2 * K, P)) for i in range(config.iterations)
         ]
         self._keep = min(round(config.keep_elites * K), min(self.populations) - 1)
-        self._generator = torch.Generator().manual_seed(config.seed)
-        self._noise = ColoredNoise(T, nu, P, config.noise_beta, self._generator)
-        # One storage; iteration i sees its first populations[i] members as a contiguous [T, nu, n].
-        storage = torch.empty(T * nu * P)
-        self._samples_t = [storage[: T * nu * n].view(T, nu, n) for n in self.populations]
-        self._mean = torch.empty(T, nu)
-        self._std = torch.empty(T, nu)
-        self._scratch = torch.empty(T, nu)
-        self._elite_costs = torch.empty(K)
-        self._elite_idx = torch.empty(K, dtype=torch.long)
-        self._elites = torch.empty(T, nu, K)
-        self._elite_std = torch.empty(T, nu)
-        self._elite_mean = torch.empty(T, nu)
-        self._kept = torch.empty(T, nu, self._keep)
-        self._kept_scratch = torch.empty(T, nu, self._keep)
-        self._best_actions = torch.empty(T, nu)
-        self._best_states = torch.empty(T + 1, task.state_dim)
-        self._policy_std = config.policy_noise * half_range
+        self._generator = torch.Generator(device="cpu").manual_seed(config.seed)  # see ColoredNoise
+        self._noise = ColoredNoise(T, nu, P, config.noise_beta, self._generator, device)
+        with torch.device(device):  # every buffer on the evaluator's device, allocated once
+            self._low = low.view(1, nu, 1)
+            self._high = high.view(1, nu, 1)
+            half_range = 0.5 * (high - low)
+            self._center = (0.5 * (low + high)).expand(T, nu).contiguous()
+            self._init_std = (config.init_std * half_range).expand(T, nu).contiguous()
+            self._min_std = (config.min_std * half_range).expand(T, nu).contiguous()
+            # One storage; iteration i sees its first populations[i] members as a contiguous [T, nu, n].
+            storage = torch.empty(T * nu * P)
+            self._samples_t = [storage[: T * nu * n].view(T, nu, n) for n in self.populations]
+            self._x0 = torch.empty(task.state_dim)
+            self._mean = torch.empty(T, nu)
+            self._std = torch.empty(T, nu)
+            self._scratch = torch.empty(T, nu)
+            self._elite_costs = torch.empty(K)
+            self._elite_idx = torch.empty(K, dtype=torch.long)
+            self._elites = torch.empty(T, nu, K)
+            self._elite_std = torch.empty(T, nu)
+            self._elite_mean = torch.empty(T, nu)
+            self._kept = torch.empty(T, nu, self._keep)
+            self._kept_scratch = torch.empty(T, nu, self._keep)
+            self._best_actions = torch.empty(T, nu)
+            self._best_states = torch.empty(T + 1, task.state_dim)
+            self._policy_std = config.policy_noise * half_range
         self._compile = compile
         self._policy_rollout: PolicyRollout | None = None
         self._n_policy = 0
@@ -142,18 +148,21 @@ class ICEMPlanner(Planner):
         if n < 1:
             raise ValueError("no room for policy rollouts: raise population or policy_fraction, or lower keep_elites")
         T, nu, nx = cfg.horizon, self._mean.shape[1], self.evaluator.task.state_dim
-        self._policy_x0 = torch.zeros(n, nx)
-        self._policy_noise = torch.zeros(T, n, nu)
+        self._policy_x0 = torch.zeros(n, nx, device=self.device)
+        self._policy_noise = torch.zeros(T, n, nu, device=self.device)
+        self._policy_noise_host = torch.zeros(T, n, nu, device="cpu") if self.device.type != "cpu" else self._policy_noise
         rollout = PolicyRollout(self.evaluator.model, self.evaluator.task, policy)
         self._policy_fn = rollout
         if self._compile:
             with torch.no_grad():
-                self._policy_fn = compile_or_eager(rollout, (self._policy_x0, self._policy_noise))
+                self._policy_fn = compile_or_eager(rollout, (self._policy_x0, self._policy_noise), self.device)
         self._policy_rollout, self._n_policy = rollout, n
 
     def _policy_sequences(self, x0: Tensor) -> Tensor:
         """``[T, nu, n]``: the action sequences of the policy's closed-loop rollouts from ``x0``."""
-        torch.randn(self._policy_noise.shape, generator=self._generator, out=self._policy_noise)
+        self._policy_noise_host.normal_(generator=self._generator)  # torch.randn's numbers, on the host
+        if self._policy_noise_host is not self._policy_noise:
+            self._policy_noise.copy_(self._policy_noise_host, non_blocking=True)
         self._policy_noise.mul_(self._policy_std)
         self._policy_noise[:, 0].zero_()  # one rollout is the policy's own
         self._policy_x0.copy_(x0.expand_as(self._policy_x0))
@@ -169,14 +178,14 @@ class ICEMPlanner(Planner):
     def plan(self, x0: Tensor, deadline: float | None = None) -> Plan:
         cfg = self.config
         start = time.perf_counter()
-        x0 = x0.to(torch.float32)
+        x0 = self._x0.copy_(x0)  # onto the device (and float32)
         self._std.copy_(self._init_std)
         best_cost = float("inf")
         done = 0
         keep = self._keep
         policy_best = 0.0
         for it, samples_t in enumerate(self._samples_t):
-            if it > 0 and out_of_time(deadline, (time.perf_counter() - start) / it):
+            if no_time_for_another(self.device, deadline, start, it):
                 break
             n = samples_t.shape[-1]
             noise = self._noise.sample()[..., :n]
@@ -190,11 +199,13 @@ class ICEMPlanner(Planner):
             costs, states = self.evaluator(x0, samples_t.permute(2, 0, 1))
             costs = torch.nan_to_num(costs, nan=float("inf"))
             torch.topk(costs, cfg.elites, largest=False, sorted=True, out=(self._elite_costs, self._elite_idx))
-            if self._elite_costs[0].item() < best_cost:
-                best_cost = self._elite_costs[0].item()
-                policy_best = float(it == 0 and 1 + keep <= int(self._elite_idx[0]) < 1 + keep + self._n_policy)
-                self._best_actions.copy_(samples_t[..., self._elite_idx[0]])
-                self._best_states.copy_(states[self._elite_idx[0]])
+            iteration_best = self._elite_costs[0].item()  # on a GPU: waits for this iteration
+            if iteration_best < best_cost:
+                best_cost = iteration_best
+                best = self._elite_idx[0]
+                policy_best = float(it == 0 and 1 + keep <= int(best) < 1 + keep + self._n_policy)
+                self._best_actions.copy_(samples_t[..., best])
+                self._best_states.copy_(states[best])
             torch.index_select(samples_t, -1, self._elite_idx, out=self._elites)
             self._kept.copy_(self._elites[..., :keep])
             self._has_kept = True
@@ -204,9 +215,10 @@ class ICEMPlanner(Planner):
             self._std.mul_(cfg.momentum).add_(self._elite_std, alpha=1.0 - cfg.momentum)
             torch.maximum(self._std, self._min_std, out=self._std)
             done += 1
+        actions, states = host_copies(self._best_actions, self._best_states)
         plan = Plan(
-            actions=self._best_actions.clone(),
-            states=self._best_states.clone(),
+            actions=actions,
+            states=states,
             cost=best_cost,
             iterations=done,
             deadline_missed=done < cfg.iterations,

@@ -37,10 +37,10 @@ import torch
 from torch import Tensor
 
 from mbrl_control.core.dynamics.base import DynamicsModel
-from mbrl_control.core.planners.base import Plan, Planner, out_of_time, shift_in_time
+from mbrl_control.core.planners.base import Plan, Planner, host_copies, no_time_for_another, shift_in_time
 from mbrl_control.core.rollout import FeedbackRollout, compile_or_eager
 from mbrl_control.core.tasks.base import Task
-from mbrl_control.core.util import setting
+from mbrl_control.core.util import module_device, setting
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class StageDerivatives(torch.nn.Module):
         else:
             grad = torch.func.grad(self._stage_cost_sum, argnums=(0, 1))
             lx, lu = grad(x, u)
-            basis = torch.eye(nz, dtype=x.dtype)
+            basis = torch.eye(nz, dtype=x.dtype, device=x.device)
 
             def hessian_columns(v: Tensor) -> tuple[Tensor, Tensor]:
                 return torch.func.jvp(grad, (x, u), (v[:nx].expand(T, nx), v[nx:].expand(T, nu)))[1]
@@ -124,7 +124,8 @@ class ILQRPlanner(Planner):
     """iLQR-MPC; see the module docstring. Buffers are allocated once and filled per tick."""
 
     def __init__(
-        self, model: DynamicsModel, task: Task, config: ILQRConfig = ILQRConfig(), compile: bool = False
+        self, model: DynamicsModel, task: Task, config: ILQRConfig = ILQRConfig(), compile: bool = False,
+        device: torch.device | str | None = None,
     ) -> None:
         if config.horizon < 1 or config.iterations < 1 or config.line_search_steps < 1:
             raise ValueError("need horizon, iterations and line_search_steps >= 1")
@@ -138,18 +139,23 @@ class ILQRPlanner(Planner):
         self._nx, self._nu = nx, nu
         nz = nx + nu
         self._derivatives = StageDerivatives(model, task, gauss_newton=config.hessians == "gauss_newton")
+        if device is not None:  # model and task move there, as for the sampling planners
+            self._derivatives.to(device)
+        self.device = module_device(model)
         self._rollout = FeedbackRollout(model, task, compile=compile)
         self._compile_derivatives = compile
-        self._step_sizes = torch.tensor([0.0] + [0.5**i for i in range(config.line_search_steps)])
-        self._low = task.action_low.double().numpy()
-        self._high = task.action_high.double().numpy()
-        self._center = 0.5 * (task.action_low + task.action_high).float()
-        # Nominal trajectory and policy (torch float32, read by the rollout) ...
-        self._states = torch.zeros(T + 1, nx)
-        self._actions = torch.zeros(T, nu)
-        self._feedforward = torch.zeros(T, nu)
-        self._gains = torch.zeros(T, nu, nx)
-        self._scratch = (torch.empty(T + 1, nx), torch.empty(T, nu), torch.empty(T, nu, nx))
+        self._low = task.action_low.detach().cpu().double().numpy()
+        self._high = task.action_high.detach().cpu().double().numpy()
+        with torch.device(self.device):
+            self._step_sizes = torch.tensor([0.0] + [0.5**i for i in range(config.line_search_steps)])
+            self._center = 0.5 * (task.action_low + task.action_high).float()
+            # Nominal trajectory and policy (torch float32 on the device, read by the rollout) ...
+            self._x0 = torch.zeros(nx)
+            self._states = torch.zeros(T + 1, nx)
+            self._actions = torch.zeros(T, nu)
+            self._feedforward = torch.zeros(T, nu)
+            self._gains = torch.zeros(T, nu, nx)
+            self._scratch = (torch.empty(T + 1, nx), torch.empty(T, nu), torch.empty(T, nu, nx))
         # ... and the backward pass's float64 workspace.
         self._dynamics = np.zeros((T, nz + 1, nx + 1))
         self._dynamics_t = np.zeros((T, nx + 1, nz + 1))  # contiguous transposes, for np.dot
@@ -179,7 +185,7 @@ class ILQRPlanner(Planner):
     def plan(self, x0: Tensor, deadline: float | None = None) -> Plan:
         cfg = self.config
         start = time.perf_counter()
-        x0 = x0.to(torch.float32)
+        x0 = self._x0.copy_(x0)  # onto the device (and float32)
         self.cost_history.fill(np.nan)
         if self._fresh:
             # No nominal yet: roll the initial actions out (zero gains, so step sizes do not matter).
@@ -192,7 +198,7 @@ class ILQRPlanner(Planner):
         done = 0
         stopped = False
         for it in range(cfg.iterations):
-            if it > 0 and out_of_time(deadline, (time.perf_counter() - start) / it):
+            if no_time_for_another(self.device, deadline, start, it):
                 stopped = True
                 break
             previous = cost
@@ -206,9 +212,10 @@ class ILQRPlanner(Planner):
             if converged or self._mu > cfg.reg_max:
                 break
         self._mu = min(self._mu, cfg.reg_max)
+        actions, states = host_copies(self._actions, self._states)
         plan = Plan(
-            actions=self._actions.clone(),
-            states=self._states.clone(),
+            actions=actions,
+            states=states,
             cost=cost,
             iterations=done,
             deadline_missed=stopped,
@@ -224,11 +231,7 @@ class ILQRPlanner(Planner):
         first-order cost change the quadratic model predicted for the full step.
         """
         cfg = self.config
-        derivatives = self._derivatives_fn()(self._states, self._actions)
-        for target, source in zip((self._dynamics, self._stage, self._terminal), derivatives):
-            np.copyto(target, source.detach().numpy())
-        np.copyto(self._dynamics_t, self._dynamics.transpose(0, 2, 1))
-        np.copyto(self._u64, self._actions.numpy())
+        self._expand_about_nominal()
         while not self._backward_pass():
             self._mu = max(self._mu * cfg.reg_factor, cfg.reg_min)
             if self._mu > cfg.reg_max:
@@ -237,14 +240,23 @@ class ILQRPlanner(Planner):
                 break
         nx, nz = self._nx, self._nx + self._nu
         expected = float(np.einsum("tu,tu->", self._ff64, self._q[:, nx:nz, nz]))
-        np.copyto(self._feedforward.numpy(), self._ff64)
-        np.copyto(self._gains.numpy(), self._gains64)
+        self._feedforward.copy_(torch.from_numpy(self._ff64), non_blocking=True)
+        self._gains.copy_(torch.from_numpy(self._gains64), non_blocking=True)
         start_cost, new_cost = self._line_search(x0, feedforward_scale=1.0)
         if new_cost < start_cost:
             self._mu = self._mu / cfg.reg_factor if self._mu / cfg.reg_factor >= cfg.reg_min else 0.0
         else:
             self._mu = max(self._mu * cfg.reg_factor, cfg.reg_min)
         return start_cost, new_cost, expected
+
+    def _expand_about_nominal(self) -> None:
+        """The linearised dynamics and quadratic cost along the nominal, into the float64 host
+        workspace of the backward pass: computed on the device, brought over in one transfer."""
+        derivatives = self._derivatives_fn()(self._states, self._actions)
+        host = host_copies(*derivatives, self._actions)
+        for target, source in zip((self._dynamics, self._stage, self._terminal, self._u64), host):
+            np.copyto(target, source.numpy())
+        np.copyto(self._dynamics_t, self._dynamics.transpose(0, 2, 1))
 
     def _derivatives_fn(self):
         if self._compile_derivatives:

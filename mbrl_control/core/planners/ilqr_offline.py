@@ -51,7 +51,8 @@ class ILQROfflinePlanner(Planner):
 
     def __init__(self, model: DynamicsModel, task: Task, config: ILQROfflineConfig = ILQROfflineConfig(),
                  compile: bool = False, angle_dims: tuple[int, ...] = (),
-                 initial_policy: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
+                 initial_policy: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                 device: torch.device | str | None = None) -> None:
         self.config = config
         self.initial_policy = initial_policy
         self.horizon = config.horizon
@@ -59,9 +60,9 @@ class ILQROfflinePlanner(Planner):
         self._ilqr = ILQRPlanner(model, task, ILQRConfig(horizon=config.horizon, iterations=config.iterations,
                                                          line_search_steps=config.line_search_steps,
                                                          tolerance=config.tolerance, hessians=config.hessians),
-                                 compile=compile)
-        self._low = task.action_low.double().numpy()
-        self._high = task.action_high.double().numpy()
+                                 compile=compile, device=device)
+        self._low = task.action_low.detach().cpu().double().numpy()
+        self._high = task.action_high.detach().cpu().double().numpy()
         self._x_ref = np.zeros((config.horizon + 1, task.state_dim))
         self._u_ref = np.zeros((config.horizon, task.action_dim))
         self._gains = np.zeros((config.horizon, task.action_dim, task.state_dim))
@@ -83,22 +84,18 @@ class ILQROfflinePlanner(Planner):
         ilqr = self._ilqr
         ilqr.reset()
         if self.initial_policy is not None:
-            gains, x_eq, u_eq = (torch.as_tensor(a, dtype=torch.float32) for a in self.initial_policy)
+            gains, x_eq, u_eq = (torch.as_tensor(a, dtype=torch.float32, device=ilqr.device) for a in self.initial_policy)
             ilqr._states.copy_(x_eq.expand_as(ilqr._states))
             ilqr._actions.copy_(u_eq.expand_as(ilqr._actions))
             ilqr._gains.copy_((-gains).expand_as(ilqr._gains))
-            ilqr._line_search(x0.float(), feedforward_scale=0.0)  # the nominal: the LQR's closed loop
+            ilqr._line_search(ilqr._x0.copy_(x0), feedforward_scale=0.0)  # the nominal: the LQR's closed loop
             ilqr._fresh = False
         plan = ilqr.plan(x0)  # converges (or runs out of iterations) inside; no deadline
         # plan() shifted its warm start by one step; the plan itself holds the trajectory. The gains
         # come from one more backward pass about exactly this trajectory.
         ilqr._states.copy_(plan.states)
         ilqr._actions.copy_(plan.actions)
-        derivatives = ilqr._derivatives_fn()(ilqr._states, ilqr._actions)
-        for target, source in zip((ilqr._dynamics, ilqr._stage, ilqr._terminal), derivatives):
-            np.copyto(target, source.detach().numpy())
-        np.copyto(ilqr._dynamics_t, ilqr._dynamics.transpose(0, 2, 1))
-        np.copyto(ilqr._u64, ilqr._actions.numpy())
+        ilqr._expand_about_nominal()
         while not ilqr._backward_pass():
             ilqr._mu = max(ilqr._mu * ilqr.config.reg_factor, ilqr.config.reg_min)
         self._x_ref[:] = plan.states.double().numpy()
@@ -122,7 +119,7 @@ class ILQROfflinePlanner(Planner):
             self._step = 0
         T = self.horizon
         k = min(self._step, T - 1)
-        x = x0.double().numpy()
+        x = x0.detach().cpu().double().numpy()  # tracking is a few numpy operations on the host
         reference = self._x_ref[self._step] if self._step < T else self._end_state
         dx = wrap_dims(x - reference, self.angle_dims)
         gain = self._gains[k] if self._step < T else self._end_gain

@@ -26,7 +26,7 @@ from mbrl_control.core.angles import wrap_dims
 from mbrl_control.core.dynamics.base import DynamicsModel
 from mbrl_control.core.planners.base import Plan, Planner
 from mbrl_control.core.tasks.base import Task
-from mbrl_control.core.util import setting
+from mbrl_control.core.util import module_device, setting
 
 
 @dataclass(frozen=True)
@@ -76,15 +76,16 @@ def solve_lqr(model: DynamicsModel, task: Task, action_weight_scale: float = 1.0
     stage-cost Hessians there (projected onto the positive semidefinite cone: away from the
     cost's minimum a Hessian may have small negative curvature)."""
     nx, nu = task.state_dim, task.action_dim
-    x0 = torch.zeros(nx) if x_eq is None else torch.as_tensor(x_eq, dtype=torch.float32)
-    u0 = torch.zeros(nu) if u_eq is None else torch.as_tensor(u_eq, dtype=torch.float32)
+    device = module_device(model)  # linearised where the model lives; the solve is float64 numpy
+    x0 = torch.zeros(nx, device=device) if x_eq is None else torch.as_tensor(x_eq, dtype=torch.float32, device=device)
+    u0 = torch.zeros(nu, device=device) if u_eq is None else torch.as_tensor(u_eq, dtype=torch.float32, device=device)
     a, b = model.jacobians(x0.view(1, nx), u0.view(1, nu))
 
     def stage(xu: Tensor) -> Tensor:
         return task.running_cost(xu[:nx].view(1, 1, nx), xu[nx:].view(1, 1, nu))[0]
 
-    hessian = torch.func.hessian(stage)(torch.cat([x0, u0])).double().numpy()
-    A, B = a[0].double().numpy(), b[0].double().numpy()
+    hessian = torch.func.hessian(stage)(torch.cat([x0, u0])).detach().cpu().double().numpy()
+    A, B = a[0].detach().cpu().double().numpy(), b[0].detach().cpu().double().numpy()
     Q = _nearest_psd(0.5 * (hessian[:nx, :nx] + hessian[:nx, :nx].T))
     R = action_weight_scale * 0.5 * (hessian[nx:, nx:] + hessian[nx:, nx:].T)
     P = scipy.linalg.solve_discrete_are(A, B, Q, R)
@@ -124,7 +125,7 @@ class LQRFallback:
                    equilibrium: Equilibrium = Equilibrium()) -> "LQRFallback":
         """The fallback for ``model`` and ``task`` (one DARE solve: build it once, at start-up)."""
         solution = solve_lqr(model, task, config.action_weight_scale, equilibrium.x_eq, equilibrium.u_eq)
-        low, high = task.action_low.double().numpy(), task.action_high.double().numpy()
+        low, high = (b.detach().cpu().double().numpy() for b in (task.action_low, task.action_high))
         return cls(solution, low, high, equilibrium, config.region_scale)
 
     def value(self, x: np.ndarray) -> float:
@@ -149,12 +150,16 @@ class LQRPlanner(Planner):
     ``Plan.states`` follows the linearised closed loop (``dx_{t+1} = (A - BK) dx_t``, unclipped) and
     ``Plan.actions = clip(u_eq - K dx_t)``; ``Plan.cost`` is the LQR cost-to-go ``dx'P dx/2``. The
     gain is computed once; ``plan`` is a handful of matrix products, so it never misses a deadline.
+    ``device``: where the model is linearised (model and task move there); the tick is numpy.
     """
 
     def __init__(self, model: DynamicsModel, task: Task, config: LQRConfig = LQRConfig(),
-                 equilibrium: Equilibrium = Equilibrium()) -> None:
+                 equilibrium: Equilibrium = Equilibrium(), device: torch.device | str | None = None) -> None:
         if config.horizon < 1:
             raise ValueError("need horizon >= 1")
+        if device is not None:
+            model.to(device)
+            task.to(device)
         self.config = config
         self.horizon = config.horizon
         self.equilibrium = equilibrium
@@ -171,7 +176,7 @@ class LQRPlanner(Planner):
         pass  # no warm start: the gain is fixed
 
     def plan(self, x0: Tensor, deadline: float | None = None) -> Plan:
-        x = x0.double().numpy()
+        x = x0.detach().cpu().double().numpy()  # a few numpy products on the host, whatever the model's device
         dx = self.equilibrium.deviation(x)
         predicted = self._powers @ dx  # [T+1, nx]
         actions = np.clip(self.equilibrium.action(-predicted[:-1] @ self.solution.K.T), self._low, self._high)

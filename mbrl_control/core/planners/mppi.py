@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mbrl_control.core.planners.base import Plan, Planner, out_of_time, shift_in_time
+from mbrl_control.core.planners.base import Plan, Planner, host_copies, no_time_for_another, shift_in_time
 from mbrl_control.core.planners.noise import ColoredNoise
 from mbrl_control.core.rollout import TrajectoryEvaluator
 from mbrl_control.core.util import setting
@@ -56,7 +56,8 @@ class MPPIPlanner(Planner):
     where it leads (rolling the new sequence out exactly would cost one more batch per tick).
     """
 
-    def __init__(self, evaluator: TrajectoryEvaluator, config: MPPIConfig = MPPIConfig()) -> None:
+    def __init__(self, evaluator: TrajectoryEvaluator, config: MPPIConfig = MPPIConfig(),
+                 device: torch.device | str | None = None) -> None:
         if config.samples < 2 or config.iterations < 1 or config.horizon < 1:
             raise ValueError("need samples >= 2, iterations >= 1 and horizon >= 1")
         if config.temperature <= 0 or config.noise_std <= 0 or config.gamma < 0:
@@ -64,25 +65,30 @@ class MPPIPlanner(Planner):
         self.evaluator = evaluator
         self.config = config
         self.horizon = config.horizon
+        if device is not None:  # the evaluator's model and task move there
+            evaluator.to(device)
+        self.device = device = evaluator.task.action_low.device  # the evaluator's (it moves its task with its model)
         task = evaluator.task
         low, high = task.action_low.float(), task.action_high.float()
         nu, T, K = low.shape[0], config.horizon, config.samples
-        self._low = low.view(1, nu, 1)
-        self._high = high.view(1, nu, 1)
-        std = config.noise_std * 0.5 * (high - low)
-        self._std = std.view(1, nu, 1)
-        self._gamma_inv_var = (config.gamma / std**2).view(1, nu, 1)  # gamma Sigma^-1, diagonal
-        self._center = (0.5 * (low + high)).expand(T, nu).contiguous()
-        self._generator = torch.Generator().manual_seed(config.seed)
-        self._noise = ColoredNoise(T, nu, K, config.noise_beta, self._generator)
-        self._samples_t = torch.empty(T, nu, K)
-        self._samples = self._samples_t.permute(2, 0, 1)  # [K, T, nu] view for the evaluator
-        self._eps = torch.empty(T, nu, K)
-        self._control_cost = torch.empty(T, nu, K)
-        self._total = torch.empty(K)
-        self._weights = torch.empty(K)
-        self._mean = torch.empty(T, nu)
-        self._scratch = torch.empty(T, nu)
+        self._generator = torch.Generator(device="cpu").manual_seed(config.seed)  # see ColoredNoise
+        self._noise = ColoredNoise(T, nu, K, config.noise_beta, self._generator, device)
+        with torch.device(device):  # every buffer on the evaluator's device, allocated once
+            self._low = low.view(1, nu, 1)
+            self._high = high.view(1, nu, 1)
+            std = config.noise_std * 0.5 * (high - low)
+            self._std = std.view(1, nu, 1)
+            self._gamma_inv_var = (config.gamma / std**2).view(1, nu, 1)  # gamma Sigma^-1, diagonal
+            self._center = (0.5 * (low + high)).expand(T, nu).contiguous()
+            self._samples_t = torch.empty(T, nu, K)
+            self._samples = self._samples_t.permute(2, 0, 1)  # [K, T, nu] view for the evaluator
+            self._eps = torch.empty(T, nu, K)
+            self._control_cost = torch.empty(T, nu, K)
+            self._total = torch.empty(K)
+            self._weights = torch.empty(K)
+            self._x0 = torch.empty(task.state_dim)
+            self._mean = torch.empty(T, nu)
+            self._scratch = torch.empty(T, nu)
         self.reset()
 
     def reset(self) -> None:
@@ -92,11 +98,11 @@ class MPPIPlanner(Planner):
     def plan(self, x0: Tensor, deadline: float | None = None) -> Plan:
         cfg = self.config
         start = time.perf_counter()
-        x0 = x0.to(torch.float32)
+        x0 = self._x0.copy_(x0)  # onto the device (and float32)
         done = 0
         mean = self._mean.unsqueeze(-1)
         for it in range(cfg.iterations):
-            if it > 0 and out_of_time(deadline, (time.perf_counter() - start) / it):
+            if no_time_for_another(self.device, deadline, start, it):
                 break
             noise = self._noise.sample()
             torch.addcmul(mean, self._std, noise, out=self._samples_t)
@@ -112,13 +118,16 @@ class MPPIPlanner(Planner):
             torch.matmul(self._samples_t, self._weights, out=self._mean)
             done += 1
         weights = self._weights
+        figures = torch.stack([weights @ torch.nan_to_num(costs, nan=0.0, posinf=0.0), costs.min(), 1.0 / (weights @ weights)])
+        actions, states, figures = host_copies(self._mean, torch.tensordot(weights, states, dims=1), figures)
+        cost, min_cost, effective = figures.tolist()
         plan = Plan(
-            actions=self._mean.clone(),
-            states=torch.tensordot(weights, states, dims=1),
-            cost=float(weights @ torch.nan_to_num(costs, nan=0.0, posinf=0.0)),
+            actions=actions,
+            states=states,
+            cost=cost,
             iterations=done,
             deadline_missed=done < cfg.iterations,
-            info={"min_cost": float(costs.min()), "effective_samples": float(1.0 / (weights @ weights))},
+            info={"min_cost": min_cost, "effective_samples": effective},
         )
         shift_in_time(self._mean, self._scratch)
         return plan

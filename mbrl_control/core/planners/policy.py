@@ -20,10 +20,10 @@ from torch import Tensor
 
 from mbrl_control.core.dynamics.base import DynamicsModel
 from mbrl_control.core.mbpo.policy import Policy, PolicyFormatError, load_policy, policy_from_bytes
-from mbrl_control.core.planners.base import Plan, Planner
+from mbrl_control.core.planners.base import Plan, Planner, host_copies
 from mbrl_control.core.rollout import compile_or_eager
 from mbrl_control.core.tasks.base import Task
-from mbrl_control.core.util import setting
+from mbrl_control.core.util import module_device, setting
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class PolicyRollout(torch.nn.Module):
     def __init__(self, model: DynamicsModel, task: Task, policy: Policy) -> None:
         super().__init__()
         check_policy_fits(policy, task)
-        self.model, self.policy = model, policy
+        self.model, self.policy = model, policy.to(module_device(model))  # the policy joins the model's device
         self.register_buffer("action_low", task.action_low.float().clone())
         self.register_buffer("action_high", task.action_high.float().clone())
 
@@ -87,16 +87,21 @@ class PolicyPlanner(Planner):
     """
 
     def __init__(self, model: DynamicsModel, task: Task, policy: Policy,
-                 config: PolicyPlannerConfig = PolicyPlannerConfig(), compile: bool = False) -> None:
+                 config: PolicyPlannerConfig = PolicyPlannerConfig(), compile: bool = False,
+                 device: torch.device | str | None = None) -> None:
         self.config = config
         self.horizon = config.horizon
         self.task = task
+        if device is not None:  # model and task move there, as for the sampling planners
+            model.to(device)
+            task.to(device)
+        self.device = module_device(model)
         self.rollout = PolicyRollout(model, task, policy.float())
-        self._x = torch.zeros(1, task.state_dim)
+        self._x = torch.zeros(1, task.state_dim, device=self.device)
         self._fn = self._tick
         if compile:
             with torch.inference_mode():
-                self._fn = compile_or_eager(self._tick, (self._x,))
+                self._fn = compile_or_eager(self._tick, (self._x,), self.device)
 
     @property
     def policy(self) -> Policy:
@@ -127,4 +132,5 @@ class PolicyPlanner(Planner):
             self._x[0].copy_(x0)
             actions, states, cost = self._fn(self._x)
         # Copied out of inference mode: the plan's owner may modify its tensors in place.
-        return Plan(actions=actions.clone(), states=states.clone(), cost=float(cost), iterations=1)
+        actions, states, cost = host_copies(actions, states, cost)
+        return Plan(actions=actions, states=states, cost=float(cost), iterations=1)

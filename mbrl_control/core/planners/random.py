@@ -21,16 +21,18 @@ class RandomConfig:
 
 class RandomPlanner(Planner):
     """Uniform random actions within the bounds, each held ``hold`` ticks. It predicts nothing:
-    the plan's states repeat the current one."""
+    the plan's states repeat the current one. It computes nothing worth a device: everything
+    stays on the CPU, where the plan goes anyway (bounds from any device are copied at start)."""
 
     def __init__(self, action_low: Tensor, action_high: Tensor, state_dim: int, config: RandomConfig = RandomConfig()) -> None:
         self.config = config
         self.horizon = config.hold
+        action_low, action_high = action_low.detach().cpu().float(), action_high.detach().cpu().float()
         center, half = 0.5 * (action_high + action_low), 0.5 * (action_high - action_low) * config.scale
-        self._low, self._high = (center - half).float(), (center + half).float()
-        self._generator = torch.Generator()
-        self._actions = torch.empty(config.hold, self._low.shape[0])
-        self._states = torch.empty(config.hold + 1, state_dim)
+        self._low, self._high = center - half, center + half
+        self._generator = torch.Generator(device="cpu")
+        self._actions = torch.empty(config.hold, self._low.shape[0], device="cpu")
+        self._states = torch.empty(config.hold + 1, state_dim, device="cpu")
         self.reset()
 
     def reset(self) -> None:
@@ -39,7 +41,7 @@ class RandomPlanner(Planner):
 
     def plan(self, x0: Tensor, deadline: float | None = None) -> Plan:
         if self._tick % self.config.hold == 0:
-            draw = torch.rand(self._low.shape, generator=self._generator)
+            draw = torch.rand(self._low.shape, generator=self._generator, device="cpu")
             self._actions[:] = self._low + draw * (self._high - self._low)
         self._tick += 1
         self._states[:] = x0
