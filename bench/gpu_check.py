@@ -87,10 +87,10 @@ def sizes(full: bool) -> dict:
     if full:
         return {"cem": (500, 30, 5), "pets": dict(members=5, hidden=200, layers=4, population=350, particles=20,
                                                  horizon=15, iterations=5),
-                "train": 20000, "train_epochs": 5}
+                "train": 20000, "train_epochs": 5, "iiwa_cem": (200, 20, 3), "compile_iiwa": True}
     return {"cem": (50, 10, 2), "pets": dict(members=5, hidden=16, layers=2, population=20, particles=4, horizon=5,
                                             iterations=2),
-            "train": 1000, "train_epochs": 2}
+            "train": 1000, "train_epochs": 2, "iiwa_cem": (20, 4, 1), "compile_iiwa": False}
 
 
 def analytic() -> tuple:
@@ -233,6 +233,37 @@ def check_equality(device, s) -> dict:
     return out
 
 
+def check_rigid_body(device, s, ticks) -> dict:
+    """The 7-DoF iiwa (config/iiwa.yaml's URDF model and reach task): rollouts on the CPU and the
+    device agree, and CEM ticks (the config's population and horizon) on the device; compiled
+    at the issue's sizes only (its per-step graph takes minutes to compile on a CPU)."""
+    x0 = torch.tensor([0.0, 0.6, 0.0, -1.2, 0.0, 0.8, 0.0] + [0.0] * 7)
+    g = torch.Generator().manual_seed(0)
+    pop, horizon, iters = s["iiwa_cem"]
+    actions = 20.0 * torch.randn(pop, horizon, 7, generator=g)
+    results = []
+    for dev in (torch.device("cpu"), device):
+        robot = load_robot("iiwa")
+        results.append(TrajectoryEvaluator(robot.model, robot.task, device=dev)(x0.to(dev), actions.to(dev)))
+    out = {"rollout_max_abs": max_difference(results[0][1], results[1][1]),
+           "cost_max_rel": float(((results[0][0] - results[1][0].cpu()).abs() / results[0][0].abs().clamp_min(1e-6)).max())}
+    robot = load_robot("iiwa")
+    planner = CEMPlanner(TrajectoryEvaluator(robot.model, robot.task, compile=s["compile_iiwa"]),
+                         CEMConfig(population=pop, elites=max(2, pop // 10), horizon=horizon, iterations=iters),
+                         device=device)
+    start = time.perf_counter()
+    planner.plan(x0)
+    out["compile_s"] = round(time.perf_counter() - start, 1)
+    seconds = []
+    for _ in range(min(ticks, 100)):
+        t = time.perf_counter()
+        planner.plan(x0)
+        seconds.append(time.perf_counter() - t)
+    p50, p99 = percentiles_ms(seconds)
+    out.update(population=pop, horizon=horizon, iterations=iters, tick_ms_p50=round(p50, 3), tick_ms_p99=round(p99, 3))
+    return out
+
+
 def run(name: str, fn, *args) -> dict:
     start = time.perf_counter()
     try:
@@ -249,6 +280,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto (cuda if torch sees one), cuda, cuda:1, cpu")
     parser.add_argument("--ticks", type=int, default=300)
     parser.add_argument("--full", action="store_true", help="the issue's sizes on a CPU too (slow)")
+    parser.add_argument("--checks", default="analytic_cem,pets_budget,training,equality,rigid_body",
+                        help="which checks to run, comma-separated")
     args = parser.parse_args()
     device = resolve_device(args.device)
     full = args.full or device.type == "cuda"
@@ -261,16 +294,24 @@ def main() -> None:
             "full_sizes": full, "stubbed_modules": STUBBED, "date": time.strftime("%Y-%m-%d"),
             "source": str(Path(sys.modules["mbrl_control"].__file__).parent),
             "ros_modules_loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("rclpy", "launch", "launch_ros"))}
-    checks = {
-        "analytic_cem": run("analytic_cem", check_analytic_cem, device, s, ticks),
-        "pets_budget": run("pets_budget", check_pets_budget, device, s, ticks),
-        "training": run("training", check_training, device, s),
-        "equality": run("equality", check_equality, device, s),
+    available = {
+        "analytic_cem": (check_analytic_cem, device, s, ticks),
+        "pets_budget": (check_pets_budget, device, s, ticks),
+        "training": (check_training, device, s),
+        "equality": (check_equality, device, s),
+        "rigid_body": (check_rigid_body, device, s, ticks),
     }
+    chosen = [c for c in args.checks.split(",") if c]
+    unknown = sorted(set(chosen) - set(available))
+    if unknown:
+        parser.error(f"unknown checks {unknown}; known: {list(available)}")
+    checks = {name: run(name, *available[name]) for name in chosen}
     print(f"Core on {info['device']} ({info['device_name']}), torch {info['torch']}, "
           f"{'issue sizes' if full else 'small sizes (smoke run)'}")
     rows = []
     for name in ("analytic_cem", "pets_budget"):
+        if name not in checks:
+            continue
         c = checks[name]
         if "error" in c:
             rows.append([name, "error", "", "", "", c["error"][:60]])
@@ -284,14 +325,19 @@ def main() -> None:
     print(header)
     for r in rows:
         print(f"{r[0]:<14}{r[1]!s:>10}{r[2]!s:>10}{r[3]!s:>8}{r[4]!s:>7}  {r[5]}")
-    for row in checks["training"].get("rows", []):
+    for row in checks.get("training", {}).get("rows", []):
         print(f"training {row['device']:<8} {row['hidden']}x{row['layers']}: {row['transitions_per_s']} transitions/s "
               f"({row['epochs']} epochs of {row['train_transitions']} in {row['seconds']} s)")
-    eq = checks["equality"]
+    eq = checks.get("equality", {"error": "not run"})
     if "error" not in eq:
         print(f"equality with the CPU: ok={eq['ok']} (analytic {eq['analytic_rollout_max_abs']:.2e}, ensemble "
               f"{eq['ensemble_ts1_rollout_max_abs']:.2e}, CEM first action {eq['cem_first_action']}, training "
               f"{eq['training_weights_max_abs']:.2e})")
+    rb = checks.get("rigid_body", {"error": "not run"})
+    if "error" not in rb:
+        print(f"iiwa (rigid body): rollouts CPU vs device max |dx| {rb['rollout_max_abs']:.2e}, cost rel "
+              f"{rb['cost_max_rel']:.2e}; CEM {rb['population']} x {rb['horizon']} x {rb['iterations']} tick p50 "
+              f"{rb['tick_ms_p50']} / p99 {rb['tick_ms_p99']} ms (compile {rb['compile_s']} s)")
     for c in checks.values():
         c.pop("traceback", None)
     sys.stdout.flush()

@@ -158,7 +158,8 @@ def mpc_graph(args: dict[str, str]) -> list[NodeSpec]:
     controller_topics = robot_topics if estimator == "none" else [
         ("joint_states", ESTIMATE_TOPIC), ("effort_controller/commands", a["command_topic"])]
     nodes: list[NodeSpec] = []
-    if _bool(a["record"], "record"):  # first, so it sees the other nodes' topics appear
+    recording = _bool(a["record"], "record")
+    if recording:  # first, so it sees the other nodes' topics appear
         nodes.append(NodeSpec("recorder_node", "recorder", [*files, common | {"output": a["record_path"]}]))
     if use_sim:
         sim = common | {"gui": _bool(a["gui"], "gui"), "sensor.enabled": estimator != "none"}
@@ -173,7 +174,9 @@ def mpc_graph(args: dict[str, str]) -> list[NodeSpec]:
         NodeSpec(
             "controller_node",
             "mpc_controller",
-            [*files, common | ({"planner": a["planner"]} if a["planner"] else {})],
+            # Lockstep runs start once the recorder reads the per-tick samples: none is lost to its start-up.
+            [*files, common | ({"planner": a["planner"]} if a["planner"] else {})
+             | ({"lockstep_readers": ["recorder" if recording else ""]} if lockstep else {})],
             remappings=controller_topics,
         )
     )
@@ -329,6 +332,8 @@ def learn_graph(args: dict[str, str]) -> list[NodeSpec]:
         extra = {}
         if spec.name == "mpc_controller":
             extra = {"model": "learned", "terminal": "task"}
+            if a["mode"] == "lockstep":  # and the learner: no episode's first ticks go untrained on
+                extra["lockstep_readers"] = [n for n in spec.parameters[-1].get("lockstep_readers", []) if n] + ["learner"]
         elif spec.name == "sim":
             extra = {"randomize.enabled": _bool(a["randomize"], "randomize")}
         nodes.append(dataclasses.replace(spec, parameters=[*spec.parameters[:-1], spec.parameters[-1] | extra]))

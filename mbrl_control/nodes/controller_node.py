@@ -111,6 +111,8 @@ PARAMS = [
     ParamSpec("fault.planner_delay", 0.0, "fault injection: seconds added inside each planning call in the fault window (a slow planner)", 0.0, 10.0),
     ParamSpec("fault.start", 0.0, "fault injection: the window starts this long after the first planning call [s of node clock]", 0.0, 1e7),
     ParamSpec("fault.duration", 0.0, "fault injection: window length [s]; 0: no fault", 0.0, 1e7),
+    ParamSpec("lockstep_readers", [""], "lockstep: hold the run (the sim waits) until these nodes (a recorder, a learner) "
+              "read ~/transitions, so they miss no tick ('': none)"),
     ParamSpec("lockstep_watchdog", 0.5, "lockstep: tick anyway (safe command if stale) after this wall time without a state since the last tick ended [s]", 0.01, 60.0),
     ParamSpec("state_timeout", 0.1, "a state older than this is stale: the safe command goes out [s]", 0.001, 10.0,
               dynamic=True),
@@ -180,6 +182,7 @@ class ControllerNode(Node):
         self.stats = TickStats(self.period)
         self.deadline_stops = 0
         self.waiting_ticks = 0  # safe commands before the first state of the run or episode
+        self.subscribers_ready = False  # lockstep: every lockstep_readers node reads ~/transitions
         self.fallbacks = {"lqr": 0, "previous_plan": 0, "planner_error": 0}
         self.first_tick_ns: int | None = None  # first planning call: the fault.* window counts from here
         self.delayed_plans = 0  # plans slowed by fault.planner_delay
@@ -297,6 +300,9 @@ class ControllerNode(Node):
         (realtime), None in lockstep."""
         start = time.perf_counter()
         self.tuning.apply_pending()  # parameters set since the last tick: before planning, never during it
+        if self.lockstep and not self._subscribers_ready():
+            self.last_tick_end = time.perf_counter()  # the sim waits; the watchdog asks again
+            return
         if self.paused:  # an episode boundary: in lockstep the sim waits; in realtime, safe command
             if not self.lockstep:
                 self.command_pub.publish(command_message(np.zeros(self.task.action_dim)))
@@ -376,6 +382,19 @@ class ControllerNode(Node):
             self.fallbacks["previous_plan"] += 1
             return previous.actions[self.ticks_since_plan].double().numpy()
         return None
+
+    def _subscribers_ready(self) -> bool:
+        """Lockstep: whether the run may start, every node of ``lockstep_readers`` reading
+        ~/transitions (checked until it holds once; a reader leaving later does not stop the robot)."""
+        if self.subscribers_ready:
+            return True
+        wanted = {n for n in self.p["lockstep_readers"] if n}
+        reading = {info.node_name for info in self.get_subscriptions_info_by_topic(self.sample_pub.topic_name)}
+        self.subscribers_ready = wanted <= reading
+        if not self.subscribers_ready:
+            self.get_logger().info(f"waiting for {sorted(wanted - reading)} to read {self.sample_pub.topic_name}",
+                                   throttle_duration_sec=5.0)
+        return self.subscribers_ready
 
     def _state_age(self) -> float:
         if self.state_stamp is None:

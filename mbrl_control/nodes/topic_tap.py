@@ -8,6 +8,7 @@ import importlib
 import time
 from typing import Callable
 
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
@@ -37,7 +38,9 @@ class TopicTap:
         self.exclude = set(exclude)
         self.subscriptions: dict[str, object] = {}
         self.skipped: dict[str, str] = {}
-        node.create_timer(period, self.discover)
+        # Wall (steady) time: in lockstep, sim time stands still until the run starts, which may
+        # wait for this very tap (the controller's lockstep_readers).
+        node.create_timer(period, self.discover, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def qos_for(self, topic: str) -> QoSProfile:
         infos = self.node.get_publishers_info_by_topic(topic)

@@ -17,7 +17,7 @@ def test_gpu_check_runs_on_the_cpu_and_reports_every_figure():
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["device"] == "cpu" and not report["full_sizes"]
     assert Path(report["source"]) == ROOT / "mbrl_control" and report["ros_modules_loaded"] == []
-    for name in ("analytic_cem", "pets_budget", "training", "equality"):
+    for name in ("analytic_cem", "pets_budget", "training", "equality", "rigid_body"):
         assert "error" not in report[name], report[name]
     for name in ("analytic_cem", "pets_budget"):
         assert report[name]["compiled"] and report[name]["tick_ms_p99"] > 0

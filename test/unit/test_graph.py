@@ -100,6 +100,14 @@ def test_bad_launch_arguments_are_refused_by_name(args, message):
         mpc_graph(args)
 
 
+def test_lockstep_runs_wait_for_the_recorder_and_the_learner():
+    assert spec(mpc_graph({"mode": "lockstep", "record": "true"}), "mpc_controller").parameters[-1]["lockstep_readers"] == [
+        "recorder"]
+    assert "lockstep_readers" not in spec(mpc_graph({"record": "true"}), "mpc_controller").parameters[-1]  # realtime
+    learn = spec(learn_graph({"record": "true", "mode": "lockstep"}), "mpc_controller").parameters[-1]
+    assert learn["lockstep_readers"] == ["recorder", "learner"]
+
+
 def test_pip_launcher_command_passes_files_overrides_and_remaps(tmp_path):
     controller = spec(mpc_graph({"mode": "lockstep"}), "mpc_controller")
     cmd = node_command(controller, tmp_path)
@@ -108,7 +116,8 @@ def test_pip_launcher_command_passes_files_overrides_and_remaps(tmp_path):
     files = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--params-file"]
     assert files[0].endswith("cartpole.yaml")
     override = yaml.safe_load(Path(files[1]).read_text())
-    assert override == {"/mpc_controller": {"ros__parameters": {"mode": "lockstep", "use_sim_time": True}}}
+    assert override == {"/mpc_controller": {"ros__parameters": {"mode": "lockstep", "use_sim_time": True,
+                                                                "lockstep_readers": [""]}}}
     assert "joint_states:=/estimator/state" in cmd
     assert parse_launch_args(["a:=1", "b:=x:=y"]) == {"a": "1", "b": "x:=y"}
     with pytest.raises(ValueError):
