@@ -17,7 +17,7 @@ ANALYTIC = [p for p in PLANNERS if p != "policy"]
 @pytest.mark.parametrize("planner", ANALYTIC)
 def test_every_planner_closes_the_loop(planner, domain, tmp_path):
     # iLQR's compiled graphs take minutes to build cold; lockstep needs no speed, so it runs eager.
-    controller = {"compile": planner != "ilqr"}
+    controller = {"compile": planner not in ("ilqr", "ilqr_offline")}
     sim = {"initial_position": [0.0, 0.15] if planner in BALANCE_ONLY else [0.0, math.pi]}
     overrides = tmp_path / "overrides.yaml"
     overrides.write_text(yaml.safe_dump({"mpc_controller": {"ros__parameters": controller},

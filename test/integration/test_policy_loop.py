@@ -90,7 +90,10 @@ def test_mbpo_loop_trains_policies_from_the_stacks_own_data_and_runs_them(domain
     # The controller ran that file's policy: every command it sent (its per-tick samples, fields by
     # the message's own labels) is the policy's action at the state it planned from.
     states, commands = recorded_samples(recording)
-    assert len(states) >= 100, len(states)  # of the 150 ticks of 3 s (the recorder joins late)
+    # Every planned tick's sample (a lockstep run waits for its recorder; stale and waiting ticks
+    # send the safe command and no sample: this briefly trained policy may throw the pole about).
+    planned = summary["ticks"] - summary["stale_ticks"] - summary["waiting_ticks"]
+    assert len(states) >= planned >= 50, (len(states), summary)
     policy = load_policy(learned / "policy.safetensors")
     with torch.no_grad():
         expected = policy(torch.from_numpy(states).float()).double().numpy()
