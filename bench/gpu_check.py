@@ -205,7 +205,7 @@ def check_equality(device, s) -> dict:
     results = []
     for dev in (torch.device("cpu"), device):
         model = EnsembleDynamics(config, PropagationConfig(mode="ts1", seed=3), device=dev).freeze()
-        results.append(TrajectoryEvaluator(model, load_robot("cartpole").task)(x0.to(dev), actions.to(dev)))
+        results.append(TrajectoryEvaluator(model, load_robot("cartpole").task, device=dev)(x0.to(dev), actions.to(dev)))
     out["ensemble_ts1_rollout_max_abs"] = max(max_difference(a, b) for a, b in zip(*results))
     # CEM: the same seed, so the same samples; elites may swap only on float ties. From a
     # swinging state (from rest at hanging, a short horizon's best is doing nothing).

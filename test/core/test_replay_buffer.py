@@ -186,7 +186,7 @@ def test_snapshots_taken_while_appending_are_consistent():
     thread = threading.Thread(target=writer)
     thread.start()
     try:
-        for _ in range(200):
+        for _ in range(50):  # each copies all so far while the writer races on: time grows as the square
             data = buf.snapshot()
             np.testing.assert_array_equal(data.seq, np.arange(len(data)))
             np.testing.assert_array_equal(data.state[:, 0], data.seq)
