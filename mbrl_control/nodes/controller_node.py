@@ -30,7 +30,7 @@ no release time) and ``sample_sent`` (1 when the tick published a sample). Misse
 are counted as mbrl_control.core.timing describes (releases the timer skipped, ticks that ended
 after the next release; late: started more than 10 % of the period after the release).
 
-Tuning while it runs (``ros2 param set /mpc_controller task.upright.weight 5.0``): the parameters
+Tuning while it runs (``ros2 param set /mpc_controller task.<term>.weight 5.0``): the parameters
 marked dynamic in ``PARAMS`` (the cost weights ``task.<term>.weight`` and ``task.terminal``,
 ``terminal_weight``, the active planner's budget ``RUNTIME_BUDGET``, the safety limits
 ``state_timeout``, ``safety.*`` but the stale action, ``deadline_fraction``, ``marker_rate``) are
@@ -363,7 +363,7 @@ class ControllerNode(Node):
 
     def _fall_back_if_needed(self, plan, action: np.ndarray | None) -> np.ndarray | None:
         """A usable plan is kept (its action goes to the safety layer). A plan that missed its
-        deadline yields to LQR near upright; a failed plan, to LQR near upright or else to the
+        deadline yields to LQR near the equilibrium; a failed plan, to that LQR or else to the
         previous plan shifted by the ticks since it was made; with neither, the safety layer's
         safe command goes out."""
         failed = plan is None or action is None or not np.all(np.isfinite(action))

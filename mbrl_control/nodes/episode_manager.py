@@ -52,7 +52,7 @@ PARAMS = [
     ParamSpec("reset", "initial", "sim reset per episode: its configured initial state, or a random one",
               choices=("initial", "random")),
     ParamSpec("fail_error", 0.0, "end an episode early, as failed, once the task's error (its distance from the "
-              "success tolerance's target: a pole's angle from upright, a point's distance to its goal) exceeds this "
+              "success tolerance's target: a joint's deviation from its posture, a point's distance to its goal) exceeds this "
               "[rad or m] (a balance task's termination, as in gym's); 0: episodes run their full length", 0.0, 100.0),
     ParamSpec("wait_for_model", True, "pause between episodes until the learner has trained on them"),
     ParamSpec("training_timeout", 600.0, "longest wait for a training round [s, wall]", 1.0, 86400.0),
