@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ import torch
 REPOSITORY = Path(__file__).resolve().parents[1]
 if str(REPOSITORY) not in sys.path:
     sys.path.append(str(REPOSITORY))
+
+from mbrl_control.core.planners import Plan, Planner  # noqa: E402  (the source tree is importable now)
 
 
 def machine() -> dict[str, object]:
@@ -63,3 +66,19 @@ def emit_json(figures: dict) -> None:
     """The figures as one JSON object: always the very last line on stdout."""
     sys.stdout.flush()
     print(json.dumps(figures), flush=True)
+
+
+class CpuTimedPlanner(Planner):
+    """A planner whose ticks are also timed in CPU time of the calling thread."""
+
+    def __init__(self, planner: Planner) -> None:
+        self.planner, self.horizon, self.cpu_s = planner, planner.horizon, []
+
+    def reset(self) -> None:
+        self.planner.reset()
+
+    def plan(self, x0: torch.Tensor, deadline: float | None = None) -> Plan:
+        start = time.thread_time()
+        plan = self.planner.plan(x0, deadline)
+        self.cpu_s.append(time.thread_time() - start)
+        return plan

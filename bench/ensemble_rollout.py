@@ -34,12 +34,12 @@ import time
 
 import numpy as np
 import torch
-from common import emit_json, machine, percentiles_ms, print_table
+from common import CpuTimedPlanner, emit_json, machine, percentiles_ms, print_table
 
 from mbrl_control.core.builders import load_robot
 from mbrl_control.core.dynamics import CartPoleDynamics, EnsembleConfig, EnsembleDynamics, PropagationConfig
 from mbrl_control_testing.episode import run_episode
-from mbrl_control.core.planners import CEMConfig, CEMPlanner, Plan, Planner
+from mbrl_control.core.planners import CEMConfig, CEMPlanner
 from mbrl_control.core.rollout import TrajectoryEvaluator
 
 HANGING = torch.tensor([0.0, math.pi, 0.0, 0.0])
@@ -201,22 +201,6 @@ def pytorch_mppi_iteration(peer: BaddbmmEnsemble, task, repeats: int) -> list[tu
                               lambda_=0.3, u_min=task.action_low, u_max=task.action_high)
             out.append((threads, best_seconds(lambda: controller.command(HANGING), max(3, repeats // 3))))
     return out
-
-
-class CpuTimedPlanner(Planner):
-    """A planner whose ticks are also timed in CPU time of the calling thread."""
-
-    def __init__(self, planner: Planner) -> None:
-        self.planner, self.horizon, self.cpu_s = planner, planner.horizon, []
-
-    def reset(self) -> None:
-        self.planner.reset()
-
-    def plan(self, x0: torch.Tensor, deadline: float | None = None) -> Plan:
-        start = time.thread_time()
-        plan = self.planner.plan(x0, deadline)
-        self.cpu_s.append(time.thread_time() - start)
-        return plan
 
 
 def cem_tick(task, plant, population: int, horizon: int, iterations: int, ticks: int, threads: int = 1,

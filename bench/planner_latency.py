@@ -25,12 +25,12 @@ import time
 
 import numpy as np
 import torch
-from common import emit_json, latency, machine, print_table
+from common import CpuTimedPlanner, emit_json, latency, machine, print_table
 
 from mbrl_control.core.builders import build_planner, load_robot
 from mbrl_control.core.dynamics import CartPoleDynamics, EnsembleConfig, EnsembleDynamics, PropagationConfig
 from mbrl_control.core.learning import ModelInfo, Transitions, decode, encode, load_into, train_ensemble
-from mbrl_control.core.planners import CEMConfig, CEMPlanner, Plan, Planner
+from mbrl_control.core.planners import CEMConfig, CEMPlanner
 from mbrl_control.core.rollout import TrajectoryEvaluator
 from mbrl_control_testing.episode import run_episode
 from mbrl_control_testing.exploration import PlannerExplorer, RandomExplorer, explore
@@ -55,22 +55,6 @@ ENSEMBLE_ROWS = [  # (label, dtype, torch threads, population, inductor C++ wrap
     ("ensemble-ts1", "float32", 1, 150, False),  # not the target budget: a smaller population, for scale
 ]
 PROCESS_NOISE = torch.tensor([0.001, 0.002, 0.01, 0.02])  # std of the logged data's state noise
-
-
-class CpuTimedPlanner(Planner):
-    """A planner whose ticks are also timed in CPU time of the calling thread."""
-
-    def __init__(self, planner: Planner) -> None:
-        self.planner, self.horizon, self.cpu_s = planner, planner.horizon, []
-
-    def reset(self) -> None:
-        self.planner.reset()
-
-    def plan(self, x0: torch.Tensor, deadline: float | None = None) -> Plan:
-        start = time.thread_time()
-        plan = self.planner.plan(x0, deadline)
-        self.cpu_s.append(time.thread_time() - start)
-        return plan
 
 
 def logged_transitions(params, task, plant, analytic_planner) -> Transitions:
