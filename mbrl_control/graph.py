@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mbrl_control.paths import DEFAULT_ROBOT, config_dir, resolve_urdf
+from mbrl_control.paths import DEFAULT_ROBOT, config_dir, resolve_urdf, urdf_beside
 
 PACKAGE = "mbrl_control"
 
@@ -150,7 +150,7 @@ def mpc_graph(args: dict[str, str]) -> list[NodeSpec]:
         raise ValueError(f"launch argument 'duration' must be a number of seconds; got '{a['duration']}'") from None
     if duration < 0:
         raise ValueError("launch argument 'duration' must be >= 0")
-    common = {"mode": a["mode"], "use_sim_time": lockstep}
+    common = {"mode": a["mode"], "use_sim_time": lockstep} | urdf_override(files)
     robot_topics = [("joint_states", a["state_topic"]), ("effort_controller/commands", a["command_topic"])]
     estimator = a["estimator"]
     use_sim = _bool(a["use_sim"], "use_sim")
@@ -201,6 +201,14 @@ def mpc_graph(args: dict[str, str]) -> list[NodeSpec]:
     if _bool(a["rviz"], "rviz"):
         nodes += visualization_nodes(files, common, a["state_topic"])
     return nodes
+
+
+def urdf_override(files: list[str]) -> dict[str, str]:
+    """``urdf`` for every node when the robot's file names one beside itself (nodes resolve relative
+    paths against config/, not against a parameter file they never see the path of)."""
+    urdf = parameters(files[:1], "sim").get("urdf", "")
+    beside = urdf_beside(files[0], urdf) if isinstance(urdf, str) else urdf
+    return {"urdf": beside} if beside != urdf else {}
 
 
 def parameters(files: list[str], node: str) -> dict[str, Any]:
@@ -326,14 +334,15 @@ def learn_graph(args: dict[str, str]) -> list[NodeSpec]:
         "record_path": str(output_dir / "run.mcap"),
     })
     files = [p for p in base[-1].parameters if isinstance(p, str)]
-    common = {"mode": a["mode"], "use_sim_time": a["mode"] == "lockstep"}
+    common = {"mode": a["mode"], "use_sim_time": a["mode"] == "lockstep"} | urdf_override(files)
     nodes = []
     for spec in base:
         extra = {}
         if spec.name == "mpc_controller":
             extra = {"model": "learned", "terminal": "task"}
             if a["mode"] == "lockstep":  # and the learner: no episode's first ticks go untrained on
-                extra["lockstep_readers"] = [n for n in spec.parameters[-1].get("lockstep_readers", []) if n] + ["learner"]
+                readers = [n for n in spec.parameters[-1].get("lockstep_readers", []) if n]
+                extra["lockstep_readers"] = readers + ["learner"]
         elif spec.name == "sim":
             extra = {"randomize.enabled": _bool(a["randomize"], "randomize")}
         nodes.append(dataclasses.replace(spec, parameters=[*spec.parameters[:-1], spec.parameters[-1] | extra]))

@@ -35,9 +35,22 @@ def resolve_config_path(path: str) -> Path:
 DEFAULT_ROBOT = "cartpole"
 
 
+def urdf_beside(parameter_file: str | Path, urdf: str) -> str:
+    """A robot parameter file's ``urdf``, made absolute when it is relative and the file is found
+    beside that parameter file (a user's ``robot:=/path/arm.yaml`` with ``urdf: arm.urdf``);
+    otherwise as given (absolute, ``pybullet_data:``, or relative to config/)."""
+    folder = Path(parameter_file).expanduser().resolve().parent
+    relative = bool(urdf) and not urdf.startswith("pybullet_data:") and not Path(urdf).expanduser().is_absolute()
+    if not relative or folder == config_dir().resolve():
+        return urdf
+    beside = folder / urdf
+    return str(beside) if beside.is_file() else urdf
+
+
 def resolve_urdf(path: str) -> Path:
-    """A URDF path as robot configs give it: absolute, relative to config/, or
-    ``pybullet_data:<path>`` (a file shipped with pybullet, e.g. ``kuka_iiwa/model.urdf``)."""
+    """A URDF path as robot configs give it: absolute, relative to config/ (see ``urdf_beside``
+    for one beside a parameter file elsewhere), or ``pybullet_data:<path>`` (a file shipped with
+    pybullet, e.g. ``kuka_iiwa/model.urdf``)."""
     if path.startswith("pybullet_data:"):
         import pybullet_data
 

@@ -176,12 +176,15 @@ def load_robot(config: str | Path = "cartpole", node: str = "mpc_controller",
 def robot_parameters(config: str | Path = "cartpole", node: str = "mpc_controller") -> dict[str, Any]:
     """The flat parameters ``node`` reads from a robot's parameter file (a name under config/ or a path)."""
     from mbrl_control.config import node_parameters
-    from mbrl_control.paths import config_dir
+    from mbrl_control.paths import config_dir, urdf_beside
 
     path = Path(config)
     if path.suffix not in (".yaml", ".yml"):
         path = config_dir() / f"{config}.yaml"
-    return node_parameters(path, node)
+    p = node_parameters(path, node)
+    if "urdf" in p:
+        p["urdf"] = urdf_beside(path, p["urdf"])
+    return p
 
 
 def equilibrium_action(model: DynamicsModel, x_eq: np.ndarray) -> np.ndarray:

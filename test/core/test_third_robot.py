@@ -40,31 +40,31 @@ URDF = """<?xml version="1.0"?>
 def robot_files(tmp_path) -> str:
     urdf = tmp_path / "planar_arm.urdf"
     urdf.write_text(URDF)
-    config = textwrap.dedent(f"""\
+    config = textwrap.dedent("""\
         /**:
           ros__parameters:
-            urdf: {urdf}
+            urdf: planar_arm.urdf       # beside this file
             state_joints: [shoulder, elbow]
             command_joints: [shoulder, elbow]
             control_rate: 50.0
-            model: {{dynamics: rigid_body, integrator: rk4}}
+            model: {dynamics: rigid_body, integrator: rk4}
             equilibrium: [0.3, 0.6]
             keypoint_links: [fore, tip]
             task:
               name: planar_reach
               terms: [reach, joint_velocity, effort, joint_limits]
               terminal: 10.0
-              reach: {{residual: link_position, norm: smooth_abs, link: tip, smoothing: 0.02, weight: 5.0}}
-              joint_velocity: {{residual: joint_velocity, weight: 0.1}}
-              effort: {{residual: effort, weight: 1.0e-4}}
-              joint_limits: {{residual: joint_limit, margin: 0.2, weight: 100.0}}
-              success: {{kind: reach, tolerance: 0.02}}
+              reach: {residual: link_position, norm: smooth_abs, link: tip, smoothing: 0.02, weight: 5.0}
+              joint_velocity: {residual: joint_velocity, weight: 0.1}
+              effort: {residual: effort, weight: 1.0e-4}
+              joint_limits: {residual: joint_limit, margin: 0.2, weight: 100.0}
+              success: {kind: reach, tolerance: 0.02}
               goal: [0.5, 0.0, 0.6]
-              goal_region: {{center: [0.0, 0.0, 0.1], radius: 0.85, min_z: 0.05}}
+              goal_region: {center: [0.0, 0.0, 0.1], radius: 0.85, min_z: 0.05}
         mpc_controller:
           ros__parameters:
             planner: ilqr
-            ilqr: {{horizon: 15, iterations: 1}}
+            ilqr: {horizon: 15, iterations: 1}
         """)
     path = tmp_path / "planar_arm.yaml"
     path.write_text(config)
@@ -98,5 +98,7 @@ def test_the_launch_graph_takes_the_files_path(tmp_path):
     graph = mpc_graph({"robot": config})
     assert {"sim", "estimator", "mpc_controller", "goal_publisher"} <= {s.name for s in graph}
     assert all(config in [p for p in s.parameters if isinstance(p, str)] for s in graph)
+    # Its URDF, named relative to the parameter file, reaches every node as an absolute path.
+    assert all(s.parameters[-1]["urdf"] == str(tmp_path / "planar_arm.urdf") for s in graph)
     with pytest.raises(ValueError):
         mpc_graph({"robot": str(tmp_path / "no_such_robot.yaml")})
