@@ -320,12 +320,16 @@ class ControllerNode(Node):
             action = self._fall_back_if_needed(plan, action)
         # Before the first state (start-up, a new episode) the robot is not lost but not yet seen:
         # the same safe command, counted apart from a state that went stale.
-        self.waiting_ticks += int(self.state_stamp is None and not self.safety.estop.latched)
+        waiting = self.state_stamp is None and not self.safety.estop.latched
+        self.waiting_ticks += int(waiting)
         commanded = None if self.state is None else (self.state[self.command_index],
                                                       self.state[[self.spec.nq + i for i in self.command_index]])
         command = self.safety.command(time.monotonic(), action, age, self.period, *(commanded or (None, None)))
         self.task.set_last_command(command)  # command_rate terms price the next plan against it
-        self.command_pub.publish(command_message(command))
+        # An arm (gravity_hold) never seen has no holding effort, and zero would drop it: send
+        # nothing, and its brakes (or driver) keep holding it until the first state.
+        if not (waiting and self.p["safety.stale_action"] == "gravity_hold"):
+            self.command_pub.publish(command_message(command))
         seq, self.seq = self.seq, self.seq + 1
         if action is not None:
             self._publish_sample(command, seq)

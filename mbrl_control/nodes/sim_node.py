@@ -64,6 +64,8 @@ PARAMS = [
     ParamSpec("command_timeout", 0.1, "realtime: a command older than this means zero effort [s]", 0.0, 10.0),
     ParamSpec("initial_position", [], "joint positions at start and reset (URDF order; empty: zeros)", element=float),
     ParamSpec("initial_velocity", [], "joint velocities at start and reset (URDF order; empty: zeros)", element=float),
+    ParamSpec("brakes", False, "hold the joints still from start and each reset until the first command, as an arm's "
+              "brakes do (realtime; in lockstep the sim waits for a command anyway)"),
     ParamSpec("initial_noise", 0.05, "std of Gaussian noise added to the initial positions", 0.0, 10.0),
     ParamSpec("initial_velocity_noise", 0.0, "std of Gaussian noise added to the initial velocities (a robot starts at rest)", 0.0, 10.0),
     ParamSpec("random_position_low", [], "~/reset_random: lower position bounds (URDF order; empty: the URDF's limits, "
@@ -208,6 +210,7 @@ class SimNode(Node):
         position = position + noise * self.rng.standard_normal(position.shape)
         velocity = velocity + velocity_noise * self.rng.standard_normal(velocity.shape)
         self.robot.reset(position, velocity)
+        self.braked = self.p["brakes"]  # released by the next command
         self.command[:] = 0.0
         self.watchdog.last_time = None
         self.last_reading = None  # the old episode's
@@ -220,8 +223,12 @@ class SimNode(Node):
         effort = np.zeros(len(self.robot.joint_names))
         effort[self.actuated] = command
         self.applied = np.clip(effort, -self.effort_limit, self.effort_limit) * self.physics.motor_gain
+        held = self.robot.state().position if self.braked else None
         for _ in range(steps):
-            self.robot.step(self.applied, 1)
+            if held is not None:  # brakes on: time passes, the joints stay where they are
+                self.robot.reset(held, np.zeros_like(held))
+            else:
+                self.robot.step(self.applied, 1)
             self.sim_time_ns += self.physics_dt_ns
             self.fault.update(self.sim_time, (self.stamp_offset_ns + self.sim_time_ns) * 1e-9)
             if self.sensor is not None:
@@ -280,6 +287,8 @@ class SimNode(Node):
             self.last_reject_reason = command
             self.get_logger().warn(f"rejected command: {command}", throttle_duration_sec=1.0)
             command = np.zeros(len(self.actuated))  # never applied; the robot gets zero effort
+        else:
+            self.braked = False  # a valid command releases the brakes
         self.command = command
         self.watchdog.feed(time.monotonic())
         if self.lockstep:
