@@ -31,18 +31,10 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, Int32, String
 from std_srvs.srv import SetBool, Trigger
 
-from mbrl_control.core.builders import task_from_params
 from mbrl_control.nodes.diagnostics import values_of
 from mbrl_control.nodes.joint_io import JointStateReader
 from mbrl_control.nodes.model_receiver import MODEL_QOS
-from mbrl_control.nodes.params import (
-    ROBOT_PARAMS,
-    ParameterError,
-    ParamSpec,
-    declare_parameters,
-    declare_task_parameters,
-    urdf_param,
-)
+from mbrl_control.nodes.params import ROBOT_PARAMS, ParamSpec, declare_task_node_parameters
 from mbrl_control.nodes.runtime import NodeDone, main_for
 
 PARAMS = [
@@ -66,13 +58,8 @@ PARAMS = [
 class EpisodeManager(Node):
     def __init__(self) -> None:
         super().__init__("episode_manager")
-        p = declare_task_parameters(self, declare_parameters(self, PARAMS))
+        p, self.task = declare_task_node_parameters(self, PARAMS)
         self.p = p
-        urdf_param(p)
-        try:
-            self.task = task_from_params(p)
-        except ValueError as exc:
-            raise ParameterError(str(exc)) from exc
         self.output_dir = Path(p["output_dir"] or f"runs/learn-{time.strftime('%Y%m%d-%H%M%S')}")
         self.reader = JointStateReader(list(self.task.spec.state_joints), need_velocity=False)
         sim, ctl, learner = p["sim_name"], p["controller_name"], p["learner_name"]

@@ -17,16 +17,8 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray
 
-from mbrl_control.core.builders import task_from_params
 from mbrl_control.core.tasks.goals import random_goals
-from mbrl_control.nodes.params import (
-    ROBOT_PARAMS,
-    ParameterError,
-    ParamSpec,
-    declare_parameters,
-    declare_task_parameters,
-    urdf_param,
-)
+from mbrl_control.nodes.params import ROBOT_PARAMS, ParameterError, ParamSpec, declare_task_node_parameters
 from mbrl_control.nodes.runtime import NodeDone, main_for
 
 PARAMS = [
@@ -45,11 +37,9 @@ PARAMS = [
 class GoalPublisher(Node):
     def __init__(self) -> None:
         super().__init__("goal_publisher")
-        p = declare_task_parameters(self, declare_parameters(self, PARAMS))
+        p, task = declare_task_node_parameters(self, PARAMS)
         self.p = p
-        urdf_param(p)
         try:
-            task = task_from_params(p)
             self.goals = random_goals(task, p["count"], p["seed"], p["margin"])
         except ValueError as exc:
             raise ParameterError(str(exc)) from exc

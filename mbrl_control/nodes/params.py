@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException, ParameterException
@@ -21,6 +21,9 @@ from rclpy.parameter import Parameter
 from mbrl_control.core.robot import RobotConfig, RobotSpec, RobotSpecError, robot_spec
 from mbrl_control.core.util import section  # noqa: F401  (nodes take their parameter sections from here)
 from mbrl_control.paths import resolve_urdf
+
+if TYPE_CHECKING:
+    from mbrl_control.core.tasks.residual import ResidualTask
 
 _ARRAY_TYPES = {str: Parameter.Type.STRING_ARRAY, float: Parameter.Type.DOUBLE_ARRAY, int: Parameter.Type.INTEGER_ARRAY,
                 bool: Parameter.Type.BOOL_ARRAY}
@@ -189,6 +192,20 @@ def task_parameter_specs(terms: list[str] | None = None) -> list[ParamSpec]:
     for name in terms:
         specs += specs_from(TermConfig, f"task.{name}", dynamic=("weight",), fixed_because=structure)
     return specs
+
+
+def declare_task_node_parameters(node: Node, specs: list[ParamSpec]) -> tuple[dict[str, Any], "ResidualTask"]:
+    """A node that judges or drives the task (run monitor, episode manager, goal publisher): its
+    parameters and the robot's, the task's, and the task built from them; ParameterError naming
+    what does not fit."""
+    from mbrl_control.core.builders import task_from_params
+
+    p = declare_task_parameters(node, declare_parameters(node, specs))
+    urdf_param(p)
+    try:
+        return p, task_from_params(p)
+    except ValueError as exc:
+        raise ParameterError(str(exc)) from exc
 
 
 def declare_task_parameters(node: Node, p: dict[str, Any],

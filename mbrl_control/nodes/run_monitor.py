@@ -29,17 +29,9 @@ from rclpy.time import Time
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 
-from mbrl_control.core.builders import task_from_params
 from mbrl_control.nodes.diagnostics import values_of
 from mbrl_control.nodes.joint_io import JointStateReader
-from mbrl_control.nodes.params import (
-    ROBOT_PARAMS,
-    ParameterError,
-    ParamSpec,
-    declare_parameters,
-    declare_task_parameters,
-    urdf_param,
-)
+from mbrl_control.nodes.params import ROBOT_PARAMS, ParamSpec, declare_task_node_parameters
 from mbrl_control.nodes.runtime import NodeDone, main_for
 
 PARAMS = [
@@ -58,13 +50,8 @@ PARAMS = [
 class RunMonitor(Node):
     def __init__(self) -> None:
         super().__init__("run_monitor")
-        p = declare_task_parameters(self, declare_parameters(self, PARAMS))
+        p, self.task = declare_task_node_parameters(self, PARAMS)
         self.p = p
-        urdf_param(p)
-        try:
-            self.task = task_from_params(p)
-        except ValueError as exc:
-            raise ParameterError(str(exc)) from exc
         joints = list(self.task.spec.state_joints)
         # Positions decide success; a robot's joint_states may carry no velocities.
         self.reader = JointStateReader(joints, need_velocity=False)
