@@ -29,11 +29,11 @@ def warmup(robot: str = DEFAULT_ROBOT, planner: str | None = None) -> float:
     Returns the seconds it took."""
     import torch
 
-    from mbrl_control.config import node_parameters
+    from mbrl_control.config import node_settings
     from mbrl_control.core.builders import build_mpc
 
-    p = node_parameters(robot_config(robot), "mpc_controller")
-    torch.set_num_threads(int(p.get("torch_threads", 1)))
+    p = node_settings(robot_config(robot), "mpc_controller")  # the file over the node's defaults
+    torch.set_num_threads(p["torch_threads"])
     start = time.perf_counter()
     mpc = build_mpc(p, planner)
     mpc.planner.plan(torch.zeros(mpc.task.state_dim))
@@ -50,15 +50,15 @@ def train_offline(recording: Path | list[Path], out: Path, robot: str = DEFAULT_
     ``out/value.safetensors`` for ``planner:=policy`` (``policy.path``) and ``terminal:=value``."""
     import torch
 
-    from mbrl_control.config import node_parameters
+    from mbrl_control.config import node_settings
     from mbrl_control.core.builders import build_ensemble
     from mbrl_control.core.learning import ModelInfo, TrainerConfig, Transitions, save_checkpoint, train_ensemble
     from mbrl_control.core.robot import robot_spec
     from mbrl_control.core.util import dataclass_from, section
     from mbrl_control.progress import follow, progress_bar
 
-    p = node_parameters(robot_config(robot), "learner")
-    torch.set_num_threads(int(p.get("torch_threads", 1)))
+    p = node_settings(robot_config(robot), "learner")
+    torch.set_num_threads(p["torch_threads"])
     sources = recording if isinstance(recording, list) else [recording]
     dt = 1.0 / p["control_rate"]
     with progress_bar(sources, desc="reading", unit="file", disable=len(sources) < 2) as files:
@@ -125,10 +125,10 @@ def _table(rows: list[tuple[str, object]]) -> str:
 
 def demo(duration: float | None, mode: str, planner: str | None, extra: list[str], runs_dir: Path, record: bool = True,
          robot: str = DEFAULT_ROBOT) -> int:
-    from mbrl_control.config import node_parameters
+    from mbrl_control.config import node_settings
 
     if duration is None:  # the robot config's run length (its run monitor's)
-        duration = float(node_parameters(robot_config(robot), "run_monitor").get("duration", 20.0))
+        duration = float(node_settings(robot_config(robot), "run_monitor")["duration"])
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = runs_dir / stamp
     run_dir.mkdir(parents=True, exist_ok=True)
