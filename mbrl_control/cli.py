@@ -8,6 +8,8 @@
   mbrl-control train --from runs/<stamp>/run.mcap [--out DIR]
                                                learn the dynamics offline from a recording
                                                (progress on stderr; stdout ends in one JSON line)
+  mbrl-control params [--write docs/parameters.md]
+                                               every node's parameters with their code defaults
 """
 
 from __future__ import annotations
@@ -189,6 +191,9 @@ def main(argv: list[str] | None = None) -> None:
     p_warm = sub.add_parser("warmup", help="compile the planner once so nodes start fast")
     p_warm.add_argument("--robot", default=DEFAULT_ROBOT)
     p_warm.add_argument("--planner", default=None)
+    p_params = sub.add_parser("params", help="every node's parameters: type, default, range, runtime, meaning (Markdown)")
+    p_params.add_argument("--write", type=Path, metavar="FILE", help="write it to FILE (docs/parameters.md) instead of "
+                                                                      "printing it")
     a = parser.parse_args(argv)
     try:
         if a.command == "launch":
@@ -199,6 +204,14 @@ def main(argv: list[str] | None = None) -> None:
             mbpo = dict(kv.split("=", 1) for kv in a.mbpo)
             out = a.out or a.recording[0].parent / "learner"
             sys.exit(train_offline(a.recording, out, a.robot, a.policy, mbpo))
+        if a.command == "params":
+            from mbrl_control.nodes.catalog import parameter_reference
+
+            text = parameter_reference()
+            if a.write:
+                a.write.write_text(text)
+            else:
+                print(text, end="")
         if a.command == "warmup":
             print(f"planner compiled and run in {warmup(a.robot, a.planner):.1f} s")
     except ValueError as exc:

@@ -1,4 +1,5 @@
-"""config/*.yaml holds every tunable value, and only parameters the nodes declare, in range."""
+"""config/*.yaml: only parameters the nodes declare, typed and in range, none restating a code default; and
+docs/parameters.md is generated from the nodes' declarations."""
 
 from pathlib import Path
 
@@ -6,9 +7,10 @@ import pytest
 import yaml
 
 from mbrl_control.config import node_parameters
-from mbrl_control.nodes.catalog import NODE_MODULES, node_specs
+from mbrl_control.nodes.catalog import NODE_MODULES, node_specs, parameter_reference
 from mbrl_control.paths import config_dir
 
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted(p for p in config_dir().glob("*.yaml") if "ros__parameters" in p.read_text())
 
 
@@ -64,3 +66,11 @@ def test_a_robot_file_restates_no_code_default(path: Path):
         restated += [f"{path.name}: {node}.{name} = {value!r}" for name, value in own.items()
                      if name in own_defaults and _same(value, own_defaults[name])]
     assert not restated, "equal to the code default; remove it or change the default:\n" + "\n".join(restated)
+
+
+def test_the_parameter_reference_is_generated_from_the_code():
+    committed = ROOT / "docs" / "parameters.md"
+    assert committed.is_file() and committed.read_text() == parameter_reference(), (
+        "docs/parameters.md differs from the nodes' parameters: regenerate it with "
+        "`mbrl-control params --write docs/parameters.md` (or python -m mbrl_control.cli params --write ...)"
+    )
