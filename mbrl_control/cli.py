@@ -8,6 +8,8 @@
   mbrl-control train --from runs/<stamp>/run.mcap [--out DIR]
                                                learn the dynamics offline from a recording
                                                (progress on stderr; stdout ends in one JSON line)
+  mbrl-control params [--write docs/parameters.md]
+                                               every node's parameters with their code defaults
 """
 
 from __future__ import annotations
@@ -29,11 +31,11 @@ def warmup(robot: str = DEFAULT_ROBOT, planner: str | None = None) -> float:
     Returns the seconds it took."""
     import torch
 
-    from mbrl_control.config import node_parameters
+    from mbrl_control.config import node_settings
     from mbrl_control.core.builders import build_mpc
 
-    p = node_parameters(robot_config(robot), "mpc_controller")
-    torch.set_num_threads(int(p.get("torch_threads", 1)))
+    p = node_settings(robot_config(robot), "mpc_controller")  # the file over the node's defaults
+    torch.set_num_threads(p["torch_threads"])
     start = time.perf_counter()
     mpc = build_mpc(p, planner)
     mpc.planner.plan(torch.zeros(mpc.task.state_dim))
@@ -50,15 +52,15 @@ def train_offline(recording: Path | list[Path], out: Path, robot: str = DEFAULT_
     ``out/value.safetensors`` for ``planner:=policy`` (``policy.path``) and ``terminal:=value``."""
     import torch
 
-    from mbrl_control.config import node_parameters
+    from mbrl_control.config import node_settings
     from mbrl_control.core.builders import build_ensemble
     from mbrl_control.core.learning import ModelInfo, TrainerConfig, Transitions, save_checkpoint, train_ensemble
     from mbrl_control.core.robot import robot_spec
     from mbrl_control.core.util import dataclass_from, section
     from mbrl_control.progress import follow, progress_bar
 
-    p = node_parameters(robot_config(robot), "learner")
-    torch.set_num_threads(int(p.get("torch_threads", 1)))
+    p = node_settings(robot_config(robot), "learner")
+    torch.set_num_threads(p["torch_threads"])
     sources = recording if isinstance(recording, list) else [recording]
     dt = 1.0 / p["control_rate"]
     with progress_bar(sources, desc="reading", unit="file", disable=len(sources) < 2) as files:
@@ -125,10 +127,10 @@ def _table(rows: list[tuple[str, object]]) -> str:
 
 def demo(duration: float | None, mode: str, planner: str | None, extra: list[str], runs_dir: Path, record: bool = True,
          robot: str = DEFAULT_ROBOT) -> int:
-    from mbrl_control.config import node_parameters
+    from mbrl_control.config import node_settings
 
     if duration is None:  # the robot config's run length (its run monitor's)
-        duration = float(node_parameters(robot_config(robot), "run_monitor").get("duration", 20.0))
+        duration = float(node_settings(robot_config(robot), "run_monitor")["duration"])
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = runs_dir / stamp
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -189,6 +191,9 @@ def main(argv: list[str] | None = None) -> None:
     p_warm = sub.add_parser("warmup", help="compile the planner once so nodes start fast")
     p_warm.add_argument("--robot", default=DEFAULT_ROBOT)
     p_warm.add_argument("--planner", default=None)
+    p_params = sub.add_parser("params", help="every node's parameters: type, default, range, runtime, meaning (Markdown)")
+    p_params.add_argument("--write", type=Path, metavar="FILE", help="write it to FILE (docs/parameters.md) instead of "
+                                                                      "printing it")
     a = parser.parse_args(argv)
     try:
         if a.command == "launch":
@@ -199,6 +204,14 @@ def main(argv: list[str] | None = None) -> None:
             mbpo = dict(kv.split("=", 1) for kv in a.mbpo)
             out = a.out or a.recording[0].parent / "learner"
             sys.exit(train_offline(a.recording, out, a.robot, a.policy, mbpo))
+        if a.command == "params":
+            from mbrl_control.nodes.catalog import parameter_reference
+
+            text = parameter_reference()
+            if a.write:
+                a.write.write_text(text)
+            else:
+                print(text, end="")
         if a.command == "warmup":
             print(f"planner compiled and run in {warmup(a.robot, a.planner):.1f} s")
     except ValueError as exc:

@@ -1,5 +1,6 @@
 """Reads a node's parameters from a ROS 2 parameter file without ROS, so tools, benchmarks and
-tests build exactly what the node would from the same config/ file."""
+tests build exactly what the node would from the same config/ file: ``node_parameters`` what the
+file sets, ``node_settings`` that over the node's code defaults (what the node reads)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,12 @@ def node_parameters(path: str | Path, node: str) -> dict[str, Any]:
             continue
         params.update(_flatten(section["ros__parameters"]))
     return params
+
+
+def node_settings(path: str | Path, node: str) -> dict[str, Any]:
+    """What ``node`` reads: its declared code defaults (mbrl_control.nodes.catalog), overridden by
+    the parameter file's values (``node_parameters``; a robot file sets only what differs)."""
+    from mbrl_control.nodes.catalog import node_defaults
+
+    given = node_parameters(path, node)
+    return node_defaults(node, list(given.get("task.terms", []))) | given

@@ -148,14 +148,14 @@ def robot_spec(p: Mapping[str, Any], urdf: str | Path | None = None) -> RobotSpe
     if offsets.shape != (3 * len(links),):
         raise RobotSpecError(f"parameter 'keypoint_offsets' needs 3 values per keypoint link ({3 * len(links)}), "
                              f"got {len(offsets)}")
-    rate = float(p.get("control_rate", 50.0))
+    rate = float(p.get("control_rate", RobotConfig.control_rate))
     return RobotSpec(
         urdf=path,
         name=robot.name,
         state_joints=state_joints,
         command_joints=command_joints,
         joint_types=tuple(j.type for j in joints),
-        gravity=float(p.get("gravity", 9.81)),
+        gravity=float(p.get("gravity", RobotConfig.gravity)),
         dt=1.0 / rate,
         position_lower=np.array([j.lower if j.type != "continuous" else -math.inf for j in joints]),
         position_upper=np.array([j.upper if j.type != "continuous" else math.inf for j in joints]),

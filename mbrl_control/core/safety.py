@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from mbrl_control.core.util import setting
+
 if TYPE_CHECKING:
     from mbrl_control.core.robot import RobotSpec
 
@@ -97,14 +99,19 @@ STALE_ACTIONS = ("zero", "hold", "gravity_hold")
 
 @dataclass(frozen=True)
 class SafetyConfig:
+    """The controller's ``safety.*`` and ``state_timeout`` (its node declares them from the
+    ``setting`` fields; ``effort_limit`` and ``limits`` come from the robot)."""
+
     effort_limit: np.ndarray  # per commanded joint
-    rate_limit: float = np.inf  # max effort change per second in normal operation
-    state_timeout: float = 0.1  # [s] an older state is stale
+    rate_limit: float = setting(2000.0, "max command change per second in normal operation [N/s or N m/s]", 0.0, 1e9)
+    state_timeout: float = setting(0.1, "a state older than this is stale: the safe command goes out [s]", 0.001, 10.0)
     # The safe command: 'zero' effort (a cart-pole, anything that rests safely unpowered), 'hold' the
     # last command for at most hold_timeout, or 'gravity_hold' (an arm: the effort that holds it
     # where it was last seen against gravity; the layer's ``hold_effort``).
-    stale_action: str = "zero"
-    hold_timeout: float = 0.2  # [s]
+    stale_action: str = setting("zero", "command while the state is stale or a plan unusable: zero effort, hold the "
+                                        "last command, or gravity_hold (the effort holding the robot where it was "
+                                        "last seen: an arm)", choices=STALE_ACTIONS)
+    hold_timeout: float = setting(0.2, "'hold' keeps the last command at most this long, then zero [s]", 0.0, 10.0)
     limits: JointLimits | None = None  # with a state, effort past a position or velocity limit is refused
 
     def __post_init__(self) -> None:

@@ -64,7 +64,7 @@ from mbrl_control.core.dynamics.ensemble import EnsembleConfig, PropagationConfi
 from mbrl_control.core.learning.sample_layout import SampleLayout
 from mbrl_control.core.mbpo.config import MBPOConfig
 from mbrl_control.core.planners.random import RandomConfig, RandomPlanner
-from mbrl_control.core.safety import DEGRADED, RUNNING, STALE_ACTIONS, STOPPED, JointLimits, SafetyConfig, SafetyLayer
+from mbrl_control.core.safety import DEGRADED, RUNNING, STOPPED, JointLimits, SafetyConfig, SafetyLayer
 from mbrl_control.core.tasks.critic_terminal import ValueTerminalConfig
 from mbrl_control.core.timing import TickStats
 from mbrl_control.core.util import dataclass_from, section
@@ -114,14 +114,9 @@ PARAMS = [
     ParamSpec("lockstep_readers", [""], "lockstep: hold the run (the sim waits) until these nodes (a recorder, a learner) "
               "read ~/transitions, so they miss no tick ('': none)"),
     ParamSpec("lockstep_watchdog", 0.5, "lockstep: tick anyway (safe command if stale) after this wall time without a state since the last tick ended [s]", 0.01, 60.0),
-    ParamSpec("state_timeout", 0.1, "a state older than this is stale: the safe command goes out [s]", 0.001, 10.0,
-              dynamic=True),
-    ParamSpec("safety.stale_action", "zero", "command while the state is stale or a plan unusable: zero effort, hold the last "
-              "command, or gravity_hold (the effort holding the robot where it was last seen: an arm)", choices=STALE_ACTIONS),
-    ParamSpec("safety.hold_timeout", 0.2, "'hold' keeps the last command at most this long, then zero [s]", 0.0, 10.0,
-              dynamic=True),
-    ParamSpec("safety.rate_limit", 2000.0, "max command change per second in normal operation [N/s or N m/s]", 0.0, 1e9,
-              dynamic=True),
+    *specs_from(SafetyConfig, "safety", dynamic=("state_timeout", "hold_timeout", "rate_limit"),
+                names={"state_timeout": "state_timeout"}),
+    # Not a SafetyConfig field: the node scales the robot's effort limits by it into effort_limit.
     ParamSpec("safety.effort_scale", 1.0, "every command is capped at this fraction of the robot's effort limits (URDF "
               "or effort_limits; lower it at runtime to weaken the robot: planners keep their bounds, the safety layer "
               "clamps)", 0.0, 1.0, dynamic=True),

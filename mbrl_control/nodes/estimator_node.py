@@ -40,7 +40,7 @@ from std_msgs.msg import Float64MultiArray, Int32, MultiArrayDimension
 from visualization_msgs.msg import MarkerArray
 
 from mbrl_control.core.builders import ModelConfig, build_kinematics, link_position_of, model_from_params
-from mbrl_control.core.estimation import ESTIMATORS, build_estimator
+from mbrl_control.core.estimation import ESTIMATORS, EstimatorConfig, build_estimator
 from mbrl_control.core.tasks.residual import keypoints
 from mbrl_control.core.timing import TickStats
 from mbrl_control.nodes.diagnostics import OK, WARN, DiagnosticsPublisher
@@ -68,28 +68,7 @@ PARAMS = [
     ParamSpec("diagnostics_rate", 1.0, "diagnostics publish rate [Hz]", 0.1, 100.0),
     ParamSpec("frame_id", "world", "fixed frame of the markers"),
     ParamSpec("estimator.kind", "ekf", "filter", choices=tuple(ESTIMATORS)),
-    ParamSpec("estimator.position_noise_std", [1e-3], "reading noise per joint [m, rad] (one value: every joint's)",
-              1e-9, 1.0, dynamic=True),
-    ParamSpec("estimator.position_resolution", [0.0], "encoder step per joint", 0.0, 0.1),
-    ParamSpec("estimator.measure_velocity", False, "readings carry velocities too"),
-    ParamSpec("estimator.velocity_noise_std", [0.01], "velocity reading noise per joint", 1e-9, 10.0, dynamic=True),
-    ParamSpec("estimator.accel_noise_density", [1.0], "unmodelled acceleration per joint [x^2/s^3]", 0.0, 100.0,
-              dynamic=True),
-    ParamSpec("estimator.initial_velocity_std", [1.0], "velocity prior at (re)initialisation", 0.01, 100.0),
-    ParamSpec("estimator.gate_probability", 0.999, "chi-square gate on innovations; 1 disables it", 0.9, 1.0),
-    ParamSpec("estimator.reinit_after_rejections", 20, "re-initialise after this many gated readings in a row that agree with each other (0: never)", 0, 1000),
-    ParamSpec("estimator.delay_compensation", True, "fuse late readings at their stamp, then re-predict"),
-    ParamSpec("estimator.history_duration", 0.5, "oldest reading fused [s] (>= the worst latency)", 0.0, 5.0),
-    ParamSpec("estimator.max_future", 0.1, "readings stamped further ahead are rejected [s]", 0.0, 1.0),
-    ParamSpec("estimator.max_prediction", 1.0, "a longer single prediction is a clock jump [s]", 0.05, 60.0),
-    ParamSpec("estimator.stale_after", 0.1, "no reading fused for this long: stale [s]", 0.001, 10.0),
-    ParamSpec("estimator.stale_position_std", [0.1], "position std above this: stale", 1e-4, 10.0),
-    ParamSpec("estimator.stale_velocity_std", [1.0], "velocity std above this: stale", 1e-3, 100.0),
-    ParamSpec("estimator.nis_window", 100, "readings in the running NIS mean", 1, 100000),
-    ParamSpec("estimator.ukf_alpha", 1.0, "UKF sigma-point spread", 1e-3, 1.0),
-    ParamSpec("estimator.ukf_beta", 2.0, "UKF prior knowledge of the distribution", 0.0, 10.0),
-    ParamSpec("estimator.ukf_kappa", 0.0, "UKF secondary scaling", -3.0, 10.0),
-    ParamSpec("estimator.compile", True, "torch.compile the model evaluations (eager without a compiler)"),
+    *specs_from(EstimatorConfig, "estimator", dynamic=("position_noise_std", "velocity_noise_std", "accel_noise_density")),
 ]
 
 

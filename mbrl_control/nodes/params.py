@@ -133,18 +133,19 @@ def declare_parameters(node: Node, specs: list[ParamSpec],
     return values
 
 
-
-
 def specs_from(config_class: type, prefix: str, exclude: tuple[str, ...] = (), dynamic: tuple[str, ...] = (),
-               fixed_because: str = "") -> list[ParamSpec]:
+               fixed_because: str = "", names: dict[str, str] | None = None) -> list[ParamSpec]:
     """ROS parameter specs ``<prefix>.<field>`` for a core config dataclass declared with
-    ``mbrl_control.core.util.setting`` (tuples become lists, as ROS arrays); ``exclude`` names
-    fields the node sets itself, ``dynamic`` those settable at runtime, ``fixed_because`` why the
-    others are not."""
+    ``mbrl_control.core.util.setting`` (tuples become lists, as ROS arrays, typed by the tuple's
+    element); ``exclude`` names fields the node sets itself, ``dynamic`` those settable at runtime,
+    ``fixed_because`` why the others are not, ``names`` a field's parameter name where it is not
+    ``<prefix>.<field>``."""
     from mbrl_control.core.util import settings_of
 
+    names = names or {}
     return [
-        ParamSpec(f"{prefix}.{f.name}" if prefix else f.name, list(f.default) if isinstance(f.default, tuple) else f.default,
+        ParamSpec(names.get(f.name) or (f"{prefix}.{f.name}" if prefix else f.name),
+                  list(f.default) if isinstance(f.default, tuple) else f.default,
                   f.doc, f.low, f.high, f.choices, element=f.element, dynamic=f.name in dynamic,
                   fixed_because=fixed_because)
         for f in settings_of(config_class)

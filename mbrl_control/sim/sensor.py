@@ -16,38 +16,41 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mbrl_control.core.util import setting
+
 FAULTS = ("nan", "inf", "wrong_length", "spike")
 
 
 @dataclass(frozen=True)
 class SensorConfig:
-    """Per-joint tuples are in the joints' order (cart-pole: cart [m], pole [rad]); a single value
-    stands for every joint.
-
-    Defaults are a cart-pole rig's encoders: the pole on a 1024-line quadrature encoder (4096
-    counts per turn), the cart on a motor encoder through a belt (the belt's compliance dominates
-    its noise), sampled at 100 Hz and delivered a few milliseconds later.
+    """``sensor.*``. Per-joint tuples are in the joints' order; a single value stands for every
+    joint. The defaults are generic encoders; a robot's parameter file sets its own (config/
+    cartpole.yaml: the pole on a 1024-line quadrature encoder, the cart on a belt-driven motor
+    encoder; config/iiwa.yaml: 20-bit absolute encoders). Faults default to off.
     """
 
-    rate: float = 100.0  # samples per second [Hz]
-    position_noise_std: tuple[float, ...] = (5e-4, 1e-3)  # Gaussian, before quantisation [m, rad]
-    resolution: tuple[float, ...] = (2e-5, 2.0 * math.pi / 4096)  # encoder step; 0 = continuous
-    measure_velocity: bool = False  # most encoders report positions only
-    velocity_noise_std: tuple[float, ...] = (0.01, 0.02)  # [m/s, rad/s], when measured
-    wrap_angles: tuple[bool, ...] = (False, False)  # report the joint's angle in [-pi, pi)
-    latency: float = 0.004  # minimum sample-to-delivery delay [s]
-    latency_jitter: float = 0.001  # mean of an exponential extra delay [s]
-    dropout_probability: float = 0.0  # each sample lost independently
-    burst_probability: float = 0.0  # per sample: start losing everything for burst_duration
-    burst_duration: float = 0.5  # [s]
+    rate: float = setting(100.0, "encoder sample rate [Hz]", 1.0, 10000.0)
+    position_noise_std: tuple[float, ...] = setting(
+        (1e-3,), "position noise per joint, Gaussian, before quantisation [m, rad] (one value: every joint's)", 0.0, 10.0)
+    resolution: tuple[float, ...] = setting((0.0,), "encoder step per joint; 0 = continuous", 0.0, 1.0)
+    measure_velocity: bool = setting(False, "encoders also report velocities (most report positions only)")
+    velocity_noise_std: tuple[float, ...] = setting(
+        (0.01,), "velocity noise per joint, when measured [m/s, rad/s]", 0.0, 100.0)
+    wrap_angles: tuple[bool, ...] = setting((False,), "report a joint's angle wrapped to [-pi, pi)")
+    latency: float = setting(0.004, "minimum sample-to-delivery delay [s]", 0.0, 1.0)
+    latency_jitter: float = setting(0.001, "mean of an exponential extra delay [s]", 0.0, 0.1)
+    dropout_probability: float = setting(0.0, "fault: each sample lost independently", 0.0, 1.0)
+    burst_probability: float = setting(0.0, "fault: per sample, start losing everything for burst_duration", 0.0, 1.0)
+    burst_duration: float = setting(0.5, "length of a burst of loss [s]", 0.0, 60.0)
     # Faults, at most one per sample, each with its own probability.
-    nan_probability: float = 0.0  # one position becomes NaN
-    inf_probability: float = 0.0  # one position becomes +-inf
-    wrong_length_probability: float = 0.0  # the last position is missing
-    spike_probability: float = 0.0  # one position jumps by +-spike_magnitude
-    spike_magnitude: tuple[float, ...] = (0.5, 1.0)  # [m, rad]
-    reorder_probability: float = 0.0  # held back and delivered right after the next reading
-    seed: int = 0
+    nan_probability: float = setting(0.0, "fault: a position reads NaN", 0.0, 1.0)
+    inf_probability: float = setting(0.0, "fault: a position reads +-inf", 0.0, 1.0)
+    wrong_length_probability: float = setting(0.0, "fault: a reading misses its last position", 0.0, 1.0)
+    spike_probability: float = setting(0.0, "fault: a position jumps by +-spike_magnitude", 0.0, 1.0)
+    spike_magnitude: tuple[float, ...] = setting((0.5,), "size of a spike per joint [m, rad]", 0.0, 100.0)
+    reorder_probability: float = setting(0.0, "fault: a reading is held back and arrives right after the next one",
+                                         0.0, 1.0)
+    seed: int = setting(0, "random seed of the sensor", 0, 2**31 - 1)
 
     def measurement_std(self) -> np.ndarray:
         """Std of a position reading's error: the noise and the quantisation (uniform, step^2/12)."""

@@ -18,6 +18,7 @@ from mbrl_control.core.dynamics import CartPoleDynamics
 from mbrl_control.core.estimation import EstimatorConfig, build_estimator
 from mbrl_control.core.estimation.process import ProcessModel
 from mbrl_control.sim.sensor import JointSensor, SensorConfig
+from mbrl_control_testing.cartpole_rig import cartpole_estimator, cartpole_sensor
 from mbrl_control_testing.estimator_evaluation import cart_excitation, consistency, rmse, run_filter, simulate_truth
 
 DT, PHYSICS_DT = 0.02, 0.0025
@@ -42,13 +43,13 @@ def plant(params):
     return CartPoleDynamics(params, PHYSICS_DT, substeps=1, integrator="euler").double()  # == PyBullet
 
 
-def _truth(plant, runs, seed, ticks=200, x0=HANGING, spread=0.05, noise=EstimatorConfig().accel_noise_density):
+def _truth(plant, runs, seed, ticks=200, x0=HANGING, spread=0.05, noise=cartpole_estimator().accel_noise_density):
     rng = np.random.default_rng(seed)
     start = x0 + spread * rng.standard_normal((runs, 4))
     return simulate_truth(plant, start, ticks, CONTROL_EVERY, cart_excitation(10.0, 5.0, 8.0, 20.0), noise, rng)
 
 
-def _monte_carlo(estimator, truth, sensor_config=SensorConfig()):
+def _monte_carlo(estimator, truth, sensor_config=cartpole_sensor()):
     return [
         run_filter(estimator, truth, r, JointSensor(dataclasses.replace(sensor_config, seed=r)), ANGULAR)
         for r in range(len(truth.states))
@@ -58,12 +59,12 @@ def _monte_carlo(estimator, truth, sensor_config=SensorConfig()):
 @pytest.fixture(scope="module", params=["ekf", "ukf"])
 def default_runs(request, model, plant):
     """RUNS Monte-Carlo runs of 4 s with every noise at its default."""
-    estimator = build_estimator(request.param, model, EstimatorConfig(), ANGULAR)
+    estimator = build_estimator(request.param, model, cartpole_estimator(), ANGULAR)
     return request.param, _monte_carlo(estimator, _truth(plant, RUNS, seed=0))
 
 
 def _eager(model, kind="ekf", **config):
-    return build_estimator(kind, model, EstimatorConfig(compile=False, **config), ANGULAR)
+    return build_estimator(kind, model, cartpole_estimator(compile=False, **config), ANGULAR)
 
 
 # -- Monte-Carlo acceptance -----------------------------------------------------------------------
@@ -88,7 +89,7 @@ def test_velocity_is_three_times_better_than_finite_differences(default_runs):
 def test_a_mistuned_filter_fails_the_consistency_test(model, plant, mistuning, too):
     # Readings said to be 5x noisier than they are: the innovations look small for their covariance.
     # Process noise 100x too small: the filter is overconfident, its errors large for its covariance.
-    estimator = build_estimator("ekf", model, EstimatorConfig(**mistuning), ANGULAR)
+    estimator = build_estimator("ekf", model, cartpole_estimator(**mistuning), ANGULAR)
     c = consistency(_monte_carlo(estimator, _truth(plant, 8, seed=1)), state_dim=4, measurement_dim=2)
     if too == "low":
         assert c["nis_mean"] < c["nis_lo"], c
@@ -98,10 +99,10 @@ def test_a_mistuned_filter_fails_the_consistency_test(model, plant, mistuning, t
 
 def test_delay_compensation_removes_the_error_a_30ms_latency_causes(model, plant):
     truth = _truth(plant, 6, seed=2)
-    sensor = SensorConfig(latency=0.03)
+    sensor = cartpole_sensor(latency=0.03)
     results = {}
     for compensate in (True, False):
-        estimator = build_estimator("ekf", model, EstimatorConfig(delay_compensation=compensate), ANGULAR)
+        estimator = build_estimator("ekf", model, cartpole_estimator(delay_compensation=compensate), ANGULAR)
         results[compensate] = _monte_carlo(estimator, truth, sensor)
     on, off = (rmse([r.tick_errors for r in results[c]]) for c in (True, False))
     assert np.all(on * 3.0 < off), (on, off)
@@ -112,10 +113,10 @@ def test_delay_compensation_removes_the_error_a_30ms_latency_causes(model, plant
 def test_bad_readings_and_a_dropout_never_crash_nor_poison_the_estimate(model, plant):
     faults = dict(nan_probability=0.03, inf_probability=0.03, wrong_length_probability=0.03,
                   spike_probability=0.03, reorder_probability=0.03)
-    estimator = build_estimator("ekf", model, EstimatorConfig(), ANGULAR)
+    estimator = build_estimator("ekf", model, cartpole_estimator(), ANGULAR)
     truth = _truth(plant, 2, seed=3, ticks=250)
     for r in range(2):
-        sensor = JointSensor(SensorConfig(seed=10 + r, **faults))
+        sensor = JointSensor(cartpole_sensor(seed=10 + r, **faults))
         sensor.blackout(2.0, 0.5)
         run = run_filter(estimator, truth, r, sensor, ANGULAR)
         assert run.finite and np.isfinite(run.tick_errors).all()
@@ -148,8 +149,8 @@ def test_a_spinning_pole_on_a_wrapping_encoder_is_tracked_through_every_turn(mod
     # [-pi, pi), so readings jump by 2 pi every turn while the true angle does not.
     truth = _truth(plant, 2, seed=4, ticks=150, x0=np.array([0.0, math.pi, 0.0, 9.0]), spread=0.01)
     assert np.ptp(truth.states[:, :, 1]) > 4 * math.pi
-    estimator = build_estimator("ekf", model, EstimatorConfig(), ANGULAR)
-    runs = _monte_carlo(estimator, truth, SensorConfig(wrap_angles=(False, True)))
+    estimator = build_estimator("ekf", model, cartpole_estimator(), ANGULAR)
+    runs = _monte_carlo(estimator, truth, cartpole_sensor(wrap_angles=(False, True)))
     assert estimator.rejected["gate"] <= 2 and "reinitialized" not in estimator.events
     assert rmse([r.tick_errors for r in runs])[1] < 0.01
     assert -math.pi <= estimator.mean[1] < math.pi  # on the encoder's turn
@@ -358,7 +359,7 @@ def test_bad_commands_are_held_and_a_clock_jump_restarts_the_estimate(model):
 
 def test_an_angle_two_pi_away_is_the_same_angle(model):
     wrapped = _eager(model)
-    naive = build_estimator("ekf", model, EstimatorConfig(compile=False), angular_joints=(False, False))
+    naive = build_estimator("ekf", model, cartpole_estimator(compile=False), angular_joints=(False, False))
     for f in (wrapped, naive):
         f.update([0.0, math.pi - 0.001], 0.0)
         f.predict(np.zeros(1), 0.01)

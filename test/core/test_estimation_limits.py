@@ -16,7 +16,8 @@ from mbrl_control.core.util import section
 from mbrl_control.graph import robot_config
 from mbrl_control.paths import config_dir
 from mbrl_control.sim.bullet_robot import BulletRobot
-from mbrl_control.sim.sensor import JointSensor, SensorConfig
+from mbrl_control.sim.sensor import JointSensor
+from mbrl_control_testing.cartpole_rig import cartpole_sensor
 
 DT, PHYSICS_DT = 0.02, 0.0025
 URDF = config_dir() / "urdf" / "cartpole.urdf"
@@ -31,7 +32,7 @@ def _drive_into_the_stop(kind: str, limits) -> tuple[list[np.ndarray], list[np.n
     model = load_robot("cartpole", "estimator").model
     config = section(node_parameters(robot_config("cartpole"), "estimator"), "estimator") | {"compile": False}
     estimator = build_estimator(kind, model, config, (False, True), limits)  # as the estimator node runs it
-    robot, sensor = BulletRobot(URDF, PHYSICS_DT), JointSensor(SensorConfig(seed=0), 2)
+    robot, sensor = BulletRobot(URDF, PHYSICS_DT), JointSensor(cartpole_sensor(seed=0), 2)
     robot.reset(np.zeros(2), np.zeros(2))
     sensor.reset(0.0)
     truths, estimates, t = [], [], 0.0

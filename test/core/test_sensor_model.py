@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mbrl_control.sim.sensor import JointSensor, SensorConfig
+from mbrl_control_testing.cartpole_rig import cartpole_sensor
 
 PHYSICS_DT = 0.0025  # the sim's 400 Hz physics step
 
@@ -25,7 +26,7 @@ def _drive(config: SensorConfig, duration: float = 2.0, motion=None):
 
 
 def test_reading_error_has_the_configured_spread_noise_and_quantisation_together():
-    config = SensorConfig(resolution=(2e-4, 2 * math.pi / 1024), seed=1)
+    config = cartpole_sensor(resolution=(2e-4, 2 * math.pi / 1024), seed=1)
     motion, _, readings = _drive(config, duration=20.0)
     errors = np.array([r.position - motion(r.stamp)[0] for r in readings])
     assert len(errors) > 1900
@@ -34,14 +35,14 @@ def test_reading_error_has_the_configured_spread_noise_and_quantisation_together
 
 
 def test_readings_are_whole_encoder_steps():
-    config = SensorConfig(position_noise_std=(0.0, 0.0), resolution=(1e-3, 0.01))
+    config = cartpole_sensor(position_noise_std=(0.0, 0.0), resolution=(1e-3, 0.01))
     _, _, readings = _drive(config)
     steps = np.array([r.position for r in readings]) / np.array(config.resolution)
     np.testing.assert_allclose(steps, np.round(steps), atol=1e-6)
 
 
 def test_samples_at_its_own_rate_stamped_with_the_sample_time():
-    config = SensorConfig(rate=100.0, latency=0.0, latency_jitter=0.0)
+    config = cartpole_sensor(rate=100.0, latency=0.0, latency_jitter=0.0)
     _, sensor, readings = _drive(config, duration=1.0)
     stamps = np.array([r.stamp for r in readings])
     assert len(stamps) == 101 and sensor.samples == 101
@@ -50,14 +51,14 @@ def test_samples_at_its_own_rate_stamped_with_the_sample_time():
 
 def test_slower_physics_than_rate_samples_every_step():
     # Observed every 20 ms (a lockstep sim without substeps), a 100 Hz sensor cannot sample faster.
-    sensor = JointSensor(SensorConfig(latency=0.0, latency_jitter=0.0))
+    sensor = JointSensor(cartpole_sensor(latency=0.0, latency_jitter=0.0))
     for k in range(10):
         sensor.observe(0.02 * k, np.zeros(2), np.zeros(2))
     assert [round(r.stamp, 9) for r in sensor.deliver(1.0)] == [round(0.02 * k, 9) for k in range(10)]
 
 
 def test_readings_arrive_late_in_order_and_never_early():
-    config = SensorConfig(latency=0.03, latency_jitter=0.005, seed=3)
+    config = cartpole_sensor(latency=0.03, latency_jitter=0.005, seed=3)
     sensor = JointSensor(config)
     arrivals = []
     for i in range(int(2.0 / PHYSICS_DT)):
@@ -74,14 +75,14 @@ def test_readings_arrive_late_in_order_and_never_early():
 
 
 def test_random_dropouts_lose_the_configured_fraction():
-    config = SensorConfig(dropout_probability=0.2, seed=5)
+    config = cartpole_sensor(dropout_probability=0.2, seed=5)
     _, sensor, readings = _drive(config, duration=20.0)
     assert sensor.lost / sensor.samples == pytest.approx(0.2, abs=0.03)
     assert len(readings) == sensor.samples - sensor.lost
 
 
 def test_a_blackout_loses_everything_inside_it_and_nothing_outside():
-    sensor = JointSensor(SensorConfig())
+    sensor = JointSensor(cartpole_sensor())
     sensor.blackout(0.5, 0.5)
     for i in range(int(2.0 / PHYSICS_DT)):
         sensor.observe(i * PHYSICS_DT, np.zeros(2), np.zeros(2))
@@ -91,7 +92,7 @@ def test_a_blackout_loses_everything_inside_it_and_nothing_outside():
 
 
 def test_bursts_of_loss_last_the_burst_duration():
-    config = SensorConfig(burst_probability=0.02, burst_duration=0.2, seed=2)
+    config = cartpole_sensor(burst_probability=0.02, burst_duration=0.2, seed=2)
     _, sensor, readings = _drive(config, duration=20.0)
     gaps = np.diff([r.stamp for r in readings])
     bursts = (gaps[gaps > 0.015] - 0.01) / 0.2  # 0.2 s lost (or back-to-back bursts), then the next sample
@@ -109,13 +110,13 @@ def test_bursts_of_loss_last_the_burst_duration():
     ],
 )
 def test_every_injected_fault_shows_in_the_reading(fault, check):
-    config = dataclasses.replace(SensorConfig(seed=4), **{f"{fault}_probability": 1.0})
+    config = dataclasses.replace(cartpole_sensor(seed=4), **{f"{fault}_probability": 1.0})
     _, _, readings = _drive(config, duration=0.2)
     assert readings and all(r.fault == fault and check(r) for r in readings)
 
 
 def test_spikes_jump_one_joint_by_the_configured_magnitude():
-    config = SensorConfig(spike_probability=0.1, spike_magnitude=(0.5, 1.0), seed=6)
+    config = cartpole_sensor(spike_probability=0.1, spike_magnitude=(0.5, 1.0), seed=6)
     motion, _, readings = _drive(config, duration=5.0)
     errors = np.array([r.position - motion(r.stamp)[0] for r in readings])
     spiked = np.array([r.fault == "spike" for r in readings])
@@ -126,7 +127,7 @@ def test_spikes_jump_one_joint_by_the_configured_magnitude():
 
 
 def test_reordered_readings_arrive_after_their_successor():
-    config = SensorConfig(reorder_probability=0.1, seed=7)
+    config = cartpole_sensor(reorder_probability=0.1, seed=7)
     _, _, readings = _drive(config, duration=5.0)
     arrival = {r.stamp: i for i, r in enumerate(readings)}
     by_stamp = sorted(readings, key=lambda r: r.stamp)
@@ -138,31 +139,31 @@ def test_reordered_readings_arrive_after_their_successor():
 
 
 def test_velocity_is_measured_only_when_enabled():
-    _, _, without = _drive(SensorConfig(), duration=0.1)
+    _, _, without = _drive(cartpole_sensor(), duration=0.1)
     assert all(r.velocity.shape == (0,) for r in without)
-    config = SensorConfig(measure_velocity=True, seed=8)
+    config = cartpole_sensor(measure_velocity=True, seed=8)
     motion, _, readings = _drive(config, duration=20.0)
     errors = np.array([r.velocity - motion(r.stamp)[1] for r in readings])
     np.testing.assert_allclose(errors.std(axis=0), config.velocity_noise_std, rtol=0.06)
 
 
 def test_wrapped_angles_stay_in_one_turn_and_continuous_ones_do_not():
-    _, _, wrapped = _drive(SensorConfig(wrap_angles=(False, True)), duration=3.0)
-    _, _, continuous = _drive(SensorConfig(), duration=3.0)
+    _, _, wrapped = _drive(cartpole_sensor(wrap_angles=(False, True)), duration=3.0)
+    _, _, continuous = _drive(cartpole_sensor(), duration=3.0)
     assert all(-math.pi <= r.position[1] < math.pi for r in wrapped)
     assert max(r.position[1] for r in continuous) > 6.5  # 1 + 2 t rad: past one turn
 
 
 def test_same_seed_same_readings_other_seed_other_readings():
-    a = [r.position for r in _drive(SensorConfig(seed=9), duration=0.5)[2]]
-    b = [r.position for r in _drive(SensorConfig(seed=9), duration=0.5)[2]]
-    c = [r.position for r in _drive(SensorConfig(seed=10), duration=0.5)[2]]
+    a = [r.position for r in _drive(cartpole_sensor(seed=9), duration=0.5)[2]]
+    b = [r.position for r in _drive(cartpole_sensor(seed=9), duration=0.5)[2]]
+    c = [r.position for r in _drive(cartpole_sensor(seed=10), duration=0.5)[2]]
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 
 
 def test_reset_restarts_the_same_stream():
-    sensor = JointSensor(SensorConfig(seed=11))
+    sensor = JointSensor(cartpole_sensor(seed=11))
     runs = []
     for _ in range(2):
         sensor.reset()
@@ -178,7 +179,7 @@ def test_reset_restarts_the_same_stream():
 )
 def test_invalid_config_is_refused(change):
     with pytest.raises(ValueError):
-        JointSensor(dataclasses.replace(SensorConfig(), **change))
+        JointSensor(dataclasses.replace(cartpole_sensor(), **change))
 
 
 def test_one_value_stands_for_every_joint():

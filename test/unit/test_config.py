@@ -1,4 +1,5 @@
-"""config/*.yaml holds every tunable value, and only parameters the nodes declare, in range."""
+"""config/*.yaml: only parameters the nodes declare, typed and in range, none restating a code default; and
+docs/parameters.md is generated from the nodes' declarations."""
 
 from pathlib import Path
 
@@ -6,38 +7,10 @@ import pytest
 import yaml
 
 from mbrl_control.config import node_parameters
-from mbrl_control.nodes import (
-    controller_node,
-    driver_node,
-    episode_manager,
-    estimator_node,
-    foxglove_bridge_node,
-    goal_publisher,
-    learner_node,
-    mock_hardware_node,
-    recorder_node,
-    run_monitor,
-    sim_node,
-)
-from mbrl_control.nodes.params import task_parameter_specs
-from mbrl_control.nodes.scheduling import SCHEDULING_PARAMS
+from mbrl_control.nodes.catalog import NODE_MODULES, node_specs, parameter_reference
 from mbrl_control.paths import config_dir
 
-NODES = {
-    "sim": sim_node.PARAMS,
-    "mpc_controller": controller_node.PARAMS,
-    "run_monitor": run_monitor.PARAMS,
-    "mock_hardware": mock_hardware_node.PARAMS,
-    "driver": driver_node.PARAMS,
-    "recorder": recorder_node.PARAMS,
-    "foxglove_bridge": foxglove_bridge_node.PARAMS,
-    "estimator": estimator_node.PARAMS,
-    "learner": learner_node.PARAMS,
-    "episode_manager": episode_manager.PARAMS,
-    "goal_publisher": goal_publisher.PARAMS,
-}
-NODES = {node: specs + SCHEDULING_PARAMS for node, specs in NODES.items()}  # every node declares these (runtime)
-TASK_NODES = ("mpc_controller", "run_monitor", "episode_manager", "learner", "goal_publisher")  # declare task.*
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted(p for p in config_dir().glob("*.yaml") if "ros__parameters" in p.read_text())
 
 
@@ -45,8 +18,8 @@ CONFIGS = sorted(p for p in config_dir().glob("*.yaml") if "ros__parameters" in 
 def test_every_configured_parameter_is_declared_typed_and_in_range(path: Path):
     doc = yaml.safe_load(path.read_text())
     wildcard = node_parameters(path, "__none__")
-    task = task_parameter_specs() + task_parameter_specs(list(wildcard.get("task.terms", [])))
-    nodes = {node: specs + (task if node in TASK_NODES else []) for node, specs in NODES.items()}
+    terms = list(wildcard.get("task.terms", []))
+    nodes = {node: node_specs(node, terms) for node in NODE_MODULES}
     declared_anywhere = {s.name for specs in nodes.values() for s in specs}
     assert set(wildcard) <= declared_anywhere, set(wildcard) - declared_anywhere
     for node, specs in nodes.items():
@@ -65,7 +38,39 @@ def test_every_configured_parameter_is_declared_typed_and_in_range(path: Path):
             spec.check(value)
 
 
-def test_controller_config_sets_every_declared_parameter():
-    params = node_parameters(config_dir() / "cartpole.yaml", "mpc_controller")
-    missing = {s.name for s in controller_node.PARAMS} - set(params)
-    assert not missing, f"config/cartpole.yaml leaves {missing} at code defaults"
+def _same(value, default) -> bool:
+    """Equal, and of the same type (a robot file's 50 is not the default 50.0)."""
+    if isinstance(value, list) and isinstance(default, list):
+        return len(value) == len(default) and all(_same(v, d) for v, d in zip(value, default))
+    return type(value) is type(default) and value == default
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_a_robot_file_restates_no_code_default(path: Path):
+    """A value equal to the code default is a second copy of it, left behind when the default
+    changes. A ``/**`` value reaches every node that declares it: it restates a default only if
+    it equals every such node's default."""
+    doc = yaml.safe_load(path.read_text())
+    wildcard = node_parameters(path, "__none__")
+    terms = list(wildcard.get("task.terms", []))
+    defaults = {node: {s.name: s.default for s in node_specs(node, terms)} for node in NODE_MODULES}
+    restated = []
+    for name, value in wildcard.items():
+        declaring = [d[name] for d in defaults.values() if name in d]
+        if declaring and all(_same(value, d) for d in declaring):
+            restated.append(f"{path.name}: /**.{name} = {value!r}")
+    for node, own_defaults in defaults.items():
+        if node not in doc:
+            continue
+        own = {k: v for k, v in node_parameters(path, node).items() if k not in wildcard}
+        restated += [f"{path.name}: {node}.{name} = {value!r}" for name, value in own.items()
+                     if name in own_defaults and _same(value, own_defaults[name])]
+    assert not restated, "equal to the code default; remove it or change the default:\n" + "\n".join(restated)
+
+
+def test_the_parameter_reference_is_generated_from_the_code():
+    committed = ROOT / "docs" / "parameters.md"
+    assert committed.is_file() and committed.read_text() == parameter_reference(), (
+        "docs/parameters.md differs from the nodes' parameters: regenerate it with "
+        "`mbrl-control params --write docs/parameters.md` (or python -m mbrl_control.cli params --write ...)"
+    )

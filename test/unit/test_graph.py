@@ -255,14 +255,18 @@ def test_the_estimators_staleness_follows_the_controllers_state_timeout(tmp_path
 
     config = yaml.safe_load((ROOT / "config" / "cartpole.yaml").read_text())
     assert "stale_after" not in config["estimator"]["ros__parameters"]["estimator"]  # one setting, not two
-    assert spec(mpc_graph({}), "estimator").parameters[-1]["estimator.stale_after"] == 0.1  # cartpole's state_timeout
     assert stale_after("mpc_controller:\n  ros__parameters:\n    state_timeout: 0.25\n") == 0.25
     assert stale_after("/**:\n  ros__parameters:\n    state_timeout: 0.05\n") == 0.05
-    agreeing = "estimator:\n  ros__parameters:\n    estimator:\n      stale_after: 0.1\n"
-    assert stale_after(agreeing) == 0.1
+    agreeing = ("mpc_controller:\n  ros__parameters:\n    state_timeout: 0.2\n"
+                "estimator:\n  ros__parameters:\n    estimator:\n      stale_after: 0.2\n")
+    assert stale_after(agreeing) == 0.2
     with pytest.raises(ValueError, match=r"'estimator.stale_after' \(0.3 s\) is set by mpc_controller's "
-                                         r"'state_timeout' \(0.1 s\)"):
-        stale_after("estimator:\n  ros__parameters:\n    estimator:\n      stale_after: 0.3\n")
+                                         r"'state_timeout' \(0.2 s\)"):
+        stale_after("mpc_controller:\n  ros__parameters:\n    state_timeout: 0.2\n"
+                    "estimator:\n  ros__parameters:\n    estimator:\n      stale_after: 0.3\n")
+    with pytest.raises(ValueError, match=r"'estimator.stale_after' \(0.1 s\) is set by mpc_controller's "
+                                         r"'state_timeout' \(its default\)"):
+        stale_after("estimator:\n  ros__parameters:\n    estimator:\n      stale_after: 0.1\n")
 
 
 def test_without_a_configured_state_timeout_both_nodes_default_to_the_same_staleness(tmp_path):

@@ -20,41 +20,51 @@ from scipy.stats import chi2
 from mbrl_control.core.dynamics.base import DynamicsModel
 from mbrl_control.core.estimation.base import REJECT_REASONS, Estimator, EstimatorStatus
 from mbrl_control.core.estimation.process import ProcessModel
+from mbrl_control.core.util import setting
 
 TIME_EPS = 1e-9  # stamps closer than this are the same instant [s]
 
 
 @dataclass(frozen=True)
 class EstimatorConfig:
-    """Per-joint tuples are in the state's joint order (cart-pole: cart [m], pole [rad]).
-
-    The measurement noise defaults equal the sensor model's (``mbrl_control.sim.sensor``); on a
-    robot they come from the encoders' data sheet.
+    """``estimator.*``. Per-joint tuples are in the state's joint order; one value stands for every
+    joint (``for_joints``). The defaults are generic; a robot's parameter file sets its own (the
+    measurement noise from its encoders' data sheet, equal to the sim's ``sensor.*``).
     """
 
-    position_noise_std: tuple[float, ...] = (5e-4, 1e-3)  # reading noise [m, rad]
-    position_resolution: tuple[float, ...] = (2e-5, 2.0 * math.pi / 4096)  # encoder step; adds step^2/12
-    measure_velocity: bool = False  # readings are [positions, velocities], not positions only
-    velocity_noise_std: tuple[float, ...] = (0.01, 0.02)  # [m/s, rad/s], when measured
-    accel_noise_density: tuple[float, ...] = (0.01, 0.05)  # unmodelled acceleration [m^2/s^3, rad^2/s^3]
-    initial_velocity_std: tuple[float, ...] = (1.0, 3.0)  # velocity prior at (re)initialisation
-    gate_probability: float = 0.999  # chi-square gate on the innovation; 1 disables gating
+    position_noise_std: tuple[float, ...] = setting(
+        (1e-3,), "reading noise per joint [m, rad] (one value: every joint's)", 1e-9, 1.0)
+    position_resolution: tuple[float, ...] = setting(
+        (0.0,), "encoder step per joint (adds step^2/12 to the reading variance)", 0.0, 0.1)
+    measure_velocity: bool = setting(False, "readings are [positions, velocities], not positions only")
+    velocity_noise_std: tuple[float, ...] = setting(
+        (0.01,), "velocity reading noise per joint [m/s, rad/s], when measured", 1e-9, 10.0)
+    accel_noise_density: tuple[float, ...] = setting(
+        (1.0,), "unmodelled acceleration per joint [m^2/s^3, rad^2/s^3]", 0.0, 100.0)
+    initial_velocity_std: tuple[float, ...] = setting(
+        (1.0,), "velocity prior per joint at (re)initialisation [m/s, rad/s]", 0.01, 100.0)
+    gate_probability: float = setting(0.999, "chi-square gate on the innovations; 1 disables gating", 0.9, 1.0)
     # This many gated readings in a row that agree with each other (one trajectory, moving no faster
     # than 3 initial_velocity_std): re-initialise from them (0: never). Disagreeing ones (spikes) never
     # do, and after them no reading is fused until this many agree again.
-    reinit_after_rejections: int = 20
-    delay_compensation: bool = True  # fuse a late reading at its stamp, then re-predict to now
-    history_duration: float = 0.5  # oldest reading fused [s]
-    max_future: float = 0.1  # readings stamped further ahead of the estimate are rejected [s]
-    max_prediction: float = 1.0  # a longer single prediction is a clock jump: forget the estimate [s]
-    stale_after: float = 0.1  # no reading fused for this long: stale [s]
-    stale_position_std: tuple[float, ...] = (0.05, 0.1)  # position std above this: stale [m, rad]
-    stale_velocity_std: tuple[float, ...] = (0.5, 1.0)  # velocity std above this: stale [m/s, rad/s]
-    nis_window: int = 100  # readings in the running NIS mean
-    ukf_alpha: float = 1.0  # sigma-point spread (UKF)
-    ukf_beta: float = 2.0  # prior knowledge of the distribution, 2 for Gaussian (UKF)
-    ukf_kappa: float = 0.0  # secondary scaling (UKF)
-    compile: bool = True  # torch.compile the model evaluations (eager if no compiler)
+    reinit_after_rejections: int = setting(
+        20, "re-initialise after this many gated readings in a row that agree with each other (0: never)", 0, 1000)
+    delay_compensation: bool = setting(True, "fuse a late reading at its stamp, then re-predict to now")
+    history_duration: float = setting(0.5, "oldest reading fused [s] (>= the worst latency)", 0.0, 5.0)
+    max_future: float = setting(0.1, "readings stamped further ahead of the estimate are rejected [s]", 0.0, 1.0)
+    max_prediction: float = setting(
+        1.0, "a longer single prediction is a clock jump: forget the estimate [s]", 0.05, 60.0)
+    stale_after: float = setting(0.1, "no reading fused for this long: stale [s] (the launch sets it to the "
+                                      "controller's state_timeout)", 0.001, 10.0)
+    stale_position_std: tuple[float, ...] = setting(
+        (0.1,), "position std per joint above this: stale [m, rad]", 1e-4, 10.0)
+    stale_velocity_std: tuple[float, ...] = setting(
+        (1.0,), "velocity std per joint above this: stale [m/s, rad/s]", 1e-3, 100.0)
+    nis_window: int = setting(100, "readings in the running NIS mean", 1, 100000)
+    ukf_alpha: float = setting(1.0, "UKF sigma-point spread", 1e-3, 1.0)
+    ukf_beta: float = setting(2.0, "UKF prior knowledge of the distribution, 2 for Gaussian", 0.0, 10.0)
+    ukf_kappa: float = setting(0.0, "UKF secondary scaling", -3.0, 10.0)
+    compile: bool = setting(True, "torch.compile the model evaluations (eager without a compiler)")
 
     PER_JOINT = ("position_noise_std", "position_resolution", "velocity_noise_std", "accel_noise_density",
                  "initial_velocity_std", "stale_position_std", "stale_velocity_std")
