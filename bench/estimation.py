@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from common import emit_json, latency, machine, print_table
 
-from mbrl_control.config import node_parameters
+from mbrl_control.config import node_settings
 from mbrl_control.core.builders import build_planner, load_robot
 from mbrl_control.core.dynamics import CartPoleDynamics
 from mbrl_control.core.estimation import ESTIMATORS, EstimatorConfig, build_estimator
@@ -122,8 +122,8 @@ HEADLINE = ("deployed", "sim", LATE)  # the README's "sim encoders, 30 ms latenc
 def deployed_configs() -> tuple[EstimatorConfig, SensorConfig]:
     """The estimator and the sim's encoders exactly as config/cartpole.yaml sets them."""
     path = config_dir() / "cartpole.yaml"
-    estimator = section(node_parameters(path, "estimator"), "estimator")
-    sensor = section(node_parameters(path, "sim"), "sensor")
+    estimator = section(node_settings(path, "estimator"), "estimator")
+    sensor = section(node_settings(path, "sim"), "sensor")
     return dataclass_from(EstimatorConfig, estimator), dataclass_from(SensorConfig, sensor)
 
 

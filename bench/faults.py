@@ -82,7 +82,7 @@ from rclpy.serialization import deserialize_message
 from ros_run import claimed_domain
 from std_msgs.msg import UInt8MultiArray
 
-from mbrl_control.config import node_parameters
+from mbrl_control.config import node_settings
 from mbrl_control.core.builders import build_ensemble, robot_parameters
 from mbrl_control.core.dynamics.ensemble import EnsembleDynamics
 from mbrl_control.core.learning import ModelInfo, ReplayBuffer, encode, save_checkpoint
@@ -538,7 +538,7 @@ def sim_restart(work: Path) -> dict:
 
 
 def _ensemble() -> EnsembleDynamics:
-    params = node_parameters(robot_config("cartpole"), "learner")
+    params = node_settings(robot_config("cartpole"), "learner")
     model = build_ensemble(params, robot_spec(params))
     model.fit_normalizer(torch.randn(64, 4), torch.randn(64, 1), torch.randn(64, 4))
     return model

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from common import emit_json, latency, machine, print_table
 
-from mbrl_control.config import node_parameters
+from mbrl_control.config import node_settings
 from mbrl_control.core.builders import MPCSetup, build_ensemble, build_mpc, load_robot
 from mbrl_control.core.dynamics import CartPoleDynamics, EnsembleDynamics
 from mbrl_control.core.learning import ModelInfo, TrainerConfig, Transitions, encode, load_into, train_ensemble
@@ -67,13 +67,13 @@ def box_states(box, n: int, seed: int) -> torch.Tensor:
 def controller_parameters(model: str, compile: bool, policy_path: Path) -> dict:
     """mpc_controller's parameters from config/cartpole.yaml, as ``planner:=policy model:=<model>``
     with the policy file ``policy_path`` would set them."""
-    p = node_parameters(CONFIG_FILE, "mpc_controller")
+    p = node_settings(CONFIG_FILE, "mpc_controller")
     return p | {"planner": "policy", "model": model, "compile": compile, "policy.path": str(policy_path)}
 
 
 def learner_mbpo_config(angle_dims: tuple[int, ...]) -> MBPOConfig:
     """MBPO's settings as the learner reads them (learner.mbpo.*; angles from the ensemble)."""
-    p = section(node_parameters(CONFIG_FILE, "learner"), "mbpo")
+    p = section(node_settings(CONFIG_FILE, "learner"), "mbpo")
     return dataclass_from(MBPOConfig, {k: v for k, v in p.items() if k != "enabled"} | {"angle_dims": angle_dims})
 
 
@@ -88,7 +88,7 @@ def logged_episodes(task, plant, episodes: int) -> Transitions:
 def fitted_ensemble(data: Transitions) -> tuple[EnsembleDynamics, float, float]:
     """The controller's ensemble architecture fitted on ``data``: (model, seconds, held-out MSE)."""
     start = time.perf_counter()
-    model = build_ensemble(node_parameters(CONFIG_FILE, "mpc_controller"), load_robot("cartpole").spec)
+    model = build_ensemble(node_settings(CONFIG_FILE, "mpc_controller"), load_robot("cartpole").spec)
     config = TrainerConfig(max_epochs=200)
     with progress_bar(total=config.max_epochs, desc="fitting the ensemble", unit="epoch", leave=False) as bar:
         result = train_ensemble(model, data, config, progress=follow(bar))

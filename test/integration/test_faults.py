@@ -26,7 +26,7 @@ from rclpy.serialization import deserialize_message
 from rosutil import logs, node_env, start
 from std_msgs.msg import UInt8MultiArray
 
-from mbrl_control.config import node_parameters
+from mbrl_control.config import node_settings
 from mbrl_control.core.builders import build_ensemble
 from mbrl_control.core.learning import ModelInfo, save_checkpoint
 from mbrl_control.core.learning.model_io import read_info
@@ -118,7 +118,7 @@ def test_scheduled_fault_is_safe_within_a_tick_visible_and_recovers(kind, domain
 
 def _checkpoints(directory):
     """Checkpoints v1 (good) and v2 (its weights damaged on disk) of an untrained ensemble."""
-    params = node_parameters(robot_config("cartpole"), "learner")
+    params = node_settings(robot_config("cartpole"), "learner")
     model = build_ensemble(params, robot_spec(params))
     model.fit_normalizer(torch.randn(64, 4), torch.randn(64, 1), torch.randn(64, 4))
     for version in (1, 2):

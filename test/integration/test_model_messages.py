@@ -10,7 +10,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rosutil import logs, start
 from std_msgs.msg import UInt8MultiArray
 
-from mbrl_control.config import node_parameters
+from mbrl_control.config import node_settings
 from mbrl_control.core.builders import build_ensemble
 from mbrl_control.core.dynamics.ensemble import EnsembleDynamics
 from mbrl_control.core.learning import ModelInfo, encode
@@ -36,7 +36,7 @@ def test_controller_swaps_good_models_and_rejects_bad_ones(domain, probe, tmp_pa
         pub = probe.node.create_publisher(UInt8MultiArray, "/learner/model", MODEL_QOS)
         assert probe.spin_until(lambda: "model_version" in diag, 120), logs(tmp_path)
 
-        p = node_parameters(robot_config("cartpole"), "mpc_controller")
+        p = node_settings(robot_config("cartpole"), "mpc_controller")
         model = build_ensemble(p, robot_spec(p))
         model.fit_normalizer(torch.randn(64, 4), torch.randn(64, 1), torch.randn(64, 4))
         other = EnsembleDynamics(dataclasses.replace(model.config, members=3))
