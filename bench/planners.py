@@ -5,7 +5,10 @@ closed loop on the PyBullet-equivalent plant (Euler, 8 substeps, float64), ``--t
 threads (1 by default), each tick with the controller node's deadline (0.8 of the 20 ms period by
 default). Per planner: tick p50/p99 over all its ticks (seeds x 700; the count is in the table),
 success rate over all episodes (``task.success``), mean closed-loop running cost per step (also
-per task: LQR cannot swing up, its swing-up cost is the track barrier's), samples per tick.
+per task: LQR cannot swing up, its swing-up cost is the track barrier's), samples per tick, and
+the command's RMS change per tick over the balance episodes' last 5 s (``command_delta_rms``, as the
+run monitor reports it). The sampling planners run with their configured Savitzky-Golay smoothing
+(``smoothing_window``, shown per row).
 ``cem@500x1`` is CEM at iCEM's default sample budget; the ``@100x1`` rows compare both at a
 twenty-fifth of CEM's default budget.
 
@@ -65,6 +68,7 @@ from mbrl_control_testing.episode import run_episode
 
 DT = 0.02
 SWING_UP_TICKS, BALANCE_TICKS = 400, 300
+COMMAND_WINDOW_TICKS = 250  # command_delta_rms over the last 5 s, as the run monitor reports it
 PEER_WARMUP_TICKS = 10  # untimed ticks before each peer row's timing: compilation, first-call caches
 NEAR_HANGING = (0.0, math.pi - 0.1, 0.0, 0.0)
 TORCH_ACTIVATIONS = {"silu": "torch.nn.SiLU", "relu": "torch.nn.ReLU", "tanh": "torch.nn.Tanh"}  # for mbrl-lib's config
@@ -105,10 +109,13 @@ def run_planner(
     planner = build_planner(kind, model, task, dict(config, seed=0), compile=True)
     planner.plan(torch.zeros(task.state_dim))  # compile and warm up outside the timing
     ticks, outcome, costs, misses = [], {"swing_up": [], "balance": []}, {"swing_up": [], "balance": []}, 0
+    deltas: list[np.ndarray] = []
     for seed in range(seeds):
         for task_name, x0 in initial_states(seed).items():
             steps = SWING_UP_TICKS if task_name == "swing_up" else BALANCE_TICKS
-            ep = run_episode(planner, plant, x0, steps=steps, budget_s=budget_s)
+            ep = run_episode(planner, plant, x0, steps=steps, budget_s=budget_s, task=task)
+            if task_name == "balance":  # held upright: the RMS change per tick over the last 5 s
+                deltas.append(np.diff(ep.actions[-COMMAND_WINDOW_TICKS - 1:], axis=0))
             ticks.append(ep.tick_s)
             outcome[task_name].append(task.success(ep.states, ep.times))
             states = torch.from_numpy(ep.states[:-1]).float().unsqueeze(0)
@@ -126,7 +133,9 @@ def run_planner(
         "mean_cost": round(float(np.mean(costs["swing_up"] + costs["balance"])), 4),
         "mean_cost_swing_up": round(float(np.mean(costs["swing_up"])), 4),
         "mean_cost_balance": round(float(np.mean(costs["balance"])), 4),
-        "samples_per_tick": samples_per_tick(planner),
+        "samples_per_tick": samples_per_tick(getattr(planner, "planner", planner)),
+        "command_delta_rms": [round(float(v), 3) for v in np.sqrt(np.mean(np.square(np.concatenate(deltas)), axis=0))],
+        "smoothing_window": getattr(planner, "window", 0),
         "ticks": int(sum(len(t) for t in ticks)),
         "threads": torch.get_num_threads(),
         "ticks_over_budget": misses,
@@ -432,10 +441,11 @@ def main() -> None:
         print(f"\nPlanners on the cart-pole: {args.seeds} seeds x (swing-up {SWING_UP_TICKS} + balance "
               f"{BALANCE_TICKS} ticks), deadline {args.budget_ms} ms, {args.threads} torch thread(s)")
         headers = ["planner", "horizon", "samples/tick", "threads", "ticks", "p50 ms", "p99 ms", "swing-up", "balance",
-                   "cost swing-up", "cost balance", "over budget"]
+                   "cost swing-up", "cost balance", "over budget", "balance du rms N", "smoothing"]
         print_table(headers, [[n, r["horizon"], r["samples_per_tick"] or "-", r["threads"], r["ticks"],
                                r["tick_ms_p50"], r["tick_ms_p99"], r["swing_up_success"], r["balance_success"],
-                               r["mean_cost_swing_up"], r["mean_cost_balance"], r["ticks_over_budget"]]
+                               r["mean_cost_swing_up"], r["mean_cost_balance"], r["ticks_over_budget"],
+                               r["command_delta_rms"][0], r["smoothing_window"] or "-"]
                               for n, r in results.items()])
 
     wanted = set(filter(None, args.peers.split(",")))

@@ -10,6 +10,7 @@ import torch
 
 from mbrl_control.core.dynamics.base import DynamicsModel
 from mbrl_control.core.planners.base import Planner
+from mbrl_control.core.tasks.residual import ResidualTask
 
 
 @dataclass
@@ -30,12 +31,17 @@ def run_episode(
     x0: torch.Tensor,
     steps: int,
     budget_s: float | None = None,
+    task: ResidualTask | None = None,
 ) -> Episode:
     """Replan every step from the plant's true state and apply the first action.
 
     ``budget_s`` gives the planner a deadline per tick, as the controller node does in realtime.
+    ``task``: told every command sent, as the controller node tells it (its ``command_rate``
+    terms, and a smoothed planner's history, read it).
     """
     planner.reset()
+    if task is not None:
+        task.set_last_command(torch.zeros(task.action_dim))
     x = x0.to(torch.float64).unsqueeze(0)
     states, actions, ticks = [x[0].numpy().copy()], [], []
     for _ in range(steps):
@@ -43,6 +49,8 @@ def run_episode(
         plan = planner.plan(x[0].float(), None if budget_s is None else start + budget_s)
         ticks.append(time.perf_counter() - start)
         u = plan.actions[:1].to(torch.float64)
+        if task is not None:
+            task.set_last_command(plan.actions[0])
         x = plant.step(x, u)
         states.append(x[0].numpy().copy())
         actions.append(u[0].numpy().copy())

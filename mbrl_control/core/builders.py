@@ -43,6 +43,7 @@ from mbrl_control.core.planners.dp import solve_value
 from mbrl_control.core.planners.ilqr_offline import ILQROfflineConfig, ILQROfflinePlanner
 from mbrl_control.core.planners.lqr import Equilibrium, solve_lqr
 from mbrl_control.core.planners.policy import resolve_policy
+from mbrl_control.core.planners.smoothing import SmoothedPlanner
 from mbrl_control.core.robot import RobotSpec, RobotSpecError, robot_spec
 from mbrl_control.core.rollout import TrajectoryEvaluator
 from mbrl_control.core.tasks.base import Task
@@ -264,8 +265,12 @@ def build_planner(
     if name in SAMPLING_PLANNERS:
         evaluator = TrajectoryEvaluator(model, task, compile=compile, device=device, threads=threads)
         if name == "icem":
-            return ICEMPlanner(evaluator, settings, policy=resolve_policy(policy), compile=compile)
-        return {"cem": CEMPlanner, "mppi": MPPIPlanner}[name](evaluator, settings)
+            sampler = ICEMPlanner(evaluator, settings, policy=resolve_policy(policy), compile=compile)
+        else:
+            sampler = {"cem": CEMPlanner, "mppi": MPPIPlanner}[name](evaluator, settings)
+        if not settings.smoothing_window:
+            return sampler
+        return SmoothedPlanner(sampler, settings.smoothing_window, task.action_low, task.action_high)
     if name == "policy":
         resolved = resolve_policy(policy, settings.path)
         if resolved is None:

@@ -29,7 +29,9 @@ class BatchSpy:
 
 
 def sampling_planner(cartpole, name: str, **config):
-    planner = build_planner(name, cartpole.model, cartpole.task, {"horizon": 15, **config}, compile=False)
+    # the planner itself (smoothing off): its evaluator is spied on
+    planner = build_planner(name, cartpole.model, cartpole.task, {"horizon": 15, "smoothing_window": 0, **config},
+                            compile=False)
     planner.evaluator = BatchSpy(planner.evaluator)
     return planner
 
