@@ -54,7 +54,7 @@ class ICEMConfig:
     min_std: float = setting(0.02, "std floor as a fraction of the action half-range", 0.0, 10.0)
     momentum: float = setting(0.1, "weight of the old distribution in each refit", 0.0, 1.0)
     seed: int = setting(0, "sampling seed", 0, 2**31 - 1)
-    smoothing_window: int = setting(13, "Savitzky-Golay smoothing of the command sent, over this many ticks of past "
+    smoothing_window: int = setting(0, "Savitzky-Golay smoothing of the command sent, over this many ticks of past "
                                     "commands and plan (odd; 0: off): sampling noise a motor would take as vibration", 0, 101)
     policy_fraction: float = setting(0.1, "with a policy: population share of its closed-loop rollouts", 0.0, 1.0)
     policy_noise: float = setting(0.1, "action noise std on all but the first of them, fraction of the half-range",

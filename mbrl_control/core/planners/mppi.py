@@ -33,7 +33,7 @@ class MPPIConfig:
     noise_std: float = setting(0.5, "sampling std as a fraction of the action half-range", 1e-3, 10.0)
     noise_beta: float = setting(1.0, "colored-noise exponent along time: 0 white, 2 Brownian-like", 0.0, 4.0)
     seed: int = setting(0, "sampling seed", 0, 2**31 - 1)
-    smoothing_window: int = setting(21, "Savitzky-Golay smoothing of the command sent, over this many ticks of past "
+    smoothing_window: int = setting(0, "Savitzky-Golay smoothing of the command sent, over this many ticks of past "
                                     "commands and plan (odd; 0: off): sampling noise a motor would take as vibration", 0, 101)
 
 
