@@ -83,8 +83,11 @@ def test_build_planner_smooths_sampling_planners_as_configured(cartpole):
     assert isinstance(build_planner("cem", cartpole.model, cartpole.task,
                                     {"population": 20, "elites": 4, "smoothing_window": WINDOW}, compile=False),
                       SmoothedPlanner)
-    plain = build_planner("cem", cartpole.model, cartpole.task, {"population": 20, "elites": 4}, compile=False)
-    assert isinstance(plain, CEMPlanner)  # off by default
+    plain = build_planner("cem", cartpole.model, cartpole.task, {"population": 20, "elites": 4, "smoothing_window": 0},
+                          compile=False)
+    assert isinstance(plain, CEMPlanner)
+    default = build_planner("cem", cartpole.model, cartpole.task, {"population": 20, "elites": 4}, compile=False)
+    assert getattr(default, "window", 0) == CEMConfig().smoothing_window  # the config's default window
     assert not isinstance(build_planner("ilqr", cartpole.model, cartpole.task, {"horizon": 10}, compile=False),
                           SmoothedPlanner)
 
