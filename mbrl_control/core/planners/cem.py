@@ -26,7 +26,7 @@ class CEMConfig:
     min_std: float = setting(0.02, "std floor as a fraction of the action half-range", 0.0, 10.0)
     momentum: float = setting(0.1, "weight of the old distribution in each refit", 0.0, 1.0)
     seed: int = setting(0, "sampling seed", 0, 2**31 - 1)
-    smoothing_window: int = setting(13, "Savitzky-Golay smoothing of the command sent, over this many ticks of past "
+    smoothing_window: int = setting(0, "Savitzky-Golay smoothing of the command sent, over this many ticks of past "
                                     "commands and plan (odd; 0: off): sampling noise a motor would take as vibration", 0, 101)
 
 
