@@ -4,7 +4,7 @@ A sampling planner's first action carries its sampling noise: one step's effort 
 30-step sequence's cost, so the best sequence's first step wanders by newtons from tick to tick
 (the cart-pole's CEM: about 3.5 N RMS change per 20 ms tick against a 20 N limit), and a motor
 takes that as vibration. The command sent is instead a least-squares quadratic through the last
-``window // 2`` commands sent and the plan's next ``window // 2 + 1`` steps, evaluated now: noise
+``window // 2`` commands this smoother returned and the plan's next ``window // 2 + 1`` steps, evaluated now: noise
 far above the plan's bandwidth goes, the plan's trend stays (a quadratic passes unchanged; for a
 centred fit a cubic gives the same weights), and unlike a first-order low-pass it adds no lag to
 a plan that follows one.
