@@ -34,7 +34,10 @@ def test_mock_hardware_closes_the_loop_with_the_unchanged_controller(domain, pro
         assert probe.spin_until(lambda: any(abs(c.data[0]) > 1.0 for c in commands), 120), logs(tmp_path)
         first, since = len(commands), len(states) + 10  # (states just after may mirror earlier commands)
         assert probe.spin_until(lambda: len(commands) >= first + 100, 60), logs(tmp_path)  # 2 s at 50 Hz
-        probe.spin_for(0.2)  # the states that mirror the last of them
+        # Judge the states received so far; then keep taking commands: a state can reach the probe
+        # before the command it mirrors does (they come from two publishers).
+        until, sent_until = len(states), len(commands)
+        probe.spin_for(0.5)
     finally:
         running.stop()
     # The mock mirrors the controller's commands into its effort states: every effort is one of
@@ -43,14 +46,15 @@ def test_mock_hardware_closes_the_loop_with_the_unchanged_controller(domain, pro
     sent = [c.data[0] for c in commands]
     index = {v: i for i, v in enumerate(sent)}
     unique = {v for v in sent if sent.count(v) == 1}
-    efforts = [s.effort[0] for s in states[since:] if s.effort[0] in unique]
+    judged = states[since:until]
+    efforts = [s.effort[0] for s in judged if s.effort[0] in unique]
     assert len(efforts) >= 50, (len(efforts), len(states))
     # (0.0 also once the mock's watchdog saw no fresh command, after a stall)
-    foreign = {s.effort[0] for s in states[since:]} - set(index) - {0.0}
+    foreign = {s.effort[0] for s in judged} - set(index) - {0.0}
     assert not foreign, sorted(foreign)[:5]
     order = [index[e] for e in efforts]
     assert order == sorted(order), "the mock's efforts came back out of the commands' order"
-    matchable = {i for i in range(first, len(sent) - 10) if sent[i] in unique}
+    matchable = {i for i in range(first, sent_until - 10) if sent[i] in unique}
     mirrored = len(set(order) & matchable)
     print(f"mock mirrored {mirrored} of {len(matchable)} matchable commands")
     assert mirrored >= 0.5 * len(matchable), (mirrored, len(matchable))
