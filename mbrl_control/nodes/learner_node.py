@@ -80,6 +80,8 @@ from mbrl_control.nodes.runtime import main_for
 if TYPE_CHECKING:
     from mbrl_control.core.mbpo.trainer import MBPOResult
 
+STOP_JOIN_SECONDS = 10.0  # a cancelled job ends within a minibatch or 250 SAC steps
+
 PARAMS = [
     *ROBOT_PARAMS,  # control_rate: the controllers' tick rate, so transitions span one period
     ParamSpec("sources", ["/mpc_controller/transitions"], "controllers' sample topics to learn from (one per robot)"),
@@ -319,7 +321,7 @@ class LearnerNode(Node):
         warm_start = self.sac_state if config.warm_start else None
         from mbrl_control.core.mbpo.trainer import train_mbpo  # SAC (stable-baselines3) only where MBPO is on
 
-        self.policy_job.start(lambda cancel: train_mbpo(model, self.task, data, config, warm_start))
+        self.policy_job.start(lambda cancel: train_mbpo(model, self.task, data, config, warm_start, cancel=cancel))
 
     def _poll_policy(self) -> None:
         outcome = self.policy_job.poll()
@@ -395,12 +397,18 @@ class LearnerNode(Node):
         return self.counts["samples"] + self.counts["rejected_samples"]
 
     def on_stop(self) -> None:
-        self.trainer.cancel()  # stops after its current epoch, while the queued samples are stored
+        # Training stops within a minibatch (models) or CANCEL_CHECK_STEPS SAC steps (policies),
+        # so draining the queued samples gets the CPU.
+        self.trainer.cancel()
+        self.policy_job.cancel()
 
     def close(self) -> None:
-        self.trainer.cancel()
-        self.trainer.join(2.0)
-        self.policy_job.join(0.1)  # SAC cannot be interrupted; the thread dies with the process
+        # Join before the interpreter finalises: a worker thread still inside torch then aborts
+        # the process (SIGABRT, "terminate called without an active exception").
+        self.on_stop()
+        for name, job in (("model training", self.trainer), ("policy training", self.policy_job)):
+            if not job.join(STOP_JOIN_SECONDS):
+                self.get_logger().error(f"{name} did not stop within {STOP_JOIN_SECONDS} s of the cancel")
         self.buffer.close()
 
 

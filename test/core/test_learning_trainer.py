@@ -10,6 +10,7 @@ model puts ~95.4 % of the true changes inside its 2-sigma band.
 
 import dataclasses
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -160,6 +161,19 @@ def test_background_training_can_be_cancelled_and_reports_errors(logged):
     trainer.join(timeout=60)
     outcome = trainer.poll()
     assert outcome.state is None and "at least 2" in outcome.error
+
+
+def test_a_cancel_stops_training_inside_an_epoch(logged):
+    """An epoch over a large buffer takes seconds: a stopping learner must not wait for it. Cancelled
+    before the first minibatch, no optimizer step is taken (a whole epoch would move the weights)."""
+    model = EnsembleDynamics(CONFIG)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cancel = threading.Event()
+    cancel.set()
+    result = train_ensemble(model, logged, TrainerConfig(batch_size=8, max_epochs=5, patience=100), cancel)
+    assert result.stopped_by == "cancelled" and result.epochs == 1
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert not [k for k in changed if "normal" not in k and "_mean" not in k and "_std" not in k], changed
 
 
 def test_learned_reward_head_replaces_the_task_cost(setup, logged):

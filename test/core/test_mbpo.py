@@ -8,6 +8,7 @@ rollouts. SAC trains once per session, one thread (~1 min on two busy cores).
 
 import json
 import math
+import threading
 import time
 
 import numpy as np
@@ -33,7 +34,7 @@ from mbrl_control.core.mbpo import (
     value_to_bytes,
 )
 from mbrl_control.core.mbpo.env import ModelEnv, ModelMDP, ModelRollouts
-from mbrl_control.core.mbpo.trainer import MBPOConfig, MixedReplayBuffer, closed_loop, train_mbpo
+from mbrl_control.core.mbpo.trainer import CANCEL_CHECK_STEPS, MBPOConfig, MixedReplayBuffer, closed_loop, train_mbpo
 from mbrl_control.core.planners import ICEMConfig, ICEMPlanner, PolicyPlanner, PolicyPlannerConfig
 from mbrl_control.core.rollout import TrajectoryEvaluator
 from mbrl_control.core.tasks.critic_terminal import ValueFunctionTerminalCost
@@ -272,6 +273,18 @@ def test_training_reports_its_sac_steps_and_model_return_after_every_epoch(cartp
     assert [(done, total) for done, total, _ in reports] == [(3, 7), (5, 7), (7, 7)]  # 7 steps over 3 epochs
     assert [f["epoch"] for _, _, f in reports] == [1, 2, 3]
     assert [f["model_return"] for _, _, f in reports] == result.returns
+
+
+def test_a_cancelled_round_stops_within_a_chunk_of_sac_steps_and_returns_a_policy(cartpole, real):
+    """A learner told to stop (its cancel event) gets its thread back within CANCEL_CHECK_STEPS SAC
+    steps, with a policy, instead of finishing a round of a million steps."""
+    cancel = threading.Event()
+    endless = MBPOConfig(epochs=1, sac_steps=1_000_000, rollouts_per_epoch=16, eval_starts=4, eval_steps=10, seed=3)
+    threading.Timer(1.0, cancel.set).start()
+    result = train_mbpo(cartpole.model, cartpole.task, real, endless, cancel=cancel)
+    assert result.stopped_by == "cancelled" and result.epochs == 0 and not result.returns
+    assert result.sac_steps % CANCEL_CHECK_STEPS == 0 and result.sac_steps < 1_000_000
+    assert isinstance(result.policy, Policy)
 
 
 # -- (c) the policy planner ----------------------------------------------------------------------

@@ -165,6 +165,8 @@ def train_ensemble(
         epoch += 1
         order = resample.gather(1, torch.argsort(torch.rand(E, N, generator=g, device="cpu"), dim=1).to(device))
         for lo in range(0, N, cfg.batch_size):
+            if cancel is not None and cancel.is_set():  # an epoch over a large buffer takes seconds
+                break
             idx = order[:, lo : lo + cfg.batch_size]
             loss = _loss(model, inputs[idx], targets[idx], None if rewards is None else rewards[idx], cfg, noise_g)
             optimizer.zero_grad(set_to_none=True)
@@ -305,7 +307,7 @@ class BackgroundTrainer:
         return outcome.value if outcome.error is None else TrainOutcome(state=None, result=None, error=outcome.error)
 
     def cancel(self) -> None:
-        """Ask the run to stop after the current epoch (it still returns its best weights)."""
+        """Ask the run to stop within its current minibatch (it still returns its best weights)."""
         self._job.cancel()
 
     def join(self, timeout: float | None = None) -> bool:

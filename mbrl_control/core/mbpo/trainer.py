@@ -24,6 +24,7 @@ numpy's and torch's global generators (SB3's ``set_random_seed``), as SB3's samp
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ from mbrl_control.core.util import module_device
 
 log = logging.getLogger(__name__)
 
+CANCEL_CHECK_STEPS = 250  # SAC steps between checks of the cancel flag (~0.5 s on one core)
+
 
 @dataclass
 class MBPOResult:
@@ -59,7 +62,7 @@ class MBPOResult:
     model_transitions: int  # generated in all
     real_transitions: int  # used (inside the region)
     seconds: float
-    stopped_by: str  # "epochs" | "time"
+    stopped_by: str  # "epochs" | "time" | "cancelled"
     returns: list[float]  # per epoch: the mean model return of the policy (with eval_starts)
     best_epoch: int  # the one whose policy this is (1-based; the last without eval_starts)
     sac_state: dict[str, torch.Tensor]  # SAC's networks and temperature after the last epoch: the next warm start
@@ -138,7 +141,8 @@ def rollout_model(model: DynamicsModel, config: MBPOConfig) -> DynamicsModel:
 def train_mbpo(model: DynamicsModel, task: Task, real: Transitions, config: MBPOConfig = MBPOConfig(),
                warm_start: dict[str, torch.Tensor] | None = None,
                progress: Callable[[int, int, dict[str, float]], None] | None = None,
-               device: torch.device | str | None = None) -> MBPOResult:
+               device: torch.device | str | None = None,
+               cancel: threading.Event | None = None) -> MBPOResult:
     """Train SAC on model rollouts branched from ``real``'s states (see the module docstring),
     starting from ``warm_start`` (a previous result's ``sac_state``, same ``hidden``) if given.
 
@@ -147,7 +151,8 @@ def train_mbpo(model: DynamicsModel, task: Task, real: Transitions, config: MBPO
     config.sac_steps, figures)``, if given, is called after every epoch (figures: the epoch, the
     policy's model return). ``device``: where the model rollouts and SAC run (model and task move
     there); None: where the model is. The exported policy and value function are on the CPU (what
-    a controller loads).
+    a controller loads). ``cancel``, once set, stops training within ``CANCEL_CHECK_STEPS`` SAC
+    steps; the best policy so far is returned (``stopped_by == "cancelled"``).
     """
     if device is not None:
         model.to(device)
@@ -213,8 +218,16 @@ def train_mbpo(model: DynamicsModel, task: Task, real: Transitions, config: MBPO
         batch = rollouts.generate(explore, config.rollouts_per_epoch)
         buffer.add_model(batch)
         generated += len(batch)
-        sac.train(gradient_steps=steps, batch_size=config.batch_size)
-        epochs, sac_steps = epochs + 1, sac_steps + steps
+        done = 0
+        while done < steps and not (cancel is not None and cancel.is_set()):
+            chunk = min(CANCEL_CHECK_STEPS, steps - done)  # SAC.train cannot be interrupted inside a call
+            sac.train(gradient_steps=chunk, batch_size=config.batch_size)
+            done += chunk
+        sac_steps += done
+        if done < steps:  # an epoch cut short is neither counted nor scored
+            stopped_by = "cancelled"
+            break
+        epochs += 1
         if len(eval_starts):
             sac.policy.set_training_mode(False)
             returns.append(float(policy_returns(mdp, act, eval_starts, config.eval_steps).mean()))
