@@ -104,6 +104,7 @@ def reach_goals(name: str, p: dict, goals: np.ndarray, ticks_per_goal: int, dead
         "joint_limit_violations": violations,
         "torque_saturation_fraction": round(saturated / max(commands, 1), 4),
         "horizon": planner.horizon,
+        "errors_m": [round(float(e), 4) for e in errors],  # per goal, in order
     }
     if push:
         out |= {"push_rad_s": push, "error_after_push_max_m": round(float(np.max(after_push)), 4),

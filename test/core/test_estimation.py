@@ -203,6 +203,23 @@ def test_commands_sent_before_the_first_reading_arrives_are_not_lost(model):
     assert early.command.tolist() == [-12.0]
 
 
+def test_a_robot_held_until_commanded_is_predicted_still_until_its_first_command(model):
+    """An arm on its brakes before the controller's first command: predicting it under zero effort
+    drops it (in the model, not in reality). held_until_commanded predicts no motion until then."""
+    held, free = _eager(model, held_until_commanded=True), _eager(model)
+    for f in (held, free):
+        f.update([0.0, 0.5], 0.0)  # a pole half a radian from upright: it falls under zero effort
+        f.predict_to(0.2)
+    np.testing.assert_array_equal(held.mean, [0.0, 0.5, 0.0, 0.0])
+    assert abs(free.mean[1] - 0.5) > 0.05  # the model lets it fall
+    assert held.update([0.0, 0.5], 0.2)
+    assert not held.status().stale  # known to be still: the controller may start from it
+    assert 0.0 < held.cov[3, 3] < 0.05  # the velocity is known to be zero, to the process noise
+    held.apply_command(np.zeros(1), 0.2)  # the first command (zero effort): the model predicts from here
+    held.predict_to(0.4)
+    assert abs(held.mean[1] - 0.5) > 0.05
+
+
 def test_sub_step_predictions_agree_with_whole_steps_and_with_the_plant(model, params):
     estimator = _eager(model)
     halves, whole = _eager(model), _eager(model)
@@ -309,6 +326,20 @@ def test_persistent_disagreement_reinitialises_from_the_readings(model):
     assert f.mean[0] == pytest.approx(1.0, abs=1e-3)
 
 
+def test_a_broken_covariance_restarts_the_estimate_from_the_reading_instead_of_crashing(model):
+    """A prediction that leaves the covariance not positive definite (the innovation covariance
+    singular or indefinite: numpy's LinAlgError once killed the estimator node on the iiwa): the
+    reading re-initialises the filter, and the event is counted."""
+    f = _eager(model)
+    f.update([0.0, math.pi], 0.0)
+    for k, scale in enumerate((10.0, 1e6), start=1):
+        f._cov = -scale * np.eye(4)  # what a diverging linearisation can leave
+        assert f.update([0.2 * k, math.pi], 0.01 * k) is not False
+        assert f.mean[0] == pytest.approx(0.2 * k, abs=1e-6)
+        assert np.all(np.linalg.eigvalsh(f.cov) > 0)
+    assert f.events["broken_covariance"] == 2
+
+
 def test_spikes_that_disagree_with_each_other_never_reinitialise(model):
     f = _eager(model, reinit_after_rejections=5)
     for k in range(50):  # hanging at rest: converged
@@ -375,6 +406,16 @@ def test_warm_up_leaves_a_fresh_filter(model):
     f.warm_up()
     assert not f.initialized and f.accepted == 0 and sum(f.rejected.values()) == 0
     assert f.update([0.0, math.pi], 5.0) and f.time == 5.0
+
+
+def test_warm_up_runs_the_model_even_for_a_robot_held_until_commanded(model, monkeypatch):
+    # (Else the first command, mid-run, compiles the prediction: the iiwa's estimator froze 29 s.)
+    f = _eager(model, held_until_commanded=True)
+    calls = []
+    propagate = f._propagate
+    monkeypatch.setattr(f, "_propagate", lambda *args: calls.append(args) or propagate(*args))
+    f.warm_up()
+    assert calls and not f._commanded
 
 
 def test_built_from_node_parameters(model):

@@ -49,6 +49,9 @@ class EstimatorConfig:
     # do, and after them no reading is fused until this many agree again.
     reinit_after_rejections: int = setting(
         20, "re-initialise after this many gated readings in a row that agree with each other (0: never)", 0, 1000)
+    held_until_commanded: bool = setting(
+        False, "the robot stands still until its first command (brakes, a drive holding position): predict no "
+               "motion before it, not the model under zero effort (an arm would fall)")
     delay_compensation: bool = setting(True, "fuse a late reading at its stamp, then re-predict to now")
     history_duration: float = setting(0.5, "oldest reading fused [s] (>= the worst latency)", 0.0, 5.0)
     max_future: float = setting(0.1, "readings stamped further ahead of the estimate are rejected [s]", 0.0, 1.0)
@@ -96,6 +99,11 @@ class KalmanFilter(Estimator):
     commands that were actually applied in between. Readings must arrive in stamp order; an older
     one than the last fused is rejected (re-fusing out-of-order readings would need the whole
     history re-run, and a transport delivers in order anyway).
+
+    Before its first command a robot may stand on its brakes (``held_until_commanded``): the
+    estimate is then predicted not to move (velocities zero, covariance grown by the process
+    noise); from the first command on, the model predicts. Predicting a braked arm under zero
+    effort makes it fall in the model, into its end stops, and every reading is gated.
 
     The estimate never becomes NaN: readings are validated before use, a prediction that turns
     non-finite is replaced by the old mean with grown covariance, and covariances are kept
@@ -152,6 +160,7 @@ class KalmanFilter(Estimator):
         self._cov = np.eye(self.state_dim)
         self._time = math.nan
         self._command = np.zeros(self.action_dim)
+        self._commanded = False  # a command has arrived (held_until_commanded: motion starts with it)
         self._history: deque[_Snapshot] = deque()
         self._early_commands: deque[tuple[float, np.ndarray]] = deque()  # (time, command) before the first reading
         self._last_stamp = -math.inf
@@ -227,8 +236,10 @@ class KalmanFilter(Estimator):
 
     def apply_command(self, u: np.ndarray, t: float) -> None:
         if self.initialized:
-            super().apply_command(u, t)
+            super().apply_command(u, t)  # up to t as before (held, if still uncommanded), then u
+            self._commanded = True
             return
+        self._commanded = True
         # Before the first reading there is no estimate to advance, but the first reading arrives
         # late: remember when each command started, to predict from that reading's stamp with them.
         self._command = self._checked_command(u)
@@ -259,6 +270,7 @@ class KalmanFilter(Estimator):
         """Compile the model evaluations now (seconds, once per model and process) rather than on
         the first control tick; then start over, counters included."""
         self.update(np.zeros(self._measured_count), 0.0)
+        self._commanded = True  # the model's predictions, even for a robot held until commanded
         self.predict(self._command, self.process.dt)
         self.predict(self._command, 0.5 * self.process.dt)
         self.reset()
@@ -312,6 +324,16 @@ class KalmanFilter(Estimator):
     def _safe_propagate(self, mean: np.ndarray, cov: np.ndarray, u: np.ndarray, duration: float) -> tuple[np.ndarray, np.ndarray]:
         if duration <= TIME_EPS:
             return mean, cov
+        if self.config.held_until_commanded and not self._commanded:
+            # Held still: the velocities are known to be zero (as well as the process noise
+            # allows); the positions keep what the readings told, with the noise's doubt added.
+            nq, noise = self.process.nq, self.process.noise(duration)
+            held, held_cov = mean.copy(), cov + noise
+            held[nq:] = 0.0
+            held_cov[nq:, :] = 0.0
+            held_cov[:, nq:] = 0.0
+            held_cov[nq:, nq:] = noise[nq:, nq:]
+            return held, held_cov
         new_mean, new_cov = self._propagate(mean, cov, u, duration)
         if np.isfinite(new_mean).all() and np.isfinite(new_cov).all():
             return self._at_limits(mean, new_mean, new_cov, duration)
@@ -379,8 +401,20 @@ class KalmanFilter(Estimator):
         difference = z - mean[:m]
         innovation = difference.copy()
         innovation[angles] = _wrap(difference[angles])  # angle-safe: 2 pi apart is 0 apart
-        s_inv = np.linalg.inv(cov[:m, :m] + self._measurement_cov)
-        nis = float(innovation @ s_inv @ innovation)
+        try:
+            s_inv = np.linalg.inv(cov[:m, :m] + self._measurement_cov)
+        except np.linalg.LinAlgError:
+            s_inv = None
+        nis = math.nan if s_inv is None else float(innovation @ s_inv @ innovation)
+        if not math.isfinite(nis) or nis < 0.0:
+            # A covariance the prediction broke (not positive definite): a filter that trusts
+            # nothing it holds starts over from the reading, rather than crash or never fuse again.
+            self.events["broken_covariance"] += 1
+            self._gated_in_a_row = 0
+            self._gated.clear()
+            self._distrust = False
+            self.last_nis = math.nan
+            return self._initial_estimate(z)
         if not nis <= self._gate or self._distrust:
             self._gated_in_a_row += 1
             self._gated.append((self._fusing_at, z.copy()))
@@ -432,6 +466,7 @@ class KalmanFilter(Estimator):
         early, self._early_commands = self._early_commands, deque()
         before = [u for t, u in early if t <= self._time]
         self._command = before[-1] if before else np.zeros(self.action_dim)  # at rest until commanded
+        self._commanded = bool(before)
         for t, u in early:
             if t > self._time:
                 self.apply_command(u, t)
