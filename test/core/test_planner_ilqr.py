@@ -75,3 +75,20 @@ def test_rejects_bad_configs(setup):
     for bad in ({"horizon": 0}, {"line_search_steps": 0}, {"reg_factor": 1.0}):
         with pytest.raises(ValueError):
             ILQRPlanner(model, task, ILQRConfig(**bad))
+
+
+def test_a_fresh_plan_for_an_arm_starts_from_holding_it_not_from_zero_effort():
+    """After a reset (start-up, a new goal) iLQR's nominal is the model's hold action (the arm's
+    gravity torques), not zero effort: one iteration from a falling arm once sent the iiwa's
+    shoulder +4 N m where holding it takes -36 N m, and in realtime it never recovered."""
+    from mbrl_control.core.builders import load_robot
+
+    iiwa = load_robot("iiwa")
+    x = torch.tensor(iiwa.spec.x_eq, dtype=torch.float32)
+    hold = iiwa.model.hold_action(x.unsqueeze(0))[0]
+    planner = ILQRPlanner(iiwa.model, iiwa.task, ILQRConfig(horizon=10, iterations=1), compile=False)
+    iiwa.task.set_goal(iiwa.task.reach_point(x.numpy()[None])[0])  # the goal: where it is
+    plan = planner.plan(x)
+    assert torch.allclose(plan.actions[0], hold, atol=0.5), (plan.actions[0], hold)
+    drift = (plan.states[:, : iiwa.spec.nq] - x[: iiwa.spec.nq]).abs().max()
+    assert drift < 0.01, drift  # the planned arm stays where it is

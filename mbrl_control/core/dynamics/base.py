@@ -27,6 +27,12 @@ class DynamicsModel(torch.nn.Module, abc.ABC):
     def step(self, x: Tensor, u: Tensor) -> Tensor:
         """Advance a batch of states by one period under a batch of actions."""
 
+    def hold_action(self, x: Tensor) -> Tensor | None:
+        """The actions ``[B, nu]`` that keep the robot still at states ``x[B, nx]`` (an arm's
+        gravity compensation), or None where the model knows none: a planner starting afresh
+        starts from them rather than from zero effort, which drops an arm."""
+        return None
+
     def forward(self, x: Tensor, u: Tensor) -> Tensor:
         return self.step(x, u)
 

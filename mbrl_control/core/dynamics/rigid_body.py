@@ -258,6 +258,8 @@ class RigidBodyDynamics(DynamicsModel):
         self._reorder = to_tree != list(range(n))
         self.register_buffer("_to_tree", torch.tensor(to_tree), persistent=False)
         self.register_buffer("_to_state", torch.tensor([tree.joints.index(j) for j in state_joints]), persistent=False)
+        self.register_buffer("_command_index", torch.tensor([state_joints.index(j) for j in command_joints]),
+                             persistent=False)
         actuation = np.zeros((n, m))  # efforts [n, B] = actuation @ u^T, in tree order
         for i, j in enumerate(command_joints):
             actuation[tree.joints.index(j), i] = 1.0
@@ -475,6 +477,10 @@ class RigidBodyDynamics(DynamicsModel):
         """``g(q) [B, n]``: the efforts that hold the robot still at ``q`` (gravity compensation)."""
         s, moment, _ = self._bodies(self._inward(q))
         return self._outward(self._gravity(s, moment), q.shape[:-1])
+
+    def hold_action(self, x: Tensor) -> Tensor:
+        """The command joints' gravity torques at the positions of ``x[B, nx]``."""
+        return self.gravity_torques(x[..., : self.n_joints]).index_select(-1, self._command_index)
 
     def inverse_dynamics(self, q: Tensor, qd: Tensor, qdd: Tensor) -> Tensor:
         """``M qdd + C qd + g [B, n]``, without damping (what PyBullet's calculateInverseDynamics returns)."""

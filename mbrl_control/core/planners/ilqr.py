@@ -149,6 +149,7 @@ class ILQRPlanner(Planner):
         with torch.device(self.device):
             self._step_sizes = torch.tensor([0.0] + [0.5**i for i in range(config.line_search_steps)])
             self._center = 0.5 * (task.action_low + task.action_high).float()
+            self._action_low, self._action_high = task.action_low.float(), task.action_high.float()
             # Nominal trajectory and policy (torch float32 on the device, read by the rollout) ...
             self._x0 = torch.zeros(nx)
             self._states = torch.zeros(T + 1, nx)
@@ -188,7 +189,12 @@ class ILQRPlanner(Planner):
         x0 = self._x0.copy_(x0)  # onto the device (and float32)
         self.cost_history.fill(np.nan)
         if self._fresh:
-            # No nominal yet: roll the initial actions out (zero gains, so step sizes do not matter).
+            # No nominal yet: from the actions that hold the robot still where it is, if the model
+            # knows them (an arm: zero effort would plan from a falling arm), else the centre; roll
+            # them out (zero gains, so step sizes do not matter).
+            hold = self.model.hold_action(x0.unsqueeze(0))
+            if hold is not None:
+                self._actions.copy_(torch.clamp(hold[0], self._action_low, self._action_high).expand_as(self._actions))
             self._states.copy_(x0)
             self._line_search(x0, feedforward_scale=0.0)
             self._fresh = False
