@@ -409,12 +409,7 @@ class KalmanFilter(Estimator):
         if not math.isfinite(nis) or nis < 0.0:
             # A covariance the prediction broke (not positive definite): a filter that trusts
             # nothing it holds starts over from the reading, rather than crash or never fuse again.
-            self.events["broken_covariance"] += 1
-            self._gated_in_a_row = 0
-            self._gated.clear()
-            self._distrust = False
-            self.last_nis = math.nan
-            return self._initial_estimate(z)
+            return self._restart_from(z, "broken_covariance")
         if not nis <= self._gate or self._distrust:
             self._gated_in_a_row += 1
             self._gated.append((self._fusing_at, z.copy()))
@@ -422,12 +417,7 @@ class KalmanFilter(Estimator):
             if limit and self._gated_in_a_row >= limit:
                 if self._one_trajectory(self._gated):
                     # Persistently far from every reading, which agree: the estimate, not the sensor, is wrong.
-                    self.events["reinitialized"] += 1
-                    self._gated_in_a_row = 0
-                    self._gated.clear()
-                    self._distrust = False
-                    self.last_nis = math.nan
-                    return self._initial_estimate(z)
+                    return self._restart_from(z, "reinitialized")
                 if not self._distrust:
                     # Readings jumping about (spikes): the sensor is faulty. Keep the estimate, and fuse
                     # nothing (the gate widens as the estimate ages, and would take a spike) until the
@@ -447,6 +437,15 @@ class KalmanFilter(Estimator):
         cov = residual @ cov @ residual.T + gain @ self._measurement_cov @ gain.T  # Joseph: stays PSD
         self._record_nis(nis)
         return mean, 0.5 * (cov + cov.T)
+
+    def _restart_from(self, z: np.ndarray, event: str) -> tuple[np.ndarray, np.ndarray]:
+        """A new estimate from reading ``z`` (counted as ``event``), the gating history forgotten."""
+        self.events[event] += 1
+        self._gated_in_a_row = 0
+        self._gated.clear()
+        self._distrust = False
+        self.last_nis = math.nan
+        return self._initial_estimate(z)
 
     def _one_trajectory(self, readings: deque[tuple[float, np.ndarray]]) -> bool:
         """Whether consecutive readings' positions could come from one motion: no faster than three
