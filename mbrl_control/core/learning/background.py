@@ -25,10 +25,10 @@ class BackgroundJob(Generic[T]):
     GIL inside its kernels, but a Python training loop still takes it between them: in the same
     process as a 100 Hz controller, prefer a separate learner process.
 
-    A daemon thread, not a ``ThreadPoolExecutor(1)``: the executor's workers are joined at
-    interpreter exit (even after ``shutdown(wait=False, cancel_futures=True)``), so a learner
-    stopped during a SAC round, which cannot be interrupted, would outlive its stop by the rest of
-    the round; a daemon thread dies with the process."""
+    A daemon thread, not a ``ThreadPoolExecutor(1)``, whose workers are joined at interpreter
+    exit whatever the job is doing. An owner still cancels and ``join``s before exiting: a thread
+    left inside torch when the interpreter finalises aborts the process (SIGABRT), so jobs check
+    ``cancel`` often (model training every minibatch, MBPO every few hundred SAC steps)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
