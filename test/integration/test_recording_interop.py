@@ -66,10 +66,12 @@ def test_a_recording_through_the_nodes_opens_in_rosbags_and_every_message_decode
     for topic in ("/mpc_controller/plan", "/diagnostics", "/joint_states", "/run_monitor/summary"):
         assert decoded.get(topic, 0) > 0, (topic, decoded)  # MarkerArray, DiagnosticArray, JointState, String
 
-    # Each publisher's offered QoS, not the recorder's request: a profile per node on /diagnostics;
-    # the estimator's state is best effort (sensor data), the run summary latched.
+    # Each publisher's offered QoS, not the recorder's request: a profile per node on /diagnostics
+    # that was there when the recorder found the topic (as rosbag2 does; how many depends on start-up
+    # order: CI once saw one); the estimator's state is best effort (sensor data), the summary latched.
     qos = {topic: c.ext.offered_qos_profiles for topic, c in connections.items()}
-    assert len(qos["/diagnostics"]) >= 2, qos["/diagnostics"]  # the publishers there when it was found
+    assert len(qos["/diagnostics"]) >= 1, qos["/diagnostics"]
+    assert all(q.reliability == QosReliability.RELIABLE for q in qos["/diagnostics"]), qos["/diagnostics"]
     assert [(q.reliability, q.durability) for q in qos["/estimator/state"]] == \
         [(QosReliability.BEST_EFFORT, QosDurability.VOLATILE)]
     assert [(q.reliability, q.durability) for q in qos["/run_monitor/summary"]] == \
