@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.subscription import MessageInfo
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import JointState
@@ -93,7 +94,8 @@ class EstimatorNode(Node):
         config = section(p, "estimator")
         try:
             self.filter = build_estimator(config.pop("kind"), model, config, angular_joints=rotational,
-                                          position_limits=list(zip(spec.position_lower, spec.position_upper)))
+                                          position_limits=list(zip(spec.position_lower, spec.position_upper)),
+                                          command_index=spec.command_index)
         except ValueError as exc:
             raise ParameterError(f"estimator.* parameters: {exc}") from exc
         start = time.perf_counter()
@@ -157,13 +159,18 @@ class EstimatorNode(Node):
                 z = np.concatenate([z, velocity[idx]]) if len(velocity) == len(msg.name) else velocity
         self.filter.update(z, Time.from_msg(msg.header.stamp).nanoseconds * 1e-9)
 
-    def _on_command(self, msg: Float64MultiArray) -> None:
+    def _on_command(self, msg: Float64MultiArray, info: MessageInfo) -> None:
         command = read_command(msg, len(self.p["command_joints"]))
         if isinstance(command, str):
             self.counts["bad_commands"] += 1
             command = np.zeros(len(self.p["command_joints"]))  # what the robot applies instead
         if not self.lockstep:
-            self.filter.apply_command(command, self._now())
+            # The robot applies it from about when it was sent, not from when this (busy) node
+            # gets to it: milliseconds late at an arm's 100 N m are more than its encoders' noise.
+            # (Another host's clock may run ahead: never later than now.)
+            now = self._now()
+            sent = info["source_timestamp"] * 1e-9
+            self.filter.apply_command(command, min(sent, now) if sent > 0 else now)
             return
         # The sim applied it from the time of the estimate it answers, even if the next /clock
         # (from another publisher) reached us first: predicting past that with the old command

@@ -272,6 +272,10 @@ class SimNode(Node):
             command = np.zeros(len(self.actuated))  # never applied; the robot gets zero effort
         else:
             self.braked = False  # a valid command releases the brakes
+        if not self.lockstep:
+            # The old command drove the robot until now: a physics step counts as the command's
+            # that covers more of it (so a command starts within half a step of its arrival).
+            self._realtime_tick(nearest=True)
         self.command = command
         self.watchdog.feed(time.monotonic())
         if self.lockstep:
@@ -294,16 +298,18 @@ class SimNode(Node):
             self.clock_pub.publish(ClockMsg(clock=self._stamp(self.sim_time_ns)))
             self.last_publish_wall = time.monotonic()
 
-    def _realtime_tick(self) -> None:
-        target = int((time.monotonic() - self.wall_start) / self.physics_dt)
+    def _realtime_tick(self, nearest: bool = False) -> None:
+        """Physics steps up to the wall clock: those ended by now (``nearest``: half ended)."""
+        elapsed = (time.monotonic() - self.wall_start) / self.physics_dt
+        target = round(elapsed) if nearest else int(elapsed)
         steps = target - self.steps_done
+        if steps <= 0:
+            return
         cap = int(0.1 / self.physics_dt)
         if steps > cap:  # after a stall, never spiral: skip the lost time, keep stamps on the wall clock
             self.stamp_offset_ns += (steps - cap) * self.physics_dt_ns
             steps = cap
         self.steps_done = target
-        if steps <= 0:
-            return
         fresh = self.watchdog.fresh(time.monotonic())
         before = self.sim_time_ns // (self.physics_dt_ns * self.truth_every)
         self._advance(steps, self.command if fresh else np.zeros_like(self.command))

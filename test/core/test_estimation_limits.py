@@ -25,13 +25,13 @@ JOINTS = ["slider_to_cart", "cart_to_pole"]
 TOLERANCE = np.array([0.05, 0.05, 0.5, 0.5])  # mbrl_control_testing.fault_probe.default_tolerance's
 
 
-def _drive_into_the_stop(kind: str, limits) -> tuple[list[np.ndarray], list[np.ndarray], int]:
+def _drive_into_the_stop(kind: str, limits, command_index=(0,)) -> tuple[list[np.ndarray], list[np.ndarray], int]:
     """-20 N for 1.2 s from rest at the middle (the cart hits its stop at -2.4 m after ~0.5 s and
     is pushed against it), then 0.8 s without force: per control period, the truth and the estimate
     (None while stale); and the number of limit contacts."""
     model = load_robot("cartpole", "estimator").model
     config = section(node_parameters(robot_config("cartpole"), "estimator"), "estimator") | {"compile": False}
-    estimator = build_estimator(kind, model, config, (False, True), limits)  # as the estimator node runs it
+    estimator = build_estimator(kind, model, config, (False, True), limits, command_index)  # as the node runs it
     robot, sensor = BulletRobot(URDF, PHYSICS_DT), JointSensor(cartpole_sensor(seed=0), 2)
     robot.reset(np.zeros(2), np.zeros(2))
     sensor.reset(0.0)
@@ -75,3 +75,20 @@ def test_without_the_limits_the_estimate_runs_through_the_stop():
     assert contacts == 0
     errors = np.array([np.abs(e - x) for x, e in zip(truths, estimates) if e is not None])
     assert np.any(errors > TOLERANCE, axis=1).any()  # confidently wrong: what the limits prevent
+
+
+@pytest.mark.parametrize("kind", ["ekf", "ukf"])
+def test_pushed_against_the_stop_the_estimate_stays_fresh(kind):
+    """Pushed against its stop, the cart rests there: the stop's reaction is an effort the model
+    can take, so the estimate keeps predicting the swinging pole and stays fresh (k 35-59: after
+    the impact's rebound has died out, until the push ends). Without knowing which joint the
+    command drives it can only treat every step as a new impact, and is stale throughout."""
+    robot = read_urdf(URDF)
+    limits = [(robot.joints[j].lower, robot.joints[j].upper) for j in JOINTS]
+    pushing = slice(35, 60)
+    truths, estimates, _ = _drive_into_the_stop(kind, limits)
+    fresh = [(x, e) for x, e in zip(truths[pushing], estimates[pushing]) if e is not None]
+    assert len(fresh) >= 20, len(fresh)
+    assert np.all(np.max([np.abs(e - x) for x, e in fresh], axis=0) <= TOLERANCE)
+    _, unaware, _ = _drive_into_the_stop(kind, limits, command_index=None)
+    assert sum(e is not None for e in unaware[pushing]) <= 5

@@ -29,16 +29,19 @@ def build_estimator(
     config: EstimatorConfig | dict[str, Any] | None = None,
     angular_joints: Sequence[bool] | None = None,
     position_limits: Sequence[tuple[float, float]] | None = None,
+    command_index: Sequence[int] | None = None,
 ) -> KalmanFilter:
     """An estimator by name (``ekf`` | ``ukf``) with its config section (e.g. the ``estimator.*``
     parameters; keys that are not config fields are ignored). ``angular_joints`` flags the joints
     whose position is an angle that may wrap (the cart-pole: ``(False, True)``); ``position_limits``
-    are the joints' travel limits ``(lower, upper)`` (the URDF's; None: unbounded)."""
+    are the joints' travel limits ``(lower, upper)`` (the URDF's; None: unbounded); ``command_index``
+    the state joint each command entry drives (``RobotSpec.command_index``; a joint resting on its
+    stop is held there only if it is commanded)."""
     if name not in ESTIMATORS:
         raise ValueError(f"unknown estimator '{name}'; known: {tuple(ESTIMATORS)}")
     if not isinstance(config, EstimatorConfig):
         config = dataclass_from(EstimatorConfig, config or {})
-    return ESTIMATORS[name](model, config, angular_joints, position_limits)
+    return ESTIMATORS[name](model, config, angular_joints, position_limits, command_index)
 
 
 __all__ = [

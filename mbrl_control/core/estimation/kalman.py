@@ -23,6 +23,7 @@ from mbrl_control.core.estimation.process import ProcessModel
 from mbrl_control.core.util import setting
 
 TIME_EPS = 1e-9  # stamps closer than this are the same instant [s]
+REACTION_PROBE = 1.0  # effort added to find a stop's reaction [N, N m]; any size: the step is affine in it
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ class EstimatorConfig:
         (0.1,), "position std per joint above this: stale [m, rad]", 1e-4, 10.0)
     stale_velocity_std: tuple[float, ...] = setting(
         (1.0,), "velocity std per joint above this: stale [m/s, rad/s]", 1e-3, 100.0)
+    limit_tolerance: float = setting(
+        0.005, "a commanded joint this close to its travel limit (or past it), known to move no more than this "
+               "in a model step, rests on its stop: the stop holds it [m, rad]", 0.0, 0.1)
     nis_window: int = setting(100, "readings in the running NIS mean", 1, 100000)
     ukf_alpha: float = setting(1.0, "UKF sigma-point spread", 1e-3, 1.0)
     ukf_beta: float = setting(2.0, "UKF prior knowledge of the distribution, 2 for Gaussian", 0.0, 10.0)
@@ -125,6 +129,7 @@ class KalmanFilter(Estimator):
         config: EstimatorConfig = EstimatorConfig(),
         angular_joints: Sequence[bool] | None = None,
         position_limits: Sequence[tuple[float, float]] | None = None,
+        command_index: Sequence[int] | None = None,
     ) -> None:
         config = config.for_joints(model.state_dim // 2)
         self.config = config
@@ -146,6 +151,12 @@ class KalmanFilter(Estimator):
         if limits.shape != (nq, 2) or np.any(limits[:, 0] >= limits[:, 1]):
             raise ValueError(f"position_limits needs {nq} (lower, upper) pairs with lower < upper")
         self._lower, self._upper = limits[:, 0], limits[:, 1]
+        # The command entry of each joint that has one (``command_index``: the state joint of each
+        # command entry); only a commanded joint's stop reaction can be given to the model.
+        self._command_of_joint = np.full(nq, -1)
+        for c, j in enumerate(command_index or ()):
+            self._command_of_joint[j] = c
+        self._commanded_joint = self._command_of_joint >= 0
         self._measured_count = 2 * nq if config.measure_velocity else nq
         self._measurement_cov = np.diag(config.measurement_variance())
         self._gate = chi2.ppf(config.gate_probability, self._measured_count) if config.gate_probability < 1 else math.inf
@@ -235,6 +246,9 @@ class KalmanFilter(Estimator):
         return self._accept(stamp) if self._fuse(at, z) else False
 
     def apply_command(self, u: np.ndarray, t: float) -> None:
+        if self.initialized and t < self._time - TIME_EPS and self.config.delay_compensation:
+            self._apply_late_command(u, t)
+            return
         if self.initialized:
             super().apply_command(u, t)  # up to t as before (held, if still uncommanded), then u
             self._commanded = True
@@ -336,20 +350,71 @@ class KalmanFilter(Estimator):
             return held, held_cov
         new_mean, new_cov = self._propagate(mean, cov, u, duration)
         if np.isfinite(new_mean).all() and np.isfinite(new_cov).all():
-            return self._at_limits(mean, new_mean, new_cov, duration)
+            new_mean, new_cov, resting = self._against_the_stops(mean, cov, u, duration, new_mean, new_cov)
+            return self._at_limits(mean, new_mean, new_cov, duration, resting)
         # A model that diverged (a learned one far from its data): hold the mean, grow the doubt.
         self.events["nonfinite_prediction"] += 1
         return mean, cov + self.process.noise(duration)
 
-    def _at_limits(self, before: np.ndarray, mean: np.ndarray, cov: np.ndarray, duration: float
-                   ) -> tuple[np.ndarray, np.ndarray]:
+    def _against_the_stops(self, before: np.ndarray, cov: np.ndarray, u: np.ndarray, duration: float,
+                           mean: np.ndarray, new_cov: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A commanded joint that rests on its end stop and is pushed into it stays there: the
+        stop's reaction is an effort on that joint, the one that keeps its velocity at zero, and
+        the model (given it) predicts what the other joints do meanwhile (a cart held by its stop
+        swings its pole as a held cart does). Solved from the model itself (the step is affine in
+        the effort: one extra prediction per resting joint); a reaction that would have to pull
+        is no stop's, that joint leaves it. Returns the prediction and the resting joints."""
+        nq = self.process.nq
+        q0, q = before[:nq], mean[:nq]
+        tol = self.config.limit_tolerance
+        # Known to be slow (a step's travel within the tolerance, two sigmas included): an impact's
+        # aftermath, velocities unknown, is not a rest (it may bounce).
+        speed = np.abs(before[nq:]) + 2.0 * np.sqrt(np.maximum(np.diag(cov)[nq:], 0.0))
+        slow = speed * self.process.dt <= tol
+        resting = self._commanded_joint & slow & (((q0 <= self._lower + tol) & (q < q0)) | ((q0 >= self._upper - tol) & (q > q0)))
+        if not resting.any():
+            return mean, new_cov, resting
+        self.events["limit_rest"] += 1
+        for _ in range(2):  # the second pass without joints whose reaction would pull
+            joints = np.flatnonzero(resting)
+            cmd = self._command_of_joint[joints]
+            sensitivity = np.empty((len(joints), len(joints)))
+            for k, c in enumerate(cmd):
+                pushed = u.copy()
+                pushed[c] += REACTION_PROBE
+                sensitivity[:, k] = (self._propagate(before, cov, pushed, duration)[0][nq + joints] - mean[nq + joints]) / REACTION_PROBE
+            try:
+                reaction = np.linalg.solve(sensitivity, -mean[nq + joints])
+            except np.linalg.LinAlgError:
+                return mean, new_cov, np.zeros(nq, dtype=bool)
+            at_lower = q0[joints] <= self._lower[joints] + tol
+            pulls = np.where(at_lower, reaction < 0, reaction > 0)
+            if not pulls.any():
+                break
+            resting[joints[pulls]] = False
+            if not resting.any():
+                return mean, new_cov, resting
+        else:
+            return mean, new_cov, np.zeros(nq, dtype=bool)
+        held = u.copy()
+        np.add.at(held, cmd, reaction)
+        mean, new_cov = self._propagate(before, cov, held, duration)
+        mean = mean.copy()
+        mean[joints] = q0[joints]  # at the stop; the velocities are zero as solved
+        mean[nq + joints] = 0.0
+        return mean, new_cov, resting
+
+    def _at_limits(self, before: np.ndarray, mean: np.ndarray, cov: np.ndarray, duration: float,
+                   resting: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """A prediction over ``duration`` that carried a joint on past its travel limit: an end
         stop the model does not know (see the class docstring). The positions may have moved by
         the prior's velocities over the step too: the readings taken during the impact must pass
-        the gate."""
+        the gate. ``resting`` joints were already on their stop (``_against_the_stops``)."""
         nq = self.process.nq
         q, q0 = mean[:nq], before[:nq]
         hit = ((q < self._lower) & (q < q0)) | ((q > self._upper) & (q > q0))
+        if resting is not None:
+            hit &= ~resting
         if not hit.any():
             return mean, cov
         self.events["limit_contact"] += 1
@@ -460,6 +525,31 @@ class KalmanFilter(Estimator):
             if not np.all(np.abs(step) <= speed * max(t1 - t0, 0.0) + noise):
                 return False
         return True
+
+    def _apply_late_command(self, u: np.ndarray, t: float) -> None:
+        """``u`` applied from ``t``, in the estimate's past (it reached us late): re-predict from
+        the snapshot before ``t`` with the commands as applied. Commands arrive in the order they
+        were sent, so ``u`` holds from ``t`` to now; later snapshots only split the old command's
+        time and are dropped."""
+        u = self._checked_command(u)
+        index = next((i for i in range(len(self._history) - 1, -1, -1) if self._history[i].time <= t + TIME_EPS), None)
+        if index is None:
+            # Older than the history, which starts at the last reading fused (that reading was
+            # predicted with the old command): from that reading on, the nearest we can.
+            self.events["late_command_before_reading"] += 1
+            index, t = 0, self._history[0].time if self._history else self._time
+            if not self._history:
+                self.predict(u, 0.0)
+                self._commanded = True
+                return
+        start = self._history[index]
+        mean, cov = self._safe_propagate(start.mean, start.cov, start.command, t - start.time)
+        self._commanded = True
+        while len(self._history) > index + 1:
+            self._history.pop()
+        self._history.append(_Snapshot(t, mean, cov, u))
+        self._mean, self._cov = self._safe_propagate(mean, cov, u, self._time - t)
+        self._command = u
 
     def _catch_up_with_early_commands(self) -> None:
         early, self._early_commands = self._early_commands, deque()

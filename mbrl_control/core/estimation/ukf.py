@@ -23,8 +23,9 @@ class UnscentedKalmanFilter(KalmanFilter):
         config: EstimatorConfig = EstimatorConfig(),
         angular_joints: Sequence[bool] | None = None,
         position_limits: Sequence[tuple[float, float]] | None = None,
+        command_index: Sequence[int] | None = None,
     ) -> None:
-        super().__init__(model, config, angular_joints, position_limits)
+        super().__init__(model, config, angular_joints, position_limits, command_index)
         n = self.state_dim
         alpha, beta, kappa = config.ukf_alpha, config.ukf_beta, config.ukf_kappa
         self._spread = alpha**2 * (n + kappa)  # n + lambda
