@@ -112,9 +112,10 @@ def build_model(spec: RobotSpec, dt: float | None = None, dynamics: str = "rigid
                              integrator=integrator, gravity=spec.gravity)
 
 
-def model_from_params(spec: RobotSpec, p: Mapping[str, Any]) -> DynamicsModel:
-    """The analytic model configured by ``model.*`` in the flat parameters ``p``."""
-    return build_model(spec, **dataclasses.asdict(dataclass_from(ModelConfig, section(dict(p), "model"))))
+def model_from_params(spec: RobotSpec, p: Mapping[str, Any], dt: float | None = None) -> DynamicsModel:
+    """The analytic model configured by ``model.*`` in the flat parameters ``p``, stepping ``dt``
+    (default: the control period)."""
+    return build_model(spec, dt, **dataclasses.asdict(dataclass_from(ModelConfig, section(dict(p), "model"))))
 
 
 def build_kinematics(spec: RobotSpec, model: DynamicsModel | None = None) -> RigidBodyDynamics:
