@@ -30,7 +30,11 @@ latency, compensation on and off, against planning from the true state (compiles
 
 Prints tables, then one JSON line with the figures.
 
+``--robot iiwa``: the 7-DoF arm's deployed filter (config/iiwa.yaml) against a PyBullet-equivalent
+plant, at its encoders' latency and at 30 ms: NEES, NIS, velocity RMSE and the update's cost.
+
   python bench/estimation.py [--runs 20] [--timing-ticks 3000] [--filters ekf,ukf] [--closed-loop] [--seeds 3]
+  python bench/estimation.py --robot iiwa [--runs 10] [--filters ekf]
 """
 
 from __future__ import annotations
@@ -39,14 +43,15 @@ import argparse
 import dataclasses
 import math
 import time
+from typing import Callable
 
 import numpy as np
 import torch
 from common import emit_json, latency, machine, print_table
 
 from mbrl_control.config import node_settings
-from mbrl_control.core.builders import build_planner, load_robot
-from mbrl_control.core.dynamics import CartPoleDynamics
+from mbrl_control.core.builders import build_model, build_planner, load_robot
+from mbrl_control.core.dynamics import CartPoleDynamics, RigidBodyDynamics
 from mbrl_control.core.estimation import ESTIMATORS, EstimatorConfig, build_estimator
 from mbrl_control.core.util import dataclass_from, section
 from mbrl_control.paths import config_dir
@@ -243,6 +248,92 @@ def closed_loop(params, model, plant, config: EstimatorConfig, sensor: SensorCon
     return successes
 
 
+# -- the arm (--robot iiwa) ------------------------------------------------------------------------
+ARM_SCENARIOS = [(None, "the yaml's encoders"), (LATE, "30 ms latency")]  # (sensor latency [s]; None: the yaml's)
+
+
+def arm_excitation(model, targets: np.ndarray, effort_limit: np.ndarray) -> Callable:
+    """Holds each run's arm about its own target pose and shakes it, joint by joint alike whatever
+    its inertia: computed-torque PD (``u = g + M (kp e - kd qd + a)``, 1.2 Hz, critically damped,
+    slow against the 20 ms hold) with white acceleration ``a`` (15 rad/s^2), clipped to the
+    effort limits; the joints swing at about a rad/s, as when reaching goals."""
+    kp, kd, accel_std = (2 * math.pi * 1.2) ** 2, 2 * (2 * math.pi * 1.2), 15.0
+
+    def policy(states: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        nq = states.shape[1] // 2
+        x = torch.from_numpy(states)
+        accel = kp * (targets - states[:, :nq]) - kd * states[:, nq:] + accel_std * rng.standard_normal(targets.shape)
+        effort = model.hold_action(x) + (model.mass_matrix(x[:, :nq]) @ torch.from_numpy(accel)[..., None])[..., 0]
+        return np.clip(effort.numpy(), -effort_limit, effort_limit)
+
+    return policy
+
+
+def arm_main(args: argparse.Namespace, kinds: list[str]) -> None:
+    """NEES, NIS and velocity RMSE of the iiwa's deployed filter against a PyBullet-equivalent plant
+    (the URDF model in semi-implicit Euler at the 400 Hz physics step), its encoders as
+    config/iiwa.yaml's sim section sets them, at their latency and at 30 ms."""
+    path = config_dir() / "iiwa.yaml"
+    robot = load_robot("iiwa", "estimator")
+    spec, model = robot.spec, robot.model  # the estimator node's model (config/iiwa.yaml's estimator section)
+    if args.model_dt:  # a candidate: the estimator's own model step (its model.dt), one step each
+        model = build_model(spec, args.model_dt, integrator=model.integrator)
+    deployed = dataclass_from(EstimatorConfig, section(node_settings(path, "estimator"), "estimator"))
+    sensor = dataclass_from(SensorConfig, section(node_settings(path, "sim"), "sensor"))
+    if args.accel_noise_density:
+        deployed = dataclasses.replace(deployed, accel_noise_density=tuple(float(v) for v in args.accel_noise_density.split(",")))
+    nq = spec.nq
+    angular = [i in spec.rotational_dims for i in range(nq)]
+    limits = list(zip(spec.position_lower, spec.position_upper))
+    plant = RigidBodyDynamics(spec.urdf, list(spec.state_joints), list(spec.command_joints), dt=PHYSICS_DT, substeps=1,
+                              integrator="euler", gravity=spec.gravity, dtype=torch.float64)
+    rng = np.random.default_rng(0)
+    x_eq = np.asarray(spec.x_eq, dtype=np.float64)
+    targets = x_eq[:nq] + 0.4 * rng.uniform(-1.0, 1.0, (args.runs, nq))
+    start = np.tile(x_eq, (args.runs, 1))
+    start[:, :nq] += 0.02 * rng.standard_normal((args.runs, nq))
+    truth = simulate_truth(plant, start, 200, round(DT / PHYSICS_DT), arm_excitation(plant, targets, spec.effort_limit),
+                           (0.0,) * nq, np.random.default_rng(1))
+    peak_speed = float(np.abs(truth.states[:, :, nq:]).max())
+    rows, scenarios, costs = [], [], {}
+    for kind in kinds:
+        for latency_s, label in ARM_SCENARIOS:
+            readings = dataclasses.replace(sensor, latency=sensor.latency if latency_s is None else latency_s)
+            estimator = build_estimator(kind, model, deployed, angular, limits, spec.command_index)
+            runs = [run_filter(estimator, truth, r, JointSensor(dataclasses.replace(readings, seed=r), nq), angular)
+                    for r in range(args.runs)]
+            c = consistency(runs, state_dim=2 * nq, measurement_dim=nq)
+            f = {"filter": kind, "latency_ms": round(readings.latency * 1e3, 1),
+                 **{k: (round(v, 4) if math.isfinite(v) else None) if isinstance(v, float) else v for k, v in c.items()},
+                 "verdict": verdict(c),
+                 "velocity_rmse": rmse([r.velocity_errors for r in runs]).round(4).tolist(),
+                 "tick_position_rmse_mrad": (rmse([r.tick_errors for r in runs])[:nq] * 1e3).round(3).tolist(),
+                 "rejected": sum(not accepted for r in runs for _, _, accepted in r.outcomes),
+                 "readings": sum(len(r.outcomes) for r in runs),
+                 "stale_tick_fraction": round(float(np.mean(np.concatenate([r.tick_stale for r in runs]))), 4)}
+            costs[f"{kind}@{f['latency_ms']}ms"] = latency(np.concatenate([r.update_seconds for r in runs]), scale=1e6, digits=1)
+            scenarios.append(f)
+            rows.append([kind, label, f["latency_ms"], f["nees_mean"], f"[{f['nees_lo']:.2f}, {f['nees_hi']:.2f}]",
+                         f["nees_inside_fraction"], f["nis_mean"], f"[{f['nis_lo']:.2f}, {f['nis_hi']:.2f}]",
+                         f["nis_inside_fraction"], f"{f['rejected']}/{f['readings']}", f["stale_tick_fraction"],
+                         max(f["velocity_rmse"]), max(f["tick_position_rmse_mrad"]), f["verdict"]])
+    print(f"iiwa: {args.runs} Monte-Carlo runs x 4 s per row, each arm held about its own pose (+-0.4 rad of the "
+          f"ready pose) and shaken (computed-torque PD and white acceleration, see arm_excitation; peak joint speed "
+          f"{peak_speed:.1f} rad/s); plant: the URDF model in semi-implicit Euler at 400 Hz (== PyBullet); filter: "
+          f"config/iiwa.yaml's estimator (model {type(model).__name__}, {model.dt * 1e3:g} ms step in "
+          f"{model.substeps}; accel_noise_density "
+          f"{list(deployed.accel_noise_density)}); encoders: its sim.sensor ({sensor.rate:.0f} Hz).")
+    print_table(["filter", "readings", "latency ms", "NEES", "95 % (dof 14)", "inside", "NIS", "95 % (dof 7)", "inside",
+                 "rejected", "stale ticks", "v rmse max [rad/s]", "q rmse max [mrad]", "verdict"], rows)
+    print()
+    print("Cost of one reading's update [us] (one torch thread; p99 only from >= 1000 samples)")
+    print_table(["filter @ latency", "p50", "p95", "p99", "max", "samples"],
+                [[k, *(v[q] for q in ("p50", "p95", "p99", "max", "n"))] for k, v in costs.items()])
+    emit_json({"benchmark": "estimation", "robot": "iiwa", "machine": machine(), "runs": args.runs,
+               "deployed_config": dataclasses.asdict(deployed), "sensor_config": dataclasses.asdict(sensor),
+               "model_dt": model.dt, "model_substeps": model.substeps, "peak_joint_speed": round(peak_speed, 2), "scenarios": scenarios, "update_us": costs})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20)
@@ -252,11 +343,18 @@ def main() -> None:
                         help="CART,POLE: evaluate the deployed config with this process noise instead (a tuning candidate)")
     parser.add_argument("--closed-loop", action="store_true", help="also swing up with CEM planning from the estimate")
     parser.add_argument("--seeds", type=int, default=3, help="closed-loop swing-ups per variant")
+    parser.add_argument("--robot", default="cartpole", choices=("cartpole", "iiwa"),
+                        help="iiwa: the arm's consistency and cost table only")
+    parser.add_argument("--model-dt", type=float, default=0.0,
+                        help="iiwa: evaluate the filter predicting with this model step [s] (the estimator's model.dt)")
     args = parser.parse_args()
     kinds = args.filters.split(",")
     if unknown := sorted(set(kinds) - set(ESTIMATORS)):
         parser.error(f"unknown filters {unknown}; known: {sorted(ESTIMATORS)}")
     torch.set_num_threads(1)
+    if args.robot == "iiwa":
+        arm_main(args, kinds)
+        return
     robot = load_robot("cartpole", "estimator")
     params, model = robot.model.params, robot.model  # the controller's planning model (rk4), which the estimator node predicts with
     deployed, sensor = deployed_configs()

@@ -16,6 +16,9 @@ from typing import Any
 from mbrl_control.paths import DEFAULT_ROBOT, config_dir, resolve_urdf, urdf_beside
 
 PACKAGE = "mbrl_control"
+# A node's exit code when it cannot start with the parameters it was given (its log's [FATAL]
+# line names the parameter): the stack cannot run without it, so the launch stops too.
+EXIT_BAD_PARAMETER = 2
 
 # executable name (setup.py console_scripts, installed in lib/mbrl_control) -> module with main()
 EXECUTABLES = {

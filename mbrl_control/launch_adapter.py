@@ -11,9 +11,21 @@ from launch_ros.actions import Node
 
 from launch import LaunchDescription
 from mbrl_control.dependencies import missing_packages, missing_packages_message
-from mbrl_control.graph import LaunchArgument, NodeSpec
+from mbrl_control.graph import EXIT_BAD_PARAMETER, LaunchArgument, NodeSpec
 
 DISCOVERY_RANGE = "ROS_AUTOMATIC_DISCOVERY_RANGE"
+
+
+def _shutdown_if_refused(name: str) -> Callable:
+    """A node that cannot start with its parameters ends the launch, as the pip-only launcher does:
+    no half-running stack (its [FATAL] line says which parameter)."""
+
+    def on_exit(event, context):
+        if event.returncode == EXIT_BAD_PARAMETER:
+            return [Shutdown(reason=f"{name} could not start with its parameters")]
+        return None
+
+    return on_exit
 
 
 def launch_description(arguments: list[LaunchArgument], build: Callable[[dict[str, str]], list[NodeSpec]]) -> LaunchDescription:
@@ -34,7 +46,7 @@ def launch_description(arguments: list[LaunchArgument], build: Callable[[dict[st
                 output="screen",
                 emulate_tty=True,
                 # A list: launch then counts the action among the Node's sub-entities (get_sub_entities()).
-                on_exit=[Shutdown(reason=f"{spec.name} finished")] if spec.ends_launch else None,
+                on_exit=[Shutdown(reason=f"{spec.name} finished")] if spec.ends_launch else _shutdown_if_refused(spec.name),
             )
             for spec in build(args)
         ]

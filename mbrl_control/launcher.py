@@ -20,7 +20,7 @@ from typing import IO
 
 import yaml
 
-from mbrl_control.graph import GRAPHS, NodeSpec
+from mbrl_control.graph import EXIT_BAD_PARAMETER, GRAPHS, NodeSpec
 
 STOP_GRACE_S = 5.0
 
@@ -107,7 +107,9 @@ class Launch:
     def wait(self, timeout: float | None = None) -> int:
         """Run until a launch-ending node exits, every node exits, or ``timeout``; then stop all.
 
-        Returns the exit code of the launch-ending node (or the first non-zero one)."""
+        Returns the exit code of the launch-ending node (or the first non-zero one). A node that
+        cannot start with its parameters (``EXIT_BAD_PARAMETER``) ends the launch with that code:
+        the stack is not running without it, and its [FATAL] line says why."""
         deadline = None if timeout is None else time.monotonic() + timeout
         enders = [s.name for s in self.specs if s.ends_launch]
         code = 0
@@ -117,6 +119,12 @@ class Launch:
                 ended = [n for n in enders if done[n] is not None]
                 if ended:
                     code = done[ended[0]]
+                    break
+                refused = [n for n, c in done.items() if c == EXIT_BAD_PARAMETER]
+                if refused:
+                    print(f"[launch] {refused[0]} could not start with its parameters (its [FATAL] line above says "
+                          f"which): stopping the launch", file=self._output, flush=True)
+                    code = EXIT_BAD_PARAMETER
                     break
                 if all(c is not None for c in done.values()):
                     code = next((c for c in done.values() if c), 0)

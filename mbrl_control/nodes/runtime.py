@@ -18,10 +18,9 @@ from rclpy.node import Node
 from rclpy.signals import uninstall_signal_handlers
 from rclpy.subscription import RCLError
 
+from mbrl_control.graph import EXIT_BAD_PARAMETER
 from mbrl_control.nodes.params import ParameterError, declare_parameters
 from mbrl_control.nodes.scheduling import SCHEDULING_PARAMS, apply_scheduling
-
-EXIT_BAD_PARAMETER = 2
 
 
 class NodeDone(Exception):

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from rosutil import kill_launch, launcher_children, node_env
 
@@ -65,3 +66,25 @@ def test_launcher_stops_all_nodes_on_ctrl_c(domain, probe):
     assert proc.returncode == 130
     assert not [pid for pid in children if _alive(pid)]
     assert "Traceback" not in err, err[-3000:]
+
+
+def test_a_node_that_cannot_start_ends_the_launch(domain, tmp_path):
+    """One node refusing its parameters leaves no half-running stack behind: the launch stops the
+    others and exits with the node's code, saying which node and pointing at its reason."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sim:\n  ros__parameters:\n    physics_rate: 1.0e9\n")
+    cmd = [sys.executable, "-m", "mbrl_control.cli", "launch", "mpc", "mode:=realtime", f"overrides:={bad}"]
+    proc = subprocess.Popen(cmd, env=node_env(domain), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    children = []
+    try:
+        for _ in range(300):  # the nodes' processes, while they are there to be found
+            children = launcher_children(proc)
+            if len(children) == 3 or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        _, err = proc.communicate(timeout=120)  # long before the run would end (it runs until Ctrl-C)
+    finally:
+        kill_launch(proc, children)
+    assert proc.returncode == 2, err[-3000:]
+    assert "physics_rate" in err and "[launch] sim could not start" in err, err[-3000:]
+    assert not [pid for pid in children if _alive(pid)]
