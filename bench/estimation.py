@@ -34,13 +34,14 @@ Prints tables, then one JSON line with the figures.
 plant, at its encoders' latency and at 30 ms: NEES, NIS, velocity RMSE and the update's cost.
 
   python bench/estimation.py [--runs 20] [--timing-ticks 3000] [--filters ekf,ukf] [--closed-loop] [--seeds 3]
-  python bench/estimation.py --robot iiwa [--runs 10] [--filters ekf]
+  python bench/estimation.py --robot iiwa [--runs 10] [--filters ekf] [--model-dt 0.02 --model-substeps 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import math
 import time
 from typing import Callable
@@ -276,8 +277,8 @@ def arm_main(args: argparse.Namespace, kinds: list[str]) -> None:
     path = config_dir() / "iiwa.yaml"
     robot = load_robot("iiwa", "estimator")
     spec, model = robot.spec, robot.model  # the estimator node's model (config/iiwa.yaml's estimator section)
-    if args.model_dt:  # a candidate: the estimator's own model step (its model.dt), one step each
-        model = build_model(spec, args.model_dt, integrator=model.integrator)
+    if args.model_dt:  # a candidate: the estimator's own model step (its model.dt) in --model-substeps
+        model = build_model(spec, args.model_dt, integrator=model.integrator, substeps=args.model_substeps)
     deployed = dataclass_from(EstimatorConfig, section(node_settings(path, "estimator"), "estimator"))
     sensor = dataclass_from(SensorConfig, section(node_settings(path, "sim"), "sensor"))
     if args.accel_noise_density:
@@ -292,38 +293,45 @@ def arm_main(args: argparse.Namespace, kinds: list[str]) -> None:
     targets = x_eq[:nq] + 0.4 * rng.uniform(-1.0, 1.0, (args.runs, nq))
     start = np.tile(x_eq, (args.runs, 1))
     start[:, :nq] += 0.02 * rng.standard_normal((args.runs, nq))
-    truth = simulate_truth(plant, start, 200, round(DT / PHYSICS_DT), arm_excitation(plant, targets, spec.effort_limit),
-                           (0.0,) * nq, np.random.default_rng(1))
-    peak_speed = float(np.abs(truth.states[:, :, nq:]).max())
+    excitation = arm_excitation(plant, targets, spec.effort_limit)
+    truths = {  # name: (truth, what it is)
+        "sim": (simulate_truth(plant, start, 200, round(DT / PHYSICS_DT), excitation, (0.0,) * nq, np.random.default_rng(1)),
+                "no force the model lacks"),
+        "model noise": (simulate_truth(plant, start, 200, round(DT / PHYSICS_DT), excitation, deployed.accel_noise_density,
+                                       np.random.default_rng(1)),
+                        f"white acceleration at the filter's density ({list(deployed.accel_noise_density)} rad^2/s^3)"),
+    }
+    peak_speed = max(float(np.abs(t.states[:, :, nq:]).max()) for t, _ in truths.values())
     rows, scenarios, costs = [], [], {}
-    for kind in kinds:
-        for latency_s, label in ARM_SCENARIOS:
-            readings = dataclasses.replace(sensor, latency=sensor.latency if latency_s is None else latency_s)
-            estimator = build_estimator(kind, model, deployed, angular, limits, spec.command_index)
-            runs = [run_filter(estimator, truth, r, JointSensor(dataclasses.replace(readings, seed=r), nq), angular)
-                    for r in range(args.runs)]
-            c = consistency(runs, state_dim=2 * nq, measurement_dim=nq)
-            f = {"filter": kind, "latency_ms": round(readings.latency * 1e3, 1),
-                 **{k: (round(v, 4) if math.isfinite(v) else None) if isinstance(v, float) else v for k, v in c.items()},
-                 "verdict": verdict(c),
-                 "velocity_rmse": rmse([r.velocity_errors for r in runs]).round(4).tolist(),
-                 "tick_position_rmse_mrad": (rmse([r.tick_errors for r in runs])[:nq] * 1e3).round(3).tolist(),
-                 "rejected": sum(not accepted for r in runs for _, _, accepted in r.outcomes),
-                 "readings": sum(len(r.outcomes) for r in runs),
-                 "stale_tick_fraction": round(float(np.mean(np.concatenate([r.tick_stale for r in runs]))), 4)}
-            costs[f"{kind}@{f['latency_ms']}ms"] = latency(np.concatenate([r.update_seconds for r in runs]), scale=1e6, digits=1)
-            scenarios.append(f)
-            rows.append([kind, label, f["latency_ms"], f["nees_mean"], f"[{f['nees_lo']:.2f}, {f['nees_hi']:.2f}]",
-                         f["nees_inside_fraction"], f["nis_mean"], f"[{f['nis_lo']:.2f}, {f['nis_hi']:.2f}]",
-                         f["nis_inside_fraction"], f"{f['rejected']}/{f['readings']}", f["stale_tick_fraction"],
-                         max(f["velocity_rmse"]), max(f["tick_position_rmse_mrad"]), f["verdict"]])
+    for kind, (truth_name, (truth, _)), (latency_s, label) in itertools.product(kinds, truths.items(), ARM_SCENARIOS):
+        readings = dataclasses.replace(sensor, latency=sensor.latency if latency_s is None else latency_s)
+        estimator = build_estimator(kind, model, deployed, angular, limits, spec.command_index)
+        runs = [run_filter(estimator, truth, r, JointSensor(dataclasses.replace(readings, seed=r), nq), angular)
+                for r in range(args.runs)]
+        c = consistency(runs, state_dim=2 * nq, measurement_dim=nq)
+        f = {"filter": kind, "truth": truth_name, "latency_ms": round(readings.latency * 1e3, 1),
+             **{k: (round(v, 4) if math.isfinite(v) else None) if isinstance(v, float) else v for k, v in c.items()},
+             "verdict": verdict(c),
+             "velocity_rmse": rmse([r.velocity_errors for r in runs]).round(4).tolist(),
+             "tick_position_rmse_mrad": (rmse([r.tick_errors for r in runs])[:nq] * 1e3).round(3).tolist(),
+             "rejected": sum(not accepted for r in runs for _, _, accepted in r.outcomes),
+             "readings": sum(len(r.outcomes) for r in runs),
+             "stale_tick_fraction": round(float(np.mean(np.concatenate([r.tick_stale for r in runs]))), 4)}
+        costs[f"{kind}, {truth_name} @ {f['latency_ms']} ms"] = latency(np.concatenate([r.update_seconds for r in runs]), scale=1e6, digits=1)
+        scenarios.append(f)
+        rows.append([kind, truth_name, label, f["latency_ms"], f["nees_mean"], f"[{f['nees_lo']:.2f}, {f['nees_hi']:.2f}]",
+                     f["nees_inside_fraction"], f["nis_mean"], f"[{f['nis_lo']:.2f}, {f['nis_hi']:.2f}]",
+                     f["nis_inside_fraction"], f"{f['rejected']}/{f['readings']}", f["stale_tick_fraction"],
+                     max(f["velocity_rmse"]), max(f["tick_position_rmse_mrad"]), f["verdict"]])
     print(f"iiwa: {args.runs} Monte-Carlo runs x 4 s per row, each arm held about its own pose (+-0.4 rad of the "
           f"ready pose) and shaken (computed-torque PD and white acceleration, see arm_excitation; peak joint speed "
           f"{peak_speed:.1f} rad/s); plant: the URDF model in semi-implicit Euler at 400 Hz (== PyBullet); filter: "
           f"config/iiwa.yaml's estimator (model {type(model).__name__}, {model.dt * 1e3:g} ms step in "
           f"{model.substeps}; accel_noise_density "
           f"{list(deployed.accel_noise_density)}); encoders: its sim.sensor ({sensor.rate:.0f} Hz).")
-    print_table(["filter", "readings", "latency ms", "NEES", "95 % (dof 14)", "inside", "NIS", "95 % (dof 7)", "inside",
+    for name, (_, description) in truths.items():
+        print(f"  truth '{name}': {description}")
+    print_table(["filter", "truth", "readings", "latency ms", "NEES", "95 % (dof 14)", "inside", "NIS", "95 % (dof 7)", "inside",
                  "rejected", "stale ticks", "v rmse max [rad/s]", "q rmse max [mrad]", "verdict"], rows)
     print()
     print("Cost of one reading's update [us] (one torch thread; p99 only from >= 1000 samples)")
@@ -347,6 +355,7 @@ def main() -> None:
                         help="iiwa: the arm's consistency and cost table only")
     parser.add_argument("--model-dt", type=float, default=0.0,
                         help="iiwa: evaluate the filter predicting with this model step [s] (the estimator's model.dt)")
+    parser.add_argument("--model-substeps", type=int, default=1, help="iiwa: integrator substeps of --model-dt's step")
     args = parser.parse_args()
     kinds = args.filters.split(",")
     if unknown := sorted(set(kinds) - set(ESTIMATORS)):

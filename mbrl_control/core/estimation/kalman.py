@@ -375,6 +375,10 @@ class KalmanFilter(Estimator):
         if not resting.any():
             return mean, new_cov, resting
         self.events["limit_rest"] += 1
+        # The reaction that stops them within one model step (probing a longer prediction would
+        # cost a prediction per step per joint); held for the whole duration.
+        probe = min(duration, self.process.dt)
+        free = mean if probe == duration else self._propagate(before, cov, u, probe)[0]
         for _ in range(2):  # the second pass without joints whose reaction would pull
             joints = np.flatnonzero(resting)
             cmd = self._command_of_joint[joints]
@@ -382,9 +386,9 @@ class KalmanFilter(Estimator):
             for k, c in enumerate(cmd):
                 pushed = u.copy()
                 pushed[c] += REACTION_PROBE
-                sensitivity[:, k] = (self._propagate(before, cov, pushed, duration)[0][nq + joints] - mean[nq + joints]) / REACTION_PROBE
+                sensitivity[:, k] = (self._propagate(before, cov, pushed, probe)[0][nq + joints] - free[nq + joints]) / REACTION_PROBE
             try:
-                reaction = np.linalg.solve(sensitivity, -mean[nq + joints])
+                reaction = np.linalg.solve(sensitivity, -free[nq + joints])
             except np.linalg.LinAlgError:
                 return mean, new_cov, np.zeros(nq, dtype=bool)
             at_lower = q0[joints] <= self._lower[joints] + tol
