@@ -72,6 +72,11 @@ PARAMS = [
     ParamSpec("diagnostics_rate", 1.0, "diagnostics publish rate [Hz]", 0.1, 100.0),
     ParamSpec("frame_id", "world", "fixed frame of the markers"),
     ParamSpec("estimator.kind", "ekf", "filter", choices=tuple(ESTIMATORS)),
+    ParamSpec("prediction_effort", "command", "realtime: the effort the prediction applies. command: each command on "
+              "effort_controller/commands, from when it was sent; reported: the effort joint_states reports the joints "
+              "were under at each reading (ros2_control's effort state), which a robot that takes its commands late "
+              "still gets right (lockstep: always the command, which the sim applies exactly then)",
+              choices=("command", "reported")),
     *specs_from(EstimatorConfig, "estimator", dynamic=("position_noise_std", "velocity_noise_std", "accel_noise_density")),
 ]
 
@@ -105,7 +110,11 @@ class EstimatorNode(Node):
         self.filter.warm_up()
         self.warmup_s = time.perf_counter() - start
         self.measure_velocity = p["estimator.measure_velocity"]
-        self.counts = {"readings": 0, "unknown_joint_names": 0, "bad_commands": 0, "published": 0, "stale_ticks": 0}
+        self.reported_effort = p["prediction_effort"] == "reported" and not self.lockstep
+        self.command_joints = list(p["command_joints"])
+        self.last_reading_stamp: float | None = None
+        self.counts = {"readings": 0, "unknown_joint_names": 0, "bad_commands": 0, "published": 0, "stale_ticks": 0,
+                       "readings_without_effort": 0}
         self.stats = TickStats(self.period)
         self.last_marker_wall = -math.inf
         self.next_publish_ns: int | None = None
@@ -160,13 +169,36 @@ class EstimatorNode(Node):
             if self.measure_velocity:
                 velocity = np.asarray(msg.velocity, dtype=np.float64)
                 z = np.concatenate([z, velocity[idx]]) if len(velocity) == len(msg.name) else velocity
-        self.filter.update(z, Time.from_msg(msg.header.stamp).nanoseconds * 1e-9)
+        stamp = Time.from_msg(msg.header.stamp).nanoseconds * 1e-9
+        if self.reported_effort:
+            self._apply_reported_effort(msg, stamp)
+        self.filter.update(z, stamp)
+
+    def _apply_reported_effort(self, msg: JointState, stamp: float) -> None:
+        """The effort the joints were under at this reading, if it differs from the one the
+        filter holds: it took over somewhere since the previous reading (the midpoint is within
+        half a reading interval of when)."""
+        effort = np.asarray(msg.effort, dtype=np.float64)
+        if len(effort) != len(msg.name) or not np.isfinite(effort).all():
+            self.counts["readings_without_effort"] += 1
+            return
+        names = list(msg.name)
+        effort = effort[[names.index(j) for j in self.command_joints]]
+        previous, self.last_reading_stamp = self.last_reading_stamp, stamp
+        if np.array_equal(effort, self.filter.command) or not self.filter.initialized:
+            if not self.filter.initialized and np.any(effort):
+                self.filter.apply_command(effort, stamp)  # remembered until the first reading
+            return
+        since = previous if previous is not None and previous < stamp else stamp
+        self.filter.apply_command(effort, 0.5 * (since + stamp))
 
     def _on_command(self, msg: Float64MultiArray, info: MessageInfo) -> None:
         command = read_command(msg, len(self.p["command_joints"]))
         if isinstance(command, str):
             self.counts["bad_commands"] += 1
             command = np.zeros(len(self.p["command_joints"]))  # what the robot applies instead
+        if self.reported_effort:
+            return  # the readings say what the robot applied, and when
         if not self.lockstep:
             # The robot applies it from about when it was sent, not from when this (busy) node
             # gets to it: milliseconds late at an arm's 100 N m are more than its encoders' noise.
@@ -203,6 +235,7 @@ class EstimatorNode(Node):
 
     def _on_episode(self, msg: Int32) -> None:
         self.filter.reset_estimate()
+        self.last_reading_stamp = None
         self.published_at, self.overtaking_clock_ns = None, None  # no command answers the old episode
 
     # -- outputs -----------------------------------------------------------------------------

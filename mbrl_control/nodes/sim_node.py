@@ -51,6 +51,7 @@ from mbrl_control.nodes.params import (
 )
 from mbrl_control.nodes.runtime import main_for
 from mbrl_control.sim.bullet_robot import BulletRobot
+from mbrl_control.sim.effort_history import EffortHistory
 from mbrl_control.sim.faults import FaultConfig, ScheduledFault
 from mbrl_control.sim.randomization import DomainRandomizer, PhysicalDraw, RandomizationConfig
 from mbrl_control.sim.sensor import JointSensor, SensorConfig
@@ -139,6 +140,9 @@ class SimNode(Node):
             self.stamp_offset_ns = self.get_clock().now().nanoseconds
         self.command = np.zeros(len(self.actuated))
         self.applied = np.zeros(len(names))
+        # Readings report the effort of their sample's step, though published a latency later.
+        self.efforts = EffortHistory(horizon_ns=int(1e9))
+        self.efforts.reset(0, self.applied)
         self.watchdog = CommandWatchdog(p["command_timeout"])
         self.counts = {"commands_received": 0, "rejected_commands": 0, "readings_published": 0}
         self.last_reject_reason = ""
@@ -206,6 +210,7 @@ class SimNode(Node):
         effort = np.zeros(len(self.robot.joint_names))
         effort[self.actuated] = command
         self.applied = np.clip(effort, -self.effort_limit, self.effort_limit) * self.physics.motor_gain
+        self.efforts.record(self.sim_time_ns, self.applied)
         held = self.robot.state().position if self.braked else None
         for _ in range(steps):
             if held is not None:  # brakes on: time passes, the joints stay where they are
@@ -227,7 +232,7 @@ class SimNode(Node):
         msg.name = list(self.robot.joint_names)
         msg.position = [float(v) for v in position]
         msg.velocity = [float(v) for v in velocity]
-        msg.effort = self.applied.tolist()
+        msg.effort = self.efforts.during_step_ending(t_ns).tolist()
         return msg
 
     def _publish(self, truth: bool, initial: bool = False) -> None:

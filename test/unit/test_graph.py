@@ -5,11 +5,20 @@ import re
 import sys
 import types
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
-from mbrl_control.graph import EXECUTABLES, GRAPHS, LEARN_ARGUMENTS, MPC_ARGUMENTS, learn_graph, mpc_graph
+from mbrl_control.graph import (
+    EXECUTABLES,
+    EXIT_BAD_PARAMETER,
+    GRAPHS,
+    LEARN_ARGUMENTS,
+    MPC_ARGUMENTS,
+    learn_graph,
+    mpc_graph,
+)
 from mbrl_control.launcher import node_command, parse_launch_args
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -184,7 +193,7 @@ ADAPTER_CASES = [
 def test_launch_files_declare_every_argument_and_start_exactly_the_graphs_nodes(monkeypatch, name, given):
     """Each launch file, through the shared adapter: declares the graph's arguments (defaults,
     choices), builds its nodes from the graph with the arguments ``ros2 launch`` was given, passes
-    every NodeSpec field through, and ends the launch when (only) an ``ends_launch`` node exits."""
+    every NodeSpec field through, and ends the launch when (only) an ``ends_launch`` node exits, or one that cannot start."""
     fake_launch_api(monkeypatch, {})
     arguments, build = GRAPHS[name]
     assert (arguments, build) == ((MPC_ARGUMENTS, mpc_graph) if name == "mpc" else (LEARN_ARGUMENTS, learn_graph))
@@ -211,8 +220,9 @@ def test_launch_files_declare_every_argument_and_start_exactly_the_graphs_nodes(
         assert k["parameters"] == s.parameters and k["remappings"] == s.remappings and k["arguments"] == s.arguments
         if s.ends_launch:
             assert [type(a).__name__ for a in k["on_exit"]] == ["Shutdown"], s.name
-        else:
-            assert k["on_exit"] is None, s.name
+        else:  # ends the launch only when it could not start with its parameters
+            assert [type(a).__name__ for a in k["on_exit"](SimpleNamespace(returncode=EXIT_BAD_PARAMETER), None)] == ["Shutdown"]
+            assert all(k["on_exit"](SimpleNamespace(returncode=code), None) is None for code in (0, 1, -9)), s.name
     assert any(s.ends_launch for s in specs) == ("duration" in given or name == "learn")
 
 
