@@ -120,7 +120,8 @@ class KalmanFilter(Estimator):
     grows by as much as that prior moves them over the step): the estimate
     says it no longer knows the velocities, and is stale (``stale_velocity_std``) until readings
     have pinned them down again, instead of dead-reckoning a robot through its end stop (counted as
-    the event ``limit_contact``).
+    the event ``limit_contact``). A commanded joint already resting on its stop, and known to be
+    slow, is not a new impact: the stop holds it (``_against_the_stops``, event ``limit_rest``).
     """
 
     def __init__(
@@ -443,7 +444,7 @@ class KalmanFilter(Estimator):
                 self._mean, self._cov = corrected
             return corrected is not None
         # In the past: restart from the last snapshot at or before the stamp.
-        index = next((i for i in range(len(self._history) - 1, -1, -1) if self._history[i].time <= at + TIME_EPS), None)
+        index = self._snapshot_before(at)
         if index is None:
             return self._reject("too_old")
         start = self._history[index]
@@ -530,13 +531,17 @@ class KalmanFilter(Estimator):
                 return False
         return True
 
+    def _snapshot_before(self, t: float) -> int | None:
+        """Index of the last snapshot at or before ``t``; None if the history starts after it."""
+        return next((i for i in range(len(self._history) - 1, -1, -1) if self._history[i].time <= t + TIME_EPS), None)
+
     def _apply_late_command(self, u: np.ndarray, t: float) -> None:
         """``u`` applied from ``t``, in the estimate's past (it reached us late): re-predict from
         the snapshot before ``t`` with the commands as applied. Commands arrive in the order they
         were sent, so ``u`` holds from ``t`` to now; later snapshots only split the old command's
         time and are dropped."""
         u = self._checked_command(u)
-        index = next((i for i in range(len(self._history) - 1, -1, -1) if self._history[i].time <= t + TIME_EPS), None)
+        index = self._snapshot_before(t)
         if index is None:
             # Older than the history, which starts at the last reading fused (that reading was
             # predicted with the old command): from that reading on, the nearest we can.
