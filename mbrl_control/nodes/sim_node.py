@@ -269,6 +269,10 @@ class SimNode(Node):
                 self._publish(truth=True)
             return
         self.counts["commands_received"] += 1
+        if not self.lockstep:
+            # The old command (and the brakes) held the robot until now: a physics step counts as
+            # the command's that covers more of it (a command starts within half a step of its arrival).
+            self._realtime_tick(nearest=True)
         command = read_command(msg, len(self.actuated))
         if isinstance(command, str):
             self.counts["rejected_commands"] += 1
@@ -277,10 +281,6 @@ class SimNode(Node):
             command = np.zeros(len(self.actuated))  # never applied; the robot gets zero effort
         else:
             self.braked = False  # a valid command releases the brakes
-        if not self.lockstep:
-            # The old command drove the robot until now: a physics step counts as the command's
-            # that covers more of it (so a command starts within half a step of its arrival).
-            self._realtime_tick(nearest=True)
         self.command = command
         self.watchdog.feed(time.monotonic())
         if self.lockstep:
