@@ -42,6 +42,7 @@ from visualization_msgs.msg import MarkerArray
 
 from mbrl_control.core.builders import ModelConfig, build_kinematics, link_position_of, model_from_params
 from mbrl_control.core.estimation import ESTIMATORS, EstimatorConfig, build_estimator
+from mbrl_control.core.estimation.reported_effort import ReportedEffort
 from mbrl_control.core.tasks.residual import keypoints
 from mbrl_control.core.timing import TickStats
 from mbrl_control.nodes.diagnostics import OK, WARN, DiagnosticsPublisher
@@ -112,7 +113,7 @@ class EstimatorNode(Node):
         self.measure_velocity = p["estimator.measure_velocity"]
         self.reported_effort = p["prediction_effort"] == "reported" and not self.lockstep
         self.command_joints = list(p["command_joints"])
-        self.last_reading_stamp: float | None = None
+        self.reported = ReportedEffort()
         self.counts = {"readings": 0, "unknown_joint_names": 0, "bad_commands": 0, "published": 0, "stale_ticks": 0,
                        "readings_without_effort": 0}
         self.stats = TickStats(self.period)
@@ -175,22 +176,12 @@ class EstimatorNode(Node):
         self.filter.update(z, stamp)
 
     def _apply_reported_effort(self, msg: JointState, stamp: float) -> None:
-        """The effort the joints were under at this reading, if it differs from the one the
-        filter holds: it took over somewhere since the previous reading (the midpoint is within
-        half a reading interval of when)."""
         effort = np.asarray(msg.effort, dtype=np.float64)
         if len(effort) != len(msg.name) or not np.isfinite(effort).all():
             self.counts["readings_without_effort"] += 1
             return
         names = list(msg.name)
-        effort = effort[[names.index(j) for j in self.command_joints]]
-        previous, self.last_reading_stamp = self.last_reading_stamp, stamp
-        if np.array_equal(effort, self.filter.command) or not self.filter.initialized:
-            if not self.filter.initialized and np.any(effort):
-                self.filter.apply_command(effort, stamp)  # remembered until the first reading
-            return
-        since = previous if previous is not None and previous < stamp else stamp
-        self.filter.apply_command(effort, 0.5 * (since + stamp))
+        self.reported.apply(self.filter, effort[[names.index(j) for j in self.command_joints]], stamp)
 
     def _on_command(self, msg: Float64MultiArray, info: MessageInfo) -> None:
         command = read_command(msg, len(self.p["command_joints"]))
@@ -235,7 +226,7 @@ class EstimatorNode(Node):
 
     def _on_episode(self, msg: Int32) -> None:
         self.filter.reset_estimate()
-        self.last_reading_stamp = None
+        self.reported.reset()
         self.published_at, self.overtaking_clock_ns = None, None  # no command answers the old episode
 
     # -- outputs -----------------------------------------------------------------------------

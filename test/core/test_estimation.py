@@ -483,3 +483,35 @@ def test_a_command_that_reaches_the_filter_late_is_applied_from_when_it_was_sent
     assert before_reading.status().events["late_command_before_reading"] == 1
     assert before_reading.time == pytest.approx(0.03)
     assert before_reading.mean[2] - unpushed.mean[2] > 0.03  # pushed from the reading (0.025) on
+
+
+def test_reported_effort_takes_over_midway_since_the_previous_reading(model):
+    """Predicting from the effort each reading reports: a change first seen at the reading of
+    25 ms took over between 20 and 25 ms, so it is applied from 22.5 ms (the filter re-predicts
+    from there); an unchanged effort changes nothing; before the first reading a non-zero effort
+    is remembered from its stamp."""
+    from mbrl_control.core.estimation.reported_effort import ReportedEffort
+
+    def run(change_at_reading: int | None):
+        f, reported = _eager(model), ReportedEffort()
+        for k in range(7):
+            stamp = 0.005 * k
+            effort = np.array([15.0 if change_at_reading is not None and k >= change_at_reading else 0.0])
+            reported.apply(f, effort, stamp)
+            f.update(np.array([0.0, math.pi]), stamp)
+        return f
+
+    quiet, pushed = run(None), run(5)
+    assert quiet.status().events.get("late_command_before_reading", 0) == 0
+    np.testing.assert_array_equal(pushed.command, [15.0])
+    on_time = _eager(model)  # the same, told the command at 22.5 ms directly
+    for k in range(7):
+        if k == 5:
+            on_time.apply_command(np.array([15.0]), 0.0225)
+        on_time.update(np.array([0.0, math.pi]), 0.005 * k)
+    np.testing.assert_allclose(pushed.mean, on_time.mean, atol=1e-9)
+    assert pushed.mean[2] - quiet.mean[2] > 0.01  # the push shows in the cart's velocity
+    early, reported = _eager(model), ReportedEffort()
+    reported.apply(early, np.array([15.0]), 0.01)  # before any reading
+    early.update(np.array([0.0, math.pi]), 0.01)
+    np.testing.assert_array_equal(early.command, [15.0])
