@@ -41,7 +41,7 @@ from mbrl_control.core.planners import (
 )
 from mbrl_control.core.planners.dp import solve_value
 from mbrl_control.core.planners.ilqr_offline import ILQROfflineConfig, ILQROfflinePlanner
-from mbrl_control.core.planners.lqr import Equilibrium, solve_lqr
+from mbrl_control.core.planners.lqr import Equilibrium, rest_action, solve_lqr
 from mbrl_control.core.planners.policy import resolve_policy
 from mbrl_control.core.planners.smoothing import SmoothedPlanner
 from mbrl_control.core.robot import RobotSpec, RobotSpecError, robot_spec
@@ -157,7 +157,9 @@ class Robot:
 
     def equilibrium(self) -> Equilibrium:
         """The posture it regulates about and the effort that holds it there."""
-        return Equilibrium(self.spec.x_eq, equilibrium_action(self.model, self.spec.x_eq), self.spec.angle_dims)
+        spec = self.spec
+        passive = tuple(i for i in range(spec.nq) if i not in spec.command_index)
+        return Equilibrium(spec.x_eq, rest_action(self.model, spec.x_eq), spec.angle_dims, passive)
 
 
 def build_robot(p: Mapping[str, Any], urdf: str | Path | None = None) -> Robot:
@@ -187,22 +189,6 @@ def robot_parameters(config: str | Path = "cartpole", node: str = "mpc_controlle
     if "urdf" in p:
         p["urdf"] = urdf_beside(path, p["urdf"])
     return p
-
-
-def equilibrium_action(model: DynamicsModel, x_eq: np.ndarray) -> np.ndarray:
-    """The effort that holds ``model`` at rest at ``x_eq`` (least squares on the velocity change:
-    the gravity torques of the actuated joints for an arm, zero for the cart-pole upright). Two
-    Gauss-Newton steps; exact after the first for dynamics affine in the effort."""
-    nq = model.state_dim // 2
-    x = torch.as_tensor(x_eq, dtype=torch.float32).view(1, -1)
-    u = torch.zeros(1, model.action_dim)
-    for _ in range(2):
-        with torch.no_grad():
-            velocity = model.step(x, u)[0, nq:]
-        _, b = model.jacobians(x, u)
-        step = torch.linalg.lstsq(b[0, nq:].double(), -velocity.double().unsqueeze(-1)).solution.squeeze(-1)
-        u = u + step.float()
-    return u[0].double().numpy()
 
 
 # -- planners ------------------------------------------------------------------------------------
@@ -284,7 +270,8 @@ def build_planner(
         x_eq = np.zeros(task.state_dim) if equilibrium.x_eq is None else equilibrium.x_eq
         u_eq = np.zeros(task.action_dim) if equilibrium.u_eq is None else equilibrium.u_eq
         return ILQROfflinePlanner(model, task, settings, compile=compile, angle_dims=equilibrium.angle_dims,
-                                  initial_policy=(lqr.K, x_eq, u_eq), device=device)
+                                  initial_policy=(lqr.K, x_eq, u_eq), passive_dims=equilibrium.passive_dims,
+                                  device=device)
     if name == "lqr":
         return LQRPlanner(model, task, settings, equilibrium, device=device)
     if name == "dp":

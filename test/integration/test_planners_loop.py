@@ -22,9 +22,8 @@ def test_every_planner_closes_the_loop(planner, domain, tmp_path):
     overrides = tmp_path / "overrides.yaml"
     overrides.write_text(yaml.safe_dump({"mpc_controller": {"ros__parameters": controller},
                                          "sim": {"ros__parameters": sim}}))
-    # Success is 5 s held at the end; ilqr_offline's one trajectory may take its whole 3 s horizon to get there.
-    duration = "9" if planner == "ilqr_offline" else "7"
-    code, summary = run_mpc({"mode": "lockstep", "duration": duration, "planner": planner, "overrides": str(overrides)},
+    # Success is 5 s held at the end of 7.
+    code, summary = run_mpc({"mode": "lockstep", "duration": "7", "planner": planner, "overrides": str(overrides)},
                             domain, tmp_path)
     assert code == 0, logs(tmp_path)
     assert summary["planner"] == planner

@@ -38,12 +38,15 @@ class LQRConfig:
 
 @dataclass(frozen=True)
 class Equilibrium:
-    """Where an LQR regulates to: ``x_eq`` at rest, the effort ``u_eq`` holding it, and which state
-    entries are angles (wrapped in ``x - x_eq``). The default is the origin with no angles."""
+    """Where an LQR regulates to: ``x_eq`` at rest, the effort ``u_eq`` holding it, which state
+    entries are angles (wrapped in ``x - x_eq``), and which positions belong to passive joints (no
+    command: at rest one is where ``x_eq`` has it, as the cart-pole's pole is upright wherever the
+    cart stands). The default is the origin with no angles."""
 
     x_eq: np.ndarray | None = None
     u_eq: np.ndarray | None = None
     angle_dims: tuple[int, ...] = ()
+    passive_dims: tuple[int, ...] = ()
 
     def deviation(self, x: np.ndarray) -> np.ndarray:
         """``x - x_eq`` (any leading shape), its angle entries wrapped to ``[-pi, pi)``."""
@@ -52,6 +55,23 @@ class Equilibrium:
 
     def action(self, du: np.ndarray) -> np.ndarray:
         return du if self.u_eq is None else du + self.u_eq
+
+
+def rest_action(model: DynamicsModel, x: np.ndarray) -> np.ndarray:
+    """The effort that holds ``model`` at rest at posture ``x`` (least squares on the velocity change:
+    the gravity torques of the actuated joints for an arm, zero for the cart-pole upright). Two
+    Gauss-Newton steps; exact after the first for dynamics affine in the effort."""
+    nq = model.state_dim // 2
+    device = module_device(model)
+    x = torch.as_tensor(x, dtype=torch.float32, device=device).view(1, -1)
+    u = torch.zeros(1, model.action_dim, device=device)
+    for _ in range(2):
+        with torch.no_grad():
+            velocity = model.step(x, u)[0, nq:]
+        _, b = model.jacobians(x, u)
+        step = torch.linalg.lstsq(b[0, nq:].double(), -velocity.double().unsqueeze(-1)).solution.squeeze(-1)
+        u = u + step.float()
+    return u[0].double().cpu().numpy()
 
 
 @dataclass(frozen=True)
