@@ -115,8 +115,7 @@ class ILQROfflinePlanner(Planner):
                 for t in range(self.horizon):
                     ilqr._actions[t] = mpc.plan(x[0]).actions[0].to(ilqr.device)
                     x = self._model.step(x, ilqr._actions[t].unsqueeze(0))
-            ilqr._gains.zero_()
-            ilqr._line_search(ilqr._x0.copy_(x0), feedforward_scale=0.0)  # the nominal: rolled out from x0
+            ilqr._line_search(ilqr._x0.copy_(x0), feedforward_scale=0.0)  # rolled out from x0 (reset zeroed the gains)
             ilqr._fresh = False
 
     def _seed_with_lqr(self, ilqr: ILQRPlanner, x0: Tensor) -> None:
