@@ -115,13 +115,14 @@ class EstimatorNode(Node):
         self.command_joints = list(p["command_joints"])
         self.reported = ReportedEffort()
         self.counts = {"readings": 0, "unknown_joint_names": 0, "bad_commands": 0, "published": 0, "stale_ticks": 0,
-                       "readings_without_effort": 0}
+                       "readings_without_effort": 0, "republished": 0}
         self.stats = TickStats(self.period)
         self.last_marker_wall = -math.inf
         self.next_publish_ns: int | None = None
         # Lockstep: the command answering the last estimate, and a /clock that overtook it.
         self.published_at: float | None = None  # sim time of the last estimate while its command is due
         self.overtaking_clock_ns: int | None = None
+        self.last_estimate: JointState | None = None  # lockstep: re-sent while its command is due
 
         self.state_pub = self.create_publisher(JointState, "~/state", qos_profile_sensor_data)
         self.cov_pub = self.create_publisher(Float64MultiArray, "~/covariance", 10)
@@ -211,7 +212,14 @@ class EstimatorNode(Node):
     def _on_clock(self, msg: ClockMsg) -> None:
         t = Time.from_msg(msg.clock).nanoseconds
         if self.next_publish_ns is not None and t < self.next_publish_ns - self.period * 0.5e9:
-            return  # not due (the sim re-sends /clock while it waits)
+            # Not due: the sim re-sends /clock while it waits for a command. If the estimate that
+            # command answers is still unanswered, it may have been lost (best effort, or a
+            # controller that subscribed while compiling): send it again, or the loop stalls for
+            # good. A controller that has it already does not tick on it twice (same stamp).
+            if self.published_at is not None and self.last_estimate is not None:
+                self.state_pub.publish(self.last_estimate)
+                self.counts["republished"] += 1
+            return
         if self.published_at is not None:
             self.overtaking_clock_ns = t  # published once the command for the last one is in
         else:
@@ -220,7 +228,8 @@ class EstimatorNode(Node):
     def _publish_lockstep(self, t_ns: int) -> None:
         # Only a published estimate moves the schedule on: without one (no reading yet) the sim's
         # re-sent /clock tries again.
-        if self._publish(t_ns * 1e-9):
+        self.last_estimate = self._publish(t_ns * 1e-9)
+        if self.last_estimate is not None:
             self.published_at = t_ns * 1e-9
             self.next_publish_ns = t_ns + int(self.period * 1e9)
 
@@ -230,7 +239,8 @@ class EstimatorNode(Node):
         self.published_at, self.overtaking_clock_ns = None, None  # no command answers the old episode
 
     # -- outputs -----------------------------------------------------------------------------
-    def _publish(self, now: float | None = None) -> bool:
+    def _publish(self, now: float | None = None) -> JointState | None:
+        """The estimate at ``now`` (default: the clock's), published; None where there is none to give."""
         start = time.perf_counter()
         self.tuning.apply_pending()  # parameters set since the last estimate, before this one
         now = self._now() if now is None else now
@@ -238,7 +248,7 @@ class EstimatorNode(Node):
         f.predict_to(now)
         if not f.initialized or f.status(now).stale:
             self.counts["stale_ticks"] += 1
-            return False
+            return None
         mean, cov = f.mean, f.cov
         nq = len(self.joints)
         msg = JointState()
@@ -252,7 +262,7 @@ class EstimatorNode(Node):
         self.counts["published"] += 1
         self.stats.record(time.perf_counter() - start)
         self._maybe_publish_markers(mean, cov, msg.header.stamp)
-        return True
+        return msg
 
     # -- tuning while it runs (RuntimeParameters) --------------------------------------------
     def _noise_settings(self, values: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ through it with 30 ms of latency, and bad readings never crash it or reach the c
 import math
 
 import numpy as np
+import pytest
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import qos_profile_sensor_data
@@ -83,3 +84,47 @@ def test_estimator_node_survives_bad_readings_and_dropouts(domain, probe, tmp_pa
         assert abs(states[-1].position[0] - 0.1) < 0.01
     finally:
         running.stop()
+
+
+def test_lockstep_estimator_resends_an_unanswered_estimate_to_a_late_controller(domain, probe, tmp_path):
+    """Lockstep stalls for good if the estimate the sim waits on is lost (best effort, or a
+    controller still compiling when it went out; the iiwa test hung so in CI): while no command
+    has answered it, the sim's re-sent /clock has it sent again; once answered, it is not."""
+    import rclpy
+    from builtin_interfaces.msg import Time
+    from rosgraph_msgs.msg import Clock
+
+    from mbrl_control.nodes.estimator_node import EstimatorNode
+    from mbrl_control.paths import config_dir
+
+    path = tmp_path / "estimator.yaml"
+    path.write_text(yaml.safe_dump({"estimator": {"ros__parameters": {
+        "mode": "lockstep", "use_sim_time": True, "estimator": {"compile": False}}}}))
+    rclpy.init(args=["--ros-args", "--params-file", str(config_dir() / "cartpole.yaml"), "--params-file", str(path)],
+               domain_id=domain)
+    try:
+        node = EstimatorNode()
+        for k in range(101):  # a second of readings at rest, enough to know its velocity
+            reading = JointState(name=["slider_to_cart", "cart_to_pole"], position=[0.0, math.pi], velocity=[0.0, 0.0])
+            reading.header.stamp = Time(sec=k // 100, nanosec=(k % 100) * 10_000_000)
+            node._on_reading(reading)
+        clock = Clock(clock=Time(sec=1))
+        node._on_clock(clock)  # the estimate at t = 1 s goes out to nobody
+        assert node.counts["published"] == 1, node.counts
+        received = []
+        probe.node.create_subscription(JointState, "/estimator/state", received.append, qos_profile_sensor_data)
+        assert probe.spin_until(lambda: node.state_pub.get_subscription_count() > 0, 30)
+        probe.spin_for(0.2)
+        assert received == []  # the first estimate is gone
+        node._on_clock(clock)  # the sim, idle, sends t = 1 s again
+        assert probe.spin_until(lambda: received, 10), node.counts
+        assert received[0].header.stamp == clock.clock
+        assert list(received[0].position) == pytest.approx([0.0, math.pi], abs=1e-3)
+        assert node.counts["published"] == 1 and node.counts["republished"] == 1  # the same estimate, not a new one
+        node._on_command(Float64MultiArray(data=[1.0]), {"source_timestamp": 0})  # answered
+        node._on_clock(clock)
+        probe.spin_for(0.3)
+        assert len(received) == 1 and node.counts["republished"] == 1
+        node.destroy_node()
+    finally:
+        rclpy.shutdown()
