@@ -70,6 +70,28 @@ def test_warm_start_shifts_the_nominal(setup):
     torch.testing.assert_close(planner._states[:-1], plan.states[1:])
 
 
+def test_held_exactly_upright_it_stays_ready_for_the_next_push(setup):
+    """At the optimum no step changes the cost in float32. Counting that as a failed step raised
+    mu every tick until the gains vanished (~1/mu): after 0.4 s of exact balance (exact states in
+    realtime) a 0.05 rad push got no answer and the pole fell."""
+    params, model, task = setup
+    from mbrl_control.core.dynamics import CartPoleDynamics
+
+    planner = ILQRPlanner(model, task, ILQRConfig(horizon=30))
+    plant = CartPoleDynamics(params, DT, substeps=8, integrator="euler").double()
+    x = torch.zeros(4, dtype=torch.float64)
+    tilt = []
+    for k in range(150):
+        if k == 50:
+            x = x + torch.tensor([0.0, 0.05, 0.0, 0.0], dtype=torch.float64)
+        plan = planner.plan(x.float())
+        if k == 49:
+            assert plan.info["regularisation"] <= ILQRConfig().reg_init  # still as responsive as after a reset
+        x = plant.step(x.unsqueeze(0), plan.actions[:1].double())[0]
+        tilt.append(abs(float(x[1])))
+    assert tilt[50] > 0.04 and max(tilt) < 0.1 and tilt[-1] < 0.01, tilt[48:]
+
+
 def test_rejects_bad_configs(setup):
     _, model, task = setup
     for bad in ({"horizon": 0}, {"line_search_steps": 0}, {"reg_factor": 1.0}):

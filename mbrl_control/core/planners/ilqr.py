@@ -217,7 +217,10 @@ class ILQRPlanner(Planner):
             converged = -expected <= cfg.tolerance * abs(cost) and previous - cost <= cfg.tolerance * abs(cost)
             if converged or self._mu > cfg.reg_max:
                 break
-        self._mu = min(self._mu, cfg.reg_max)
+        if self._mu > cfg.reg_max:
+            # Given up: from here a step too small to change the cost in float32 never brings mu
+            # down again. The next tick starts over from the initial regularisation, as after a reset.
+            self._mu = cfg.reg_init
         actions, states = host_copies(self._actions, self._states)
         plan = Plan(
             actions=actions,
@@ -251,8 +254,11 @@ class ILQRPlanner(Planner):
         start_cost, new_cost = self._line_search(x0, feedforward_scale=1.0)
         if new_cost < start_cost:
             self._mu = self._mu / cfg.reg_factor if self._mu / cfg.reg_factor >= cfg.reg_min else 0.0
-        else:
+        elif -expected > cfg.tolerance * abs(start_cost) or self._mu > cfg.reg_init:
             self._mu = max(self._mu * cfg.reg_factor, cfg.reg_min)
+        # else: at the optimum (a robot held exactly at its equilibrium) there is nothing to gain,
+        # and a step that changes nothing in float32 is no failure: raising mu for it, tick after
+        # tick, would leave the controller numb (gains ~ 1/mu) when the next push comes.
         return start_cost, new_cost, expected
 
     def _expand_about_nominal(self) -> None:
