@@ -50,7 +50,8 @@ class ILQRConfig:
     line_search_steps: int = setting(7, "step sizes 1, 1/2, ... tried in one batch", 1, 16)
     reg_init: float = setting(1e-2, "Levenberg-Marquardt mu on Q_uu after a reset", 0.0, 1e6)
     reg_min: float = setting(1e-6, "below this mu becomes 0", 0.0, 1.0)
-    reg_max: float = setting(1e8, "above this the iteration gives up and keeps the nominal (the next tick starts over at reg_init)", 1.0, 1e12)
+    reg_max: float = setting(1e8, "above this the iteration gives up and keeps the nominal (the next tick starts "
+                                  "over at reg_init)", 1.0, 1e12)
     reg_factor: float = setting(4.0, "mu grows or shrinks by this factor", 1.01, 100.0)
     tolerance: float = setting(1e-5, "stop once the relative cost decrease is below this", 0.0, 1.0)
     hessians: str = setting("exact", "the cost's second derivatives: exact (autograd) or gauss_newton (the task's "
