@@ -5,14 +5,18 @@ import math
 
 import numpy as np
 import pytest
+import rclpy
 import yaml
+from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
 from rosutil import logs, run_mpc, start
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
 from mbrl_control.graph import mpc_graph
+from mbrl_control.paths import config_dir
 
 
 def test_lockstep_swing_up_through_the_ekf_with_30ms_latency(domain, tmp_path):
@@ -90,12 +94,7 @@ def test_lockstep_estimator_resends_an_unanswered_estimate_to_a_late_controller(
     """Lockstep stalls for good if the estimate the sim waits on is lost (best effort, or a
     controller still compiling when it went out; the iiwa test hung so in CI): while no command
     has answered it, the sim's re-sent /clock has it sent again; once answered, it is not."""
-    import rclpy
-    from builtin_interfaces.msg import Time
-    from rosgraph_msgs.msg import Clock
-
     from mbrl_control.nodes.estimator_node import EstimatorNode
-    from mbrl_control.paths import config_dir
 
     path = tmp_path / "estimator.yaml"
     path.write_text(yaml.safe_dump({"estimator": {"ros__parameters": {
