@@ -104,7 +104,7 @@ def ensemble_rows(params, task, plant, x0, ticks: int) -> tuple[list, list, dict
         tick = latency(episode.tick_s, digits=3)
         # CPU time of the planning thread; with 2 threads the other one's work is not in it.
         cpu = latency(np.array(planner.cpu_s), digits=3) if threads == 1 else dict.fromkeys(("p50", "p99"))
-        ok = task.success(episode.states, episode.times) if ticks * DT > task.success_window else None
+        ok = task.success(episode.states, episode.times) if ticks * DT > task.success_config.window else None
         load = max(load_before, os.getloadavg()[0])
         wrapper = ("C++" if cpp_wrapper else "py") if compiled else "eager!"
         rows.append([label, dtype, threads, pop, horizon, iters, wrapper, tick["n"], tick["p50"], tick["p95"],
@@ -193,7 +193,7 @@ def main() -> None:
         planner.plan(x0)  # compile and warm up outside the timing
         episode = run_episode(planner, plant, x0, steps=args.ticks)
         tick = latency(episode.tick_s, digits=3)
-        ok = task.success(episode.states, episode.times) if args.ticks * DT > task.success_window else None
+        ok = task.success(episode.states, episode.times) if args.ticks * DT > task.success_config.window else None
         name = "cem" + ("" if compiled else " (eager)")
         rows.append([name, pop, horizon, iters, tick["n"], tick["p50"], tick["p95"], tick["p99"], tick["max"], ok])
         figures.append({"planner": name, "population": pop, "horizon": horizon, "iterations": iters,

@@ -184,11 +184,11 @@ def pytorch_mppi_act(model: DynamicsModel, task: Task, compiled: bool) -> Act | 
         from pytorch_mppi import MPPI
     except ImportError:
         return None
-    cfg, w = MPPIConfig(), task.weights
+    cfg = MPPIConfig()
     half_range = float(task.action_high[0])
 
     def running_cost(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        return task.state_cost(x) + w.action * (u * u).sum(-1)
+        return task.running_cost(x.unsqueeze(-2), u.unsqueeze(-2))  # one step of ours, [K]
 
     def terminal_cost(states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return task.terminal_cost(states[..., -1, :])
@@ -280,10 +280,9 @@ def mbrl_pets_act(task: Task, ensemble: EnsembleConfig, cem: CEMConfig, particle
         observation_space=gymnasium.spaces.Box(-np.inf, np.inf, (nx,), np.float32),
         action_space=gymnasium.spaces.Box(task.action_low.numpy(), task.action_high.numpy(), dtype=np.float32),
     )
-    w = task.weights
 
     def reward(actions: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
-        return -(task.state_cost(next_obs) + w.action * (actions * actions).sum(-1)).unsqueeze(-1)
+        return -task.running_cost(next_obs.unsqueeze(-2), actions.unsqueeze(-2)).unsqueeze(-1)
 
     model_env = mbrl.models.ModelEnv(spaces, dynamics_model, termination_fns.no_termination, reward,
                                      generator=torch.Generator().manual_seed(0))

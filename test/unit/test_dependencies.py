@@ -54,3 +54,22 @@ def test_other_errors_pass_through_unchanged():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "No module named 'no_such_module_here'" in result.stderr
     assert "[FATAL]" not in result.stderr
+
+
+def _names(path: Path) -> set[str]:
+    """A requirements file's package names, normalised (lower case, '-' for '_')."""
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return {line.split("==")[0].strip().lower().replace("_", "-") for line in lines if line}
+
+
+def test_the_peer_benchmark_venv_gets_every_package_that_planners_py_imports():
+    # `make bench-peers` installs bench/requirements-peers.txt alone: a package the core comes to
+    # import must go there too, or the benchmark stops at its first line (safetensors did, then
+    # threadpoolctl). What importing bench/planners.py loads here is what that venv needs.
+    code = ("import sys; sys.path.insert(0, 'bench'); import planners; "
+            "print(' '.join(sorted({name.split('.')[0] for name in sys.modules})))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    needed = {PIP_PACKAGES[name] for name in result.stdout.split() if name in PIP_PACKAGES}
+    assert {"torch", "numpy", "threadpoolctl"} <= needed  # the import did reach the core
+    assert needed - _names(ROOT / "bench" / "requirements-peers.txt") == set()
