@@ -313,6 +313,12 @@ class ControllerNode(Node):
                 cost, iterations = plan.cost, plan.iterations
                 action = plan.actions[0].double().numpy()
             action = self._fall_back_if_needed(plan, action)
+            # The state's age as the command leaves, not as planning began: a tick that overran
+            # can carry its state past state_timeout, and then it was not planned from a fresh
+            # state (the safe command goes, and no sample).
+            age = self._state_age()
+            if not age <= self.p["state_timeout"]:
+                action = None
         # Before the first state (start-up, a new episode) the robot is not lost but not yet seen:
         # the same safe command, counted apart from a state that went stale.
         waiting = self.state_stamp is None and not self.safety.estop.latched

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import time
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -115,6 +116,33 @@ def test_scheduled_fault_is_safe_within_a_tick_visible_and_recovers(kind, domain
     assert verdict.planned_after_clear > 0 and watch.upright_at_end(1.0), watch.truth[-1]
     assert not any(t.kind == FALLBACK for t in late)
 
+
+
+def test_a_tick_that_outlasts_the_state_timeout_sends_the_safe_command_and_no_sample(domain, probe, tmp_path):
+    # Realtime, LQR from upright: from 1 s after the controller's first tick, for 1 s, every plan
+    # takes 0.15 s (fault.planner_delay), longer than state_timeout. The state such a tick began
+    # with is stale by the time its command leaves, so the command is the safe one (zero) and no
+    # sample goes out (it was not planned from a fresh state), not the stale plan.
+    path = tmp_path / "overrides.yaml"
+    path.write_text(yaml.safe_dump({
+        "sim": {"ros__parameters": {"initial_position": [0.0, 0.0], "initial_noise": 0.02}},
+        "estimator": {"ros__parameters": {"estimator": {"compile": False}}},
+        "mpc_controller": {"ros__parameters": {"compile": False, "diagnostics_rate": 5.0,
+                                               "fault": {"planner_delay": 0.15, "start": 1.0, "duration": 1.0}}},
+    }))
+    launch = start(mpc_graph({"mode": "realtime", "planner": "lqr", "overrides": str(path)}), domain, tmp_path / "logs")
+    watch = ControlProbe(probe.node, lockstep=False, effort_limit=EFFORT_LIMIT, state_timeout=STATE_TIMEOUT)
+    try:
+        assert probe.spin_until(lambda: watch.number("mpc_controller", "fault_delayed_plans") >= 4, 240), logs(tmp_path)
+        probe.spin_for(0.5)
+    finally:
+        launch.stop()
+    ticks = watch.ticks()
+    slow = [t for t in ticks if t.tick_ms >= 150.0]
+    assert len(slow) >= 4, [t.tick_ms for t in ticks[-60:]]
+    assert all(t.sample_sent is False and np.all(t.command == 0.0) for t in slow), \
+        [(t.seq, t.tick_ms, t.sample_sent, t.command) for t in slow]
+    assert any(t.sample_sent for t in ticks if t.tick_ms < 50.0)  # the fast ticks around them planned
 
 def _checkpoints(directory):
     """Checkpoints v1 (good) and v2 (its weights damaged on disk) of an untrained ensemble."""
