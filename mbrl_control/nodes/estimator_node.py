@@ -189,15 +189,17 @@ class EstimatorNode(Node):
         if isinstance(command, str):
             self.counts["bad_commands"] += 1
             command = np.zeros(len(self.p["command_joints"]))  # what the robot applies instead
-        if self.reported_effort:
-            return  # the readings say what the robot applied, and when
         if not self.lockstep:
             # The robot applies it from about when it was sent, not from when this (busy) node
             # gets to it: milliseconds late at an arm's 100 N m are more than its encoders' noise.
             # (Another host's clock may run ahead: never later than now.)
             now = self._now()
             sent = info["source_timestamp"] * 1e-9
-            self.filter.apply_command(command, min(sent, now) if sent > 0 else now)
+            sent = min(sent, now) if sent > 0 else now
+            if self.reported_effort:  # the readings say what the robot applied; this, when
+                self.reported.command_sent(command, sent)
+                return
+            self.filter.apply_command(command, sent)
             return
         # The sim applied it from the time of the estimate it answers, even if the next /clock
         # (from another publisher) reached us first: predicting past that with the old command

@@ -515,3 +515,33 @@ def test_reported_effort_takes_over_midway_since_the_previous_reading(model):
     reported.apply(early, np.array([15.0]), 0.01)  # before any reading
     early.update(np.array([0.0, math.pi]), 0.01)
     np.testing.assert_array_equal(early.command, [15.0])
+
+
+def test_reported_effort_takes_over_when_the_command_it_reports_was_sent(model):
+    """A reported change that is exactly a command sent since the previous reading took over when
+    that command was sent (the commands give the timing, the readings whether the robot took it);
+    an effort no command asked for (a watchdog's zero after lost commands) still from the midpoint."""
+    from mbrl_control.core.estimation.reported_effort import ReportedEffort
+
+    def run(sent: tuple[float, float] | None, reported_from_reading: int = 5, effort: float = 15.0):
+        f, reported = _eager(model), ReportedEffort()
+        for k in range(7):
+            stamp = 0.005 * k
+            if sent is not None and sent[0] <= stamp and (k == 0 or sent[0] > stamp - 0.005):
+                reported.command_sent(np.array([sent[1]]), sent[0])
+            reported.apply(f, np.array([effort if k >= reported_from_reading else 0.0]), stamp)
+            f.update(np.array([0.0, math.pi]), stamp)
+        return f
+
+    def told(at: float):
+        f = _eager(model)
+        for k in range(7):
+            if k == 5:
+                f.apply_command(np.array([15.0]), at)
+            f.update(np.array([0.0, math.pi]), 0.005 * k)
+        return f
+
+    np.testing.assert_allclose(run((0.021, 15.0)).mean, told(0.021).mean, atol=1e-9)  # when it was sent
+    np.testing.assert_allclose(run(None).mean, told(0.0225).mean, atol=1e-9)  # nothing sent: the midpoint
+    np.testing.assert_allclose(run((0.021, 9.0)).mean, told(0.0225).mean, atol=1e-9)  # not what was sent
+    assert abs(told(0.021).mean[2] - told(0.0225).mean[2]) > 1e-3  # the timing shows in the velocity
