@@ -37,7 +37,7 @@ def test_a_recording_through_the_nodes_opens_in_rosbags_and_every_message_decode
     path = tmp_path / "run.mcap"
     code, summary = run_mpc({"mode": "lockstep", "duration": "2", "record": "true", "record_path": str(path)},
                             domain, tmp_path)
-    assert code == 0 and summary.get("success") is not None, logs(tmp_path)
+    assert code == 0 and summary.get("ticks", 0) >= 90, (summary, logs(tmp_path))  # 2 s at 50 Hz: the loop ran
     mcap, records = _mcap_summary(path)
     assert mcap is not None, "no summary section: the recorder did not close the file"
     assert mcap.statistics.message_count > 100
