@@ -26,7 +26,11 @@ Columns:
                      command: the state timeout plus one period), or is the safe command (no sample
                      that tick, zero effort). Every command after the first safe one stays safe, else
                      the row fails (``unsafe_ticks_truth`` counts all in the window; ``first_unsafe``
-                     shows one). In JSON only: ``worst_planned_state_error``, the worst |state -
+                     shows one). Ticks the judge cannot see (no ground truth: the sim killed) count
+                     as not yet safe; there the row allows the stale chain's design latency
+                     (``unjudged_bound``: stale_after + state_timeout) if no tick it saw was unsafe.
+                     The recording rows are judged where the probe's truth reaches (it joins the sim
+                     after DDS discovery and ends at the stop). In JSON only: ``worst_planned_state_error``, the worst |state -
                      truth at its stamp| per component a command was planned from, from the
                      injection until the stack planned from a true state again after the clear
                      (``of_tolerance``: its largest component as a fraction of the tolerance), and
@@ -349,7 +353,13 @@ def row(fault: str, mode: str, survived: bool, safe: int | None, safe_from: str,
     """One row of the table. ``truth``: the ground-truth judge over the row's ticks (None: no
     control tick involved); ``loss``: what the holders lack by sequence number (None: no stream
     involved); ``unjudged``: why ticks the judge cannot see are expected (else they fail the row)."""
-    truth_ok = truth is None or (truth.safe_within_ticks is not None and truth.safe_within_ticks <= 1
+    # Ticks the judge cannot see (``unjudged``, with a reason) count as not yet safe; where they are
+    # expected, the first safe command may come as late as the stack's design latency
+    # (``unjudged_bound`` ticks), provided nothing the judge did see was unsafe.
+    bound = details.get("unjudged_bound") if unjudged else None
+    truth_ok = truth is None or (truth.safe_within_ticks is not None
+                                 and (truth.safe_within_ticks <= 1 or (bound is not None and truth.unsafe_ticks == 0
+                                                                       and truth.safe_within_ticks <= bound))
                                  and truth.unsafe_after_safe == 0 and (truth.unjudged_ticks == 0 or bool(unjudged)))
     ok = (survived and (safe is None or safe <= 1) and recovered is not False and data_lost == 0
           and details.get("unsafe_ticks", 0) == 0 and details.get("ok", True) and truth_ok
@@ -532,7 +542,8 @@ def sim_restart(work: Path) -> dict:
                v.safe_within_ticks, "kill", zero, recovered, lost, visible, v.truth,
                recording_sequence_loss(w, run.work / "run.mcap", run.stop_ns),
                unjudged="no ground truth while the sim is down (states predicted past its last reading)",
-               unsafe_ticks=v.unsafe_ticks, control_lost_s=round(resumed - killed, 2),
+               unjudged_bound=round((STALE_AFTER + STATE_TIMEOUT) / PERIOD), unsafe_ticks=v.unsafe_ticks,
+               control_lost_s=round(resumed - killed, 2),
                zero_ticks_until_fresh_states=len(outage), after_restart=back, recording=how, alive=alive,
                ok=bool(outage) and all(t.kind == FALLBACK for t in outage))
 
@@ -699,7 +710,12 @@ def recording_rows(work: Path) -> list[dict]:
         full_code = run.extra["recorder_full"].wait(15)
     finally:
         run.close()
-    v = w.judge(-math.inf, None, ticks_end + 1)
+    # Judged where the probe's ground truth reaches: it joins the sim some ticks after the stack
+    # (DDS discovery), and the last states outrun it at the stop; those ticks no one can judge.
+    # From its first sample on, a tick's state (at most the judge's max age old) has a truth.
+    stamps = w.ground_truth().stamps
+    first, last = (stamps[0] + STATE_TIMEOUT + PERIOD, stamps[-1]) if len(stamps) else (-math.inf, math.inf)
+    v = w.judge(first, None, min(ticks_end + 1, last))
     size = (run.work / "full.mcap").stat().st_size
     # Everything the recorder wrote until the disk filled must decode (later messages are 'dropped').
     lost, how = recording_loss(run.work / "full.mcap", run.work / "logs" / "recorder_full.log")
