@@ -30,9 +30,10 @@ Columns:
                      as not yet safe; there the row allows the stale chain's design latency
                      (``unjudged_bound``: stale_after + state_timeout) if no tick it saw was unsafe.
                      The recording rows are judged where the probe's truth reaches (it joins the sim
-                     after DDS discovery and ends at the stop). In JSON only: ``worst_planned_state_error``, the worst |state -
-                     truth at its stamp| per component a command was planned from, from the
-                     injection until the stack planned from a true state again after the clear
+                     after DDS discovery and ends at the stop). In JSON only:
+                     ``worst_planned_state_error``, the worst |state - truth at its stamp| per
+                     component a command was planned from, from the injection until the stack
+                     planned from a true state again after the clear
                      (``of_tolerance``: its largest component as a fraction of the tolerance), and
                      ``worst_error_at_command``, the same states against the truth when their
                      commands went out (a state planned from again while it ages shows here)
