@@ -117,7 +117,6 @@ def test_scheduled_fault_is_safe_within_a_tick_visible_and_recovers(kind, domain
     assert not any(t.kind == FALLBACK for t in late)
 
 
-
 def test_a_tick_that_outlasts_the_state_timeout_sends_the_safe_command_and_no_sample(domain, probe, tmp_path):
     # Realtime, LQR from upright: from 1 s after the controller's first tick, for 1 s, every plan
     # takes 0.15 s (fault.planner_delay), longer than state_timeout. The state such a tick began
@@ -143,6 +142,7 @@ def test_a_tick_that_outlasts_the_state_timeout_sends_the_safe_command_and_no_sa
     assert all(t.sample_sent is False and np.all(t.command == 0.0) for t in slow), \
         [(t.seq, t.tick_ms, t.sample_sent, t.command) for t in slow]
     assert any(t.sample_sent for t in ticks if t.tick_ms < 50.0)  # the fast ticks around them planned
+
 
 def _checkpoints(directory):
     """Checkpoints v1 (good) and v2 (its weights damaged on disk) of an untrained ensemble."""

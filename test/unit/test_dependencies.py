@@ -12,13 +12,13 @@ from mbrl_control.dependencies import PIP_PACKAGES, ROS_PACKAGES, missing_packag
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def requirements() -> dict[str, str]:
-    """requirements.txt: package name -> its line."""
+def requirements(path: Path = ROOT / "requirements.txt") -> dict[str, str]:
+    """A requirements file: package name (lower case, '-' for '_') -> its line."""
     out = {}
-    for line in (ROOT / "requirements.txt").read_text().splitlines():
+    for line in path.read_text().splitlines():
         spec = line.split("#", 1)[0].strip()
         if spec:
-            out[spec.split("==")[0].strip().lower()] = spec
+            out[spec.split("==")[0].strip().lower().replace("_", "-")] = spec
     return out
 
 
@@ -56,12 +56,6 @@ def test_other_errors_pass_through_unchanged():
     assert "[FATAL]" not in result.stderr
 
 
-def _names(path: Path) -> set[str]:
-    """A requirements file's package names, normalised (lower case, '-' for '_')."""
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
-    return {line.split("==")[0].strip().lower().replace("_", "-") for line in lines if line}
-
-
 def test_the_peer_benchmark_venv_gets_every_package_that_planners_py_imports():
     # `make bench-peers` installs bench/requirements-peers.txt alone: a package the core comes to
     # import must go there too, or the benchmark stops at its first line (safetensors did, then
@@ -72,4 +66,4 @@ def test_the_peer_benchmark_venv_gets_every_package_that_planners_py_imports():
     assert result.returncode == 0, result.stderr
     needed = {PIP_PACKAGES[name] for name in result.stdout.split() if name in PIP_PACKAGES}
     assert {"torch", "numpy", "threadpoolctl"} <= needed  # the import did reach the core
-    assert needed - _names(ROOT / "bench" / "requirements-peers.txt") == set()
+    assert needed - set(requirements(ROOT / "bench" / "requirements-peers.txt")) == set()
