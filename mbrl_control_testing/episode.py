@@ -25,6 +25,17 @@ class Episode:
         return np.arange(len(self.states)) * self.dt
 
 
+def task_of(planner: Planner) -> ResidualTask | None:
+    """The task of residual terms ``planner`` prices with, found through a smoother, an evaluator
+    and terminal-cost wrappers (None: it has none)."""
+    inner = getattr(planner, "planner", planner)
+    evaluator = getattr(inner, "evaluator", None)
+    task = evaluator.task if evaluator is not None else getattr(inner, "task", None)
+    while task is not None and not isinstance(task, ResidualTask):
+        task = getattr(task, "task", None)
+    return task
+
+
 def run_episode(
     planner: Planner,
     plant: DynamicsModel,
@@ -37,8 +48,9 @@ def run_episode(
 
     ``budget_s`` gives the planner a deadline per tick, as the controller node does in realtime.
     ``task``: told every command sent, as the controller node tells it (its ``command_rate``
-    terms, and a smoothed planner's history, read it).
+    terms read it); by default the task the planner prices with.
     """
+    task = task if task is not None else task_of(planner)
     planner.reset()
     if task is not None:
         task.set_last_command(torch.zeros(task.action_dim))

@@ -407,9 +407,9 @@ class ControllerNode(Node):
         return (self.get_clock().now() - self.state_stamp).nanoseconds * 1e-9
 
     def _publish_sample(self, command: np.ndarray, seq: int) -> None:
-        x = torch.from_numpy(self.state).float().view(1, 1, -1)
-        u = torch.from_numpy(command).float().view(1, 1, -1)
-        reward = -float(self.task.running_cost(x, u))
+        x = torch.from_numpy(self.state).float().view(1, -1)
+        u = torch.from_numpy(command).float().view(1, -1)
+        reward = -float(self.task.step_cost(x, u))  # the transition's own: what a learned reward can predict
         self.sample_msg.data = self.sample_layout.pack(stamp=self.state_stamp.nanoseconds * 1e-9, episode=self.episode,
                                                        seq=seq, state=self.state, action=command, reward=reward)
         self.sample_pub.publish(self.sample_msg)

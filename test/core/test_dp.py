@@ -89,7 +89,7 @@ def test_transitions_are_the_model_step_spread_over_the_grid(setup, small_mdp):
     # Multilinear weights reproduce linear functions: the expected successor is the model's.
     expected = small_mdp.transitions @ points.numpy()
     np.testing.assert_allclose(expected[~exits.numpy()], x_next[~exits].numpy(), atol=1e-9)
-    np.testing.assert_allclose(small_mdp.cost, task.running_cost(x.unsqueeze(1), u.unsqueeze(1)).numpy())
+    np.testing.assert_allclose(small_mdp.cost, task.step_cost(x, u).numpy())
 
 
 def test_value_and_policy_iteration_reach_the_same_values(small_mdp, solutions):

@@ -181,8 +181,8 @@ def test_model_env_and_batched_rollouts_are_the_same_mdp(cartpole, real):
     task = cartpole.task
     mdp = ModelMDP(cartpole.model, task, CONFIG.region, CONFIG.angle_dims, gamma=0.98, reward_scale=10.0)
     # Leaving is never cheaper than staying: the exit costs the worst step in the region, forever.
-    corner = torch.tensor([[CONFIG.region]])
-    worst_step = float(task.running_cost(corner, torch.full((1, 1, 1), 20.0)))
+    corner = torch.tensor([CONFIG.region])
+    worst_step = float(task.step_cost(corner, torch.full((1, 1), 20.0)))
     assert mdp.exit_cost == pytest.approx(worst_step / (1 - 0.98), rel=1e-5)
     starts = torch.from_numpy(real.state[:200])
     starts = starts[mdp.inside(starts)]
@@ -196,7 +196,7 @@ def test_model_env_and_batched_rollouts_are_the_same_mdp(cartpole, real):
         obs, reward, terminated, truncated, info = env.step(a)
         x_next = cartpole.model.step(x, torch.tensor([[6.0]]))
         torch.testing.assert_close(torch.from_numpy(info["state"]), x_next[0])
-        cost = float(task.running_cost(x.unsqueeze(1), torch.tensor([[[6.0]]])))
+        cost = float(task.step_cost(x, torch.tensor([[6.0]])))  # a step alone: no change of command priced
         assert reward == pytest.approx(-10.0 * cost, rel=1e-5)  # a = 0.3 of the 20 N half-range
         assert truncated == (t == 4 and not terminated)
         x = x_next

@@ -31,8 +31,26 @@ def test_cartpole_cost_terms_price_what_they_name(cartpole_params):
     # the soft track limit sits 0.4 m inside the URDF's 2.4 m: 0.5 m past the limit's 2.0 costs 100 * 0.25
     past = torch.tensor([[[2.5, 0.0, 0.0, 0.0]]])
     assert float(task.running_cost(past, u0)) == pytest.approx(0.1 * 2.5**2 + 100 * 0.5**2, rel=1e-5)
+    task.set_last_command(torch.tensor([10.0]))  # held: no change of command to price
     assert float(task.running_cost(upright, torch.full((1, 1, 1), 10.0))) == pytest.approx(1e-4 * 100, rel=1e-5)
     assert float(task.terminal_cost(hanging[:, 0])) == pytest.approx(5.0 * 2.0, rel=1e-6)
+
+
+def test_command_rate_prices_each_change_and_single_steps_leave_it_out(cartpole_params):
+    rate = 0.002
+    p = cartpole_params | {"task.terms": [*cartpole_params["task.terms"], "rate"], "task.rate.residual": "command_rate",
+                           "task.rate.weight": rate}
+    task = build_residual_task(robot_spec(p), p)
+    upright = torch.zeros(1, 3, 4)
+    sequence = torch.tensor([[[4.0], [4.0], [-2.0]]])  # from 1 N last sent: changes 3, 0, -6
+    task.set_last_command(torch.tensor([1.0]))
+    effort = 1e-4 * (16 + 16 + 4)
+    assert float(task.running_cost(upright, sequence)) == pytest.approx(effort + rate * (9 + 0 + 36), rel=1e-5)
+    # A step taken out of any sequence (DP, LQR, iLQR, a model-rollout reward) has no command before it.
+    steps = task.step_cost(upright[0], sequence[0])
+    torch.testing.assert_close(steps, torch.tensor([16e-4, 16e-4, 4e-4]))
+    task.set_last_command(torch.tensor([-20.0]))
+    torch.testing.assert_close(task.step_cost(upright[0], sequence[0]), steps)
 
 
 def test_runtime_weight_change_reaches_the_cost(cartpole_params):

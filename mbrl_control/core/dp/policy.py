@@ -32,7 +32,7 @@ class GreedyPolicy(torch.nn.Module):
         xs = x.unsqueeze(1).expand(batch, num_actions, nx).reshape(batch * num_actions, nx)
         us = self.actions.unsqueeze(0).expand(batch, num_actions, nu).reshape(batch * num_actions, nu)
         x_next = self.model.step(xs, us)
-        stage = self.task.running_cost(xs.unsqueeze(1), us.unsqueeze(1))
+        stage = self.task.step_cost(xs, us)
         q = (stage + self.gamma * self.value(x_next)).view(batch, num_actions)
         q_best, best = q.min(dim=-1)
         x_best = x_next.view(batch, num_actions, nx).gather(1, best.view(batch, 1, 1).expand(batch, 1, nx))

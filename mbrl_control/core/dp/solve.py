@@ -97,7 +97,7 @@ def build_grid_mdp(
         # The model runs in its own dtype (float32 by the interface; a learned model has float32
         # weights); only the interpolation and the solve need float64.
         x_next = model.step(x.float(), u.float()).to(torch.float64)
-        cost = task.running_cost(x.unsqueeze(1), u.unsqueeze(1)).to(torch.float64)
+        cost = task.step_cost(x, u).to(torch.float64)
     index, weight, inside = grid.locate(x_next)
     corners = index.shape[-1]
     # int32 indices where they fit: a quarter less memory traffic per sweep.

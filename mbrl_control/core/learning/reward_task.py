@@ -42,6 +42,9 @@ class LearnedRewardTask(Task):
     def success(self, states: np.ndarray, times: np.ndarray) -> bool:
         return self.task.success(states, times)
 
+    def within_tolerance(self, states: np.ndarray) -> np.ndarray:
+        return self.task.within_tolerance(states)
+
     def keypoints(self, states: np.ndarray) -> np.ndarray:
         """The known task's keypoints (plan markers)."""
         return self.task.keypoints(states)

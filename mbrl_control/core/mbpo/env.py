@@ -90,9 +90,9 @@ class ModelMDP:
         """The running cost at the worst corner of region x actuator range (the task's costs
         grow away from the goal, so the corners bound the region's costs)."""
         signs = torch.tensor(list(itertools.product((-1.0, 1.0), repeat=self.state_dim)), device=self.device)
-        corners = (signs * self.region).unsqueeze(1)  # [2^nx, 1, nx]
+        corners = signs * self.region  # [2^nx, nx]
         costs = [
-            self.task.running_cost(corners, u.view(1, 1, -1).expand(len(corners), 1, -1))
+            self.task.step_cost(corners, u.view(1, -1).expand(len(corners), -1))
             for u in (self.task.action_low.float(), self.task.action_high.float())
         ]
         return float(torch.stack(costs).max())
@@ -112,7 +112,7 @@ class ModelMDP:
         return (wrapped.abs() <= self.region).all(-1) & torch.isfinite(x).all(-1)
 
     def reward(self, x: Tensor, u: Tensor, terminated: Tensor) -> Tensor:
-        cost = self.task.running_cost(x.unsqueeze(1), u.unsqueeze(1)) + self.exit_cost * terminated.float()
+        cost = self.task.step_cost(x, u) + self.exit_cost * terminated.float()
         return -self.reward_scale * cost
 
     @torch.no_grad()

@@ -79,7 +79,7 @@ class StageDerivatives(torch.nn.Module):
         self.gauss_newton = gauss_newton
 
     def _stage_cost_sum(self, x: Tensor, u: Tensor) -> Tensor:
-        return self.task.running_cost(x.unsqueeze(1), u.unsqueeze(1)).sum()
+        return self.task.step_cost(x, u).sum()
 
     def _terminal_cost(self, x: Tensor) -> Tensor:
         return self.task.terminal_cost(x.unsqueeze(0))[0]

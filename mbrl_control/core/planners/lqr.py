@@ -102,7 +102,7 @@ def solve_lqr(model: DynamicsModel, task: Task, action_weight_scale: float = 1.0
     a, b = model.jacobians(x0.view(1, nx), u0.view(1, nu))
 
     def stage(xu: Tensor) -> Tensor:
-        return task.running_cost(xu[:nx].view(1, 1, nx), xu[nx:].view(1, 1, nu))[0]
+        return task.step_cost(xu[:nx].view(1, nx), xu[nx:].view(1, nu))[0]
 
     hessian = torch.func.hessian(stage)(torch.cat([x0, u0])).detach().cpu().double().numpy()
     A, B = a[0].detach().cpu().double().numpy(), b[0].detach().cpu().double().numpy()

@@ -28,6 +28,12 @@ class Task(torch.nn.Module, abc.ABC):
     @abc.abstractmethod
     def terminal_cost(self, x: Tensor) -> Tensor: ...
 
+    def step_cost(self, x: Tensor, u: Tensor) -> Tensor:
+        """Cost ``[B]`` of single steps ``x[B,nx]``, ``u[B,nu]`` taken out of any sequence (a DP grid,
+        an LQR or iLQR expansion, a model-rollout reward): terms on the change of command, which need
+        the command before, are left out."""
+        return self.running_cost(x.unsqueeze(1), u.unsqueeze(1))
+
     def trajectory_cost(self, states: Tensor, actions: Tensor) -> Tensor:
         """Cost of ``states[B,T+1,nx]`` reached under ``actions[B,T,nu]``."""
         return self.running_cost(states[:, :-1], actions) + self.terminal_cost(states[:, -1])
@@ -35,6 +41,10 @@ class Task(torch.nn.Module, abc.ABC):
     @abc.abstractmethod
     def success(self, states: np.ndarray, times: np.ndarray) -> bool:
         """Whether a recorded trajectory ``states[T,nx]`` sampled at ``times[T]`` [s] succeeded."""
+
+    def within_tolerance(self, states: np.ndarray) -> np.ndarray:
+        """Per state of ``states[T,nx]``: within the success tolerance (held at the posture, at the goal)."""
+        raise NotImplementedError(f"{type(self).__name__} has no success tolerance")
 
 
 class TerminalCostOverride(Task):
@@ -62,5 +72,11 @@ class TerminalCostOverride(Task):
     def running_cost(self, x: Tensor, u: Tensor) -> Tensor:
         return self.task.running_cost(x, u)
 
+    def step_cost(self, x: Tensor, u: Tensor) -> Tensor:
+        return self.task.step_cost(x, u)
+
     def success(self, states: np.ndarray, times: np.ndarray) -> bool:
         return self.task.success(states, times)
+
+    def within_tolerance(self, states: np.ndarray) -> np.ndarray:
+        return self.task.within_tolerance(states)

@@ -90,6 +90,7 @@ class ResidualTask(Task):
         self.register_buffer("last_command", torch.zeros(spec.action_dim))
         self._state_terms = [k for k, t in enumerate(self.terms) if not t.uses_action]
         self._action_terms = [k for k, t in enumerate(self.terms) if t.uses_action]
+        self._step_terms = [k for k, t in enumerate(self.terms) if t.residual_kind != "command_rate"]
         reach = [t for t in self.terms if t.residual_kind == "link_position"]
         self.reach_term: Term | None = reach[0] if reach else None
         self.link_position = link_position
@@ -117,6 +118,13 @@ class ResidualTask(Task):
             cost = cost + self.weights[k] * self.terms[k](x, u, self.goal, self.last_command)
         return cost.sum(-1)
 
+    def step_cost(self, x: Tensor, u: Tensor) -> Tensor:
+        x, u = x.unsqueeze(1), u.unsqueeze(1)
+        cost = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
+        for k in self._step_terms:
+            cost = cost + self.weights[k] * self.terms[k](x, u, self.goal, self.last_command)
+        return cost.sum(-1)
+
     def terminal_cost(self, x: Tensor) -> Tensor:
         return self.terminal_weight * self._state_cost(x)
 
@@ -131,7 +139,7 @@ class ResidualTask(Task):
         batch = x.shape[0]
         nz = x.shape[-1] + nu
         grad, hess = x.new_zeros(batch, nz), x.new_zeros(batch, nz, nz)
-        terms = self._state_terms if terminal else range(len(self.terms))
+        terms = self._state_terms if terminal else self._step_terms  # steps alone: as step_cost
         for k in terms:
             term = self.terms[k]
             r = term.residual(x.unsqueeze(1), None if u is None else u.unsqueeze(1), self.goal, self.last_command)[:, 0]
