@@ -7,8 +7,9 @@ default). Per planner: tick p50/p99 over all its ticks (seeds x 700; the count i
 success rate over all episodes (``task.success``), mean closed-loop running cost per step (also
 per task: LQR cannot swing up, its swing-up cost is the track barrier's), samples per tick, and
 the command's RMS change per tick over the balance episodes' last 5 s (``command_delta_rms``, as the
-run monitor reports it). The sampling planners run with their configured Savitzky-Golay smoothing
-(``smoothing_window``, shown per row).
+run monitor reports it). Each planner runs with config/cartpole.yaml's section for it (as the
+controller would: CEM's settled spread and Savitzky-Golay smoothing, shown per row), under the
+settings ``PLANNERS`` gives a row.
 ``cem@500x1`` is CEM at iCEM's default sample budget; the ``@100x1`` rows compare both at a
 twenty-fifth of CEM's default budget.
 
@@ -53,7 +54,7 @@ import numpy as np
 import torch
 from common import emit_json, machine, percentiles_ms, print_table
 
-from mbrl_control.core.builders import build_planner, load_robot
+from mbrl_control.core.builders import build_planner, load_robot, robot_parameters
 from mbrl_control.core.dynamics import (
     CartPoleDynamics,
     DynamicsModel,
@@ -64,6 +65,7 @@ from mbrl_control.core.dynamics import (
 from mbrl_control.core.planners import CEMConfig, CEMPlanner, MPPIConfig, Planner
 from mbrl_control.core.rollout import TrajectoryEvaluator
 from mbrl_control.core.tasks import Task
+from mbrl_control.core.util import section
 from mbrl_control_testing.episode import run_episode
 
 DT = 0.02
@@ -103,10 +105,13 @@ def samples_per_tick(planner: Planner) -> int | None:
 
 
 def run_planner(
-    name: str, model: DynamicsModel, task: Task, plant: DynamicsModel, seeds: int, budget_s: float | None
+    name: str, model: DynamicsModel, task: Task, plant: DynamicsModel, seeds: int, budget_s: float | None,
+    configured: dict | None = None,
 ) -> dict:
+    """``configured``: the robot config's section for this planner (what the controller runs),
+    under ``PLANNERS``' settings for the row."""
     kind, config = PLANNERS[name]
-    planner = build_planner(kind, model, task, dict(config, seed=0), compile=True)
+    planner = build_planner(kind, model, task, dict(configured or {}) | dict(config, seed=0), compile=True)
     planner.plan(torch.zeros(task.state_dim))  # compile and warm up outside the timing
     ticks, outcome, costs, misses = [], {"swing_up": [], "balance": []}, {"swing_up": [], "balance": []}, 0
     deltas: list[np.ndarray] = []
@@ -136,6 +141,7 @@ def run_planner(
         "samples_per_tick": samples_per_tick(getattr(planner, "planner", planner)),
         "command_delta_rms": [round(float(v), 3) for v in np.sqrt(np.mean(np.square(np.concatenate(deltas)), axis=0))],
         "smoothing_window": getattr(planner, "window", 0),
+        "settled_std": getattr(getattr(getattr(planner, "planner", planner), "config", None), "settled_std", 0.0),
         "ticks": int(sum(len(t) for t in ticks)),
         "threads": torch.get_num_threads(),
         "ticks_over_budget": misses,
@@ -429,22 +435,24 @@ def main() -> None:
     torch._dynamo.config.fail_on_recompile_limit_hit = True
     robot = load_robot("cartpole")
     params, model, task = robot.model.params, robot.model, robot.task
+    controller = robot_parameters("cartpole")  # the planners' sections as the controller reads them
     plant = CartPoleDynamics(params, DT, substeps=8, integrator="euler").double()
     budget_s = args.budget_ms * 1e-3 if args.budget_ms > 0 else None
 
     results = {}
     for name in filter(None, args.planners.split(",")):
-        results[name] = run_planner(name, model, task, plant, args.seeds, budget_s)
+        configured = section(controller, PLANNERS[name][0])
+        results[name] = run_planner(name, model, task, plant, args.seeds, budget_s, configured)
         print(f"  {name}: {results[name]}", flush=True)
     if results:
         print(f"\nPlanners on the cart-pole: {args.seeds} seeds x (swing-up {SWING_UP_TICKS} + balance "
               f"{BALANCE_TICKS} ticks), deadline {args.budget_ms} ms, {args.threads} torch thread(s)")
         headers = ["planner", "horizon", "samples/tick", "threads", "ticks", "p50 ms", "p99 ms", "swing-up", "balance",
-                   "cost swing-up", "cost balance", "over budget", "balance du rms N", "smoothing"]
+                   "cost swing-up", "cost balance", "over budget", "balance du rms N", "smoothing", "settled std"]
         print_table(headers, [[n, r["horizon"], r["samples_per_tick"] or "-", r["threads"], r["ticks"],
                                r["tick_ms_p50"], r["tick_ms_p99"], r["swing_up_success"], r["balance_success"],
                                r["mean_cost_swing_up"], r["mean_cost_balance"], r["ticks_over_budget"],
-                               r["command_delta_rms"][0], r["smoothing_window"] or "-"]
+                               r["command_delta_rms"][0], r["smoothing_window"] or "-", r["settled_std"] or "-"]
                               for n, r in results.items()])
 
     wanted = set(filter(None, args.peers.split(",")))
@@ -476,7 +484,9 @@ def main() -> None:
                "settings": {"seeds": args.seeds, "swing_up_ticks": SWING_UP_TICKS, "balance_ticks": BALANCE_TICKS,
                             "budget_ms": args.budget_ms, "dt": DT, "threads": args.threads,
                             "peer_ticks": args.peer_ticks, "peer_warmup_ticks": PEER_WARMUP_TICKS,
-                            "mbrl_particles": args.mbrl_particles, "configs": {n: PLANNERS[n] for n in results}},
+                            "mbrl_particles": args.mbrl_particles,
+                            "configs": {n: PLANNERS[n] for n in results},
+                            "configured": {n: section(controller, PLANNERS[n][0]) for n in results}},
                "planners": results, "peers": peers, "peer_ratios": ratios, "headline_ratio": "fair",
                "targets": targets})
 

@@ -105,3 +105,20 @@ def test_cem_swings_up_and_holds_the_mismatched_plant_with_a_smooth_command(cart
         deltas[window] = float(np.sqrt(np.mean(np.diff(ep.actions[-251:, 0]) ** 2)))
     smoothed = deltas[WINDOW]
     assert smoothed < 0.25 * deltas[0] and smoothed < 1.0, deltas
+
+
+def test_a_settled_spread_narrows_only_within_the_tolerance(cartpole):
+    """Hanging, a planner with ``settled_std`` samples exactly as one without; balanced, it samples
+    the narrower spread, and its command changes less from tick to tick while it still holds."""
+    evaluator = TrajectoryEvaluator(cartpole.model, cartpole.task, compile=True)  # CEM's graph (test_cem)
+    wide, settled = (CEMPlanner(evaluator, CEMConfig(seed=0, settled_std=s)) for s in (0.0, 0.1))
+    hanging = torch.tensor([0.0, math.pi - 0.1, 0.0, 0.0])
+    torch.testing.assert_close(settled.plan(hanging).actions, wide.plan(hanging).actions, rtol=0.0, atol=0.0)
+
+    upright = torch.tensor([0.05, 0.1, 0.0, -0.2])
+    deltas = {}
+    for name, planner in (("wide", wide), ("settled", settled)):
+        ep = run_episode(planner, cartpole.mismatched_plant, upright, steps=300, task=cartpole.task)
+        assert cartpole.task.success(ep.states, ep.times), name
+        deltas[name] = float(np.sqrt(np.mean(np.diff(ep.actions[-251:, 0]) ** 2)))
+    assert deltas["settled"] < 0.5 * deltas["wide"], deltas

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mbrl_control.core.planners.icem import ICEMConfig, ICEMPlanner
+from mbrl_control.core.planners.icem import SETTLED_STD_HELP, ICEMConfig, ICEMPlanner
 from mbrl_control.core.rollout import TrajectoryEvaluator
 from mbrl_control.core.util import setting
 
@@ -23,6 +23,7 @@ class CEMConfig:
     iterations: int = setting(5, "iterations per tick", 1, 100)
     horizon: int = setting(30, "planning horizon [ticks]", 1, 1000)
     init_std: float = setting(0.5, "initial std as a fraction of the action half-range", 0.0, 10.0)
+    settled_std: float = setting(0.0, SETTLED_STD_HELP, 0.0, 10.0)
     min_std: float = setting(0.02, "std floor as a fraction of the action half-range", 0.0, 10.0)
     momentum: float = setting(0.1, "weight of the old distribution in each refit", 0.0, 1.0)
     seed: int = setting(0, "sampling seed", 0, 2**31 - 1)
@@ -46,7 +47,8 @@ class CEMPlanner(ICEMPlanner):
             ICEMConfig(
                 population=config.population, elites=config.elites, iterations=config.iterations,
                 horizon=config.horizon, noise_beta=0.0, keep_elites=0.0, population_decay=1.0,
-                init_std=config.init_std, min_std=config.min_std, momentum=config.momentum, seed=config.seed,
+                init_std=config.init_std, settled_std=config.settled_std, min_std=config.min_std,
+                momentum=config.momentum, seed=config.seed,
             ),
             device=device,
         )

@@ -14,6 +14,13 @@ costs mostly fixed overhead (about 170 us at 100 samples against 250 us at 500),
 keeps the population constant: one graph, which at population 500 and horizon 30 is CEM's own.
 Decay pays off with an eager model whose cost grows with the batch (a learned ensemble).
 
+Settled spread (``settled_std > 0``): while the state is within the task's success tolerance (the
+pole balanced, the arm at its goal) each tick starts from this narrower spread instead of
+``init_std``, and from ``init_std`` again as soon as it leaves. The wide spread is what finds a
+swing-up; held at the goal it is sampling noise in the first action, which a motor takes as
+vibration (the cart-pole's CEM balancing on exact states: 3.8 N RMS change per tick at 10 N of
+spread, 0.2 N at 1 N with 7-tick smoothing).
+
 Policy warm start (``policy``, e.g. MBPO's): in each tick's first iteration, ``policy_fraction``
 of the population are the policy's closed-loop rollouts through the model from ``x0`` (the first
 noise-free, the others with ``policy_noise`` on every action, the feedback correcting it), as
@@ -40,6 +47,9 @@ from mbrl_control.core.planners.policy import PolicyRollout
 from mbrl_control.core.rollout import TrajectoryEvaluator, compile_or_eager
 from mbrl_control.core.util import setting
 
+SETTLED_STD_HELP = ("initial std while the state is within the task's success tolerance (settled), as a fraction of "
+                    "the action half-range; 0: init_std always")
+
 
 @dataclass(frozen=True)
 class ICEMConfig:
@@ -51,6 +61,7 @@ class ICEMConfig:
     keep_elites: float = setting(0.3, "fraction of the elites carried into the next iteration and tick", 0.0, 1.0)
     population_decay: float = setting(1.0, "population of iteration i: population / decay^i (1: constant)", 1.0, 10.0)
     init_std: float = setting(0.5, "initial std as a fraction of the action half-range", 0.0, 10.0)
+    settled_std: float = setting(0.0, SETTLED_STD_HELP, 0.0, 10.0)
     min_std: float = setting(0.02, "std floor as a fraction of the action half-range", 0.0, 10.0)
     momentum: float = setting(0.1, "weight of the old distribution in each refit", 0.0, 1.0)
     seed: int = setting(0, "sampling seed", 0, 2**31 - 1)
@@ -112,6 +123,7 @@ class ICEMPlanner(Planner):
             half_range = 0.5 * (high - low)
             self._center = (0.5 * (low + high)).expand(T, nu).contiguous()
             self._init_std = (config.init_std * half_range).expand(T, nu).contiguous()
+            self._settled_std = (config.settled_std * half_range).expand(T, nu).contiguous()
             self._min_std = (config.min_std * half_range).expand(T, nu).contiguous()
             # One storage; iteration i sees its first populations[i] members as a contiguous [T, nu, n].
             storage = torch.empty(T * nu * P)
@@ -180,8 +192,8 @@ class ICEMPlanner(Planner):
     def plan(self, x0: Tensor, deadline: float | None = None) -> Plan:
         cfg = self.config
         start = time.perf_counter()
+        self._std.copy_(self._settled_std if self._settled(x0) else self._init_std)
         x0 = self._x0.copy_(x0)  # onto the device (and float32)
-        self._std.copy_(self._init_std)
         best_cost = float("inf")
         done = 0
         keep = self._keep
@@ -228,6 +240,13 @@ class ICEMPlanner(Planner):
         )
         self._shift_warm_start()
         return plan
+
+    def _settled(self, x0: Tensor) -> bool:
+        """Whether ``x0`` is within the task's success tolerance (always False without ``settled_std``)."""
+        if self.config.settled_std <= 0.0:
+            return False
+        state = x0.detach().to("cpu", torch.float64).numpy()[None]
+        return bool(self.evaluator.task.within_tolerance(state)[0])
 
     def _shift_warm_start(self) -> None:
         """Next tick: drop the step just executed from the mean and the kept elites, repeat the last."""
