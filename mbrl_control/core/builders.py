@@ -257,7 +257,9 @@ def build_planner(
             sampler = {"cem": CEMPlanner, "mppi": MPPIPlanner}[name](evaluator, settings)
         if not settings.smoothing_window:
             return sampler
-        return SmoothedPlanner(sampler, settings.smoothing_window, task.action_low, task.action_high)
+        # With a settled spread, smooth while settled only: a catch needs the plan's own command.
+        active = (lambda: sampler.settled) if getattr(settings, "settled_std", 0.0) > 0.0 else None
+        return SmoothedPlanner(sampler, settings.smoothing_window, task.action_low, task.action_high, active)
     if name == "policy":
         resolved = resolve_policy(policy, settings.path)
         if resolved is None:

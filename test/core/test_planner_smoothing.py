@@ -107,18 +107,40 @@ def test_cem_swings_up_and_holds_the_mismatched_plant_with_a_smooth_command(cart
     assert smoothed < 0.25 * deltas[0] and smoothed < 1.0, deltas
 
 
-def test_a_settled_spread_narrows_only_within_the_tolerance(cartpole):
-    """Hanging, a planner with ``settled_std`` samples exactly as one without; balanced, it samples
-    the narrower spread, and its command changes less from tick to tick while it still holds."""
+def test_a_settled_planner_samples_narrower_and_holds_its_command_still(cartpole):
+    """Hanging, a planner with the settled options plans exactly as one without; held upright past
+    ``settle_ticks`` it is settled (narrow spread, first-step changes priced, smoothing on), its
+    command changes less from tick to tick, and the mismatched plant is still held."""
     evaluator = TrajectoryEvaluator(cartpole.model, cartpole.task, compile=True)  # CEM's graph (test_cem)
-    wide, settled = (CEMPlanner(evaluator, CEMConfig(seed=0, settled_std=s)) for s in (0.0, 0.1))
+    settled_options = {"settled_std": 0.1, "settled_rate": 0.02}
+    wide = CEMPlanner(evaluator, CEMConfig(seed=0))
+    settled = CEMPlanner(evaluator, CEMConfig(seed=0, **settled_options))
     hanging = torch.tensor([0.0, math.pi - 0.1, 0.0, 0.0])
     torch.testing.assert_close(settled.plan(hanging).actions, wide.plan(hanging).actions, rtol=0.0, atol=0.0)
+    assert not settled.settled
 
     upright = torch.tensor([0.05, 0.1, 0.0, -0.2])
+    smoothed = build_planner("cem", cartpole.model, cartpole.task, dict(settled_options, seed=0, smoothing_window=7))
     deltas = {}
-    for name, planner in (("wide", wide), ("settled", settled)):
-        ep = run_episode(planner, cartpole.mismatched_plant, upright, steps=300, task=cartpole.task)
+    for name, planner in (("wide", wide), ("settled", settled), ("settled and smoothed", smoothed)):
+        ep = run_episode(planner, cartpole.mismatched_plant, upright, steps=300)
         assert cartpole.task.success(ep.states, ep.times), name
         deltas[name] = float(np.sqrt(np.mean(np.diff(ep.actions[-251:, 0]) ** 2)))
+    assert settled.settled and smoothed.settled
     assert deltas["settled"] < 0.5 * deltas["wide"], deltas
+    assert deltas["settled and smoothed"] < deltas["settled"], deltas
+    settled.plan(hanging)
+    assert not settled.settled  # leaving the tolerance ends it at once
+
+
+def test_smoothing_waits_for_its_condition_and_keeps_the_history():
+    on = {"value": False}
+    noisy = Scripted(lambda t: np.where(t % 2 == 0, 5.0, -5.0))
+    raw = commands(Scripted(lambda t: np.where(t % 2 == 0, 5.0, -5.0)), 40)
+    sent = commands(SmoothedPlanner(noisy, 9, LOW, HIGH, active=lambda: on["value"]), 20)
+    np.testing.assert_array_equal(sent, raw[:20])  # off: the plan's own command
+    planner = SmoothedPlanner(Scripted(lambda t: np.where(t % 2 == 0, 5.0, -5.0)), 9, LOW, HIGH,
+                              active=lambda: on["value"])
+    commands(planner, 20)
+    on["value"] = True
+    assert np.abs(commands(planner, 20)).max() < 2.0  # on: the alternation averaged away at once

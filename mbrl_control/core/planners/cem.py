@@ -11,7 +11,13 @@ from dataclasses import dataclass
 
 import torch
 
-from mbrl_control.core.planners.icem import SETTLED_STD_HELP, ICEMConfig, ICEMPlanner
+from mbrl_control.core.planners.icem import (
+    SETTLE_TICKS_HELP,
+    SETTLED_RATE_HELP,
+    SETTLED_STD_HELP,
+    ICEMConfig,
+    ICEMPlanner,
+)
 from mbrl_control.core.rollout import TrajectoryEvaluator
 from mbrl_control.core.util import setting
 
@@ -24,11 +30,14 @@ class CEMConfig:
     horizon: int = setting(30, "planning horizon [ticks]", 1, 1000)
     init_std: float = setting(0.5, "initial std as a fraction of the action half-range", 0.0, 10.0)
     settled_std: float = setting(0.0, SETTLED_STD_HELP, 0.0, 10.0)
+    settle_ticks: int = setting(50, SETTLE_TICKS_HELP, 0, 100000)
+    settled_rate: float = setting(0.0, SETTLED_RATE_HELP, 0.0, 1e6)
     min_std: float = setting(0.02, "std floor as a fraction of the action half-range", 0.0, 10.0)
     momentum: float = setting(0.1, "weight of the old distribution in each refit", 0.0, 1.0)
     seed: int = setting(0, "sampling seed", 0, 2**31 - 1)
     smoothing_window: int = setting(0, "Savitzky-Golay smoothing of the command sent, over this many ticks of past "
-                                    "commands and plan (odd; 0: off): sampling noise a motor would take as vibration", 0, 101)
+                                    "commands and plan (odd; 0: off): sampling noise a motor would take as vibration; "
+                                    "with settled_std, only while settled", 0, 101)
 
 
 class CEMPlanner(ICEMPlanner):
@@ -47,7 +56,9 @@ class CEMPlanner(ICEMPlanner):
             ICEMConfig(
                 population=config.population, elites=config.elites, iterations=config.iterations,
                 horizon=config.horizon, noise_beta=0.0, keep_elites=0.0, population_decay=1.0,
-                init_std=config.init_std, settled_std=config.settled_std, min_std=config.min_std,
+                init_std=config.init_std, settled_std=config.settled_std, settle_ticks=config.settle_ticks,
+                settled_rate=config.settled_rate,
+                min_std=config.min_std,
                 momentum=config.momentum, seed=config.seed,
             ),
             device=device,

@@ -14,12 +14,11 @@ costs mostly fixed overhead (about 170 us at 100 samples against 250 us at 500),
 keeps the population constant: one graph, which at population 500 and horizon 30 is CEM's own.
 Decay pays off with an eager model whose cost grows with the batch (a learned ensemble).
 
-Settled spread (``settled_std > 0``): while the state is within the task's success tolerance (the
-pole balanced, the arm at its goal) each tick starts from this narrower spread instead of
-``init_std``, and from ``init_std`` again as soon as it leaves. The wide spread is what finds a
-swing-up; held at the goal it is sampling noise in the first action, which a motor takes as
-vibration (the cart-pole's CEM balancing on exact states: 3.8 N RMS change per tick at 10 N of
-spread, 0.2 N at 1 N with 7-tick smoothing).
+Settled spread (``settled_std > 0``): once the state has stayed within the task's success
+tolerance (the pole balanced, the arm at its goal) for ``settle_ticks``, each tick starts from
+this narrower spread instead of ``init_std``, and from ``init_std`` again as soon as it leaves. The
+wide spread is what finds a swing-up; held at the goal it is sampling noise in the first action,
+which a motor takes as vibration. The dwell lets a catch's transient pass with the full spread.
 
 Policy warm start (``policy``, e.g. MBPO's): in each tick's first iteration, ``policy_fraction``
 of the population are the policy's closed-loop rollouts through the model from ``x0`` (the first
@@ -47,8 +46,12 @@ from mbrl_control.core.planners.policy import PolicyRollout
 from mbrl_control.core.rollout import TrajectoryEvaluator, compile_or_eager
 from mbrl_control.core.util import setting
 
-SETTLED_STD_HELP = ("initial std while the state is within the task's success tolerance (settled), as a fraction of "
-                    "the action half-range; 0: init_std always")
+SETTLED_STD_HELP = ("initial std once the state has stayed within the task's success tolerance for settle_ticks "
+                    "(settled), as a fraction of the action half-range; 0: never settled, init_std always")
+SETTLED_RATE_HELP = ("while settled, the weight of each sequence's first-step change from the last first action "
+                     "planned, squared [1/N^2 or 1/(N m)^2], added to its cost: holds the command still against "
+                     "estimate noise")
+SETTLE_TICKS_HELP = "ticks within the success tolerance before the state counts as settled (a catch's transient first)"
 
 
 @dataclass(frozen=True)
@@ -62,11 +65,14 @@ class ICEMConfig:
     population_decay: float = setting(1.0, "population of iteration i: population / decay^i (1: constant)", 1.0, 10.0)
     init_std: float = setting(0.5, "initial std as a fraction of the action half-range", 0.0, 10.0)
     settled_std: float = setting(0.0, SETTLED_STD_HELP, 0.0, 10.0)
+    settle_ticks: int = setting(50, SETTLE_TICKS_HELP, 0, 100000)
+    settled_rate: float = setting(0.0, SETTLED_RATE_HELP, 0.0, 1e6)
     min_std: float = setting(0.02, "std floor as a fraction of the action half-range", 0.0, 10.0)
     momentum: float = setting(0.1, "weight of the old distribution in each refit", 0.0, 1.0)
     seed: int = setting(0, "sampling seed", 0, 2**31 - 1)
     smoothing_window: int = setting(0, "Savitzky-Golay smoothing of the command sent, over this many ticks of past "
-                                    "commands and plan (odd; 0: off): sampling noise a motor would take as vibration", 0, 101)
+                                    "commands and plan (odd; 0: off): sampling noise a motor would take as vibration; "
+                                    "with settled_std, only while settled", 0, 101)
     policy_fraction: float = setting(0.1, "with a policy: population share of its closed-loop rollouts", 0.0, 1.0)
     policy_noise: float = setting(0.1, "action noise std on all but the first of them, fraction of the half-range",
                                   0.0, 10.0)
@@ -140,6 +146,9 @@ class ICEMPlanner(Planner):
             self._kept = torch.empty(T, nu, self._keep)
             self._kept_scratch = torch.empty(T, nu, self._keep)
             self._best_actions = torch.empty(T, nu)
+            self._last_first = torch.zeros(nu, 1)  # the last plan's first action, for settled_rate
+            self._change = torch.empty(nu, P)
+            self._rate_cost = torch.empty(P)
             self._best_states = torch.empty(T + 1, task.state_dim)
             self._policy_std = config.policy_noise * half_range
         self._compile = compile
@@ -185,6 +194,8 @@ class ICEMPlanner(Planner):
         return actions.permute(0, 2, 1)
 
     def reset(self) -> None:
+        self._ticks_within = 0
+        self.settled = False
         self._mean.copy_(self._center)
         self._has_kept = False
         self._generator.manual_seed(self.config.seed)
@@ -192,7 +203,8 @@ class ICEMPlanner(Planner):
     def plan(self, x0: Tensor, deadline: float | None = None) -> Plan:
         cfg = self.config
         start = time.perf_counter()
-        self._std.copy_(self._settled_std if self._settled(x0) else self._init_std)
+        settled = self._settled(x0)
+        self._std.copy_(self._settled_std if settled else self._init_std)
         x0 = self._x0.copy_(x0)  # onto the device (and float32)
         best_cost = float("inf")
         done = 0
@@ -212,6 +224,8 @@ class ICEMPlanner(Planner):
             torch.clamp(samples_t, self._low, self._high, out=samples_t)
             costs, states = self.evaluator(x0, samples_t.permute(2, 0, 1))
             costs = torch.nan_to_num(costs, nan=float("inf"))
+            if settled and cfg.settled_rate > 0.0:  # also in the plan's reported cost
+                costs.add_(self._first_step_change_cost(samples_t[0]), alpha=cfg.settled_rate)
             torch.topk(costs, cfg.elites, largest=False, sorted=True, out=(self._elite_costs, self._elite_idx))
             iteration_best = self._elite_costs[0].item()  # on a GPU: waits for this iteration
             if iteration_best < best_cost:
@@ -229,6 +243,7 @@ class ICEMPlanner(Planner):
             self._std.mul_(cfg.momentum).add_(self._elite_std, alpha=1.0 - cfg.momentum)
             torch.maximum(self._std, self._min_std, out=self._std)
             done += 1
+        self._last_first.copy_(self._best_actions[0].unsqueeze(-1))
         actions, states = host_copies(self._best_actions, self._best_states)
         plan = Plan(
             actions=actions,
@@ -242,11 +257,22 @@ class ICEMPlanner(Planner):
         return plan
 
     def _settled(self, x0: Tensor) -> bool:
-        """Whether ``x0`` is within the task's success tolerance (always False without ``settled_std``)."""
+        """Whether the state has been within the task's success tolerance for ``settle_ticks``
+        ticks up to ``x0`` (always False without ``settled_std``); kept in ``settled``."""
         if self.config.settled_std <= 0.0:
             return False
         state = x0.detach().to("cpu", torch.float64).numpy()[None]
-        return bool(self.evaluator.task.within_tolerance(state)[0])
+        within = bool(self.evaluator.task.within_tolerance(state)[0])
+        self._ticks_within = self._ticks_within + 1 if within else 0
+        self.settled = self._ticks_within > self.config.settle_ticks
+        return self.settled
+
+    def _first_step_change_cost(self, first: Tensor) -> Tensor:
+        """``[n]``: each sequence's squared change of its first action ``first[nu, n]`` from the last plan's."""
+        n = first.shape[-1]
+        change = torch.sub(first, self._last_first, out=self._change[:, :n])
+        change.square_()
+        return torch.sum(change, dim=0, out=self._rate_cost[:n])
 
     def _shift_warm_start(self) -> None:
         """Next tick: drop the step just executed from the mean and the kept elites, repeat the last."""

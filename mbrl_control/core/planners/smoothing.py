@@ -16,7 +16,7 @@ plan smooth commands already and are not wrapped.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -40,9 +40,13 @@ class SmoothedPlanner(Planner):
     layer clamps, and a planner that reads nothing from outside plans the same in a test, a
     benchmark and the node. After ``reset`` the history starts over, filled with the first
     plan's own action, so a new episode starts unbiased. The smoothed command is clipped to
-    ``low``/``high`` (the fit can overshoot them by a little)."""
+    ``low``/``high`` (the fit can overshoot them by a little).
 
-    def __init__(self, planner: Planner, window: int, low: Tensor, high: Tensor) -> None:
+    ``active``: smooth only while it returns True (the planner's ``settled``: a catch or a push
+    needs the plan's own command, not one that lags it); the history records every command."""
+
+    def __init__(self, planner: Planner, window: int, low: Tensor, high: Tensor,
+                 active: Callable[[], bool] | None = None) -> None:
         from scipy.signal import savgol_coeffs
 
         problem = smoothing_problem(window) or (None if window else "smoothing is off (window 0): use the planner")
@@ -67,6 +71,7 @@ class SmoothedPlanner(Planner):
         self._low = low.detach().float().cpu()
         self._high = high.detach().float().cpu()
         self._started = False
+        self._active = active
 
     def reset(self) -> None:
         self.planner.reset()
@@ -78,11 +83,12 @@ class SmoothedPlanner(Planner):
         if not self._started:
             self._ring.copy_(actions[0].expand_as(self._ring))
             self._started = True
-        torch.index_select(self._ring, 0, self._order[self._head], out=self._past)
-        torch.index_select(actions, 0, self._plan_index, out=self._next)
-        torch.mm(self._plan_weights, self._next, out=self._smoothed)
-        self._smoothed.addmm_(self._past_weights, self._past)
-        torch.clamp(self._smoothed[0], self._low, self._high, out=actions[0])
+        if self._active is None or self._active():
+            torch.index_select(self._ring, 0, self._order[self._head], out=self._past)
+            torch.index_select(actions, 0, self._plan_index, out=self._next)
+            torch.mm(self._plan_weights, self._next, out=self._smoothed)
+            self._smoothed.addmm_(self._past_weights, self._past)
+            torch.clamp(self._smoothed[0], self._low, self._high, out=actions[0])
         self._ring[self._head].copy_(actions[0])  # the newest; the oldest slot is overwritten
         self._head = (self._head + 1) % self._ring.shape[0]
         return plan
