@@ -57,9 +57,7 @@ class CEMPlanner(ICEMPlanner):
                 population=config.population, elites=config.elites, iterations=config.iterations,
                 horizon=config.horizon, noise_beta=0.0, keep_elites=0.0, population_decay=1.0,
                 init_std=config.init_std, settled_std=config.settled_std, settle_ticks=config.settle_ticks,
-                settled_rate=config.settled_rate,
-                min_std=config.min_std,
-                momentum=config.momentum, seed=config.seed,
+                settled_rate=config.settled_rate, min_std=config.min_std, momentum=config.momentum, seed=config.seed,
             ),
             device=device,
         )
