@@ -15,7 +15,7 @@ from mbrl_control.core.rollout import TrajectoryEvaluator
 from mbrl_control_testing.episode import run_episode
 
 LOW, HIGH = torch.tensor([-20.0]), torch.tensor([20.0])
-WINDOW = 21  # ticks: what the demo figure in README was measured with
+WINDOW = 21  # ticks: a wide window, smoothing every tick (no settled spread)
 
 
 class Scripted(Planner):
