@@ -80,10 +80,19 @@ class NodeSpec:
 
 HARDWARE = ("mock", "ros2_control", "loopback")
 
+RATE_AND_DEVICE = [
+    LaunchArgument("control_rate", "", "control rate of every node [Hz] (empty: the robot config's); a file "
+                   "<robot>.<rate>hz.yaml beside the robot config, if there, brings what that rate needs (e.g. a "
+                   "planner budget) and is applied before overrides"),
+    LaunchArgument("device", "", "where the controller plans and the learner trains: cpu, cuda, cuda:N, auto "
+                   "(empty: the parameter files')"),
+]
+
 MPC_ARGUMENTS = [
     LaunchArgument("robot", DEFAULT_ROBOT, "robot config: config/<robot>.yaml, or a path to a parameter file"),
     LaunchArgument("overrides", "", "an extra parameter file applied on top of the robot config (any node's section)"),
     LaunchArgument("mode", "realtime", "realtime: wall-clock physics; lockstep: one step per command, /clock", ("realtime", "lockstep")),
+    *RATE_AND_DEVICE,
     LaunchArgument("gui", "false", "open the PyBullet GUI", ("true", "false")),
     LaunchArgument("use_sim", "true", "start the PyBullet sim; false: hardware provides the topics", ("true", "false")),
     LaunchArgument(
@@ -142,6 +151,12 @@ def mpc_graph(args: dict[str, str]) -> list[NodeSpec]:
         raise ValueError(f"launch argument 'robot': no parameter file {config}")
     lockstep = a["mode"] == "lockstep"
     files = [str(config)]
+    rate = {}
+    if a["control_rate"]:
+        rate = {"control_rate": _positive_float(a["control_rate"], "control_rate")}
+        at_rate = rate_config(config, rate["control_rate"])
+        if at_rate.is_file():
+            files.append(str(at_rate))
     if a["overrides"]:
         overrides = Path(a["overrides"]).expanduser().resolve()
         if not overrides.is_file():
@@ -153,7 +168,8 @@ def mpc_graph(args: dict[str, str]) -> list[NodeSpec]:
         raise ValueError(f"launch argument 'duration' must be a number of seconds; got '{a['duration']}'") from None
     if duration < 0:
         raise ValueError("launch argument 'duration' must be >= 0")
-    common = {"mode": a["mode"], "use_sim_time": lockstep} | urdf_override(files)
+    common = {"mode": a["mode"], "use_sim_time": lockstep} | rate | urdf_override(files)
+    device = {"device": a["device"]} if a["device"] else {}
     robot_topics = [("joint_states", a["state_topic"]), ("effort_controller/commands", a["command_topic"])]
     estimator = a["estimator"]
     use_sim = _bool(a["use_sim"], "use_sim")
@@ -178,7 +194,7 @@ def mpc_graph(args: dict[str, str]) -> list[NodeSpec]:
             "controller_node",
             "mpc_controller",
             # Lockstep runs start once the recorder reads the per-tick samples: none is lost to its start-up.
-            [*files, common | ({"planner": a["planner"]} if a["planner"] else {})
+            [*files, common | device | ({"planner": a["planner"]} if a["planner"] else {})
              | ({"lockstep_readers": ["recorder" if recording else ""]} if lockstep else {})],
             remappings=controller_topics,
         )
@@ -204,6 +220,12 @@ def mpc_graph(args: dict[str, str]) -> list[NodeSpec]:
     if _bool(a["rviz"], "rviz"):
         nodes += visualization_nodes(files, common, a["state_topic"])
     return nodes
+
+
+def rate_config(robot_file: Path, rate: float) -> Path:
+    """The parameter file that adapts a robot config to a control rate: ``<robot>.<rate>hz.yaml``
+    beside it (``cartpole.100hz.yaml``); it need not exist."""
+    return robot_file.with_name(f"{robot_file.stem}.{rate:g}hz.yaml")
 
 
 def urdf_override(files: list[str]) -> dict[str, str]:
@@ -314,6 +336,7 @@ LEARN_ARGUMENTS = [
     LaunchArgument("overrides", "", "an extra parameter file applied on top of the robot config (any node's section)"),
     LaunchArgument("mode", "lockstep", "lockstep: the sim waits for training between episodes; realtime: learning alongside",
                    ("realtime", "lockstep")),
+    *RATE_AND_DEVICE,
     LaunchArgument("gui", "false", "open the PyBullet GUI", ("true", "false")),
     LaunchArgument("estimator", "ekf", "state estimator between joint_states and the controller", ("ekf", "ukf", "none")),
     LaunchArgument("planner", "cem", "planner on the learned model; policy: MBPO (the learner trains a SAC policy in "
@@ -333,11 +356,14 @@ def learn_graph(args: dict[str, str]) -> list[NodeSpec]:
     output_dir = Path(a["output_dir"] or f"runs/learn-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     base = mpc_graph({
         "robot": a["robot"], "overrides": a["overrides"], "mode": a["mode"], "gui": a["gui"],
+        "control_rate": a["control_rate"], "device": a["device"],
         "estimator": a["estimator"], "planner": a["planner"], "record": a["record"],
         "record_path": str(output_dir / "run.mcap"),
     })
     files = [p for p in base[-1].parameters if isinstance(p, str)]
     common = {"mode": a["mode"], "use_sim_time": a["mode"] == "lockstep"} | urdf_override(files)
+    if a["control_rate"]:
+        common["control_rate"] = _positive_float(a["control_rate"], "control_rate")
     nodes = []
     for spec in base:
         extra = {}
@@ -349,7 +375,8 @@ def learn_graph(args: dict[str, str]) -> list[NodeSpec]:
         elif spec.name == "sim":
             extra = {"randomize.enabled": _bool(a["randomize"], "randomize")}
         nodes.append(dataclasses.replace(spec, parameters=[*spec.parameters[:-1], spec.parameters[-1] | extra]))
-    learner = {"data_dir": str(output_dir / "learner"), "mbpo.enabled": a["planner"] == "policy"}
+    learner = {"data_dir": str(output_dir / "learner"), "mbpo.enabled": a["planner"] == "policy"} | (
+        {"device": a["device"]} if a["device"] else {})
     nodes.append(NodeSpec("learner_node", "learner", [*files, common | learner]))
     nodes.append(NodeSpec(
         "episode_manager", "episode_manager",

@@ -7,6 +7,7 @@ the same objects from the same values, and nothing here knows any robot by name.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -310,14 +311,32 @@ class MPCSetup:
     planning_task: Task | None = None  # what the planner prices plans with: ``task``, or it with a terminal cost
 
 
+def planning_device(name: str) -> torch.device:
+    """The device a ``device`` parameter names (``cpu``, ``cuda``, ``cuda:N``, ``auto``), checked
+    here: ``cuda`` on a machine whose torch sees no GPU is an error, not a silent CPU run."""
+    try:
+        device = resolve_device(name)
+    except RuntimeError:  # torch.device's own complaint about the string
+        device = torch.device("meta")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be cpu, cuda, cuda:N or auto; got '{name}'")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device '{name}': this torch ({torch.__version__}) sees no CUDA GPU; use cpu or auto")
+    return device
+
+
 def build_mpc(p: Mapping[str, Any], planner: str | None = None, robot: Robot | None = None) -> MPCSetup:
     """The controller's planning stack from its flat parameters (the robot's, ``model``,
     ``model.*``, ``task.*``, ``terminal``, ``terminal_weight``, ``<planner>.*``, ``lqr.*``,
-    ``compile``, ``policy.*``, ``value.*``): the node and ``mbrl-control warmup`` build exactly the
-    same thing. ``policy.path`` is the policy planner's policy and, if set, iCEM's warm start;
-    ``value.path`` is the critic of ``terminal:=value``. Raises ValueError (or RobotSpecError)
-    naming what does not fit."""
+    ``compile``, ``policy.*``, ``value.*``, ``device``, ``rollout_threads``): the node and
+    ``mbrl-control warmup`` build exactly the same thing. ``policy.path`` is the policy planner's
+    policy and, if set, iCEM's warm start; ``value.path`` is the critic of ``terminal:=value``.
+    ``device`` (``cpu``, ``cuda``, ``auto``): where the planner and the learned model live; the
+    robot's analytic model and task stay on the CPU for the node's own use (the planner plans with
+    copies), and a plan's command always comes back on the CPU. Raises ValueError (or
+    RobotSpecError) naming what does not fit."""
     p = dict(p)
+    device = planning_device(p.get("device", "cpu"))
     name = planner or p["planner"]
     robot = robot or build_robot(p)
     spec, task = robot.spec, robot.task
@@ -334,7 +353,7 @@ def build_mpc(p: Mapping[str, Any], planner: str | None = None, robot: Robot | N
             propagation["mode"] = "expectation"
         if p.get("terminal", "task") not in ("task", "value"):  # the critic needs no model
             raise ValueError("terminal lqr and dp are solved once at start, from a model: use them with model:=analytic")
-        model: DynamicsModel = build_ensemble(p, spec, propagation).freeze()
+        model: DynamicsModel = build_ensemble(p, spec, propagation, device=str(device)).freeze()
         fallback = None
     else:
         model = robot.model
@@ -343,6 +362,8 @@ def build_mpc(p: Mapping[str, Any], planner: str | None = None, robot: Robot | N
     value_path = dataclass_from(ValueTerminalConfig, section(p, "value")).path
     planning_task = with_terminal(task, model, p.get("terminal", "task"), p.get("terminal_weight", 1.0),
                                   section(p, "dp"), value=value_path, equilibrium=equilibrium)
+    if device.type != "cpu" and not learned:  # the node keeps the CPU originals (gravity hold, markers)
+        model, planning_task = copy.deepcopy((model, planning_task))
     policy_path = section(p, "policy").get("path", "")
     policy = load_policy(policy_path) if policy_path and name in ("icem", "policy") else None
     pending = name == "policy" and policy is None and learned
@@ -356,7 +377,8 @@ def build_mpc(p: Mapping[str, Any], planner: str | None = None, robot: Robot | N
         model=model,
         task=task,
         planner=build_planner(name, model, planning_task, section(p, name), p.get("compile", True), policy=policy,
-                              equilibrium=equilibrium),
+                              equilibrium=equilibrium, device=None if device.type == "cpu" else str(device),
+                              threads=int(p.get("rollout_threads", 1))),
         fallback=fallback,
         policy_pending=pending,
         planning_task=planning_task,

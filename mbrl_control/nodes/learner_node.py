@@ -45,7 +45,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, Int32, UInt8MultiArray
 
-from mbrl_control.core.builders import build_ensemble, task_from_params
+from mbrl_control.core.builders import build_ensemble, planning_device, task_from_params
 from mbrl_control.core.dynamics.ensemble import EnsembleConfig
 from mbrl_control.core.learning import (
     BackgroundTrainer,
@@ -96,6 +96,8 @@ PARAMS = [
     ParamSpec("min_transitions", 200, "no training before this many transitions", 1, 10000000),
     ParamSpec("keep_checkpoints", 5, "checkpoints kept on disk", 1, 1000),
     ParamSpec("torch_threads", 1, "torch threads for training", 1, 64),
+    ParamSpec("device", "cpu", "where the ensemble trains: cpu, cuda, cuda:N, or auto (cuda when torch sees a GPU); "
+              "the buffer, checkpoints and model messages are the same either way"),
     ParamSpec("diagnostics_rate", 1.0, "diagnostics publish rate [Hz]", 0.1, 100.0),
     ParamSpec("sample_queue", 60000, "samples queued per source while the learner is busy (60000: 10 min at 100 Hz)",
               10, 10000000),
@@ -123,6 +125,10 @@ class LearnerNode(Node):
             trainer_config = dataclass_from(TrainerConfig, section(p, "trainer"))
         except ValueError as exc:
             raise ParameterError(f"ensemble.* / trainer.* parameters: {exc}") from exc
+        try:
+            train_device = planning_device(p["device"])
+        except ValueError as exc:
+            raise ParameterError(f"parameter 'device': {exc}") from exc
         self.nx, self.nu = self.model.state_dim, self.model.action_dim
         self.dt = 1.0 / p["control_rate"]
         data_dir = Path(p["data_dir"] or "runs/learner")
@@ -130,7 +136,8 @@ class LearnerNode(Node):
         self.buffer = ReplayBuffer(self.nx, self.nu, data_dir / "replay", p["replay.chunk_size"],
                                    p["replay.max_transitions"], p["replay.keep_first_episode"])
         self.reloaded = len(self.buffer)
-        self.trainer = BackgroundTrainer(trainer_config)
+        # The model in use (published, checkpointed) stays on the CPU; each round trains a copy on train_device.
+        self.trainer = BackgroundTrainer(trainer_config, device=train_device)
         self.mbpo: MBPOConfig | None = None
         if p["mbpo.enabled"]:
             try:

@@ -200,3 +200,21 @@ def test_auto_picks_a_gpu_only_when_torch_sees_one():
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_device(None) == torch.device("cpu")
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_the_controllers_device_setting_is_checked_and_keeps_the_nodes_model_on_the_cpu():
+    """``device`` as the controller node passes it: a GPU this torch cannot see is an error that
+    names the setting (not a silent CPU run); ``auto`` plans here; the robot's own model and task,
+    which the node uses between ticks, stay on the CPU whatever the planner's device."""
+    from mbrl_control.core.builders import build_mpc, robot_parameters
+
+    p = robot_parameters("cartpole") | {"planner": "cem", "compile": False, "cem.population": 60, "cem.horizon": 10}
+    for bad in ("tpu", "cuda:x") + (() if torch.cuda.is_available() else ("cuda", "cuda:0")):
+        with pytest.raises(ValueError, match="device"):
+            build_mpc(p | {"device": bad})
+    for device in ("auto", "cpu"):
+        mpc = build_mpc(p | {"device": device, "rollout_threads": 2})
+        plan = mpc.planner.plan(torch.tensor(X0), deadline=1e12)
+        assert plan.actions.device.type == "cpu" and torch.isfinite(plan.actions).all()
+        assert mpc.robot.task.action_low.device.type == "cpu"
+        assert next(iter(mpc.robot.model.buffers()), torch.zeros(())).device.type == "cpu"

@@ -306,3 +306,31 @@ def test_a_garbled_parameter_file_is_refused_naming_it(tmp_path):
     for args in ({"robot": str(garbled)}, {"overrides": str(garbled)}):
         with pytest.raises(ValueError, match=r"garbled.yaml is not valid YAML"):
             mpc_graph(args)
+
+
+def test_control_rate_sets_every_nodes_rate_and_brings_the_robots_file_for_that_rate(tmp_path):
+    robot = tmp_path / "bot.yaml"
+    robot.write_text((ROOT / "config" / "cartpole.yaml").read_text().replace("urdf/", str(ROOT / "config" / "urdf") + "/"))
+    at_100 = tmp_path / "bot.100hz.yaml"
+    at_100.write_text("mpc_controller:\n  ros__parameters:\n    cem:\n      horizon: 60\n")
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("sim:\n  ros__parameters:\n    seed: 3\n")
+    specs = mpc_graph({"robot": str(robot), "control_rate": "100", "overrides": str(extra), "duration": "1"})
+    for s in specs:
+        assert s.parameters[-1]["control_rate"] == 100.0, s.name
+        assert s.parameters[:3] == [str(robot), str(at_100), str(extra)], s.name  # the rate's file before overrides
+    assert all(s.parameters[:2] == [str(robot), str(extra)] for s in mpc_graph(
+        {"robot": str(robot), "control_rate": "200", "overrides": str(extra)}))  # no file for 200 Hz: none added
+    assert all("control_rate" not in s.parameters[-1] for s in mpc_graph({}))  # the robot config's rate
+    learn = learn_graph({"robot": str(robot), "control_rate": "100", "output_dir": str(tmp_path / "out")})
+    assert {s.name for s in learn if s.parameters[-1].get("control_rate") == 100.0} == set(names(learn))
+    assert all(str(at_100) in s.parameters for s in learn)
+    for bad in ("0", "-50", "fast"):
+        with pytest.raises(ValueError, match="control_rate"):
+            mpc_graph({"control_rate": bad})
+
+
+def test_device_goes_to_the_controller_and_the_learner_only(tmp_path):
+    specs = learn_graph({"device": "cuda", "output_dir": str(tmp_path)})
+    assert {s.name for s in specs if s.parameters[-1].get("device") == "cuda"} == {"mpc_controller", "learner"}
+    assert all("device" not in s.parameters[-1] for s in learn_graph({"output_dir": str(tmp_path)}))
