@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mbrl_control.core.dynamics import ensemble_kernel
 from mbrl_control.core.dynamics.base import DynamicsModel
 from mbrl_control.core.util import matching_tensors, setting
 
@@ -112,12 +113,16 @@ class PropagationConfig:
     seed: int = setting(0, "seed of the member draws and the output noise (and of the initial weights)", 0, 2**31 - 1)
     dtype: str = setting("float32", "bfloat16: the hidden x hidden matmuls of step/rollout in bf16",
                          choices=("float32", "bfloat16"))
+    kernel: str = setting("auto", "TS1/TS-infinity rollouts on the CPU: auto (the fused AVX-512 loop where this CPU "
+                          "and a C++ compiler allow, else torch) or torch", choices=("auto", "torch"))
 
     def __post_init__(self) -> None:
         if self.mode not in PROPAGATIONS:
             raise ValueError(f"propagation mode must be one of {PROPAGATIONS}, got '{self.mode}'")
         if self.dtype not in PLANNING_DTYPES:
             raise ValueError(f"dtype must be one of {tuple(PLANNING_DTYPES)}, got '{self.dtype}'")
+        if self.kernel not in ("auto", "torch"):
+            raise ValueError(f"kernel must be auto or torch, got '{self.kernel}'")
         if not 0 <= self.seed < 2**31:
             raise ValueError("seed must be in [0, 2**31 - 1]")
 
@@ -181,6 +186,8 @@ class EnsembleDynamics(DynamicsModel):
         for k in range(1, config.layers):  # bf16 copies of the hidden x hidden weights, if asked for
             if self._plan_dtype != torch.float32:
                 self.register_buffer(f"_plan_w{k}", self.weights[k].detach().to(self._plan_dtype), persistent=False)
+        # The fused CPU rollout (ensemble_kernel), or why not: decided once, from the architecture.
+        self.kernel_unsupported = ensemble_kernel.unsupported(self)
         if device is not None:
             self.to(device)
 
@@ -355,6 +362,15 @@ class EnsembleDynamics(DynamicsModel):
         # moves[t, s]: the slot at step t of the particle that is in slot s at step t + 1
         moves = torch.gather(to_slot[:-1], 1, from_slot[1:]) if redrawn else None
         xs = x.index_select(0, from_slot[0])
+        if self.kernel_unsupported is None and xs.device.type == "cpu" and not self.weights[0].requires_grad:
+            in_slots = ensemble_kernel.fused_rollout(
+                xs, us, moves if redrawn else to_slot[:0], list(self.weights), list(self.biases),
+                [self.weights[0]] + [getattr(self, f"_plan_w{k}") for k in range(1, self.config.layers)]
+                if self._plan_dtype != torch.float32 else [],
+                [self.input_mean, self.input_std, self.delta_mean, self.delta_std], list(self._plain_dims),
+                list(self.config.angle_dims), ensemble_kernel.ACTIVATIONS[self.config.activation])
+            states = torch.gather(in_slots, 1, to_slot.unsqueeze(-1).expand(T, n, nx))
+            return torch.cat([x.unsqueeze(1), states.transpose(0, 1)], dim=1)
         moved = []
         for t in range(T):
             xs = xs + self._grouped_delta(xs.view(E, G, nx), us[t].view(E, G, nu), noises[t]).reshape(n, nx)
