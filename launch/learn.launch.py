@@ -1,5 +1,6 @@
 """ros2 launch mbrl_control learn.launch.py [episodes:=10] [episode_length:=10] [mode:=lockstep]
-[planner:=cem] [randomize:=false] [output_dir:=runs/learn-<stamp>]
+[planner:=<the robot config's, else cem>] [control_rate:=<the robot config's>] [device:=cpu|cuda|auto]
+[randomize:=false] [output_dir:=runs/learn-<stamp>]
 
 Model-based RL from scratch: the controller explores, the learner fits an ensemble to what it
 sees and publishes it, the controller plans on it; the episode manager resets the robot every

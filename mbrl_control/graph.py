@@ -339,8 +339,9 @@ LEARN_ARGUMENTS = [
     *RATE_AND_DEVICE,
     LaunchArgument("gui", "false", "open the PyBullet GUI", ("true", "false")),
     LaunchArgument("estimator", "ekf", "state estimator between joint_states and the controller", ("ekf", "ukf", "none")),
-    LaunchArgument("planner", "cem", "planner on the learned model; policy: MBPO (the learner trains a SAC policy in "
-                   "rollouts of each model and the controller runs it)", PLANNERS_FOR_LEARNING),
+    LaunchArgument("planner", "", "planner on the learned model (empty: the parameter files' planner, cem if they "
+                   "name none); policy: MBPO (the learner trains a SAC policy in rollouts of each model and the "
+                   "controller runs it)", ("", *PLANNERS_FOR_LEARNING)),
     LaunchArgument("episodes", "10", "episodes of the experiment"),
     LaunchArgument("episode_length", "10", "robot time per episode [s]"),
     LaunchArgument("randomize", "false", "domain randomization: new physical parameters every episode", ("true", "false")),
@@ -361,6 +362,10 @@ def learn_graph(args: dict[str, str]) -> list[NodeSpec]:
         "record_path": str(output_dir / "run.mcap"),
     })
     files = [p for p in base[-1].parameters if isinstance(p, str)]
+    planner = a["planner"] or parameters(files, "mpc_controller").get("planner", "cem")
+    if planner not in PLANNERS_FOR_LEARNING:
+        raise ValueError(f"planner '{planner}' (from the parameter files) does not plan on a learned model; "
+                         f"launch argument 'planner' must be one of {', '.join(PLANNERS_FOR_LEARNING)}")
     common = {"mode": a["mode"], "use_sim_time": a["mode"] == "lockstep"} | urdf_override(files)
     if a["control_rate"]:
         common["control_rate"] = _positive_float(a["control_rate"], "control_rate")
@@ -375,7 +380,7 @@ def learn_graph(args: dict[str, str]) -> list[NodeSpec]:
         elif spec.name == "sim":
             extra = {"randomize.enabled": _bool(a["randomize"], "randomize")}
         nodes.append(dataclasses.replace(spec, parameters=[*spec.parameters[:-1], spec.parameters[-1] | extra]))
-    learner = {"data_dir": str(output_dir / "learner"), "mbpo.enabled": a["planner"] == "policy"} | (
+    learner = {"data_dir": str(output_dir / "learner"), "mbpo.enabled": planner == "policy"} | (
         {"device": a["device"]} if a["device"] else {})
     nodes.append(NodeSpec("learner_node", "learner", [*files, common | learner]))
     nodes.append(NodeSpec(
