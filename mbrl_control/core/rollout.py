@@ -32,7 +32,8 @@ class TrajectoryEvaluator(torch.nn.Module):
     before the compiled graph and passed to ``model.rollout(x0, actions, draws)``, so the graph
     itself is free of random number generation.
 
-    ``threads`` (CPU): the batch is cut into this many contiguous shares (multiples of the
+    ``threads`` (CPU): a model that threads its own rollout (the ensemble's fused kernel) is
+    given them. Otherwise the batch is cut into this many contiguous shares (multiples of the
     ensemble's members), evaluated at the same time, one by the calling thread and each other
     by a worker of a pool kept for the evaluator's life, each with its own draws (drawn in
     order by the caller, so a seed still gives the same results). A compiled share runs as one
@@ -57,6 +58,10 @@ class TrajectoryEvaluator(torch.nn.Module):
         if device is not None:
             self.to(device)
         self.threads = threads if self.device.type == "cpu" else 1  # a GPU parallelises by itself
+        if self.threads > 1 and getattr(model, "threads_itself", lambda: False)():
+            # The ensemble's fused rollout threads itself, over the whole population (one set of
+            # draws, no share boundaries): hand it the threads rather than cutting shares.
+            model.rollout_threads, self.threads = self.threads, 1
         self._fn = self._evaluate
         self._compile_pending = compile
         # Models whose whole-horizon graph is too big to compile (rigid bodies) compile one step,

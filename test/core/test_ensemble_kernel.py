@@ -119,3 +119,33 @@ def test_the_kernel_is_built_once_per_machine_and_source(tmp_path, monkeypatch):
     assert support & ensemble_kernel.SUPPORT_F32 or why
     built = list(ensemble_kernel._cache_dir().glob("ensemble_kernel-*.so"))
     assert built, "the library is cached on disk"
+
+
+def test_the_kernels_threads_give_the_same_rollout_as_one():
+    """Each thread takes a share of every step's blocks and waits for the others after the step:
+    the result is the one-thread result exactly, whatever the split (here with a TS1 redraw
+    every step, so each step reads what the other thread wrote)."""
+    fused, _ = kernel_and_torch(ODD, "ts1")
+    x0, actions = torch.randn(99, 5), torch.randn(99, 8, 2)
+    fused.reseed()
+    one = fused.rollout(x0, actions)
+    for threads in (2, 3, 64):
+        fused.rollout_threads = threads
+        fused.reseed()
+        torch.testing.assert_close(fused.rollout(x0, actions), one, rtol=0, atol=0)
+
+
+def test_an_evaluator_hands_its_threads_to_a_model_that_threads_itself():
+    from mbrl_control.core.builders import load_robot
+    from mbrl_control.core.rollout import TrajectoryEvaluator
+
+    task = load_robot("cartpole").task
+    config = EnsembleConfig(state_dim=4, action_dim=1, dt=0.02, members=3, hidden=16, layers=2, angle_dims=(1,))
+    model = EnsembleDynamics(config, PropagationConfig(mode="ts1")).freeze()
+    evaluator = TrajectoryEvaluator(model, task, threads=2)
+    if model.kernel_unsupported is None:
+        assert (evaluator.threads, model.rollout_threads) == (1, 2)  # no shares: one set of draws
+    else:
+        assert (evaluator.threads, model.rollout_threads) == (2, 1)
+    costs, states = evaluator(torch.tensor([0.0, 3.0, 0.0, 0.0]), torch.randn(30, 7, 1))
+    assert costs.shape == (30,) and states.shape == (30, 8, 4) and torch.isfinite(costs).all()

@@ -24,7 +24,7 @@ def actions(batch: int, horizon: int) -> torch.Tensor:
 
 
 def test_shares_are_contiguous_and_whole_groups_of_members(cartpole):
-    model = EnsembleDynamics(ENSEMBLE)
+    model = EnsembleDynamics(ENSEMBLE, PropagationConfig(kernel="torch"))  # the fused kernel threads itself
     evaluator = TrajectoryEvaluator(model, cartpole.task, threads=2)
     assert evaluator._shares(500) == [(0, 250), (250, 500)]
     assert evaluator._shares(334) == [(0, 165), (165, 334)]  # the last one pads to whole groups itself

@@ -188,6 +188,7 @@ class EnsembleDynamics(DynamicsModel):
                 self.register_buffer(f"_plan_w{k}", self.weights[k].detach().to(self._plan_dtype), persistent=False)
         # The fused CPU rollout (ensemble_kernel), or why not: decided once, from the architecture.
         self.kernel_unsupported = ensemble_kernel.unsupported(self)
+        self.rollout_threads = 1  # the kernel's threads per rollout (TrajectoryEvaluator sets it)
         if device is not None:
             self.to(device)
 
@@ -308,6 +309,11 @@ class EnsembleDynamics(DynamicsModel):
     def step(self, x: Tensor, u: Tensor) -> Tensor:
         return self.rollout(x, u.unsqueeze(1))[:, 1]
 
+    def threads_itself(self) -> bool:
+        """Whether rollouts run in the fused kernel, which takes ``rollout_threads`` itself (a
+        frozen model on the CPU that the kernel supports)."""
+        return self.kernel_unsupported is None and self.device.type == "cpu" and not self.weights[0].requires_grad
+
     def particles(self, batch: int) -> int:
         """Particles a rollout of ``batch`` runs: TS1 and TS-infinity pad to a multiple of the
         members, so that every member gets an equal group (one ``bmm``)."""
@@ -356,21 +362,21 @@ class EnsembleDynamics(DynamicsModel):
         E, nx, nu = self.config.members, self.state_dim, self.action_dim
         n, T = actions.shape[0], actions.shape[1]
         G = n // E
+        if self.threads_itself():
+            # The fused loop reads the particles, their actions and the slots in place and writes
+            # the states in particle order: none of the gathers below.
+            return ensemble_kernel.fused_rollout(
+                x, actions, from_slot, list(self.weights), list(self.biases),
+                [self.weights[0]] + [getattr(self, f"_plan_w{k}") for k in range(1, self.config.layers)]
+                if self._plan_dtype != torch.float32 else [],
+                [self.input_mean, self.input_std, self.delta_mean, self.delta_std], list(self._plain_dims),
+                list(self.config.angle_dims), ensemble_kernel.ACTIVATIONS[self.config.activation], self.rollout_threads)
         to_slot, from_slot = to_slot.expand(T, n), from_slot.expand(T, n)  # TS-infinity: one row for all steps
         us = torch.gather(actions.transpose(0, 1), 1, from_slot.unsqueeze(-1).expand(T, n, nu))  # [T, n, nu]
         redrawn = self.propagation.mode == "ts1" and T > 1
         # moves[t, s]: the slot at step t of the particle that is in slot s at step t + 1
         moves = torch.gather(to_slot[:-1], 1, from_slot[1:]) if redrawn else None
         xs = x.index_select(0, from_slot[0])
-        if self.kernel_unsupported is None and xs.device.type == "cpu" and not self.weights[0].requires_grad:
-            in_slots = ensemble_kernel.fused_rollout(
-                xs, us, moves if redrawn else to_slot[:0], list(self.weights), list(self.biases),
-                [self.weights[0]] + [getattr(self, f"_plan_w{k}") for k in range(1, self.config.layers)]
-                if self._plan_dtype != torch.float32 else [],
-                [self.input_mean, self.input_std, self.delta_mean, self.delta_std], list(self._plain_dims),
-                list(self.config.angle_dims), ensemble_kernel.ACTIVATIONS[self.config.activation])
-            states = torch.gather(in_slots, 1, to_slot.unsqueeze(-1).expand(T, n, nx))
-            return torch.cat([x.unsqueeze(1), states.transpose(0, 1)], dim=1)
         moved = []
         for t in range(T):
             xs = xs + self._grouped_delta(xs.view(E, G, nx), us[t].view(E, G, nu), noises[t]).reshape(n, nx)

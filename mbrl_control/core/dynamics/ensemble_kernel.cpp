@@ -22,6 +22,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
 namespace {
 
 constexpr int LANES = 16;
@@ -186,14 +191,15 @@ struct Scratch {
   __m512i* pairs;   // [hidden / 2] bf16 pairs
 };
 
-// One step of one block of up to 16 particles (lanes where `valid`): rows of the state in
-// `src` (indices `src_rows`), actions rows `slots` of `u`, new states to rows `slots` of `dst`.
+// One step of one block of up to 16 particles (lanes where `valid`): particle p[lane] (its slot
+// picks the member) is read from row p of `src` (row stride `src_row` floats), its action from
+// u[p * u_row + j * u_elem], its new state written to row p of `dst`.
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) void block_step(
-    const Net& net, int member, bool bf16, const float* src, __m512i src_rows, const float* u, __m512i slots,
-    __mmask16 valid, float* dst, Scratch& s) {
+    const Net& net, int member, bool bf16, __m512i p, __mmask16 valid, const float* src, int src_row,
+    const float* u, int u_row, int u_elem, float* dst, int dst_row, Scratch& s) {
   const int nx = net.nx, nu = net.nu, H = net.hidden;
   __m512 x[64];
-  __m512i src_base = _mm512_mullo_epi32(src_rows, _mm512_set1_epi32(nx));
+  const __m512i src_base = _mm512_mullo_epi32(p, _mm512_set1_epi32(src_row));
   for (int d = 0; d < nx; ++d)
     x[d] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, _mm512_add_epi32(src_base, _mm512_set1_epi32(d)), src, 4);
   // Features as EnsembleDynamics.features: plain dims, sin of the angles, cos of the angles, actions; normalised.
@@ -201,9 +207,10 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void block_step(
   for (int i = 0; i < net.n_plain; ++i) s.features[f++] = x[net.plain_dims[i]];
   for (int i = 0; i < net.n_angle; ++i) sincos512(x[net.angle_dims[i]], &s.features[f + i], &s.features[f + net.n_angle + i]);
   f += 2 * net.n_angle;
-  __m512i u_base = _mm512_mullo_epi32(slots, _mm512_set1_epi32(nu));
+  const __m512i u_base = _mm512_mullo_epi32(p, _mm512_set1_epi32(u_row));
   for (int j = 0; j < nu; ++j)
-    s.features[f++] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, _mm512_add_epi32(u_base, _mm512_set1_epi32(j)), u, 4);
+    s.features[f++] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid,
+                                               _mm512_add_epi32(u_base, _mm512_set1_epi32(j * u_elem)), u, 4);
   for (int i = 0; i < net.in_dim; ++i)
     s.features[i] = _mm512_div_ps(_mm512_sub_ps(s.features[i], _mm512_set1_ps(net.input_mean[i])),
                                   _mm512_set1_ps(net.input_std[i]));
@@ -225,13 +232,137 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void block_step(
   __m512 delta[64];
   dense_any_f32(net.weights[net.layers] + (size_t)member * H * nx, net.biases[net.layers] + (size_t)member * net.out_dim,
                 H, nx, s.h, delta, net.activation, false);
-  __m512i dst_base = _mm512_mullo_epi32(slots, _mm512_set1_epi32(nx));
+  const __m512i dst_base = _mm512_mullo_epi32(p, _mm512_set1_epi32(dst_row));
   for (int d = 0; d < nx; ++d) {
     __m512 value = _mm512_add_ps(x[d], _mm512_fmadd_ps(delta[d], _mm512_set1_ps(net.delta_std[d]),
                                                        _mm512_set1_ps(net.delta_mean[d])));
     _mm512_mask_i32scatter_ps(dst, valid, _mm512_add_epi32(dst_base, _mm512_set1_epi32(d)), value, 4);
   }
 }
+
+// -- the rollout, on one or more threads ----------------------------------------------------
+
+struct Job {
+  const Net* net;
+  bool bf16;
+  int n, T, parties;
+  const int64_t* from_slot;  // [T or 1][n]: the particle in slot s at step t (one row: TS-infinity)
+  int slot_rows;
+  const float* u;            // u[p * u_row + t * u_step + j * u_elem]: the caller's layout, not copied
+  long u_row, u_step, u_elem;
+  float* states;             // [n][T + 1][nx], particle order; row 0 holds the start states
+};
+
+// Step t's blocks of 16 slots, (member, block) units, cut into `parties` equal runs; party k runs
+// its units of every step, meeting the others at a barrier after each step (step t + 1 reads
+// what every party wrote at step t). Returns 0, or -1 without scratch memory.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) int run_party(const Job& job, int party,
+                                                                    void (*barrier)(int)) {
+  const Net& net = *job.net;
+  const int E = net.members, G = job.n / E, H = net.hidden, nx = net.nx, row = (job.T + 1) * nx;
+  const int blocks = (G + LANES - 1) / LANES, units = E * blocks;
+  const int lo = (int)((long)units * party / job.parties), hi = (int)((long)units * (party + 1) / job.parties);
+  Scratch s;
+  void* memory = aligned_alloc(64, sizeof(__m512) * (size_t)(net.in_dim + 2 * H) + sizeof(__m512i) * (size_t)(H / 2 + 1));
+  s.features = (__m512*)memory;
+  s.h = s.features + net.in_dim;
+  s.h_next = s.h + H;
+  s.pairs = (__m512i*)(s.h_next + H);
+  for (int t = 0; t < job.T; ++t) {
+    const int64_t* particles = job.from_slot + (size_t)(job.slot_rows == 1 ? 0 : t) * job.n;
+    for (int unit = lo; memory != nullptr && unit < hi; ++unit) {
+      const int e = unit / blocks, b = (unit % blocks) * LANES;
+      const int first = e * G + b;
+      const int count = G - b < LANES ? G - b : LANES;
+      const __mmask16 valid = (__mmask16)(count == LANES ? 0xFFFF : ((1u << count) - 1));
+      __m512i p;
+      if (count == LANES) {
+        p = load_rows(particles + first);
+      } else {
+        int64_t tail[LANES] = {0};
+        memcpy(tail, particles + first, sizeof(int64_t) * count);
+        p = load_rows(tail);
+      }
+      block_step(net, e, job.bf16, p, valid, job.states + (size_t)t * nx, row, job.u + (size_t)t * job.u_step,
+                 (int)job.u_row, (int)job.u_elem, job.states + (size_t)(t + 1) * nx, row, s);
+    }
+    if (job.parties > 1) barrier(job.parties);
+  }
+  free(memory);
+  return memory == nullptr ? -1 : 0;
+}
+
+// Workers for the parties beyond the caller's, started on first use and kept (detached: they
+// sleep on a condition variable between rollouts). Between steps the parties spin briefly at a
+// barrier (a step takes tens of microseconds), then yield, so a barrier never holds a core long.
+class Pool {
+ public:
+  int run(const Job& job) {
+    std::lock_guard<std::mutex> one_rollout_at_a_time(run_mutex_);
+    while ((int)started_ < job.parties - 1) {
+      std::thread(&Pool::work, this, (int)++started_).detach();
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_ = job;
+      status_.store(0);
+      finished_.store(0);
+      ++generation_;
+    }
+    wake_.notify_all();
+    int status = run_party(job, 0, &Pool::barrier);
+    while (finished_.load(std::memory_order_acquire) < job.parties - 1) std::this_thread::yield();
+    return status | status_.load();
+  }
+
+  static void barrier(int parties) {
+    Pool& pool = instance();
+    const unsigned long phase = pool.phase_.load(std::memory_order_acquire);
+    if (pool.arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == parties) {
+      pool.arrived_.store(0, std::memory_order_relaxed);
+      pool.phase_.fetch_add(1, std::memory_order_release);
+      return;
+    }
+    for (int spins = 0; pool.phase_.load(std::memory_order_acquire) == phase; ++spins) {
+      if (spins < 4000) {
+        _mm_pause();
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+
+  static Pool& instance() {
+    static Pool* pool = new Pool();  // never destroyed: its detached workers outlive static destruction
+    return *pool;
+  }
+
+ private:
+  void work(int party) {
+    unsigned long seen = 0;
+    for (;;) {
+      Job job;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return generation_ != seen; });
+        seen = generation_;
+        job = job_;
+      }
+      if (party < job.parties) {
+        status_.fetch_or(run_party(job, party, &Pool::barrier));
+        finished_.fetch_add(1, std::memory_order_release);
+      }
+    }
+  }
+
+  std::mutex run_mutex_, mutex_;
+  std::condition_variable wake_;
+  Job job_{};
+  unsigned long generation_ = 0;
+  unsigned started_ = 0;
+  std::atomic<int> status_{0}, finished_{0}, arrived_{0};
+  std::atomic<unsigned long> phase_{0};
+};
 
 }  // namespace
 
@@ -245,48 +376,18 @@ int mbrl_kernel_support(void) {
   return support;
 }
 
-// states[t] (t = 0..T-1) = the particles after step t, in step t's slot order; member e moves
-// slots [e G, (e + 1) G). x0: [n][nx] in step 0's slots; u: [T][n][nu] in each step's slots;
-// moves: [T-1][n] (TS1: the slot at step t of the particle in slot s at step t + 1) or null.
-// Returns 0, or -1 if the scratch could not be allocated.
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) int mbrl_ensemble_rollout(
-    const Net* net, int bf16, int n, int T, const float* x0, const float* u, const int64_t* moves, float* states) {
-  const int E = net->members, G = n / E, H = net->hidden;
-  Scratch s;
-  void* memory = aligned_alloc(64, sizeof(__m512) * (size_t)(net->in_dim + 2 * H) + sizeof(__m512i) * (size_t)(H / 2 + 1));
-  if (memory == nullptr) return -1;
-  s.features = (__m512*)memory;
-  s.h = s.features + net->in_dim;
-  s.h_next = s.h + H;
-  s.pairs = (__m512i*)(s.h_next + H);
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  for (int t = 0; t < T; ++t) {
-    const float* src = t == 0 ? x0 : states + (size_t)(t - 1) * n * net->nx;
-    const int64_t* rows = (t == 0 || moves == nullptr) ? nullptr : moves + (size_t)(t - 1) * n;
-    const float* u_t = u + (size_t)t * n * net->nu;
-    float* dst = states + (size_t)t * n * net->nx;
-    for (int e = 0; e < E; ++e) {
-      for (int b = 0; b < G; b += LANES) {
-        const int first = e * G + b;
-        const int count = G - b < LANES ? G - b : LANES;
-        const __mmask16 valid = (__mmask16)(count == LANES ? 0xFFFF : ((1u << count) - 1));
-        const __m512i slots = _mm512_add_epi32(_mm512_set1_epi32(first), lane);
-        __m512i src_rows = slots;
-        if (rows != nullptr) {
-          if (count == LANES) {
-            src_rows = load_rows(rows + first);
-          } else {
-            int64_t tail[LANES] = {0};
-            memcpy(tail, rows + first, sizeof(int64_t) * count);
-            src_rows = load_rows(tail);
-          }
-        }
-        block_step(*net, e, bf16 != 0, src, src_rows, u_t, slots, valid, dst, s);
-      }
-    }
-  }
-  free(memory);
-  return 0;
+// states: [n][T + 1][nx] in particle order, row 0 of each particle its start state (the caller's);
+// rows 1..T are written. from_slot: [T][n] (TS1) or [1][n] (TS-infinity), the particle in slot s
+// at step t; slot s is moved by member s / (n / members). Actions: u[p * u_row + t * u_step +
+// j * u_elem] (any layout the caller keeps, e.g. the planners' time-major buffer). threads: the
+// calling thread and threads - 1 workers. Returns 0, or -1 without scratch memory.
+int mbrl_ensemble_rollout(const Net* net, int bf16, int n, int T, const int64_t* from_slot, int slot_rows,
+                          const float* u, long u_row, long u_step, long u_elem, float* states, int threads) {
+  const int units = net->members * ((n / net->members + LANES - 1) / LANES);
+  Job job{net, bf16 != 0, n, T, threads < 1 ? 1 : (threads > units ? units : threads), from_slot, slot_rows,
+          u, u_row, u_step, u_elem, states};
+  if (job.parties == 1) return run_party(job, 0, nullptr);
+  return Pool::instance().run(job);
 }
 
 }  // extern "C"

@@ -4,8 +4,9 @@ Measured before writing it (bench/ensemble_rollout.py, this 2-core EPYC, one thr
 rollout of CEM's 500 x 30 on the 5 x 3 x 64 SiLU ensemble takes 6.3 ms compiled, of which the
 [100, 64] x [64, 64] matmuls, at the CPU's GEMM peak (90 of 102 GFLOP/s), are under half; the
 rest is the passes around them (bias and SiLU, features, state update, bf16 conversions). The
-kernel runs 16 particles at a time through the whole network in registers. See
-``bench/ensemble_rollout.py`` for the figures it reaches.
+kernel runs 16 particles at a time through the whole network in registers; on several threads
+(its own small pool) each takes a share of every step's blocks. See ``bench/ensemble_rollout.py``
+for the figures it reaches.
 
 Built on first use with the system's C++ compiler (``$CXX``, else ``g++``/``c++``: one file, no
 torch headers, about a second) into ``$XDG_CACHE_HOME/mbrl_control`` (``~/.cache``), keyed by the
@@ -34,7 +35,7 @@ from torch import Tensor
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("ensemble_kernel.cpp")
-FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno")
+FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fno-math-errno")
 MAX_STATE_DIM = 64  # the kernel's per-lane state and head registers
 ACTIVATIONS = {"silu": 0, "relu": 1}
 SUPPORT_F32, SUPPORT_BF16 = 1, 2
@@ -90,7 +91,8 @@ def _library() -> tuple[ctypes.CDLL | None, int, str]:
     lib.mbrl_kernel_support.restype = ctypes.c_int
     lib.mbrl_ensemble_rollout.restype = ctypes.c_int
     lib.mbrl_ensemble_rollout.argtypes = [ctypes.POINTER(_Net), ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                          ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+                                          ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_long,
+                                          ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_int]
     support = lib.mbrl_kernel_support()
     return lib, support, "" if support else "this CPU has no AVX-512"
 
@@ -191,33 +193,39 @@ def _net(packed: _Packed, biases: list[Tensor], normalizer: list[Tensor], shape:
 
 
 @torch.library.custom_op("mbrl_control::ensemble_rollout", mutates_args=())
-def fused_rollout(x0: Tensor, actions: Tensor, moves: Tensor, weights: list[Tensor], biases: list[Tensor],
+def fused_rollout(x0: Tensor, actions: Tensor, from_slot: Tensor, weights: list[Tensor], biases: list[Tensor],
                   weights_bf16: list[Tensor], normalizer: list[Tensor], plain_dims: list[int], angle_dims: list[int],
-                  activation: int) -> Tensor:
-    """States ``[T, n, nx]`` after each step, in that step's slot order (``x0[n, nx]`` and
-    ``actions[T, n, nu]`` in slot order; ``moves[T-1, n]`` the TS1 redraws, or ``[0, n]``).
-    Member ``e`` moves slots ``[e G, (e+1) G)``. ``weights_bf16``: bf16 copies of the hidden x
-    hidden layers (index 0 a placeholder), or empty for float32. ``normalizer``: input mean and
-    std, delta mean and std."""
-    T, n, nu = actions.shape
+                  activation: int, threads: int = 1) -> Tensor:
+    """States ``[n, T+1, nx]`` of ``n`` particles from ``x0[n, nx]`` under ``actions[n, T, nu]``
+    (any strides: the actions are read in place), particle order. ``from_slot[T or 1, n]``: the particle in slot
+    ``s`` at each step (one row: the same every step, TS-infinity); member ``e`` moves slots
+    ``[e G, (e+1) G)``. ``weights_bf16``: bf16 copies of the hidden x hidden layers (index 0 a
+    placeholder), or empty for float32. ``normalizer``: input mean and std, delta mean and std.
+    ``threads``: the calling thread and ``threads - 1`` workers of the kernel's own pool, each a
+    share of every step's blocks, meeting after each step."""
+    n, T, nu = actions.shape
     members, hidden, in_dim = weights[0].shape
     nx, out_dim = x0.shape[1], weights[-1].shape[1]
-    tensors = [x0, actions, moves, *weights, *biases, *weights_bf16, *normalizer]
-    if not all(t.is_contiguous() and t.device.type == "cpu" for t in tensors):
-        raise ValueError("the fused rollout takes contiguous CPU tensors")
+    tensors = [from_slot, *weights, *biases, *weights_bf16, *normalizer]
+    if not all(t.is_contiguous() and t.device.type == "cpu" for t in tensors) or actions.device.type != "cpu":
+        raise ValueError("the fused rollout takes CPU tensors (contiguous, but for the states and actions)")
+    if actions.dtype != torch.float32 or from_slot.dtype != torch.int64:
+        raise ValueError("the fused rollout takes float32 actions and int64 slots")
     bf16 = len(weights_bf16) > 0
     net = _prepared(weights, biases, weights_bf16, normalizer,
                     (members, len(weights) - 1, hidden, in_dim, nx, nu, out_dim, activation),
                     (tuple(plain_dims), tuple(angle_dims)))
-    states = torch.empty(T, n, nx, dtype=torch.float32, device=x0.device)
-    lib = _library()[0]
-    status = lib.mbrl_ensemble_rollout(ctypes.byref(net), int(bf16), n, T, x0.data_ptr(), actions.data_ptr(),
-                                       moves.data_ptr() if moves.shape[0] else None, states.data_ptr())
+    states = torch.empty(n, T + 1, nx, dtype=torch.float32, device=x0.device)
+    states[:, 0] = x0
+    u_row, u_step, u_elem = actions.stride()
+    status = _library()[0].mbrl_ensemble_rollout(
+        ctypes.byref(net), int(bf16), n, T, from_slot.data_ptr(), from_slot.shape[0], actions.data_ptr(),
+        u_row, u_step, u_elem, states.data_ptr(), threads)
     if status != 0:
         raise MemoryError("the fused rollout could not allocate its scratch")
     return states
 
 
 @fused_rollout.register_fake
-def _(x0, actions, moves, weights, biases, weights_bf16, normalizer, plain_dims, angle_dims, activation):
-    return x0.new_empty(actions.shape[0], actions.shape[1], x0.shape[1])
+def _(x0, actions, from_slot, weights, biases, weights_bf16, normalizer, plain_dims, angle_dims, activation, threads=1):
+    return x0.new_empty(actions.shape[0], actions.shape[1] + 1, x0.shape[1])
