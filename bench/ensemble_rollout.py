@@ -8,8 +8,9 @@ script measures, on this machine:
    and the rollout's own shape (a [5, 100, 64] x [5, 64, 64] batched matmul), fp32 and bf16, on
    one thread and on two (intra-op);
 2. the compiled TS1 rollout of 500 x 30 (and its cost), fp32 and bf16, on one and two threads
-   (``TrajectoryEvaluator(threads=2)``: two halves of the batch at once): time, GFLOP/s, the
-   fraction of the peak that is, and ns per sample-step;
+   (``TrajectoryEvaluator(threads=2)``: two halves of the batch at once), with the fused AVX-512
+   rollout (core/dynamics/ensemble_kernel.cpp) and with torch's batched matmuls: time, GFLOP/s,
+   the fraction of the peak (of that dtype and thread count) that is, and ns per sample-step;
 3. the peer: a plain batched-matmul ensemble (per step a random permutation, ``baddbmm`` per
    layer, eager), as one writes it for pytorch_mppi's dynamics callback, on one and two threads;
    with pytorch_mppi importable (``make bench-peers``'s venv), its MPPI iteration of the same
@@ -153,10 +154,16 @@ def rollout_rows(peaks: list[dict], task, quick: bool) -> list[dict]:
     actions = (10 * torch.randn(T, 1, B)).permute(2, 0, 1)  # the planners' time-major layout
     rows = []
     repeats = 5 if quick else 30
-    variants = [("ours", "float32", 1, True), ("ours", "float32", 2, True), ("ours", "bfloat16", 1, True),
-                ("ours", "bfloat16", 2, True), ("ours (eager)", "float32", 1, False)]
+    variants = [("ours, fused", "float32", 1, True), ("ours, fused", "float32", 2, True),
+                ("ours, fused", "bfloat16", 1, True), ("ours, fused", "bfloat16", 2, True),
+                ("ours, torch", "float32", 1, True), ("ours, torch", "float32", 2, True),
+                ("ours, torch", "bfloat16", 2, True), ("ours, torch (eager)", "float32", 1, False)]
     for name, dtype, threads, compiled in variants:
-        model = EnsembleDynamics(config, PropagationConfig(mode="ts1", dtype=dtype)).freeze()
+        kernel = "auto" if "fused" in name else "torch"
+        model = EnsembleDynamics(config, PropagationConfig(mode="ts1", dtype=dtype, kernel=kernel)).freeze()
+        if kernel == "auto" and model.kernel_unsupported:
+            print(f"{name} {dtype}: not on this machine ({model.kernel_unsupported})")
+            continue
         evaluator = TrajectoryEvaluator(model, task, compile=compiled, threads=threads)
         start = time.perf_counter()
         with torch.no_grad():
@@ -204,9 +211,10 @@ def pytorch_mppi_iteration(peer: BaddbmmEnsemble, task, repeats: int) -> list[tu
 
 
 def cem_tick(task, plant, population: int, horizon: int, iterations: int, ticks: int, threads: int = 1,
-             dtype: str = "float32", members: int = 5) -> dict:
+             dtype: str = "float32", members: int = 5, kernel: str = "auto") -> dict:
     """Closed-loop CEM ticks on a (seeded, untrained) TS1 ensemble: latency only."""
-    model = EnsembleDynamics(ensemble_config(members=members), PropagationConfig(mode="ts1", dtype=dtype)).freeze()
+    model = EnsembleDynamics(ensemble_config(members=members),
+                             PropagationConfig(mode="ts1", dtype=dtype, kernel=kernel)).freeze()
     planner = CpuTimedPlanner(CEMPlanner(
         TrajectoryEvaluator(model, task, compile=True, threads=threads),
         CEMConfig(population=population, elites=max(2, population // 10), horizon=horizon, iterations=iterations)))
@@ -220,7 +228,7 @@ def cem_tick(task, plant, population: int, horizon: int, iterations: int, ticks:
     cpu50, cpu99 = percentiles_ms(np.array(planner.cpu_s))
     flops = flops_per_sample_step(model.config) * population * horizon * iterations
     return {"population": population, "horizon": horizon, "iterations": iterations, "members": members,
-            "threads": threads, "dtype": dtype, "ticks": ticks, "tick_ms_p50": round(p50, 3),
+            "threads": threads, "dtype": dtype, "rollout": "fused" if model.kernel_unsupported is None else "torch", "ticks": ticks, "tick_ms_p50": round(p50, 3),
             "tick_ms_p99": round(p99, 3), "caller_cpu_ms_p50": round(cpu50, 3), "caller_cpu_ms_p99": round(cpu99, 3),
             "gflops_at_p50": round(flops / (p50 * 1e-3) / 1e9, 1), "loadavg_1min": round(max(load, os.getloadavg()[0]), 2),
             "compile_s": round(compile_s, 1)}
@@ -285,7 +293,7 @@ def main() -> None:
                  "compile s"],
                 [[r["rollout"], r["dtype"], r["threads"], r["ms"], r["caller_cpu_ms"], r["ns_per_sample_step"],
                   r["gflops"], r["fraction_of_peak"], r["compile_s"]] for r in rollouts])
-    ours = min((r for r in rollouts if r["rollout"] == "ours"), key=lambda r: r["ns_per_sample_step"])
+    ours = min((r for r in rollouts if r["rollout"].startswith("ours")), key=lambda r: r["ns_per_sample_step"])
     peers = [r for r in rollouts if r["rollout"].startswith("peer")]
     best_peer = min(peers, key=lambda r: r["ns_per_sample_step"])
     report: dict = {"benchmark": "ensemble_rollout", "machine": machine(), "matmul": peaks, "rollouts": rollouts,
@@ -296,20 +304,20 @@ def main() -> None:
 
     if not args.skip_cem:
         pop, horizon, iters = CEM_BUDGET
-        ticks_rows = [cem_tick(task, plant, pop, horizon, iters, ticks, threads, dtype)
-                      for threads in (1, 2) for dtype in ("float32", "bfloat16")]
+        ticks_rows = [cem_tick(task, plant, pop, horizon, iters, ticks, threads, dtype, kernel=kernel)
+                      for kernel in ("auto", "torch") for threads in (1, 2) for dtype in ("float32", "bfloat16")]
         print(f"\nCEM {pop} x {horizon} x {iters} ticks on the TS1 ensemble, closed loop (untrained weights: latency only)")
-        print_table(["threads", "dtype", "ticks", "p50 ms", "p99 ms", "caller cpu p50", "caller cpu p99", "GFLOP/s",
+        print_table(["rollout", "threads", "dtype", "ticks", "p50 ms", "p99 ms", "caller cpu p50", "caller cpu p99", "GFLOP/s",
                      "load", "compile s"],
-                    [[r["threads"], r["dtype"], r["ticks"], r["tick_ms_p50"], r["tick_ms_p99"], r["caller_cpu_ms_p50"],
+                    [[r["rollout"], r["threads"], r["dtype"], r["ticks"], r["tick_ms_p50"], r["tick_ms_p99"], r["caller_cpu_ms_p50"],
                       r["caller_cpu_ms_p99"], r["gflops_at_p50"], r["loadavg_1min"], r["compile_s"]] for r in ticks_rows])
         best = min(ticks_rows, key=lambda r: r["tick_ms_p99"])
         report["cem_ticks"] = ticks_rows
-        report["target"] = {"cem_500x30x5_ts1_p99_ms": TARGET_MS, "best": {k: best[k] for k in ("threads", "dtype")},
+        report["target"] = {"cem_500x30x5_ts1_p99_ms": TARGET_MS, "best": {k: best[k] for k in ("rollout", "threads", "dtype")},
                             "measured": best["tick_ms_p99"], "met": best["tick_ms_p99"] <= TARGET_MS}
         if args.scale:
             scale = scale_rows(task, plant, ticks)
-            reference = next(r for r in ticks_rows if r["threads"] == 2 and r["dtype"] == "float32")
+            reference = next(r for r in ticks_rows if r["threads"] == 2 and r["dtype"] == "float32")  # the first: fused where it runs
             print("\nScale: CEM tick against population, horizon and ensemble members (two threads, fp32)")
             print_table(["population", "horizon", "members", "p50 ms", "p99 ms", "GFLOP/s"],
                         [[r["population"], r["horizon"], r["members"], r["tick_ms_p50"], r["tick_ms_p99"],

@@ -73,18 +73,15 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import rclpy
 import torch
 import yaml
 from common import emit_json, machine, print_table
 from mcap.reader import make_reader
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.serialization import deserialize_message
-from ros_run import claimed_domain
+from ros_run import SpinningNode, claimed_domain
 from std_msgs.msg import UInt8MultiArray
 
 from mbrl_control.config import node_settings
@@ -141,20 +138,9 @@ class Probe:
     (``log_dir``: its timing records and samples also go to disk as they arrive)."""
 
     def __init__(self, domain: int, lockstep: bool, log_dir: Path | None = None) -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain)
-        self.node = rclpy.create_node("fault_probe", context=self.context)
+        self.spinning = SpinningNode(domain, "fault_probe")
+        self.node = self.spinning.node
         self.watch = ControlProbe(self.node, lockstep, EFFORT_LIMIT, STATE_TIMEOUT, TOLERANCE, ANGLE_JOINTS, log_dir)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        try:
-            self.executor.spin()
-        except Exception:  # shut down under it
-            pass
 
     def wait(self, condition, timeout: float, what: str) -> bool:
         end = time.monotonic() + timeout
@@ -170,21 +156,12 @@ class Probe:
         behind in a daemon thread: what the probe saw is kept, and the caller should leave the
         process with os._exit once its figures are out)."""
         self.watch.close_logs()
-
-        def teardown() -> None:
-            try:
-                self.executor.shutdown(timeout_sec=2.0)
-                self.node.destroy_node()
-                rclpy.shutdown(context=self.context)
-            except Exception as exc:  # already shut down under it
-                log(f"probe teardown: {type(exc).__name__}: {exc}")
-
-        thread = threading.Thread(target=teardown, daemon=True)
-        thread.start()
-        thread.join(timeout)
-        if thread.is_alive():
+        closed = self.spinning.close(timeout)
+        if self.spinning.teardown_error is not None:
+            log(f"probe teardown: {type(self.spinning.teardown_error).__name__}: {self.spinning.teardown_error}")
+        if not closed:
             log(f"the probe's rclpy teardown did not finish within {timeout:.0f} s: left behind")
-        return not thread.is_alive()
+        return closed
 
 
 class Run:

@@ -54,6 +54,8 @@ BUDGETS = {
     "icem-300x30x3": ("icem", 300, 30, 3, 1.0),
     "icem-200x50x3": ("icem", 200, 50, 3, 1.0),
     "icem-300x50x2": ("icem", 300, 50, 2, 1.0),
+    "cem-150x60x3": ("cem", 150, 60, 3, 1.0),
+    "cem-200x60x3": ("cem", 200, 60, 3, 1.0),
 }
 DEFAULT_BUDGETS = list(BUDGETS)[:8]
 

@@ -106,3 +106,114 @@ def run_graph(args: dict[str, str], overrides: dict | None = None, timeout: floa
     summary["exit_code"] = code
     summary["work_dir"] = str(work)
     return summary
+
+
+class SpinningNode:
+    """An rclpy node of this process on a run's domain, spun by a daemon thread: a benchmark's
+    probe. ``close`` tears it down within a timeout (rclpy's teardown has hung before)."""
+
+    def __init__(self, domain: int, name: str) -> None:
+        import threading
+
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+        self.teardown_error: Exception | None = None
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # shut down under it
+            pass
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """False when rclpy's teardown did not finish within ``timeout`` (it is left behind in a
+        daemon thread: leave the process with os._exit once the figures are out)."""
+        import threading
+
+        import rclpy
+
+        def teardown() -> None:
+            try:
+                self.executor.shutdown(timeout_sec=2.0)
+                self.node.destroy_node()
+                rclpy.shutdown(context=self.context)
+            except Exception as exc:  # already shut down under it
+                self.teardown_error = exc
+
+        thread = threading.Thread(target=teardown, daemon=True)
+        thread.start()
+        thread.join(timeout)
+        return not thread.is_alive()
+
+
+class TimingProbe:
+    """The controller's own per-tick records (``~/timing``: tick time, lateness, sequence number)
+    and its /diagnostics counts, gathered on a run's domain by a node spinning in a thread: a
+    realtime run's timing judged tick by tick, with lost records found by the sequence numbers."""
+
+    def __init__(self, domain: int, controller: str = "mpc_controller") -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from std_msgs.msg import Float64MultiArray
+
+        from mbrl_control.nodes.diagnostics import values_of
+
+        self.controller = controller
+        self.records: list[list[float]] = []
+        self.fields: list[str] = []
+        self.counts: dict[str, str] = {}
+        self._values_of = values_of
+        self.spinning = SpinningNode(domain, "timing_probe")
+        node = self.spinning.node
+        node.create_subscription(Float64MultiArray, f"/{controller}/timing", self._on_timing,
+                                 QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
+
+    def _on_timing(self, msg) -> None:
+        if not self.fields and msg.layout.dim:
+            self.fields = msg.layout.dim[0].label.split(",")
+        self.records.append(list(msg.data))
+
+    def _on_diagnostics(self, msg) -> None:
+        for status in msg.status:
+            if status.name == self.controller:
+                self.counts = self._values_of(status)
+
+    def close(self) -> bool:
+        return self.spinning.close()
+
+    def figures(self, period: float) -> dict:
+        """Tick p50/p99 over every tick and over the planning ticks, ticks that overran the period
+        (lateness + tick time past it), records lost by sequence number, and the controller's own
+        missed-tick count (releases skipped + ticks that ended after the next release)."""
+        import numpy as np
+
+        if not self.records or not self.fields:
+            return {"records": 0}
+        rows = np.array([r for r in self.records if len(r) == len(self.fields)])
+        col = {name: rows[:, i] for i, name in enumerate(self.fields)}
+        seq, tick, late = col["seq"], col["tick_ms"], col["lateness_ms"]
+        planned = tick[col["plan_iterations"] > 0]
+        ticks = int(float(self.counts.get("ticks", "nan"))) if self.counts.get("ticks") else None
+        missed = int(float(self.counts["missed_ticks"])) if self.counts.get("missed_ticks") else None
+        return {
+            "records": len(rows),
+            "records_lost_by_seq": int(seq.max() - seq.min() + 1 - len(np.unique(seq))),
+            "tick_ms_p50": round(float(np.percentile(tick, 50)), 3),
+            "tick_ms_p99": round(float(np.percentile(tick, 99)), 3),
+            "planning_ticks": len(planned),
+            "planning_tick_ms_p99": round(float(np.percentile(planned, 99)), 3) if len(planned) else None,
+            "overrun_ticks": int(np.sum(late + tick > period * 1e3)),
+            "lateness_ms_p99": round(float(np.percentile(late, 99)), 3),
+            "controller_ticks": ticks,
+            "controller_missed_ticks": missed,
+            "missed_fraction": round(missed / ticks, 5) if ticks and missed is not None else None,
+        }

@@ -342,6 +342,9 @@ LEARN_ARGUMENTS = [
     LaunchArgument("planner", "", "planner on the learned model (empty: the parameter files' planner, cem if they "
                    "name none); policy: MBPO (the learner trains a SAC policy in rollouts of each model and the "
                    "controller runs it)", ("", *PLANNERS_FOR_LEARNING)),
+    LaunchArgument("wait_for_model", "", "between episodes, hold the robot (paused, reset) until the learner has "
+                   "trained on them, as PETS does (empty: in lockstep only; realtime then learns alongside)",
+                   ("", "true", "false")),
     LaunchArgument("episodes", "10", "episodes of the experiment"),
     LaunchArgument("episode_length", "10", "robot time per episode [s]"),
     LaunchArgument("randomize", "false", "domain randomization: new physical parameters every episode", ("true", "false")),
@@ -387,7 +390,8 @@ def learn_graph(args: dict[str, str]) -> list[NodeSpec]:
         "episode_manager", "episode_manager",
         [*files, common | {"episodes": _positive_int(a["episodes"], "episodes"),
                            "episode_length": _positive_float(a["episode_length"], "episode_length"),
-                           "wait_for_model": a["mode"] == "lockstep", "output_dir": str(output_dir)}],
+                           "wait_for_model": _bool(a["wait_for_model"], "wait_for_model") if a["wait_for_model"]
+                           else a["mode"] == "lockstep", "output_dir": str(output_dir)}],
         remappings=[("ground_truth", GROUND_TRUTH_TOPIC)],
         ends_launch=True,
     ))
