@@ -334,3 +334,24 @@ def test_device_goes_to_the_controller_and_the_learner_only(tmp_path):
     specs = learn_graph({"device": "cuda", "output_dir": str(tmp_path)})
     assert {s.name for s in specs if s.parameters[-1].get("device") == "cuda"} == {"mpc_controller", "learner"}
     assert all("device" not in s.parameters[-1] for s in learn_graph({"output_dir": str(tmp_path)}))
+
+
+def test_wait_for_model_holds_the_robot_for_training_in_realtime_only_when_asked(tmp_path):
+    def waits(**args):
+        return spec(learn_graph(args | {"output_dir": str(tmp_path)}), "episode_manager").parameters[-1]["wait_for_model"]
+
+    assert waits(mode="lockstep") is True and waits(mode="realtime") is False  # the defaults
+    assert waits(mode="realtime", wait_for_model="true") is True
+    assert waits(mode="lockstep", wait_for_model="false") is False
+    with pytest.raises(ValueError, match="wait_for_model"):
+        learn_graph({"wait_for_model": "maybe", "output_dir": str(tmp_path)})
+
+
+def test_learn_uses_the_parameter_files_planner_and_refuses_one_that_cannot_learn(tmp_path):
+    assert spec(learn_graph({"output_dir": str(tmp_path)}), "mpc_controller").parameters[-1].get("planner") is None
+    at_100 = learn_graph({"control_rate": "100", "output_dir": str(tmp_path)})  # config/cartpole.100hz.yaml: icem
+    assert any(str(p).endswith("cartpole.100hz.yaml") for p in spec(at_100, "mpc_controller").parameters)
+    nmpc = tmp_path / "nmpc.yaml"
+    nmpc.write_text("mpc_controller:\n  ros__parameters:\n    planner: nmpc\n")
+    with pytest.raises(ValueError, match="planner 'nmpc'"):
+        learn_graph({"overrides": str(nmpc), "output_dir": str(tmp_path)})
