@@ -119,6 +119,8 @@ def main() -> None:
     parser.add_argument("--budgets", default=",".join(DEFAULT_BUDGETS), help="comma-separated names of BUDGETS")
     parser.add_argument("--timing-ticks", type=int, default=400)
     parser.add_argument("--model-cache", default="", help="file to keep the trained ensemble in between runs")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="the planning model's hidden layers (propagation.dtype)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
@@ -133,7 +135,7 @@ def main() -> None:
         work = sample_steps(kind, population, horizon, iterations, decay)
         successes, ticks = [], []
         for seed in range(args.seeds):
-            model = trained.clone(PropagationConfig(mode="ts1", seed=seed), trainable=False)
+            model = trained.clone(PropagationConfig(mode="ts1", seed=seed, dtype=args.dtype), trainable=False)
             planner = make_planner(name, model, task, compile=False, threads=1, seed=seed)
             episode = run_episode(planner, plant, start_state(seed), steps=steps)
             successes.append(task.success(episode.states, episode.times))
@@ -148,14 +150,15 @@ def main() -> None:
               flush=True)
     print(f"\nSwing-ups at {RATE:.0f} Hz planning on the trained TS1 ensemble ({args.seconds:.0f} s episodes, eager ticks)")
     print_table(["budget", "sample-steps/tick", "success", "eager p50 ms", "eager p99 ms"], rows)
-    report: dict = {"benchmark": "icem_budget", "machine": machine(), "rate_hz": RATE, "training": training,
+    report: dict = {"benchmark": "icem_budget", "machine": machine(), "rate_hz": RATE, "dtype": args.dtype,
+                    "training": training,
                     "budgets": figures}
     good = [f for f in figures if f["successes"] >= args.need]
     if good:
         chosen = min(good, key=lambda f: f["sample_steps_per_tick"])
         timing = []
         for threads in (1, 2):
-            model = trained.clone(PropagationConfig(mode="ts1"), trainable=False)
+            model = trained.clone(PropagationConfig(mode="ts1", dtype=args.dtype), trainable=False)
             planner = make_planner(chosen["budget"], model, task, compile=True, threads=threads, seed=0)
             start = time.perf_counter()
             planner.plan(start_state(0))

@@ -46,12 +46,15 @@ from mbrl_control.report import plot_learning_curve
 
 # name: (what it changes, parameter overrides, learn.launch arguments)
 VARIANTS = {
-    "baseline": ("PETS: CEM on a 5-member ensemble, TS1, no input noise, one robot", {}, {}),
+    "baseline": ("PETS: the robot config's planner (CEM; iCEM at 100 Hz) on a 5-member ensemble, TS1, no input "
+                 "noise, one robot", {}, {}),
     "single_model": ("one network instead of an ensemble", {"/**": {"ensemble": {"members": 1}}}, {}),
     "expectation": ("members' mean instead of trajectory sampling", {"mpc_controller": {"propagation": {"mode": "expectation"}}}, {}),
     "input_noise": ("noise injection in training (0.1 std, normalised inputs)", {"learner": {"trainer": {"input_noise": 0.1}}}, {}),
     "randomized": ("domain randomization: a new robot every episode", {"sim": {"randomize": {"enabled": True}}}, {}),
     "mbpo": ("MBPO: a SAC policy trained in rollouts of each ensemble runs the robot", {}, {"planner": "policy"}),
+    "bfloat16": ("the planning model's hidden layers in bf16 (faster ticks)",
+                 {"mpc_controller": {"propagation": {"dtype": "bfloat16"}}}, {}),
 }
 
 # name: what the episodes start from (the sim's reset state)
