@@ -224,7 +224,7 @@ def mpc_graph(args: dict[str, str]) -> list[NodeSpec]:
 
 def rate_config(robot_file: Path, rate: float) -> Path:
     """The parameter file that adapts a robot config to a control rate: ``<robot>.<rate>hz.yaml``
-    beside it (``cartpole.100hz.yaml``); it need not exist."""
+    beside it (``<robot>.100hz.yaml`` at 100 Hz); it need not exist."""
     return robot_file.with_name(f"{robot_file.stem}.{rate:g}hz.yaml")
 
 

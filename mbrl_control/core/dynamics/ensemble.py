@@ -20,6 +20,11 @@ particles in slot order: the actions of all steps go into slot order in one gath
 loop, the states back into particle order in one after it, and a TS1 step only moves the
 particles into the next step's slots (the redraw itself, one small gather of the states).
 
+On the CPU a frozen model's TS1/TS-infinity rollout runs in ``ensemble_kernel`` (one fused
+AVX-512 loop, ``propagation.kernel: auto``): the same function to float rounding, several times
+faster, on ``rollout_threads`` threads of its own; ``kernel_unsupported`` says why it does not run
+where it does not (then the torch rollout above runs).
+
 The random numbers of a rollout (``draw``) are a pure function of ``(seed, rollout counter)``:
 the permutations' coefficients come from a CPU generator (a seed gives the same assignments on
 every device), the index arithmetic and any output noise run on the model's device. A planner
