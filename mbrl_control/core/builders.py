@@ -311,7 +311,7 @@ class MPCSetup:
     planning_task: Task | None = None  # what the planner prices plans with: ``task``, or it with a terminal cost
 
 
-def planning_device(name: str) -> torch.device:
+def checked_device(name: str) -> torch.device:
     """The device a ``device`` parameter names (``cpu``, ``cuda``, ``cuda:N``, ``auto``), checked
     here: ``cuda`` on a machine whose torch sees no GPU is an error, not a silent CPU run."""
     try:
@@ -336,7 +336,7 @@ def build_mpc(p: Mapping[str, Any], planner: str | None = None, robot: Robot | N
     copies), and a plan's command always comes back on the CPU. Raises ValueError (or
     RobotSpecError) naming what does not fit."""
     p = dict(p)
-    device = planning_device(p.get("device", "cpu"))
+    device = checked_device(p.get("device", "cpu"))
     name = planner or p["planner"]
     robot = robot or build_robot(p)
     spec, task = robot.spec, robot.task

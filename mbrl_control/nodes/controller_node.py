@@ -108,8 +108,9 @@ PARAMS = [
     ParamSpec("torch_threads", 1, "torch intra-op threads for planning", 1, 64),
     ParamSpec("device", "cpu", "where the planner and the learned model compute: cpu, cuda, cuda:N, or auto (cuda "
               "when torch sees a GPU); commands and models on the wire are the same either way"),
-    ParamSpec("rollout_threads", 1, "CPU threads a sampling planner rolls out on: the population is cut into this "
-              "many shares evaluated at once (keep torch_threads 1 then)", 1, 16),
+    ParamSpec("rollout_threads", 1, "CPU threads a sampling planner rolls out on: the learned ensemble's fused "
+              "rollout takes them itself, other models cut the population into this many shares evaluated at once "
+              "(keep torch_threads 1 then)", 1, 16),
     ParamSpec("deadline_fraction", 0.8, "realtime: planning budget as a fraction of the period", 0.05, 1.0,
               dynamic=True),
     ParamSpec("fault.planner_delay", 0.0, "fault injection: seconds added inside each planning call in the fault window (a slow planner)", 0.0, 10.0),

@@ -45,7 +45,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, Int32, UInt8MultiArray
 
-from mbrl_control.core.builders import build_ensemble, planning_device, task_from_params
+from mbrl_control.core.builders import build_ensemble, checked_device, task_from_params
 from mbrl_control.core.dynamics.ensemble import EnsembleConfig
 from mbrl_control.core.learning import (
     BackgroundTrainer,
@@ -126,7 +126,7 @@ class LearnerNode(Node):
         except ValueError as exc:
             raise ParameterError(f"ensemble.* / trainer.* parameters: {exc}") from exc
         try:
-            train_device = planning_device(p["device"])
+            train_device = checked_device(p["device"])
         except ValueError as exc:
             raise ParameterError(f"parameter 'device': {exc}") from exc
         self.nx, self.nu = self.model.state_dim, self.model.action_dim

@@ -21,7 +21,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
-import logging
 import os
 import shutil
 import subprocess
@@ -31,8 +30,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-
-log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("ensemble_kernel.cpp")
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fno-math-errno")
@@ -121,29 +118,34 @@ def unsupported(model) -> str | None:
     return None
 
 
+def _transposed(w: Tensor, rows: int | None = None) -> Tensor:
+    """W^T ``[E, in, out]`` of a float32 layer (of its first ``rows`` outputs: the mean head)."""
+    return (w if rows is None else w[:, :rows]).transpose(1, 2)
+
+
+def _pairs(w: Tensor) -> Tensor:
+    """A bf16 layer's (W[n][k], W[n][k+1]) pairs, ``[E, K/2, N, 2]``."""
+    return w.view(w.shape[0], w.shape[1], w.shape[2] // 2, 2).permute(0, 2, 1, 3)
+
+
 class _Packed:
     """The kernel's copies of one model's weights (``Net``'s layouts), refreshed in place when a
     weight tensor's version counter moved (an in-place update: a swap, a training step, a refit)."""
 
     def __init__(self, weights: list[Tensor], weights_bf16: list[Tensor], nx: int) -> None:
-        last = len(weights) - 1
-        # W^T [E, in, out]; the head only its nx mean rows. bf16: (W[n][k], W[n][k+1]) pairs, [E, K/2, N, 2].
-        self._f32 = [lambda w, head=(k == last): (w[:, :nx] if head else w).transpose(1, 2)
-                     for k in range(len(weights))]
-        self._bf16 = [lambda w: w.view(w.shape[0], w.shape[1], w.shape[2] // 2, 2).permute(0, 2, 1, 3)]
-        self.f32 = [f(w).contiguous() for f, w in zip(self._f32, weights)]
-        self.bf16 = [self._bf16[0](w).contiguous() if k > 0 else w for k, w in enumerate(weights_bf16)]
+        self.head_rows = [None] * (len(weights) - 1) + [nx]
+        self.f32 = [_transposed(w, rows).contiguous() for w, rows in zip(weights, self.head_rows)]
+        self.bf16 = [_pairs(w).contiguous() if k > 0 else w for k, w in enumerate(weights_bf16)]  # 0: unused
         self.versions = tuple(t._version for t in (*weights, *weights_bf16))
 
     @torch.no_grad()
     def refresh(self, weights: list[Tensor], weights_bf16: list[Tensor]) -> None:
         versions = tuple(t._version for t in (*weights, *weights_bf16))
         if versions != self.versions:
-            for f, w, packed in zip(self._f32, weights, self.f32):
-                packed.copy_(f(w))
-            for k, w in enumerate(weights_bf16):
-                if k > 0:
-                    self.bf16[k].copy_(self._bf16[0](w))
+            for w, rows, packed in zip(weights, self.head_rows, self.f32):
+                packed.copy_(_transposed(w, rows))
+            for packed, w in zip(self.bf16[1:], weights_bf16[1:]):
+                packed.copy_(_pairs(w))
             self.versions = versions
 
 
