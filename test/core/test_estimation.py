@@ -487,9 +487,9 @@ def test_a_command_that_reaches_the_filter_late_is_applied_from_when_it_was_sent
 
 def test_reported_effort_takes_over_midway_since_the_previous_reading(model):
     """Predicting from the effort each reading reports: a change first seen at the reading of
-    25 ms took over between 20 and 25 ms, so it is applied from 22.5 ms (the filter re-predicts
-    from there); an unchanged effort changes nothing; before the first reading a non-zero effort
-    is remembered from its stamp."""
+    25 ms took over between 20 and 25 ms, so it is applied from 22.5 ms with that interval's spread
+    as its timing doubt (the filter re-predicts from there); an unchanged effort changes nothing;
+    before the first reading a non-zero effort is remembered from its stamp."""
     from mbrl_control.core.estimation.reported_effort import ReportedEffort
 
     def run(change_at_reading: int | None):
@@ -507,7 +507,7 @@ def test_reported_effort_takes_over_midway_since_the_previous_reading(model):
     on_time = _eager(model)  # the same, told the command at 22.5 ms directly
     for k in range(7):
         if k == 5:
-            on_time.apply_command(np.array([15.0]), 0.0225)
+            on_time.apply_command(np.array([15.0]), 0.0225, timing_std=0.005 / math.sqrt(12.0))
         on_time.update(np.array([0.0, math.pi]), 0.005 * k)
     np.testing.assert_allclose(pushed.mean, on_time.mean, atol=1e-9)
     assert pushed.mean[2] - quiet.mean[2] > 0.01  # the push shows in the cart's velocity
@@ -518,9 +518,10 @@ def test_reported_effort_takes_over_midway_since_the_previous_reading(model):
 
 
 def test_reported_effort_takes_over_when_the_command_it_reports_was_sent(model):
-    """A reported change that is exactly a command sent since the previous reading took over when
-    that command was sent (the commands give the timing, the readings whether the robot took it);
-    an effort no command asked for (a watchdog's zero after lost commands) still from the midpoint."""
+    """A reported change that is exactly a command sent since the previous reading took over after
+    that command was sent (the commands give the earliest time, the readings whether the robot took
+    it): from the middle of [sent, reading]; an effort no command asked for (a watchdog's zero
+    after lost commands) from the middle of the reading interval."""
     from mbrl_control.core.estimation.reported_effort import ReportedEffort
 
     def run(sent: tuple[float, float] | None, reported_from_reading: int = 5, effort: float = 15.0):
@@ -533,15 +534,64 @@ def test_reported_effort_takes_over_when_the_command_it_reports_was_sent(model):
             f.update(np.array([0.0, math.pi]), stamp)
         return f
 
-    def told(at: float):
+    def told(at: float, earliest: float):
         f = _eager(model)
         for k in range(7):
             if k == 5:
-                f.apply_command(np.array([15.0]), at)
+                f.apply_command(np.array([15.0]), at, timing_std=(0.025 - earliest) / math.sqrt(12.0))
             f.update(np.array([0.0, math.pi]), 0.005 * k)
         return f
 
-    np.testing.assert_allclose(run((0.021, 15.0)).mean, told(0.021).mean, atol=1e-9)  # when it was sent
-    np.testing.assert_allclose(run(None).mean, told(0.0225).mean, atol=1e-9)  # nothing sent: the midpoint
-    np.testing.assert_allclose(run((0.021, 9.0)).mean, told(0.0225).mean, atol=1e-9)  # not what was sent
-    assert abs(told(0.021).mean[2] - told(0.0225).mean[2]) > 1e-3  # the timing shows in the velocity
+    np.testing.assert_allclose(run((0.021, 15.0)).mean, told(0.023, 0.021).mean, atol=1e-9)  # sent at 21 ms
+    np.testing.assert_allclose(run(None).mean, told(0.0225, 0.02).mean, atol=1e-9)  # nothing sent: the midpoint
+    np.testing.assert_allclose(run((0.021, 9.0)).mean, told(0.0225, 0.02).mean, atol=1e-9)  # not what was sent
+    assert abs(told(0.021, 0.021).mean[2] - told(0.0225, 0.02).mean[2]) > 1e-3  # the timing shows in the velocity
+
+
+def test_a_switch_known_to_a_few_ms_widens_the_velocity_doubt(model):
+    """A command whose switch time is known to ``timing_std`` only: the velocities' covariance
+    grows by ``(timing_std * (a_new - a_old))^2`` (the acceleration the switch changes, from the
+    model), the positions' not at all; known exactly, nothing changes."""
+    x0 = np.array([0.0, math.pi])
+
+    def switched(std: float):
+        f = _eager(model)
+        f.update(x0, 0.0)
+        f.apply_command(np.array([0.0]), 0.0)
+        f.apply_command(np.array([15.0]), 0.01, timing_std=std)
+        return f
+
+    exact, doubtful = switched(0.0), switched(0.002)
+    np.testing.assert_array_equal(exact.mean, doubtful.mean)
+    before = exact.mean
+    u0, u1 = np.array([0.0]), np.array([15.0])
+    after = [CartPoleDynamics(model.params, DT).step(torch.tensor(before).float()[None], torch.tensor(u).float()[None])[0]
+             for u in (u0, u1)]
+    accel = (after[1] - after[0]).double().numpy()[2:] / DT
+    grown = doubtful.cov - exact.cov
+    np.testing.assert_allclose(grown[2:, 2:], np.outer(0.002 * accel, 0.002 * accel), rtol=1e-4, atol=1e-12)
+    np.testing.assert_allclose(grown[:2, :], 0.0, atol=1e-15)
+    assert grown[2, 2] > 1e-4  # 15 N on the cart: tenths of m/s^2 x 2 ms, not nothing
+
+
+def test_the_published_estimate_is_predicted_not_kept(model):
+    """``predicted(t, commands)``: the estimate at t with the commands sent meanwhile, as a filter
+    told them would have it, while the filter stays at its last reading (a reading stamped before
+    t then fuses in order: nothing is re-predicted from history)."""
+    f = _eager(model)
+    for k in range(4):
+        f.update(np.array([0.001 * k, math.pi]), 0.005 * k)
+    kept_time, kept_mean = f.time, f.mean
+    mean, cov = f.predicted(0.03, [(0.02, np.array([10.0])), (0.025, np.array([-5.0]))])
+    assert f.time == kept_time
+    np.testing.assert_array_equal(f.mean, kept_mean)
+    told = _eager(model)
+    for k in range(4):
+        told.update(np.array([0.001 * k, math.pi]), 0.005 * k)
+    told.apply_command(np.array([10.0]), 0.02)
+    told.apply_command(np.array([-5.0]), 0.025)
+    told.predict_to(0.03)
+    np.testing.assert_allclose(mean, told.mean, atol=1e-12)
+    np.testing.assert_allclose(cov, told.cov, atol=1e-12)
+    assert f.update(np.array([0.004, math.pi]), 0.02)  # before 0.03: fused in order
+    assert f.status().events.get("late_command_before_reading", 0) == 0

@@ -6,7 +6,7 @@ A node, all times in seconds of the node's clock (sim time in lockstep)::
     est = build_estimator("ekf", model, params["estimator"], angular_joints=(False, True))
     on command u (sent at now):   est.apply_command(u, now)
     on a joint-state reading:     est.update(z, stamp)        # z: positions [+ velocities]
-    on its publish timer (now):   est.predict_to(now); publish est.mean, est.cov, est.status(now)
+    on its publish timer (now):   unless est.status(now).stale: publish est.predicted(now)
 """
 
 from __future__ import annotations

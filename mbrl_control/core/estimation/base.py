@@ -6,6 +6,7 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
@@ -89,12 +90,21 @@ class Estimator(abc.ABC):
     def initialized(self) -> bool:
         return not math.isnan(self.time)
 
+    @abc.abstractmethod
+    def predicted(self, t: float, commands: Sequence[tuple[float, np.ndarray]] = ()) -> tuple[np.ndarray, np.ndarray]:
+        """The estimate predicted to ``t`` (mean, covariance) with the held command, then each of
+        ``commands`` (``(time, u)`` in time order) from its time on, the estimate itself left where
+        it is: what a node publishes between readings. Readings stamped before ``t`` then still
+        fuse in order, without re-predicting an estimate already moved past them."""
+
     def predict_to(self, t: float) -> None:
         """Advance to time ``t`` with the held command (no-op if the estimate is already there)."""
         if self.initialized and t > self.time:
             self.predict(self.command, t - self.time)
 
-    def apply_command(self, u: np.ndarray, t: float) -> None:
-        """Command ``u`` is applied from time ``t`` on: advance to ``t`` with the old one, hold ``u``."""
+    def apply_command(self, u: np.ndarray, t: float, timing_std: float = 0.0) -> None:
+        """Command ``u`` is applied from time ``t`` on: advance to ``t`` with the old one, hold ``u``.
+        ``timing_std``: how well ``t`` is known [s] (a filter that models it widens its covariance
+        by the switch's effect; this one ignores it)."""
         self.predict_to(t)
         self.predict(u, 0.0)

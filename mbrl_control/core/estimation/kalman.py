@@ -203,6 +203,21 @@ class KalmanFilter(Estimator):
     def command(self) -> np.ndarray:
         return self._command.copy()
 
+    def predicted(self, t: float, commands: Sequence[tuple[float, np.ndarray]] = ()) -> tuple[np.ndarray, np.ndarray]:
+        if not self.initialized or t <= self._time + TIME_EPS:
+            return self.mean, self.cov
+        events = self.events.copy()
+        mean, cov, at, u = self._mean, self._cov, self._time, self._command
+        for start, command in commands:
+            if at < start < t:
+                mean, cov = self._safe_propagate(mean, cov, u, start - at)
+                at = start
+            if start < t:
+                u = self._checked_command(command)
+        mean, cov = self._safe_propagate(mean, cov, u, t - at)
+        self.events = events  # a look-ahead's end-stop contacts are counted when the estimate gets there
+        return mean.copy(), cov.copy()
+
     def predict(self, u: np.ndarray, dt: float) -> None:
         u = self._checked_command(u)
         dt = float(dt)
@@ -246,12 +261,15 @@ class KalmanFilter(Estimator):
         at = stamp if self.config.delay_compensation else max(stamp, self._time)
         return self._accept(stamp) if self._fuse(at, z) else False
 
-    def apply_command(self, u: np.ndarray, t: float) -> None:
+    def apply_command(self, u: np.ndarray, t: float, timing_std: float = 0.0) -> None:
         if self.initialized and t < self._time - TIME_EPS and self.config.delay_compensation:
-            self._apply_late_command(u, t)
+            self._apply_late_command(u, t, timing_std)
             return
         if self.initialized:
-            super().apply_command(u, t)  # up to t as before (held, if still uncommanded), then u
+            self.predict_to(t)  # as before (held, if still uncommanded), then u
+            u = self._checked_command(u)
+            self._cov = self._switch_doubt(self._mean, self._cov, self._command, u, timing_std)
+            self.predict(u, 0.0)
             self._commanded = True
             return
         self._commanded = True
@@ -288,6 +306,7 @@ class KalmanFilter(Estimator):
         self._commanded = True  # the model's predictions, even for a robot held until commanded
         self.predict(self._command, self.process.dt)
         self.predict(self._command, 0.5 * self.process.dt)
+        self.process.switch_acceleration(self._mean, self._command, self._command + 1.0)
         self.reset()
 
     def reset_estimate(self) -> None:
@@ -535,7 +554,22 @@ class KalmanFilter(Estimator):
         """Index of the last snapshot at or before ``t``; None if the history starts after it."""
         return next((i for i in range(len(self._history) - 1, -1, -1) if self._history[i].time <= t + TIME_EPS), None)
 
-    def _apply_late_command(self, u: np.ndarray, t: float) -> None:
+    def _switch_doubt(self, mean: np.ndarray, cov: np.ndarray, u_old: np.ndarray, u_new: np.ndarray,
+                      timing_std: float) -> np.ndarray:
+        """``cov`` with the doubt of a command switch whose time is known to ``timing_std`` only.
+
+        Switching ``delta`` later changes the velocities by ``-delta (a_new - a_old)`` (the
+        positions only by ``delta^2``): at an arm's 100 N m a few milliseconds are many encoder
+        sigmas, and a filter that does not know it gates the readings that tell it."""
+        if timing_std <= 0.0 or np.array_equal(u_old, u_new):
+            return cov
+        spread = np.zeros(self.state_dim)
+        spread[self.process.nq :] = timing_std * self.process.switch_acceleration(mean, u_old, u_new)
+        if not np.isfinite(spread).all():
+            return cov
+        return cov + np.outer(spread, spread)
+
+    def _apply_late_command(self, u: np.ndarray, t: float, timing_std: float = 0.0) -> None:
         """``u`` applied from ``t``, in the estimate's past (it reached us late): re-predict from
         the snapshot before ``t`` with the commands as applied. Commands arrive in the order they
         were sent, so ``u`` holds from ``t`` to now; later snapshots only split the old command's
@@ -553,6 +587,7 @@ class KalmanFilter(Estimator):
                 return
         start = self._history[index]
         mean, cov = self._safe_propagate(start.mean, start.cov, start.command, t - start.time)
+        cov = self._switch_doubt(mean, cov, start.command, u, timing_std)
         self._commanded = True
         while len(self._history) > index + 1:
             self._history.pop()

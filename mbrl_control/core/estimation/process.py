@@ -130,6 +130,7 @@ class ProcessModel:
         self.compile = compile
         self.dtype = model_dtype(model)
         self._linearized_fn: Callable | None = None
+        self._switch_fn: Callable | None = None
         self._batch_step_fns: dict[int, Callable] = {}
         self._interpolations: dict[float, tuple[np.ndarray, np.ndarray]] = {}
         self._noises: dict[float, np.ndarray] = {}
@@ -178,6 +179,31 @@ class ProcessModel:
             fn = self._compiled(("step", self.dtype, xs.shape[0]), step, (xt, ut))
             self._batch_step_fns[xs.shape[0]] = fn
         return fn(xt, ut).numpy()
+
+    def advance(self, x: np.ndarray, u: np.ndarray, duration: float) -> np.ndarray:
+        """The mean alone ``duration`` seconds on under command ``u`` (whole or interpolated model
+        steps, as the filter predicts), float64."""
+        count, tau = self.substeps(duration)
+        weights = self.interpolation(tau)
+        for _ in range(count):
+            x_next = self.step_batch(x[None], u)[0]
+            x = x_next if weights is None else weights[0] @ x + weights[1] @ x_next
+        return x
+
+    def switch_acceleration(self, x: np.ndarray, u_old: np.ndarray, u_new: np.ndarray) -> np.ndarray:
+        """How much faster each joint's velocity changes at ``x`` under ``u_new`` than under
+        ``u_old`` [nq], float64 (for a rigid body ``M(q)^-1 (u_new - u_old)``): over one model step,
+        so it holds for any model, learned ones included."""
+        args = (torch.from_numpy(x), torch.from_numpy(u_old), torch.from_numpy(u_new))
+        if self._switch_fn is None:
+            model, dtype, nq, dt = self.model, self.dtype, self.nq, self.dt
+
+            def switch(x: Tensor, u_old: Tensor, u_new: Tensor) -> Tensor:
+                after = model.step(x.to(dtype).expand(2, -1), torch.stack([u_old, u_new]).to(dtype)).to(x.dtype)
+                return (after[1, nq:] - after[0, nq:]) / dt
+
+            self._switch_fn = self._compiled(("switch", self.dtype), switch, args)
+        return self._switch_fn(*args).numpy()
 
     # -- time ----------------------------------------------------------------------------------
     def substeps(self, duration: float) -> tuple[int, float]:

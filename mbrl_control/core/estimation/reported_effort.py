@@ -1,12 +1,16 @@
 """Prediction from the effort a robot reports with each reading (ros2_control's effort state),
 rather than from the commands as sent: a robot that takes a command late, or not at all (lost
 commands, a watchdog's zero), still reports what it applied. A reported change took over
-somewhere since the previous reading: when the robot reports exactly a command sent in that
-interval, from when that command was sent; otherwise from the interval's midpoint (within half a
-reading interval of when)."""
+somewhere since the previous reading (when the robot reports exactly a command sent in that
+interval, not before it was sent): it is applied from the middle of the interval in which it can
+have taken over, with that interval's spread as the doubt of when (``timing_std``), which the
+filter turns into velocity doubt. A robot takes a command at its next control cycle after it
+arrives, milliseconds after it was sent on a busy host, and at an arm's 100 N m a switch a few
+milliseconds off is many encoder sigmas: assuming it exact gated the readings that followed."""
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import numpy as np
@@ -31,6 +35,11 @@ class ReportedEffort:
         """A command sent at ``at``: if a reading reports it, it took over then (not at the midpoint)."""
         self.sent.append((at, np.array(command, dtype=np.float64)))
 
+    def sent_after(self, t: float) -> list[tuple[float, np.ndarray]]:
+        """The commands sent after ``t`` (time order): what the robot is being told since its
+        last reading, which its readings do not report yet."""
+        return [(at, command) for at, command in self.sent if at > t]
+
     def apply(self, estimator: Estimator, effort: np.ndarray, stamp: float) -> None:
         """``effort`` (command joints' order) was acting at the reading stamped ``stamp``; call it
         before that reading's ``update``."""
@@ -42,12 +51,13 @@ class ReportedEffort:
         if np.array_equal(effort, estimator.command):
             return
         since = previous if previous is not None and previous < stamp else stamp
-        estimator.apply_command(effort, self._took_over(effort, since, stamp))
+        earliest = self._earliest(effort, since, stamp)
+        estimator.apply_command(effort, 0.5 * (earliest + stamp), timing_std=(stamp - earliest) / math.sqrt(12.0))
 
-    def _took_over(self, effort: np.ndarray, since: float, stamp: float) -> float:
-        # The newest command sent by this reading that is what the robot reports; one sent before
-        # the previous reading that it did not report yet took over after that reading.
+    def _earliest(self, effort: np.ndarray, since: float, stamp: float) -> float:
+        """When the reported effort can have taken over at the earliest: when the newest command
+        equal to it was sent, if that was since the previous reading; else that reading."""
         for at, command in reversed(self.sent):
             if at <= stamp and np.array_equal(command, effort):
-                return min(max(at, since), stamp) if at >= since - (stamp - since) else 0.5 * (since + stamp)
-        return 0.5 * (since + stamp)
+                return min(max(at, since), stamp)
+        return since
