@@ -59,8 +59,17 @@ from std_msgs.msg import Bool, Float64MultiArray, Int32, MultiArrayDimension
 from std_srvs.srv import SetBool, Trigger
 from visualization_msgs.msg import MarkerArray
 
-from mbrl_control.core.builders import MODELS, PLANNERS, TERMINALS, ModelConfig, build_mpc, planner_config_class
+from mbrl_control.core.builders import (
+    MODELS,
+    PLANNERS,
+    TERMINALS,
+    ModelConfig,
+    build_mpc,
+    model_from_params,
+    planner_config_class,
+)
 from mbrl_control.core.dynamics.ensemble import EnsembleConfig, PropagationConfig
+from mbrl_control.core.estimation.lookahead import StateLookahead
 from mbrl_control.core.learning.sample_layout import SampleLayout
 from mbrl_control.core.mbpo.config import MBPOConfig
 from mbrl_control.core.planners.random import RandomConfig, RandomPlanner
@@ -111,6 +120,12 @@ PARAMS = [
     ParamSpec("rollout_threads", 1, "CPU threads a sampling planner rolls out on: the learned ensemble's fused "
               "rollout takes them itself, other models cut the population into this many shares evaluated at once "
               "(keep torch_threads 1 then)", 1, 16),
+    ParamSpec("latency_compensation", True, "realtime: plan from the estimate carried forward (analytic model, the "
+              "commands sent meanwhile) to when this tick's command will act, not from where the robot was at the "
+              "estimate's stamp (lockstep: none needed, the sim applies each command at its state's time)"),
+    ParamSpec("latency_compensation_dt", 0.0025, "step of the analytic model that carries the estimate forward [s]: "
+              "a few ms (one control period's step, interpolated, mispredicted the arm's wrist enough to make it "
+              "oscillate)", 0.0001, 0.1),
     ParamSpec("deadline_fraction", 0.8, "realtime: planning budget as a fraction of the period", 0.05, 1.0,
               dynamic=True),
     ParamSpec("fault.planner_delay", 0.0, "fault injection: seconds added inside each planning call in the fault window (a slow planner)", 0.0, 10.0),
@@ -174,6 +189,12 @@ class ControllerNode(Node):
         self.explorer = RandomPlanner(self.task.action_low, self.task.action_high, self.task.state_dim,
                                       dataclass_from(RandomConfig, section(p, "explore")))
 
+        # Realtime: the estimate is tens of ms old when the command acts; plan from where it will be.
+        self.lookahead = None
+        if p["latency_compensation"] and not self.lockstep:
+            model = model_from_params(self.spec, p, dt=min(p["latency_compensation_dt"], self.period))
+            self.lookahead = StateLookahead(model, compile=p["compile"])
+        self.plan_lead = 0.5 * self.period  # [s] from a tick's start to its command: the ticks' running mean
         self.held_position: np.ndarray | None = None  # the joints' positions last seen (gravity hold)
         self.safety = SafetyLayer(self._safety_config(), hold_effort=self._gravity_hold_effort)
         self.reader = JointStateReader(list(self.spec.state_joints))
@@ -254,6 +275,8 @@ class ControllerNode(Node):
         start = time.perf_counter()
         self.planner.plan(torch.zeros(self.task.state_dim))
         self.planner.reset()
+        if self.lookahead is not None:
+            self.lookahead.warm_up(np.asarray(self.spec.x_eq, dtype=np.float64), np.zeros(self.task.action_dim))
         return time.perf_counter() - start
 
     # -- inputs ------------------------------------------------------------------------------
@@ -305,7 +328,7 @@ class ControllerNode(Node):
             return
         if self.paused:  # an episode boundary: in lockstep the sim waits; in realtime, safe command
             if not self.lockstep:
-                self.command_pub.publish(command_message(np.zeros(self.task.action_dim)))
+                self._send(np.zeros(self.task.action_dim))
             self.last_tick_end = time.perf_counter()
             return
         cost, iterations, action = math.nan, 0, None
@@ -335,12 +358,14 @@ class ControllerNode(Node):
         # An arm (gravity_hold) never seen has no holding effort, and zero would drop it: send
         # nothing, and its brakes (or driver) keep holding it until the first state.
         if not (waiting and self.p["safety.stale_action"] == "gravity_hold"):
-            self.command_pub.publish(command_message(command))
+            self._send(command)
         seq, self.seq = self.seq, self.seq + 1
         if action is not None:
             self._publish_sample(command, seq)
 
         duration = time.perf_counter() - start
+        if action is not None:  # a planned tick: how long until its command went
+            self.plan_lead += 0.1 * (duration - self.plan_lead)
         self.stats.record(duration, lateness, self.skipped_releases)
         self.skipped_releases = 0
         self.timing_msg.data = [duration * 1e3, cost, float(iterations), self._state_age() * 1e3, float(seq),
@@ -355,11 +380,23 @@ class ControllerNode(Node):
         planner = self.explorer if waiting else self.planner
         try:
             self._inject_planner_delay()
-            return planner.plan(torch.from_numpy(self.state).float(), deadline)
+            return planner.plan(torch.from_numpy(self._state_to_plan_from()).float(), deadline)
         except Exception as exc:  # a solver that blows up must not take the control loop with it
             self.fallbacks["planner_error"] += 1
             self.get_logger().error(f"planner failed: {type(exc).__name__}: {exc}", throttle_duration_sec=1.0)
             return None
+
+    def _state_to_plan_from(self) -> np.ndarray:
+        """The estimate, or (latency_compensation) where it will be when this tick's command acts."""
+        if self.lookahead is None:
+            return self.state
+        now = self.get_clock().now().nanoseconds * 1e-9
+        return self.lookahead.predict(self.state, self.state_stamp.nanoseconds * 1e-9, now + self.plan_lead)
+
+    def _send(self, command: np.ndarray) -> None:
+        self.command_pub.publish(command_message(command))
+        if self.lookahead is not None:
+            self.lookahead.command_sent(command, self.get_clock().now().nanoseconds * 1e-9)
 
     def _inject_planner_delay(self) -> None:
         """Fault injection (fault.*): an artificially slow planner inside the fault window."""
