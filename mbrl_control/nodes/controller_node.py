@@ -122,7 +122,8 @@ PARAMS = [
               "(keep torch_threads 1 then)", 1, 16),
     ParamSpec("latency_compensation", True, "realtime: plan from the estimate carried forward (analytic model, the "
               "commands sent meanwhile) to when this tick's command will act, not from where the robot was at the "
-              "estimate's stamp (lockstep: none needed, the sim applies each command at its state's time)"),
+              "estimate's stamp (lockstep: none needed, the sim applies each command at its state's time; "
+              "model:=learned: none, a robot learned from scratch is not predicted by its URDF model)"),
     ParamSpec("latency_compensation_dt", 0.0025, "step of the analytic model that carries the estimate forward [s]: "
               "a few ms (one control period's step, interpolated, mispredicted the arm's wrist enough to make it "
               "oscillate)", 0.0001, 0.1),
@@ -191,7 +192,7 @@ class ControllerNode(Node):
 
         # Realtime: the estimate is tens of ms old when the command acts; plan from where it will be.
         self.lookahead = None
-        if p["latency_compensation"] and not self.lockstep:
+        if p["latency_compensation"] and not self.lockstep and not self.learned:
             model = model_from_params(self.spec, p, dt=min(p["latency_compensation_dt"], self.period))
             self.lookahead = StateLookahead(model, compile=p["compile"])
         self.plan_lead = 0.5 * self.period  # [s] from a tick's start to its command: the ticks' running mean
