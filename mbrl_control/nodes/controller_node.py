@@ -127,6 +127,9 @@ PARAMS = [
     ParamSpec("latency_compensation_dt", 0.0025, "step of the analytic model that carries the estimate forward [s]: "
               "a few ms (one control period's step, interpolated, mispredicted the arm's wrist enough to make it "
               "oscillate)", 0.0001, 0.1),
+    ParamSpec("latency_compensation_max", 0.05, "the longest span an estimate is carried forward [s]: every "
+              "latency_compensation_dt of it is a model step inside the tick (an estimator hiccup left the arm's "
+              "estimates 130 ms old and its ticks 30 ms long); an older one is carried this far", 0.0, 1.0),
     ParamSpec("deadline_fraction", 0.8, "realtime: planning budget as a fraction of the period", 0.05, 1.0,
               dynamic=True),
     ParamSpec("fault.planner_delay", 0.0, "fault injection: seconds added inside each planning call in the fault window (a slow planner)", 0.0, 10.0),
@@ -194,7 +197,7 @@ class ControllerNode(Node):
         self.lookahead = None
         if p["latency_compensation"] and not self.lockstep and not self.learned:
             model = model_from_params(self.spec, p, dt=min(p["latency_compensation_dt"], self.period))
-            self.lookahead = StateLookahead(model, compile=p["compile"])
+            self.lookahead = StateLookahead(model, p["latency_compensation_max"], compile=p["compile"])
         self.plan_lead = 0.5 * self.period  # [s] from a tick's start to its command: the ticks' running mean
         self.held_position: np.ndarray | None = None  # the joints' positions last seen (gravity hold)
         self.safety = SafetyLayer(self._safety_config(), hold_effort=self._gravity_hold_effort)

@@ -49,3 +49,16 @@ def test_nothing_to_carry_leaves_the_estimate_as_it_is():
     lookahead.command_sent(np.array([1.0]), 0.005)  # a clock that went back: the record starts over
     np.testing.assert_array_equal(lookahead.predict(x, 0.0, 0.02), x)
     assert not math.isnan(lookahead.predict(x, 0.006, 0.02)[0])
+
+
+def test_an_old_estimate_is_carried_at_most_max_span():
+    """The lookahead's model steps are paid inside the control tick: an estimate older than
+    ``max_span`` is carried only that far from its stamp."""
+    spec = load_robot("cartpole").spec
+    model = build_model(spec, DT)
+    capped, free = StateLookahead(model, max_span=0.01, compile=False), StateLookahead(model, compile=False)
+    x = np.array([0.1, 3.0, 0.2, -0.5])
+    for lookahead in (capped, free):
+        lookahead.command_sent(np.array([4.0]), 0.0)
+    np.testing.assert_allclose(capped.predict(x, 0.0, 0.05), free.predict(x, 0.0, 0.01), atol=1e-9)
+    assert np.abs(free.predict(x, 0.0, 0.05) - free.predict(x, 0.0, 0.01)).max() > 1e-3

@@ -14,6 +14,7 @@ each command at the state's own time.
 from __future__ import annotations
 
 import bisect
+import math
 from collections import deque
 
 import numpy as np
@@ -25,12 +26,14 @@ TIME_EPS = 1e-6
 
 
 class StateLookahead:
-    """``predict(x, stamp, t)``: ``x`` (the state at ``stamp``) at time ``t``, under the commands
-    sent before ``t`` (``command_sent``); the state as it is before any command was sent (the
-    robot stands on its brakes, or is not ours yet)."""
+    """``predict(x, stamp, t)``: ``x`` (the state at ``stamp``) at time ``t`` (at most ``max_span``
+    after its stamp), under the commands sent before then (``command_sent``); the state as it is
+    before any command was sent (the robot stands on its brakes, or is not ours yet)."""
 
-    def __init__(self, model: DynamicsModel, history: float = 1.0, compile: bool = True) -> None:
+    def __init__(self, model: DynamicsModel, max_span: float = math.inf, history: float = 1.0,
+                 compile: bool = True) -> None:
         self.process = ProcessModel(model, [0.0] * (model.state_dim // 2), compile=compile)
+        self.max_span = max_span  # carried at most this far: each model step is paid in the tick
         self.history = history
         self._times: deque[float] = deque()
         self._commands: deque[np.ndarray] = deque()
@@ -57,6 +60,7 @@ class StateLookahead:
 
     def predict(self, x: np.ndarray, stamp: float, t: float) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
+        t = min(t, stamp + self.max_span)
         if t <= stamp + TIME_EPS or not self._times or self._times[0] > stamp:
             return x  # nothing to carry it over, or no record of what acted at the stamp
         times = list(self._times)
