@@ -32,7 +32,7 @@ class ReportedEffort:
         self.sent.clear()
 
     def command_sent(self, command: np.ndarray, at: float) -> None:
-        """A command sent at ``at``: if a reading reports it, it took over then (not at the midpoint)."""
+        """A command sent at ``at``: a reading that reports it took it over no earlier."""
         self.sent.append((at, np.array(command, dtype=np.float64)))
 
     def sent_after(self, t: float) -> list[tuple[float, np.ndarray]]:
