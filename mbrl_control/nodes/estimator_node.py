@@ -75,9 +75,11 @@ PARAMS = [
     ParamSpec("estimator.kind", "ekf", "filter", choices=tuple(ESTIMATORS)),
     ParamSpec("prediction_effort", "command", "realtime: the effort the prediction applies. command: each command on "
               "effort_controller/commands, from when it was sent; reported: the effort joint_states reports the joints "
-              "were under at each reading (ros2_control's effort state), from when the command it equals was sent "
-              "(else from midway since the previous reading), which a robot that takes its commands late or loses "
-              "them still gets right (lockstep: always the command, which the sim applies exactly then)",
+              "were under at each reading (ros2_control's effort state), from the middle of the interval it can have "
+              "taken over in (since the previous reading, or since the command it equals was sent) with that "
+              "interval's doubt, and the commands sent since the last reading ahead of it; a robot that takes its "
+              "commands late or loses them still gets it right (lockstep: always the command, which the sim "
+              "applies exactly then)",
               choices=("command", "reported")),
     *specs_from(EstimatorConfig, "estimator", dynamic=("position_noise_std", "velocity_noise_std", "accel_noise_density")),
 ]
