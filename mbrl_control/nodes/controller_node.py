@@ -245,10 +245,10 @@ class ControllerNode(Node):
         self.diagnostics = DiagnosticsPublisher(self)
         self.state_sub = self.create_subscription(JointState, "joint_states", self._on_state, qos_profile_sensor_data)
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.create_subscription(Bool, "/estop", lambda m: self.safety.estop.update(m.data), reliable)
+        self.create_subscription(Bool, "estop", lambda m: self.safety.estop.update(m.data), reliable)
         self.goals = {"received": 0, "clamped": 0, "rejected": 0}
         if self.task.has_goal:  # rviz's 2D Goal Pose tool and `ros2 topic pub /goal_pose` publish here
-            self.create_subscription(PoseStamped, "/goal_pose", self._on_goal, reliable)
+            self.create_subscription(PoseStamped, "goal_pose", self._on_goal, reliable)
         self.create_service(Trigger, "~/reset_estop", self._on_reset_estop)
         if self.lockstep:
             # Ticks follow the states; if they stop coming (sensor dropout), tick anyway so the sim,
@@ -287,7 +287,7 @@ class ControllerNode(Node):
     def _on_state(self, msg: JointState) -> None:
         x = self.reader.read(msg)
         if x is None:
-            self.get_logger().warn(f"rejected state: {dict(self.reader.rejected)}", throttle_duration_sec=1.0)
+            self.get_logger().warning(f"rejected state: {dict(self.reader.rejected)}", throttle_duration_sec=1.0)
             return
         stamp = Time.from_msg(msg.header.stamp)
         if self.state_stamp is not None and stamp < self.state_stamp:
@@ -490,7 +490,7 @@ class ControllerNode(Node):
         if frame not in ("", self.p["frame_id"]) or not np.all(np.isfinite(position)):
             self.goals["rejected"] += 1
             why = f"frame '{frame}' is not '{self.p['frame_id']}'" if frame not in ("", self.p["frame_id"]) else "not finite"
-            self.get_logger().warn(f"goal {position.tolist()} refused: {why}")
+            self.get_logger().warning(f"goal {position.tolist()} refused: {why}")
             return
         reason = self.task.set_goal(position)
         self.goals["clamped"] += int(bool(reason))

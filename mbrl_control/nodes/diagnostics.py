@@ -16,7 +16,9 @@ class DiagnosticsPublisher:
     def __init__(self, node: Node, hardware_id: str = "") -> None:
         self._node = node
         self._pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._name = f"{node.get_name()}"
+        # The node's name, under its namespace in a fleet ("robot_0/mpc_controller"): one status per node.
+        namespace = node.get_namespace().strip("/")
+        self._name = f"{namespace}/{node.get_name()}" if namespace else node.get_name()
         self._hardware_id = hardware_id
 
     def _scheduling(self) -> dict[str, str]:

@@ -67,7 +67,7 @@ class DriverNode(LifecycleNode):
         self.loop_timer = None
         # The e-stop works in every lifecycle state.
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.create_subscription(Bool, "/estop", lambda m: self.estop.update(m.data), reliable)
+        self.create_subscription(Bool, "estop", lambda m: self.estop.update(m.data), reliable)
         self.create_service(Trigger, "~/reset_estop", self._on_reset_estop)
         self.create_subscription(Float64MultiArray, "effort_controller/commands", self._on_command, reliable)
         self.diagnostics = DiagnosticsPublisher(self, hardware_id=p["device"])

@@ -44,7 +44,7 @@ class GoalPublisher(Node):
         except ValueError as exc:
             raise ParameterError(str(exc)) from exc
         self.sent = 0
-        self.pub = self.create_publisher(PoseStamped, "/goal_pose", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        self.pub = self.create_publisher(PoseStamped, "goal_pose", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         self.create_subscription(Float64MultiArray, f"/{p['controller_name']}/transitions", self._on_sample,
                                  QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         self.timer = None

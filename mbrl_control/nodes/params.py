@@ -254,7 +254,7 @@ class RuntimeParameters:
         for param in parameters:
             spec = self.specs.get(param.name)
             if spec is not None and not spec.dynamic:
-                self.node.get_logger().warn(f"parameter '{param.name}' is read-only: {spec.why_read_only()}")
+                self.node.get_logger().warning(f"parameter '{param.name}' is read-only: {spec.why_read_only()}")
             elif spec is not None:
                 param = _as_declared_type(spec, param)
             out.append(param)
@@ -281,7 +281,7 @@ class RuntimeParameters:
 
     def _refuse(self, reason: str) -> SetParametersResult:
         self.refused += 1
-        self.node.get_logger().warn(f"parameter change refused: {reason}")
+        self.node.get_logger().warning(f"parameter change refused: {reason}")
         return SetParametersResult(successful=False, reason=reason)
 
     def apply_pending(self) -> None:

@@ -79,7 +79,7 @@ class RunMonitor(Node):
                                  QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         if self.task.has_goal:
             reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-            self.create_subscription(PoseStamped, "/goal_pose", self._on_goal, reliable)
+            self.create_subscription(PoseStamped, "goal_pose", self._on_goal, reliable)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
 
     def _on_sample(self, msg: Float64MultiArray) -> None:

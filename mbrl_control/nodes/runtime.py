@@ -74,7 +74,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
             # only what the run allocates, not milliseconds' worth of start-up objects in a tick.
             gc.freeze()
             if warning:
-                node.get_logger().warn(warning)
+                node.get_logger().warning(warning)
             elif node.scheduling != "SCHED_OTHER nice 0":
                 node.get_logger().info(f"scheduling: {node.scheduling}")
         except (ParameterError, ValueError, FileNotFoundError) as exc:

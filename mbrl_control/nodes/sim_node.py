@@ -277,7 +277,7 @@ class SimNode(Node):
         if isinstance(command, str):
             self.counts["rejected_commands"] += 1
             self.last_reject_reason = command
-            self.get_logger().warn(f"rejected command: {command}", throttle_duration_sec=1.0)
+            self.get_logger().warning(f"rejected command: {command}", throttle_duration_sec=1.0)
             command = np.zeros(len(self.actuated))  # never applied; the robot gets zero effort
         else:
             self.braked = False  # a valid command releases the brakes

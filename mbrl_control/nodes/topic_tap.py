@@ -67,7 +67,7 @@ class TopicTap:
                 self.on_topic(topic, types[0], qos)
             except (ImportError, AttributeError, FileNotFoundError, ValueError) as exc:
                 self.skipped[topic] = str(exc)
-                self.node.get_logger().warn(f"not tapping {topic} ({types[0]}): {exc}")
+                self.node.get_logger().warning(f"not tapping {topic} ({types[0]}): {exc}")
                 continue
             self.subscriptions[topic] = self.node.create_subscription(
                 cls, topic, lambda data, t=topic: self.on_message(t, data, time.time_ns()), qos, raw=True
