@@ -100,6 +100,40 @@ def test_reload_round_trip_is_exact(tmp_path):
         np.testing.assert_array_equal(getattr(after.snapshot(), name), getattr(before, name))
 
 
+def test_each_transition_keeps_its_robot_through_the_tail_and_sealed_chunks(tmp_path):
+    buf = ReplayBuffer(4, 1, tmp_path, chunk_size=10)
+    robots = np.array([i % 3 if i % 4 else 65535 for i in range(27)])
+    for i, robot in enumerate(robots):
+        buf.append(np.full(4, i), [0.0], np.full(4, i + 1), 0.0, False, i * 0.02, 0, robot=int(robot))
+    np.testing.assert_array_equal(buf.snapshot().robot, robots)
+    buf.close()
+    after = ReplayBuffer(4, 1, tmp_path, chunk_size=10)
+    assert after.report["chunks"] == 2 and after.report["tail_records"] == 7
+    np.testing.assert_array_equal(after.snapshot().robot, robots)
+    with pytest.raises(ValueError, match="robot id"):
+        after.append(np.zeros(4), [0.0], np.zeros(4), 0.0, False, 1.0, 0, robot=65536)
+
+
+def test_a_buffer_written_before_fleets_reads_as_robot_0(tmp_path):
+    """Chunks sealed without a robot array (and tail records whose robot bytes were padding) load as robot 0's."""
+    from safetensors.numpy import save
+
+    from mbrl_control.core.learning import replay_buffer as rb
+
+    buf = ReplayBuffer(4, 1, tmp_path, chunk_size=10)
+    fill(buf, 14)
+    buf.close()
+    (chunk,) = tmp_path.glob("chunk_*.safetensors")
+    arrays = rb._chunk_arrays(ReplayBuffer(4, 1, tmp_path, chunk_size=10)._chunks[0][0])
+    del arrays["robot"]  # as a version-1 chunk from before fleets
+    meta = {"format": "mbrl_control.replay_chunk", "version": "1", "state_dim": "4", "action_dim": "1",
+            "crc32": str(rb._arrays_crc(arrays))}
+    chunk.write_bytes(save(arrays, metadata=meta))
+    old = ReplayBuffer(4, 1, tmp_path, chunk_size=10)
+    assert old.report["chunks"] == 1 and old.report["corrupt_chunks"] == 0 and len(old) == 14
+    np.testing.assert_array_equal(old.snapshot().robot, np.zeros(14))
+
+
 def fill(buf: ReplayBuffer, count: int, episode_length: int = 25) -> None:
     for _ in range(count):
         i = buf.next_seq

@@ -48,6 +48,7 @@ _HEADER = np.dtype(
     [("magic", "S8"), ("version", "<u4"), ("state_dim", "<u4"), ("action_dim", "<u4"), ("pad", "V4"), ("base_seq", "<i8")]
 )
 CHUNK_PREFIX = "chunk_"
+MAX_ROBOT = 65535  # robot ids are stored in 16 bits
 
 
 def record_dtype(state_dim: int, action_dim: int) -> np.dtype:
@@ -56,7 +57,9 @@ def record_dtype(state_dim: int, action_dim: int) -> np.dtype:
         [
             ("crc", "<u4"),
             ("done", "u1"),
-            ("pad", "V3"),
+            # In what was padding: records written before fleets read as robot 0, CRC unchanged.
+            ("robot", "<u2"),
+            ("pad", "V1"),
             ("seq", "<i8"),
             ("stamp", "<f8"),
             ("episode", "<i8"),
@@ -132,12 +135,16 @@ class ReplayBuffer:
         stamp: float,
         episode: int,
         sync: bool = False,
+        robot: int = 0,
     ) -> int:
-        """Record one transition; returns its sequence number. ``sync``: fsync before returning."""
+        """Record one transition; returns its sequence number. ``sync``: fsync before returning.
+        ``robot``: which robot of a fleet it came from (0 to 65535)."""
+        if not 0 <= robot <= MAX_ROBOT:
+            raise ValueError(f"robot id {robot} is outside 0..{MAX_ROBOT}")
         with self._lock:
             rec = self._tail[self._tail_len : self._tail_len + 1]
             rec["seq"], rec["stamp"], rec["episode"] = self._next_seq, stamp, episode
-            rec["reward"], rec["done"] = reward, bool(done)
+            rec["reward"], rec["done"], rec["robot"] = reward, bool(done), robot
             rec["state"], rec["action"], rec["next_state"] = state, action, next_state
             rec["crc"] = zlib.crc32(rec.tobytes()[4:])
             if self._fd is not None:
@@ -249,7 +256,9 @@ class ReplayBuffer:
             raise ReplayBufferError(f"{path.name} holds other state/action sizes than {self.state_dim}/{self.action_dim}")
         if int(meta["crc32"]) != _arrays_crc(arrays):
             raise ValueError("CRC mismatch")
-        chunk = Transitions(**{k: arrays[k] for k in _CHUNK_FIELDS}, done=arrays["done"].astype(bool))
+        # A chunk sealed before fleets has no robot array: all its transitions are robot 0's.
+        robot = arrays["robot"].astype(np.int64) if "robot" in arrays else None
+        chunk = Transitions(**{k: arrays[k] for k in _CHUNK_FIELDS}, done=arrays["done"].astype(bool), robot=robot)
         if len(chunk) == 0 or not (np.diff(chunk.seq) == 1).all():
             raise ValueError("sequence numbers are not contiguous")
         if self._chunks and chunk.seq[0] <= self._chunks[-1][0].seq[-1]:
@@ -312,12 +321,14 @@ def _records_to_transitions(records: np.ndarray) -> Transitions:
         done=records["done"].astype(bool),
         stamp=records["stamp"].copy(),
         episode=records["episode"].copy(),
+        robot=records["robot"].astype(np.int64),
     )
 
 
 def _chunk_arrays(chunk: Transitions) -> dict[str, np.ndarray]:
     arrays = {k: np.ascontiguousarray(getattr(chunk, k)) for k in _CHUNK_FIELDS}
     arrays["done"] = chunk.done.astype(np.uint8)
+    arrays["robot"] = chunk.robot.astype(np.uint16)
     return arrays
 
 

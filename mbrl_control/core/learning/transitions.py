@@ -16,7 +16,9 @@ class Transitions:
 
     ``seq`` numbers every transition ever appended to a replay buffer (stable across restarts and
     evictions, so a transition always falls in the same train/held-out split); ``stamp`` is the
-    time of ``state`` [s]; ``episode`` numbers episodes; ``done`` marks an episode's last one.
+    time of ``state`` [s]; ``episode`` numbers episodes; ``done`` marks an episode's last one;
+    ``robot`` says which robot of a fleet it came from (the learner's index of its sample stream;
+    0 for one robot, and for data recorded before fleets).
     """
 
     seq: np.ndarray  # [N] int64
@@ -27,6 +29,11 @@ class Transitions:
     done: np.ndarray  # [N] bool
     stamp: np.ndarray  # [N] float64
     episode: np.ndarray  # [N] int64
+    robot: np.ndarray | None = None  # [N] int64; None: all robot 0
+
+    def __post_init__(self) -> None:
+        if self.robot is None:
+            self.robot = np.zeros(len(self.seq), np.int64)
 
     def __len__(self) -> int:
         return len(self.seq)
@@ -42,6 +49,7 @@ class Transitions:
             done=np.zeros(0, bool),
             stamp=np.zeros(0, np.float64),
             episode=np.zeros(0, np.int64),
+            robot=np.zeros(0, np.int64),
         )
 
     @classmethod
