@@ -70,7 +70,7 @@ class NodeSpec:
     @property
     def fqn(self) -> str:
         """Fully qualified node name, the key of its override parameters."""
-        return f"{self.namespace.rstrip('/')}/{self.name}" if self.namespace.strip("/") else f"/{self.name}"
+        return f"/{self.namespace.strip('/')}/{self.name}" if self.namespace.strip("/") else f"/{self.name}"
 
     @property
     def module(self) -> str | None:
@@ -418,4 +418,69 @@ def _positive_float(value: str, name: str) -> float:
     return x
 
 
-GRAPHS = {"mpc": (MPC_ARGUMENTS, mpc_graph), "learn": (LEARN_ARGUMENTS, learn_graph)}
+FLEET_ARGUMENTS = [
+    LaunchArgument("robots", "2", "how many robot stacks (sim, estimator, controller), in namespaces robot_0 ... robot_<n-1>"),
+    LaunchArgument("part", "all", "which half runs here: all; robots (the robot stacks and the episode manager, on "
+                   "the robots' host); learner (the learner alone, on the GPU host): two launches find each other "
+                   "over DDS (README: a learner on another host)", ("all", "robots", "learner")),
+    *[a for a in LEARN_ARGUMENTS if a.name not in ("randomize", "record")],
+    LaunchArgument("randomize", "true", "each robot its own physical parameters (mass, damping, motor gain) from its own "
+                   "seed, drawn anew every episode: a fleet is never identical", ("true", "false")),
+]
+FLEET_NAMESPACE = "robot_{}"
+LEARNER_NODES = ("learner", "episode_manager")
+
+
+def fleet_graph(args: dict[str, str]) -> list[NodeSpec]:
+    """Nodes of ``fleet.launch.py``: the learn graph's robot stack once per robot, each in its own
+    namespace (its own topics, services and, in lockstep, its own /clock), one learner taking every
+    robot's transitions and publishing the one model all controllers follow, one episode manager
+    running the robots' episodes in step."""
+    a = with_defaults(args, FLEET_ARGUMENTS)
+    count = _positive_int(a["robots"], "robots")
+    learn_args = {k: v for k, v in a.items() if k not in ("robots", "part", "randomize")}
+    single = learn_graph(learn_args | {"randomize": a["randomize"]})
+    lockstep = a["mode"] == "lockstep"
+    namespaces = [FLEET_NAMESPACE.format(i) for i in range(count)]
+    nodes: list[NodeSpec] = []
+    if a["part"] in ("all", "robots"):
+        for i, ns in enumerate(namespaces):
+            for spec in single:
+                if spec.name in LEARNER_NODES:
+                    continue
+                extra: dict[str, Any] = {}
+                if spec.name == "sim":  # its own robot, its own resets: the files' seeds, plus the robot's index
+                    given = parameters([f for f in spec.parameters if isinstance(f, str)], "sim")
+                    extra = {"seed": int(given.get("seed", 0)) + i, "randomize.seed": int(given.get("randomize.seed", 0)) + i}
+                elif spec.executable in ("goal_publisher", "run_monitor"):  # they follow their robot's controller
+                    extra = {"controller_name": f"{ns}/mpc_controller"}
+                nodes.append(in_namespace(spec, ns, lockstep, extra))
+        manager = next(s for s in single if s.name == "episode_manager")
+        nodes.append(dataclasses.replace(
+            manager, remappings=[],
+            parameters=[*manager.parameters[:-1], manager.parameters[-1] | {"robots": namespaces, "use_sim_time": False}]))
+    if a["part"] in ("all", "learner"):
+        learner = next(s for s in single if s.name == "learner")
+        sources = [f"/{ns}/mpc_controller/transitions" for ns in namespaces]
+        # On the wall clock: with one /clock per robot there is no fleet sim time (it stamps nothing itself).
+        nodes.append(dataclasses.replace(
+            learner, parameters=[*learner.parameters[:-1], learner.parameters[-1] | {"sources": sources, "use_sim_time": False}]))
+    return nodes
+
+
+def in_namespace(spec: NodeSpec, namespace: str, lockstep: bool, extra: dict[str, Any]) -> NodeSpec:
+    """``spec`` moved under ``/namespace``: its robot topics (the remapping targets) with it, its
+    /clock its own sim's in lockstep, and its parameters from the files resolved into one dict
+    (a parameter file's section named ``sim`` does not match a node ``/robot_0/sim``)."""
+    files = [f for f in spec.parameters if isinstance(f, str)]
+    merged = parameters(files, spec.name)
+    for override in spec.parameters:
+        if isinstance(override, dict):
+            merged |= override
+    remappings = [(src, f"/{namespace}{dst}" if dst.startswith("/") else dst) for src, dst in spec.remappings]
+    if lockstep:
+        remappings.append(("/clock", f"/{namespace}/clock"))
+    return dataclasses.replace(spec, namespace=namespace, parameters=[merged | extra], remappings=remappings)
+
+
+GRAPHS = {"mpc": (MPC_ARGUMENTS, mpc_graph), "learn": (LEARN_ARGUMENTS, learn_graph), "fleet": (FLEET_ARGUMENTS, fleet_graph)}

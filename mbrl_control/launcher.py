@@ -29,17 +29,25 @@ def node_command(spec: NodeSpec, scratch: Path) -> list[str]:
     if spec.module is None:
         raise ValueError(f"{spec.package}/{spec.executable} is not part of mbrl_control")
     cmd = [sys.executable, "-m", spec.module, *spec.arguments, "--ros-args", "-r", f"__node:={spec.name}"]
+    if spec.namespace.strip("/"):
+        cmd += ["-r", f"__ns:=/{spec.namespace.strip('/')}"]
     for i, params in enumerate(spec.parameters):
         if isinstance(params, dict):
             # Keyed by the fully qualified node name, as launch_ros does for a node given a name
             # and namespace: a '/**' key would lose to the node's own section of the config file.
-            path = scratch / f"{spec.name}_{i}.yaml"
+            path = scratch / f"{process_name(spec).replace('/', '.')}_{i}.yaml"
             path.write_text(yaml.safe_dump({spec.fqn: {"ros__parameters": params}}))
             params = str(path)
         cmd += ["--params-file", str(params)]
     for src, dst in spec.remappings:
         cmd += ["-r", f"{src}:={dst}"]
     return cmd
+
+
+def process_name(spec: NodeSpec) -> str:
+    """What the launcher calls a node (``Launch.procs``, ``kill``, log prefixes): its name, under
+    its namespace in a fleet (``robot_0/sim``)."""
+    return spec.fqn.lstrip("/")
 
 
 def default_environment() -> dict[str, str]:
@@ -80,7 +88,7 @@ class Launch:
         log = None
         if self._log_dir is not None:
             self._log_dir.mkdir(parents=True, exist_ok=True)
-            log = open(self._log_dir / f"{spec.name}.log", "a")
+            log = open(self._log_dir / f"{process_name(spec).replace('/', '.')}.log", "a")
             self._logs.append(log)
         proc = subprocess.Popen(
             node_command(spec, Path(self._scratch.name)),
@@ -89,8 +97,8 @@ class Launch:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # we forward signals ourselves, once, in order
         )
-        self.procs[spec.name] = proc
-        t = threading.Thread(target=_pump, args=(proc.stdout, spec.name, self._output, log), daemon=True)
+        self.procs[process_name(spec)] = proc
+        t = threading.Thread(target=_pump, args=(proc.stdout, process_name(spec), self._output, log), daemon=True)
         t.start()
         self._threads.append(t)
 
@@ -102,7 +110,7 @@ class Launch:
 
     def restart(self, name: str) -> None:
         """Start one node again, as it was started (after ``kill``)."""
-        self._spawn(next(s for s in self.specs if s.name == name))
+        self._spawn(next(s for s in self.specs if process_name(s) == name))
 
     def wait(self, timeout: float | None = None) -> int:
         """Run until a launch-ending node exits, every node exits, or ``timeout``; then stop all.
@@ -111,7 +119,7 @@ class Launch:
         cannot start with its parameters (``EXIT_BAD_PARAMETER``) ends the launch with that code:
         the stack is not running without it, and its [FATAL] line says why."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        enders = [s.name for s in self.specs if s.ends_launch]
+        enders = [process_name(s) for s in self.specs if s.ends_launch]
         code = 0
         try:
             while True:

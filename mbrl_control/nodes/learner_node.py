@@ -36,7 +36,6 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import safetensors
 import safetensors.torch
 import torch
@@ -51,7 +50,7 @@ from mbrl_control.core.learning import (
     BackgroundTrainer,
     ModelInfo,
     ReplayBuffer,
-    SampleLayout,
+    SampleReader,
     TrainerConfig,
     TransitionAssembler,
     encode,
@@ -84,7 +83,8 @@ STOP_JOIN_SECONDS = 10.0  # a cancelled job ends within a minibatch or 250 SAC s
 
 PARAMS = [
     *ROBOT_PARAMS,  # control_rate: the controllers' tick rate, so transitions span one period
-    ParamSpec("sources", ["/mpc_controller/transitions"], "controllers' sample topics to learn from (one per robot)"),
+    ParamSpec("sources", ["/mpc_controller/transitions"], "controllers' sample topics to learn from, one per robot: "
+              "a robot's id in the replay buffer is its topic's index here"),
     ParamSpec("data_dir", "", "replay buffer and checkpoints live here; empty: runs/learner (relative to the cwd)"),
     ParamSpec("replay.chunk_size", 1000, "transitions per sealed chunk file", 1, 100000),
     ParamSpec("replay.max_transitions", 200000, "buffer cap: oldest chunks go first (never the first episode's)", 1, 10000000),
@@ -175,7 +175,11 @@ class LearnerNode(Node):
         # instead of losing the oldest samples (KEEP_LAST); about 100 bytes each.
         reliable = QoSProfile(depth=p["sample_queue"], reliability=ReliabilityPolicy.RELIABLE)
         self.assemblers: dict[str, TransitionAssembler] = {}
-        self.layouts: dict[str, SampleLayout | None] = {}  # by the samples' layout label
+        self.samples = SampleReader(self.nx, self.nu)  # this version's layout or an older controller's
+        if len(set(p["sources"])) != len(p["sources"]) or not all(p["sources"]):
+            raise ParameterError(f"parameter 'sources': each robot's topic once, none empty; got {p['sources']}")
+        self.robot_ids = {topic: i for i, topic in enumerate(p["sources"])}
+        self.per_robot = {topic: {"samples": 0, "rejected": 0} for topic in p["sources"]}
         for topic in p["sources"]:
             self.assemblers[topic] = TransitionAssembler(self.dt)
             self.create_subscription(Float64MultiArray, topic, lambda m, t=topic: self._on_sample(t, m), reliable)
@@ -212,7 +216,7 @@ class LearnerNode(Node):
         self.version, self.info = info.version, info
         self.resumed_from = f"ensemble_v{info.version:08d}"
         if skipped:
-            self.get_logger().warn(f"resumed from the previous good checkpoint {self.resumed_from}")
+            self.get_logger().warning(f"resumed from the previous good checkpoint {self.resumed_from}")
         self.model_pub.publish(UInt8MultiArray(data=array.array("B", blob)))
         policy_file = self.policies / "policy.safetensors"
         if self.mbpo is not None and policy_file.is_file():
@@ -233,33 +237,18 @@ class LearnerNode(Node):
                 self.get_logger().info(f"SAC state reloaded from {sac_file}: the next MBPO round goes on from it")
 
     # -- data --------------------------------------------------------------------------------
-    def _sample_layout(self, msg: Float64MultiArray) -> SampleLayout | None:
-        """The layout the message's label names (this version's, or an older controller's), if it
-        holds this robot's state and command; None otherwise."""
-        label = msg.layout.dim[0].label if msg.layout.dim else ""
-        layout = self.layouts.get(label)
-        if layout is None and label not in self.layouts:
-            try:
-                layout = SampleLayout.from_label(label)
-            except ValueError:
-                layout = None
-            if layout is not None and (layout.state_dim, layout.action_dim) != (self.nx, self.nu):
-                layout = None
-            self.layouts[label] = layout
-        return layout
-
     def _on_sample(self, topic: str, msg: Float64MultiArray) -> None:
-        layout = self._sample_layout(msg)
-        data = np.asarray(msg.data, dtype=np.float64)
-        if layout is None or not layout.valid(data):
+        s = self.samples.read(msg.layout.dim[0].label if msg.layout.dim else "", msg.data)
+        if s is None:  # malformed, or another robot's
             self.counts["rejected_samples"] += 1
+            self.per_robot[topic]["rejected"] += 1
             return
         self.counts["samples"] += 1
-        s = layout.unpack(data)
+        self.per_robot[topic]["samples"] += 1
         pair = self.assemblers[topic].push(s.stamp, s.state, s.action, s.episode, s.reward)
         if pair is not None:
             s, a, s2, r, st, ep = pair
-            self.buffer.append(s, a, s2, r, False, st, ep)
+            self.buffer.append(s, a, s2, r, False, st, ep, robot=self.robot_ids[topic])
         if self.p["train_on"] == "count" and len(self.buffer) - self.transitions_at_last_round >= self.p["train_every"]:
             self._start_round(self.episode)
 
@@ -387,10 +376,14 @@ class LearnerNode(Node):
             "dropped_gaps": sum(a.dropped_gaps for a in self.assemblers.values()),
             "model_version": self.version,
             "training": busy,
+            "robots": len(self.per_robot),
             "episode": self.episode,
             **self.counts,
             **_last(self.last_round),
         }
+        if len(self.per_robot) > 1:  # a fleet: what each robot's stream gave
+            for i, counts in enumerate(self.per_robot.values()):
+                values |= {f"robot_{i}_samples": counts["samples"], f"robot_{i}_rejected_samples": counts["rejected"]}
         if self.mbpo is not None:
             values |= {"policy_version": self.policy_version, **self.policy_counts, **_last(self.last_policy)}
         level = OK if (self.version > 0 or not self.counts["errors"]) and not self.damaged_checkpoints else WARN

@@ -13,11 +13,14 @@ import yaml
 from mbrl_control.graph import (
     EXECUTABLES,
     EXIT_BAD_PARAMETER,
+    FLEET_ARGUMENTS,
     GRAPHS,
     LEARN_ARGUMENTS,
     MPC_ARGUMENTS,
+    fleet_graph,
     learn_graph,
     mpc_graph,
+    parameters,
 )
 from mbrl_control.launcher import node_command, parse_launch_args
 
@@ -186,6 +189,8 @@ ADAPTER_CASES = [
     ("mpc", {"record": "true", "record_path": "/tmp/x.mcap", "state_topic": "/robot/joint_states"}),
     ("mpc", {"use_sim": "false", "hardware": "mock"}),
     ("learn", {"episodes": "3", "output_dir": "/tmp/learn"}),
+    ("fleet", {"robots": "3", "output_dir": "/tmp/fleet"}),
+    ("fleet", {"robots": "2", "part": "learner", "output_dir": "/tmp/fleet"}),
 ]
 
 
@@ -196,7 +201,8 @@ def test_launch_files_declare_every_argument_and_start_exactly_the_graphs_nodes(
     every NodeSpec field through, and ends the launch when (only) an ``ends_launch`` node exits, or one that cannot start."""
     fake_launch_api(monkeypatch, {})
     arguments, build = GRAPHS[name]
-    assert (arguments, build) == ((MPC_ARGUMENTS, mpc_graph) if name == "mpc" else (LEARN_ARGUMENTS, learn_graph))
+    assert (arguments, build) == {"mpc": (MPC_ARGUMENTS, mpc_graph), "learn": (LEARN_ARGUMENTS, learn_graph),
+                                  "fleet": (FLEET_ARGUMENTS, fleet_graph)}[name]
     description = load_launch_file(name).generate_launch_description()
     entities = description.args[0]
     declared = {e.args[0]: e.kwargs for e in entities if type(e).__name__ == "DeclareLaunchArgument"}
@@ -212,7 +218,7 @@ def test_launch_files_declare_every_argument_and_start_exactly_the_graphs_nodes(
     values = {a.name: a.default for a in arguments} | given
     nodes = opaque.kwargs["function"](values)
     specs = build(values)
-    assert len(specs) == len(nodes) >= 2
+    assert len(specs) == len(nodes) >= (1 if given.get("part") == "learner" else 2)
     for node, s in zip(nodes, specs):
         k = node.kwargs
         assert (k["package"], k["executable"], k["name"]) == (s.package, s.executable, s.name)
@@ -223,7 +229,8 @@ def test_launch_files_declare_every_argument_and_start_exactly_the_graphs_nodes(
         else:  # ends the launch only when it could not start with its parameters
             assert [type(a).__name__ for a in k["on_exit"](SimpleNamespace(returncode=EXIT_BAD_PARAMETER), None)] == ["Shutdown"]
             assert all(k["on_exit"](SimpleNamespace(returncode=code), None) is None for code in (0, 1, -9)), s.name
-    assert any(s.ends_launch for s in specs) == ("duration" in given or name == "learn")
+    assert any(s.ends_launch for s in specs) == ("duration" in given or name == "learn"
+                                                 or (name == "fleet" and given.get("part") != "learner"))
 
 
 def test_overrides_file_goes_on_top_of_the_robot_config_for_every_node(tmp_path):
@@ -355,3 +362,62 @@ def test_learn_uses_the_parameter_files_planner_and_refuses_one_that_cannot_lear
     nmpc.write_text("mpc_controller:\n  ros__parameters:\n    planner: nmpc\n")
     with pytest.raises(ValueError, match="planner 'nmpc'"):
         learn_graph({"overrides": str(nmpc), "output_dir": str(tmp_path)})
+
+
+def test_fleet_gives_each_robot_its_own_namespace_topics_clock_and_seeds_and_one_learner_all_of_them():
+    specs = fleet_graph({"robots": "3", "output_dir": "/tmp/fleet"})
+    single = learn_graph({"output_dir": "/tmp/fleet"})
+    stack = [s.name for s in single if s.name not in ("learner", "episode_manager")]
+    for i in range(3):
+        ns = f"robot_{i}"
+        mine = [s for s in specs if s.namespace == ns]
+        assert [s.name for s in mine] == stack
+        for s in mine:
+            targets = [dst for _, dst in s.remappings]
+            assert targets and all(d.startswith(f"/{ns}/") for d in targets), (s.fqn, targets)
+            assert ("/clock", f"/{ns}/clock") in s.remappings  # lockstep: its own sim is its clock
+            (values,) = s.parameters  # the files resolved: a section "sim" would not match /robot_0/sim
+            assert values["use_sim_time"] is True
+        sim = next(s for s in mine if s.name == "sim").parameters[0]
+        assert (sim["seed"], sim["randomize.seed"], sim["randomize.enabled"]) == (i, i, True)
+        controller = next(s for s in mine if s.name == "mpc_controller").parameters[0]
+        files = [f for f in spec(single, "mpc_controller").parameters if isinstance(f, str)]
+        assert controller["model"] == "learned" and controller["lockstep_readers"] == ["learner"]
+        assert controller["cem.smoothing_window"] == parameters(files, "mpc_controller")["cem.smoothing_window"] == 7  # the robot file's
+    learner, manager = spec(specs, "learner"), spec(specs, "episode_manager")
+    assert learner.namespace == manager.namespace == "" and manager.ends_launch
+    assert learner.parameters[-1]["sources"] == [f"/robot_{i}/mpc_controller/transitions" for i in range(3)]
+    assert manager.parameters[-1]["robots"] == ["robot_0", "robot_1", "robot_2"]
+    # No two robots share a topic; the process names (launcher keys, logs) are unique.
+    per_robot = [{dst for s in specs if s.namespace == f"robot_{i}" for _, dst in s.remappings} for i in range(3)]
+    assert all(per_robot) and not (per_robot[0] & per_robot[1] or per_robot[0] & per_robot[2] or per_robot[1] & per_robot[2])
+    assert len({s.fqn for s in specs}) == len(specs)
+
+
+def test_fleet_splits_into_a_robots_launch_and_a_learner_launch_that_together_are_the_whole():
+    whole = fleet_graph({"robots": "2", "output_dir": "/tmp/fleet"})
+    robots = fleet_graph({"robots": "2", "part": "robots", "output_dir": "/tmp/fleet"})
+    learner = fleet_graph({"robots": "2", "part": "learner", "output_dir": "/tmp/fleet"})
+    assert [s.name for s in learner] == ["learner"]
+    assert "learner" not in [s.name for s in robots]
+    assert [s.fqn for s in robots + learner] == [s.fqn for s in whole]
+    with pytest.raises(ValueError, match="robots"):
+        fleet_graph({"robots": "0"})
+
+
+def test_fleet_seeds_follow_the_parameter_files(tmp_path):
+    extra = tmp_path / "seeds.yaml"
+    extra.write_text(yaml.safe_dump({"sim": {"ros__parameters": {"seed": 300, "randomize": {"seed": 40}}}}))
+    specs = fleet_graph({"robots": "2", "overrides": str(extra), "output_dir": "/tmp/fleet"})
+    sims = [s.parameters[0] for s in specs if s.name == "sim"]
+    assert [(p["seed"], p["randomize.seed"]) for p in sims] == [(300, 40), (301, 41)]
+
+
+def test_pip_launcher_starts_a_fleet_node_in_its_namespace(tmp_path):
+    specs = fleet_graph({"robots": "2", "output_dir": "/tmp/fleet"})
+    sim = next(s for s in specs if s.fqn == "/robot_1/sim")
+    cmd = node_command(sim, tmp_path)
+    assert cmd[cmd.index("__ns:=/robot_1") - 1] == "-r"
+    (params_file,) = [cmd[i + 1] for i, c in enumerate(cmd) if c == "--params-file"]
+    assert list(yaml.safe_load(Path(params_file).read_text())) == ["/robot_1/sim"]
+    assert "/clock:=/robot_1/clock" in cmd

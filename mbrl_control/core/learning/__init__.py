@@ -13,7 +13,7 @@ from mbrl_control.core.learning.model_io import (
 )
 from mbrl_control.core.learning.replay_buffer import ReplayBuffer, ReplayBufferError
 from mbrl_control.core.learning.reward_task import LearnedRewardTask
-from mbrl_control.core.learning.sample_layout import Sample, SampleLayout
+from mbrl_control.core.learning.sample_layout import Sample, SampleLayout, SampleReader
 from mbrl_control.core.learning.trainer import (
     BackgroundTrainer,
     HeldOutScores,
@@ -35,6 +35,7 @@ __all__ = [
     "ReplayBufferError",
     "Sample",
     "SampleLayout",
+    "SampleReader",
     "TrainOutcome",
     "TrainResult",
     "TrainerConfig",

@@ -104,3 +104,28 @@ class SampleLayout:
             action=row[start + self.state_dim: start + self.state_dim + self.action_dim],
             reward=float(row[-1]),
         )
+
+
+class SampleReader:
+    """Reads the samples of one robot's sizes, whichever layout version wrote them: the sample, or
+    None for a row that is malformed (wrong length, a non-finite value, an unknown label) or holds
+    another robot's state and command (a foreign stream)."""
+
+    def __init__(self, state_dim: int, action_dim: int) -> None:
+        self.sizes = (state_dim, action_dim)
+        self._layouts: dict[str, SampleLayout | None] = {}  # by label: parsed once per stream
+
+    def read(self, label: str, row) -> Sample | None:
+        if label not in self._layouts:
+            try:
+                layout = SampleLayout.from_label(label)
+            except ValueError:
+                layout = None
+            if layout is not None and (layout.state_dim, layout.action_dim) != self.sizes:
+                layout = None
+            self._layouts[label] = layout
+        layout = self._layouts[label]
+        data = np.asarray(row, dtype=np.float64)
+        if layout is None or not layout.valid(data):
+            return None
+        return layout.unpack(data)
