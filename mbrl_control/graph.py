@@ -424,8 +424,9 @@ FLEET_ARGUMENTS = [
                    "the robots' host); learner (the learner alone, on the GPU host): two launches find each other "
                    "over DDS (README: a learner on another host)", ("all", "robots", "learner")),
     *[a for a in LEARN_ARGUMENTS if a.name not in ("randomize", "record")],
-    LaunchArgument("randomize", "true", "each robot its own physical parameters (mass, damping, motor gain) from its own "
-                   "seed, drawn anew every episode: a fleet is never identical", ("true", "false")),
+    LaunchArgument("randomize", "robot", "robot: each robot its own physical parameters (mass, length, damping, motor "
+                   "gain) drawn once from its own seed, as a fleet is never identical; episode: drawn anew at every "
+                   "reset (domain randomization); none: identical robots", ("robot", "episode", "none")),
 ]
 FLEET_NAMESPACE = "robot_{}"
 LEARNER_NODES = ("learner", "episode_manager")
@@ -439,7 +440,7 @@ def fleet_graph(args: dict[str, str]) -> list[NodeSpec]:
     a = with_defaults(args, FLEET_ARGUMENTS)
     count = _positive_int(a["robots"], "robots")
     learn_args = {k: v for k, v in a.items() if k not in ("robots", "part", "randomize")}
-    single = learn_graph(learn_args | {"randomize": a["randomize"]})
+    single = learn_graph(learn_args | {"randomize": "false" if a["randomize"] == "none" else "true"})
     lockstep = a["mode"] == "lockstep"
     namespaces = [FLEET_NAMESPACE.format(i) for i in range(count)]
     nodes: list[NodeSpec] = []
@@ -451,7 +452,8 @@ def fleet_graph(args: dict[str, str]) -> list[NodeSpec]:
                 extra: dict[str, Any] = {}
                 if spec.name == "sim":  # its own robot, its own resets: the files' seeds, plus the robot's index
                     given = parameters([f for f in spec.parameters if isinstance(f, str)], "sim")
-                    extra = {"seed": int(given.get("seed", 0)) + i, "randomize.seed": int(given.get("randomize.seed", 0)) + i}
+                    extra = {"seed": int(given.get("seed", 0)) + i, "randomize.seed": int(given.get("randomize.seed", 0)) + i,
+                             "randomize.every_reset": a["randomize"] == "episode"}
                 elif spec.executable in ("goal_publisher", "run_monitor"):  # they follow their robot's controller
                     extra = {"controller_name": f"{ns}/mpc_controller"}
                 nodes.append(in_namespace(spec, ns, lockstep, extra))

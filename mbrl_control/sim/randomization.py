@@ -24,6 +24,8 @@ class RandomizationConfig:
     joint_damping: tuple[float, ...] = setting((0.0, 0.05), "uniform range of viscous damping added to every joint", 0.0, 100.0)
     motor_gain: tuple[float, ...] = setting((0.9, 1.1), "uniform range of applied effort per commanded effort", 0.0, 10.0)
     seed: int = setting(0, "random seed of the draws", 0, 2**31 - 1)
+    every_reset: bool = setting(True, "draw anew at every reset (domain randomization); false: draw once and keep it, "
+                                "a robot of its own for the whole run (a fleet's robots)")
 
 
 @dataclass(frozen=True)
@@ -45,12 +47,18 @@ class DomainRandomizer:
                 raise ValueError(f"randomization '{name}' needs [low, high] with low <= high")
         self.config = config
         self.rng = np.random.default_rng(config.seed)
+        self._kept: PhysicalDraw | None = None
 
     def draw(self) -> PhysicalDraw:
         if not self.config.enabled:
             return PhysicalDraw()
+        if self._kept is not None:
+            return self._kept
         c, u = self.config, self.rng.uniform
-        return PhysicalDraw(u(*c.mass_scale), u(*c.length_scale), u(*c.joint_damping), u(*c.motor_gain))
+        draw = PhysicalDraw(u(*c.mass_scale), u(*c.length_scale), u(*c.joint_damping), u(*c.motor_gain))
+        if not c.every_reset:
+            self._kept = draw
+        return draw
 
     def urdf(self, text: str, draw: PhysicalDraw) -> str:
         """``text`` with the link scaled and damping added, per ``draw``."""

@@ -33,6 +33,14 @@ def test_draws_stay_in_their_ranges_and_disabled_means_nominal():
         DomainRandomizer(RandomizationConfig(mass_scale=(1.2, 0.8)))
 
 
+def test_a_fleet_robot_keeps_its_one_draw_and_robots_of_other_seeds_differ():
+    robots = [DomainRandomizer(RandomizationConfig(enabled=True, seed=s, every_reset=False)) for s in (0, 1, 2)]
+    draws = [[r.draw() for _ in range(5)] for r in robots]
+    assert all(len(set(d)) == 1 for d in draws)  # the same robot at every reset
+    assert len({d[0] for d in draws}) == 3 and PhysicalDraw() not in {d[0] for d in draws}
+    assert draws[0][0] == DomainRandomizer(RandomizationConfig(enabled=True, seed=0)).draw()  # the first draw of its seed
+
+
 def test_rewritten_urdf_scales_the_pole_and_the_reloaded_robot_matches_the_model():
     nominal = params_of(URDF.read_text())
     draw = PhysicalDraw(mass_scale=1.15, length_scale=0.85, joint_damping=0.05)

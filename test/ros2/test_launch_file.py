@@ -16,13 +16,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mbrl_control.graph import LEARN_ARGUMENTS, MPC_ARGUMENTS, NodeSpec, learn_graph, mpc_graph
+from mbrl_control.graph import FLEET_ARGUMENTS, LEARN_ARGUMENTS, MPC_ARGUMENTS, NodeSpec, fleet_graph, learn_graph, mpc_graph
 
 pytestmark = pytest.mark.ros2_install
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = ROOT / "launch" / "mpc.launch.py"
 LEARN_LAUNCH_FILE = ROOT / "launch" / "learn.launch.py"
+FLEET_LAUNCH_FILE = ROOT / "launch" / "fleet.launch.py"
 DISCOVERY_RANGE = "ROS_AUTOMATIC_DISCOVERY_RANGE"
 
 
@@ -74,6 +75,14 @@ def _text(part) -> str | None:
     return None
 
 
+class _ParamsLoader(yaml.SafeLoader):
+    """launch_ros normalises list parameters to tuples and yaml.dump tags them !!python/tuple (rcl's
+    parser reads the sequence and ignores the tag): read them back as the lists the graph gave."""
+
+
+_ParamsLoader.add_constructor("tag:yaml.org,2002:python/tuple", lambda loader, node: loader.construct_sequence(node))
+
+
 def parameters_of(node) -> list[str | dict]:
     """The node's --params-file arguments, in order: paths as given, override files as their content."""
     # launch_ros exposes no getter for these; its own tests read the same attribute.
@@ -81,7 +90,7 @@ def parameters_of(node) -> list[str | dict]:
     for path, is_file in node._Node__expanded_parameter_arguments:
         assert is_file, f"{node.node_name}: a -p parameter rule {path!r}; the graph gives files and dicts only"
         if Path(path).name.startswith("launch_params_"):  # a dict of overrides, written by launch_ros
-            out.append(yaml.safe_load(Path(path).read_text()))
+            out.append(yaml.load(Path(path).read_text(), Loader=_ParamsLoader))
             os.unlink(path)
         else:
             out.append(path)
@@ -155,6 +164,25 @@ def test_learn_launch_file_nodes_are_the_graph(args, monkeypatch):
         assert_node_matches(node, spec)
 
 
+FLEET_ARGUMENT_SETS = [
+    {"output_dir": "/tmp/fleet_test"},
+    {"output_dir": "/tmp/fleet_test", "robots": "3", "part": "robots", "randomize": "episode"},
+    {"output_dir": "/tmp/fleet_test", "robots": "4", "part": "learner", "device": "cpu"},
+]
+
+
+@pytest.mark.parametrize("args", FLEET_ARGUMENT_SETS, ids=lambda a: " ".join(f"{k}:={v}" for k, v in a.items()))
+def test_fleet_launch_file_nodes_are_the_graph(args, monkeypatch):
+    """Namespaced nodes too: launch_ros resolves each robot's node under its namespace, with its
+    parameters keyed by that full name."""
+    monkeypatch.delenv(DISCOVERY_RANGE, raising=False)
+    nodes, _ = evaluate(args, FLEET_LAUNCH_FILE)
+    specs = fleet_graph(args)
+    assert [n.node_executable for n in nodes] == [s.executable for s in specs]
+    for node, spec in zip(nodes, specs):
+        assert_node_matches(node, spec)
+
+
 def test_override_values_keep_their_types(monkeypatch):
     monkeypatch.delenv(DISCOVERY_RANGE, raising=False)
     spec_args = {"mode": "lockstep", "duration": "8", "gui": "true", "summary_path": "42"}
@@ -165,8 +193,8 @@ def test_override_values_keep_their_types(monkeypatch):
     assert overrides["/run_monitor"]["summary_path"] == "42"
 
 
-@pytest.mark.parametrize("launch_file, arguments", [(LAUNCH_FILE, MPC_ARGUMENTS), (LEARN_LAUNCH_FILE, LEARN_ARGUMENTS)],
-                         ids=["mpc", "learn"])
+@pytest.mark.parametrize("launch_file, arguments", [(LAUNCH_FILE, MPC_ARGUMENTS), (LEARN_LAUNCH_FILE, LEARN_ARGUMENTS),
+                                                   (FLEET_LAUNCH_FILE, FLEET_ARGUMENTS)], ids=["mpc", "learn", "fleet"])
 def test_launch_file_declares_every_graph_argument_with_its_default_and_choices(launch_file, arguments):
     require_launch()
     from launch.launch_description_sources import get_launch_description_from_python_launch_file

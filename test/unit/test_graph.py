@@ -379,7 +379,7 @@ def test_fleet_gives_each_robot_its_own_namespace_topics_clock_and_seeds_and_one
             (values,) = s.parameters  # the files resolved: a section "sim" would not match /robot_0/sim
             assert values["use_sim_time"] is True
         sim = next(s for s in mine if s.name == "sim").parameters[0]
-        assert (sim["seed"], sim["randomize.seed"], sim["randomize.enabled"]) == (i, i, True)
+        assert (sim["seed"], sim["randomize.seed"], sim["randomize.enabled"], sim["randomize.every_reset"]) == (i, i, True, False)
         controller = next(s for s in mine if s.name == "mpc_controller").parameters[0]
         files = [f for f in spec(single, "mpc_controller").parameters if isinstance(f, str)]
         assert controller["model"] == "learned" and controller["lockstep_readers"] == ["learner"]
@@ -403,6 +403,9 @@ def test_fleet_splits_into_a_robots_launch_and_a_learner_launch_that_together_ar
     assert [s.fqn for s in robots + learner] == [s.fqn for s in whole]
     with pytest.raises(ValueError, match="robots"):
         fleet_graph({"robots": "0"})
+    for randomize, enabled, every_reset in (("episode", True, True), ("none", False, False)):
+        sim = next(s for s in fleet_graph({"robots": "2", "randomize": randomize}) if s.name == "sim").parameters[0]
+        assert (sim["randomize.enabled"], sim["randomize.every_reset"]) == (enabled, every_reset)
 
 
 def test_fleet_seeds_follow_the_parameter_files(tmp_path):
