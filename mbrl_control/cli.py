@@ -1,6 +1,7 @@
 """``mbrl-control``: the pip-only front door.
 
-  mbrl-control launch mpc [name:=value ...]   start a launch file's nodes (as ros2 launch would)
+  mbrl-control launch mpc|learn|fleet [name:=value ...]
+                                               start a launch file's nodes (as ros2 launch would)
   mbrl-control demo [--robot R] [--duration S] [...]
                                                the headless demo (a robot config's task through the
                                                nodes), ending in one JSON line
@@ -20,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from mbrl_control.graph import MPC_ARGUMENTS, robot_config
+from mbrl_control.graph import GRAPHS, MPC_ARGUMENTS, robot_config
 from mbrl_control.launcher import launch, parse_launch_args
 from mbrl_control.paths import DEFAULT_ROBOT
 
@@ -168,9 +169,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="mbrl-control", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p_launch = sub.add_parser("launch", help="start the nodes of a launch file without ros2 launch")
-    p_launch.add_argument("graph", help="launch file name without .launch.py (mpc)")
-    p_launch.add_argument("args", nargs="*", help="launch arguments name:=value; "
-                          + ", ".join(f"{a.name} (default {a.default!r})" for a in MPC_ARGUMENTS))
+    p_launch.add_argument("graph", choices=sorted(GRAPHS), help="launch file name without .launch.py")
+    p_launch.add_argument("args", nargs="*", help="launch arguments name:=value (each launch file's docstring lists "
+                          "them); mpc's: " + ", ".join(f"{a.name} (default {a.default!r})" for a in MPC_ARGUMENTS))
     p_launch.add_argument("--log-dir", type=Path, help="also write each node's output to DIR/<node>.log")
     p_demo = sub.add_parser("demo", help="headless demo of a robot's task; prints one JSON line last")
     p_demo.add_argument("--robot", default=DEFAULT_ROBOT, help="config/<robot>.yaml, or a parameter file")
