@@ -69,6 +69,7 @@ def reach_goals(name: str, p: dict, goals: np.ndarray, ticks_per_goal: int, dead
     planner.reset()
     budget = deadline_fraction * spec.dt
     ticks, errors, after_push, violations, saturated, commands = [], [], [], 0, 0, 0
+    planner_errors: list[str] = []
     limit = spec.effort_limit
     for goal in goals:
         task.set_goal(goal)
@@ -80,9 +81,17 @@ def reach_goals(name: str, p: dict, goals: np.ndarray, ticks_per_goal: int, dead
                 for j in PUSH_JOINTS:
                     x[spec.nq + j] += push
             start = time.perf_counter()
-            plan = planner.plan(x.float(), start + budget)
+            try:
+                u = planner.plan(x.float(), start + budget).actions[0].double()
+            except (FloatingPointError, RuntimeError, ValueError) as exc:
+                # As the controller does: the tick gets the robot's safe command (an arm: hold
+                # against gravity), the error is counted, the planner starts over next tick.
+                planner_errors.append(f"goal {len(errors)}, tick {k}: {type(exc).__name__}: {str(exc)[:120]}")
+                planner.reset()
+                hold = mpc.model.hold_action(x.float().unsqueeze(0))
+                u = hold[0].double() if hold is not None else torch.zeros(len(limit), dtype=torch.float64)
             ticks.append(time.perf_counter() - start)
-            u = plan.actions[0].double().clamp(-torch.tensor(limit), torch.tensor(limit))
+            u = u.clamp(-torch.tensor(limit), torch.tensor(limit))
             saturated += int((u.abs() >= torch.tensor(limit) * (1 - 1e-6)).sum())
             commands += u.numel()
             task.set_last_command(u.float())
@@ -105,6 +114,8 @@ def reach_goals(name: str, p: dict, goals: np.ndarray, ticks_per_goal: int, dead
         "torque_saturation_fraction": round(saturated / max(commands, 1), 4),
         "horizon": planner.horizon,
         "errors_m": [round(float(e), 4) for e in errors],  # per goal, in order
+        "planner_errors": len(planner_errors),
+        "first_planner_errors": planner_errors[:3],
     }
     if push:
         out |= {"push_rad_s": push, "error_after_push_max_m": round(float(np.max(after_push)), 4),

@@ -184,21 +184,28 @@ class ILQRPlanner(Planner):
         self._fresh = True
         self._mu = self.config.reg_init
 
+    def start_from_hold(self, x0: Tensor) -> float:
+        """The nominal when there is none yet: the actions that hold the robot still where it is,
+        if the model knows them (an arm: zero effort would plan from a falling arm), else the
+        centre, rolled out from ``x0`` (zero gains, so step sizes do not matter). Returns its cost."""
+        x0 = self._x0.copy_(x0)
+        self._actions.copy_(self._center.expand_as(self._actions))
+        self._gains.zero_()
+        hold = self.model.hold_action(x0.unsqueeze(0))
+        if hold is not None:
+            self._actions.copy_(torch.clamp(hold[0], self._action_low, self._action_high).expand_as(self._actions))
+        self._states.copy_(x0)
+        _, cost = self._line_search(x0, feedforward_scale=0.0)
+        self._fresh = False
+        return cost
+
     def plan(self, x0: Tensor, deadline: float | None = None) -> Plan:
         cfg = self.config
         start = time.perf_counter()
         x0 = self._x0.copy_(x0)  # onto the device (and float32)
         self.cost_history.fill(np.nan)
         if self._fresh:
-            # No nominal yet: from the actions that hold the robot still where it is, if the model
-            # knows them (an arm: zero effort would plan from a falling arm), else the centre; roll
-            # them out (zero gains, so step sizes do not matter).
-            hold = self.model.hold_action(x0.unsqueeze(0))
-            if hold is not None:
-                self._actions.copy_(torch.clamp(hold[0], self._action_low, self._action_high).expand_as(self._actions))
-            self._states.copy_(x0)
-            self._line_search(x0, feedforward_scale=0.0)
-            self._fresh = False
+            self.start_from_hold(x0)
         # The first iteration linearises along the shifted nominal; its step 0 is that nominal
         # from x0 under its own feedback, so every iteration's cost is measured from x0.
         cost = math.inf

@@ -63,6 +63,11 @@ class ILQROfflinePlanner(Planner):
     ``horizon`` ticks of it (eager on the cart-pole: 11-13 s in all, against 9-10 s from LQR).
     """
 
+    # first_nominal lqr: the equilibrium's LQR is kept unless its closed loop costs this many times
+    # the closed loop of an LQR about where the robot is, at rest (on the iiwa: 8.6e6 against
+    # finite; a factor, so that a nominal merely somewhat dearer still gets to start the search).
+    LQR_NOMINAL_TOO_COSTLY = 10.0
+
     def __init__(self, model: DynamicsModel, task: Task, config: ILQROfflineConfig = ILQROfflineConfig(),
                  compile: bool = False, angle_dims: tuple[int, ...] = (),
                  initial_policy: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
@@ -93,6 +98,7 @@ class ILQROfflinePlanner(Planner):
         self.optimise_seconds = 0.0
         self.optimise_iterations = 0
         self.trajectory_cost = math.nan
+        self.started_from = config.first_nominal  # the first nominal the last optimisation used
 
     def reset(self) -> None:
         self._ilqr.reset()
@@ -103,7 +109,19 @@ class ILQROfflinePlanner(Planner):
         ilqr, nominal = self._ilqr, self.config.first_nominal
         ilqr.reset()  # without more, the fresh plan starts from holding the robot where it is
         if nominal == "lqr":
-            self._seed_with_lqr(ilqr, x0)
+            # The LQR about the equilibrium, from a start far from it (an arm at its last goal),
+            # can throw the robot about, and so can holding still open loop (an arm held by its
+            # gravity torque alone falls away from any posture it moves off: measured on the iiwa,
+            # 3 s of either cost 1e6 or overflowed, and 100 iterations did not repair it; tracking
+            # the result spun the arm through its limits). Then the start is the closed loop of an
+            # LQR about where the robot is, at rest.
+            equilibrium_cost = self._seed_with_lqr(ilqr, x0)
+            here_cost = self._here_cost(ilqr, x0)  # the nominal is now that LQR's closed loop
+            self.started_from = "lqr_here"
+            if math.isfinite(equilibrium_cost) and not equilibrium_cost > self.LQR_NOMINAL_TOO_COSTLY * here_cost:
+                ilqr.reset()
+                self._seed_with_lqr(ilqr, x0)
+                self.started_from = "lqr"
         elif nominal == "mpc":
             mpc = self._nominal_mpc
             mpc.reset()
@@ -118,16 +136,30 @@ class ILQROfflinePlanner(Planner):
             ilqr._line_search(ilqr._x0.copy_(x0), feedforward_scale=0.0)  # rolled out from x0 (reset zeroed the gains)
             ilqr._fresh = False
 
-    def _seed_with_lqr(self, ilqr: ILQRPlanner, x0: Tensor) -> None:
-        """``ilqr``'s nominal: the closed loop of the equilibrium's LQR from ``x0`` (if it has one)."""
-        if self.initial_policy is None:
-            return
-        gains, x_eq, u_eq = (torch.as_tensor(a, dtype=torch.float32, device=ilqr.device) for a in self.initial_policy)
+    def _here_cost(self, ilqr: ILQRPlanner, x0: Tensor) -> float:
+        """The cost of the closed loop of an LQR about ``x0`` at rest (kept in ``_lqr_here``)."""
+        rest = x0.detach().cpu().double().numpy().copy()
+        rest[len(rest) // 2:] = 0.0
+        u_rest = rest_action(self._model, rest)
+        here = solve_lqr(self._model, self._task, 1.0, rest, u_rest)
+        self._lqr_here = (here.K, rest, u_rest)
+        ilqr.reset()
+        return self._seed_with_lqr(ilqr, x0, self._lqr_here)
+
+    def _seed_with_lqr(self, ilqr: ILQRPlanner, x0: Tensor,
+                       policy: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> float:
+        """``ilqr``'s nominal: the closed loop of an LQR ``(K, x_eq, u_eq)`` (the equilibrium's,
+        ``initial_policy``, unless given) from ``x0``; returns its cost (inf without an LQR)."""
+        policy = self.initial_policy if policy is None else policy
+        if policy is None:
+            return math.inf
+        gains, x_eq, u_eq = (torch.as_tensor(np.asarray(a), dtype=torch.float32, device=ilqr.device) for a in policy)
         ilqr._states.copy_(x_eq.expand_as(ilqr._states))
         ilqr._actions.copy_(u_eq.expand_as(ilqr._actions))
         ilqr._gains.copy_((-gains).expand_as(ilqr._gains))
-        ilqr._line_search(ilqr._x0.copy_(x0), feedforward_scale=0.0)
+        _, cost = ilqr._line_search(ilqr._x0.copy_(x0), feedforward_scale=0.0)
         ilqr._fresh = False
+        return cost
 
     def _optimise(self, x0: Tensor) -> None:
         """iLQR from the first nominal, then the time-varying gains about the final trajectory."""
