@@ -424,11 +424,16 @@ FLEET_ARGUMENTS = [
                    "the robots' host); learner (the learner alone, on the GPU host): two launches find each other "
                    "over DDS (README: a learner on another host)", ("all", "robots", "learner")),
     *[a for a in LEARN_ARGUMENTS if a.name not in ("randomize", "record")],
-    LaunchArgument("randomize", "robot", "robot: each robot its own physical parameters (mass, length, damping, motor "
-                   "gain) drawn once from its own seed, as a fleet is never identical; episode: drawn anew at every "
-                   "reset (domain randomization); none: identical robots", ("robot", "episode", "none")),
+    LaunchArgument("randomize", "robot", "robot: each robot its own physical parameters drawn once from its own seed "
+                   "within a manufacturing spread (mass and motor gain +-5 %, damping up to 0.01, same geometry), as "
+                   "a fleet of one model is never identical; episode: drawn anew at every reset within the parameter "
+                   "files' randomize ranges (domain randomization); none: identical robots", ("robot", "episode", "none")),
 ]
 FLEET_NAMESPACE = "robot_{}"
+# randomize:=robot: how far robots of one model differ (tolerances of mass, friction and motor
+# constant), not domain randomization's +-20 % of a pole's length: one model is learned for all.
+FLEET_SPREAD = {"randomize.mass_scale": [0.95, 1.05], "randomize.length_scale": [1.0, 1.0],
+                "randomize.joint_damping": [0.0, 0.01], "randomize.motor_gain": [0.95, 1.05]}
 LEARNER_NODES = ("learner", "episode_manager")
 
 
@@ -454,6 +459,8 @@ def fleet_graph(args: dict[str, str]) -> list[NodeSpec]:
                     given = parameters([f for f in spec.parameters if isinstance(f, str)], "sim")
                     extra = {"seed": int(given.get("seed", 0)) + i, "randomize.seed": int(given.get("randomize.seed", 0)) + i,
                              "randomize.every_reset": a["randomize"] == "episode"}
+                    if a["randomize"] == "robot":
+                        extra |= FLEET_SPREAD
                 elif spec.executable in ("goal_publisher", "run_monitor"):  # they follow their robot's controller
                     extra = {"controller_name": f"{ns}/mpc_controller"}
                 nodes.append(in_namespace(spec, ns, lockstep, extra))

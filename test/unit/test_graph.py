@@ -380,6 +380,7 @@ def test_fleet_gives_each_robot_its_own_namespace_topics_clock_and_seeds_and_one
             assert values["use_sim_time"] is True
         sim = next(s for s in mine if s.name == "sim").parameters[0]
         assert (sim["seed"], sim["randomize.seed"], sim["randomize.enabled"], sim["randomize.every_reset"]) == (i, i, True, False)
+        assert sim["randomize.mass_scale"] == [0.95, 1.05] and sim["randomize.length_scale"] == [1.0, 1.0]  # one model's spread
         controller = next(s for s in mine if s.name == "mpc_controller").parameters[0]
         files = [f for f in spec(single, "mpc_controller").parameters if isinstance(f, str)]
         assert controller["model"] == "learned" and controller["lockstep_readers"] == ["learner"]
@@ -406,6 +407,7 @@ def test_fleet_splits_into_a_robots_launch_and_a_learner_launch_that_together_ar
     for randomize, enabled, every_reset in (("episode", True, True), ("none", False, False)):
         sim = next(s for s in fleet_graph({"robots": "2", "randomize": randomize}) if s.name == "sim").parameters[0]
         assert (sim["randomize.enabled"], sim["randomize.every_reset"]) == (enabled, every_reset)
+        assert "randomize.mass_scale" not in sim  # the files' ranges (the dataclass defaults here)
 
 
 def test_fleet_seeds_follow_the_parameter_files(tmp_path):
