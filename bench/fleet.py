@@ -259,10 +259,11 @@ def main() -> None:
                      max(reached) if reached else None, r["robot_time_s"], r["wall_s"]])
     runs_bar.close()
     faults = fault_run(args) if args.faults else []
-    print(f"fleet learning: cart-pole swing-up from scratch, lockstep, one learner, randomize:={args.randomize} "
-          f"({args.episode_length:g} s episodes, at most {args.episodes})")
-    print_table(["robots", "seeds", "robots succeeded", "own episodes to success (median)", "(worst)",
-                 "robot time to all succeed [s] (median)", "wall [s] (median)"], rows)
+    if rows:
+        print(f"fleet learning: cart-pole swing-up from scratch, lockstep, one learner, randomize:={args.randomize} "
+              f"({args.episode_length:g} s episodes, at most {args.episodes})")
+        print_table(["robots", "seeds", "robots succeeded", "own episodes to success (median)", "(worst)",
+                     "robot time to all succeed [s] (median)", "wall [s] (median)"], rows)
     if faults:
         print("\nfaults during a 3-robot fleet run (lockstep)")
         print_table(["fault", "others kept ticking safely", "data lost", "recovered", "detail"], [

@@ -435,6 +435,14 @@ FLEET_NAMESPACE = "robot_{}"
 FLEET_SPREAD = {"randomize.mass_scale": [0.95, 1.05], "randomize.length_scale": [1.0, 1.0],
                 "randomize.joint_damping": [0.0, 0.01], "randomize.motor_gain": [0.95, 1.05]}
 LEARNER_NODES = ("learner", "episode_manager")
+# Every random stream of a robot's stack, by executable: a fleet robot's are the files' seeds plus
+# its index, so robots explore, sample and draw differently (identical streams would make four
+# robots' first episodes near copies of one). test_graph checks this against the nodes' parameters.
+ROBOT_SEEDS = {
+    "sim_node": ("seed", "sensor.seed", "randomize.seed", "fault.seed"),
+    "controller_node": ("explore.seed", "propagation.seed", "cem.seed", "icem.seed", "mppi.seed"),
+    "goal_publisher": ("seed",),
+}
 
 
 def fleet_graph(args: dict[str, str]) -> list[NodeSpec]:
@@ -454,15 +462,14 @@ def fleet_graph(args: dict[str, str]) -> list[NodeSpec]:
             for spec in single:
                 if spec.name in LEARNER_NODES:
                     continue
-                extra: dict[str, Any] = {}
-                if spec.name == "sim":  # its own robot, its own resets: the files' seeds, plus the robot's index
-                    given = parameters([f for f in spec.parameters if isinstance(f, str)], "sim")
-                    extra = {"seed": int(given.get("seed", 0)) + i, "randomize.seed": int(given.get("randomize.seed", 0)) + i,
-                             "randomize.every_reset": a["randomize"] == "episode"}
+                given = parameters([f for f in spec.parameters if isinstance(f, str)], spec.name)
+                extra: dict[str, Any] = {key: int(given.get(key, 0)) + i for key in ROBOT_SEEDS.get(spec.executable, ())}
+                if spec.name == "sim":  # its own robot
+                    extra["randomize.every_reset"] = a["randomize"] == "episode"
                     if a["randomize"] == "robot":
                         extra |= FLEET_SPREAD
-                elif spec.executable in ("goal_publisher", "run_monitor"):  # they follow their robot's controller
-                    extra = {"controller_name": f"{ns}/mpc_controller"}
+                if spec.executable in ("goal_publisher", "run_monitor"):  # they follow their robot's controller
+                    extra["controller_name"] = f"{ns}/mpc_controller"
                 nodes.append(in_namespace(spec, ns, lockstep, extra))
         manager = next(s for s in single if s.name == "episode_manager")
         nodes.append(dataclasses.replace(

@@ -380,10 +380,12 @@ def test_fleet_gives_each_robot_its_own_namespace_topics_clock_and_seeds_and_one
             assert values["use_sim_time"] is True
         sim = next(s for s in mine if s.name == "sim").parameters[0]
         assert (sim["seed"], sim["randomize.seed"], sim["randomize.enabled"], sim["randomize.every_reset"]) == (i, i, True, False)
+        assert (sim["sensor.seed"], sim["fault.seed"]) == (i, i)
         assert sim["randomize.mass_scale"] == [0.95, 1.05] and sim["randomize.length_scale"] == [1.0, 1.0]  # one model's spread
         controller = next(s for s in mine if s.name == "mpc_controller").parameters[0]
         files = [f for f in spec(single, "mpc_controller").parameters if isinstance(f, str)]
         assert controller["model"] == "learned" and controller["lockstep_readers"] == ["learner"]
+        assert all(controller[k] == i for k in ("explore.seed", "propagation.seed", "cem.seed", "icem.seed", "mppi.seed"))
         assert controller["cem.smoothing_window"] == parameters(files, "mpc_controller")["cem.smoothing_window"] == 7  # the robot file's
     learner, manager = spec(specs, "learner"), spec(specs, "episode_manager")
     assert learner.namespace == manager.namespace == "" and manager.ends_launch
@@ -426,3 +428,15 @@ def test_pip_launcher_starts_a_fleet_node_in_its_namespace(tmp_path):
     (params_file,) = [cmd[i + 1] for i, c in enumerate(cmd) if c == "--params-file"]
     assert list(yaml.safe_load(Path(params_file).read_text())) == ["/robot_1/sim"]
     assert "/clock:=/robot_1/clock" in cmd
+
+
+def test_every_random_stream_of_a_robot_stack_is_its_own_in_a_fleet():
+    """ROBOT_SEEDS names every seed parameter the robot-stack nodes declare (a new one left out
+    would give every fleet robot the same stream)."""
+    from mbrl_control.graph import ROBOT_SEEDS
+    from mbrl_control.nodes.catalog import NODE_MODULES, node_specs
+
+    for node, module in NODE_MODULES.items():
+        if module in ("sim_node", "controller_node", "goal_publisher", "estimator_node"):
+            seeds = {s.name for s in node_specs(node) if s.name == "seed" or s.name.endswith(".seed")}
+            assert seeds == set(ROBOT_SEEDS.get(module, ())), (node, seeds)
