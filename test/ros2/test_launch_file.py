@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mbrl_control.graph import FLEET_ARGUMENTS, LEARN_ARGUMENTS, MPC_ARGUMENTS, NodeSpec, fleet_graph, learn_graph, mpc_graph
+from mbrl_control.graph import (
+    FLEET_ARGUMENTS,
+    LEARN_ARGUMENTS,
+    MPC_ARGUMENTS,
+    NodeSpec,
+    fleet_graph,
+    learn_graph,
+    mpc_graph,
+)
 
 pytestmark = pytest.mark.ros2_install
 
@@ -152,32 +160,24 @@ LEARN_ARGUMENT_SETS = [
     {"output_dir": "/tmp/learn_test", "episodes": "3", "episode_length": "5", "randomize": "true", "mode": "realtime"},
     {"output_dir": "/tmp/learn_test", "planner": "mppi", "estimator": "none", "record": "true"},
 ]
-
-
-@pytest.mark.parametrize("args", LEARN_ARGUMENT_SETS, ids=lambda a: " ".join(f"{k}:={v}" for k, v in a.items()))
-def test_learn_launch_file_nodes_are_the_graph(args, monkeypatch):
-    monkeypatch.delenv(DISCOVERY_RANGE, raising=False)
-    nodes, _ = evaluate(args, LEARN_LAUNCH_FILE)
-    specs = learn_graph(args)
-    assert [n.node_executable for n in nodes] == [s.executable for s in specs]
-    for node, spec in zip(nodes, specs):
-        assert_node_matches(node, spec)
-
-
+# Namespaced nodes too: launch_ros resolves each robot's node under its namespace, with its
+# parameters keyed by that full name.
 FLEET_ARGUMENT_SETS = [
     {"output_dir": "/tmp/fleet_test"},
     {"output_dir": "/tmp/fleet_test", "robots": "3", "part": "robots", "randomize": "episode"},
     {"output_dir": "/tmp/fleet_test", "robots": "4", "part": "learner", "device": "cpu"},
 ]
+OTHER_LAUNCH_FILES = [(LEARN_LAUNCH_FILE, learn_graph, args) for args in LEARN_ARGUMENT_SETS] + [
+    (FLEET_LAUNCH_FILE, fleet_graph, args) for args in FLEET_ARGUMENT_SETS]
 
 
-@pytest.mark.parametrize("args", FLEET_ARGUMENT_SETS, ids=lambda a: " ".join(f"{k}:={v}" for k, v in a.items()))
-def test_fleet_launch_file_nodes_are_the_graph(args, monkeypatch):
-    """Namespaced nodes too: launch_ros resolves each robot's node under its namespace, with its
-    parameters keyed by that full name."""
+@pytest.mark.parametrize("launch_file, graph, args", OTHER_LAUNCH_FILES,
+                         ids=lambda v: v.stem if isinstance(v, Path) else " ".join(f"{k}:={x}" for k, x in v.items())
+                         if isinstance(v, dict) else "")
+def test_learn_and_fleet_launch_files_nodes_are_the_graph(launch_file, graph, args, monkeypatch):
     monkeypatch.delenv(DISCOVERY_RANGE, raising=False)
-    nodes, _ = evaluate(args, FLEET_LAUNCH_FILE)
-    specs = fleet_graph(args)
+    nodes, _ = evaluate(args, launch_file)
+    specs = graph(args)
     assert [n.node_executable for n in nodes] == [s.executable for s in specs]
     for node, spec in zip(nodes, specs):
         assert_node_matches(node, spec)
