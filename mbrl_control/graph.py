@@ -321,11 +321,10 @@ def robot_description(urdf: Path) -> tuple[str, str]:
     (rviz resolves no others outside a ROS package), and its root link."""
     import xml.etree.ElementTree as ET
 
+    from mbrl_control.core.dynamics.urdf import absolute_mesh_paths
+
     root = ET.parse(urdf).getroot()
-    for mesh in root.iter("mesh"):
-        name = mesh.get("filename", "")
-        if name and "://" not in name and not name.startswith("/"):
-            mesh.set("filename", (urdf.parent / name).resolve().as_uri())
+    absolute_mesh_paths(root, urdf.parent, uri=True)
     children = {j.find("child").get("link") for j in root.iter("joint")}
     links = [link.get("name") for link in root.iter("link") if link.get("name") not in children]
     return ET.tostring(root, encoding="unicode"), links[0] if links else "world"
@@ -348,6 +347,13 @@ LEARN_ARGUMENTS = [
     LaunchArgument("episodes", "10", "episodes of the experiment"),
     LaunchArgument("episode_length", "10", "robot time per episode [s]"),
     LaunchArgument("randomize", "false", "domain randomization: new physical parameters every episode", ("true", "false")),
+    LaunchArgument("model", "learned", "what the controller plans on: learned (the learner's ensemble, from scratch), "
+                   "residual (the analytic model plus the learner's ensemble of its residual), analytic (the URDF "
+                   "model alone: the baseline; the learner still records and trains)", ("learned", "residual", "analytic")),
+    LaunchArgument("payload", "", "a point mass [kg] the robot carries and its URDF does not know (the parameter "
+                   "files' payload.link and offset; empty: theirs)"),
+    LaunchArgument("payload_scale", "", "multiplier on the mass of the parameter files' payload.link, unknown to the "
+                   "model (the cart-pole's pole 30 % heavier: 1.3; empty: theirs)"),
     LaunchArgument("output_dir", "", "learning curve, replay buffer and checkpoints go here (default runs/learn-<stamp>)"),
     LaunchArgument("record", "false", "record every topic to MCAP (in output_dir)", ("true", "false")),
 ]
@@ -366,9 +372,18 @@ def learn_graph(args: dict[str, str]) -> list[NodeSpec]:
     })
     files = [p for p in base[-1].parameters if isinstance(p, str)]
     planner = a["planner"] or parameters(files, "mpc_controller").get("planner", "cem")
-    if planner not in PLANNERS_FOR_LEARNING:
+    model = a["model"]
+    if model == "learned" and planner not in PLANNERS_FOR_LEARNING:
         raise ValueError(f"planner '{planner}' (from the parameter files) does not plan on a learned model; "
                          f"launch argument 'planner' must be one of {', '.join(PLANNERS_FOR_LEARNING)}")
+    if model == "residual" and planner in ("nmpc", "policy"):
+        raise ValueError(f"planner '{planner}' does not plan on a residual model (nmpc: the analytic model's CasADi "
+                         f"expressions; policy: MBPO learns from scratch); use model:=learned or another planner")
+    physics = {"randomize.enabled": _bool(a["randomize"], "randomize")}
+    if a["payload"]:
+        physics["payload.mass"] = _non_negative_float(a["payload"], "payload")
+    if a["payload_scale"]:
+        physics["payload.mass_scale"] = _positive_float(a["payload_scale"], "payload_scale")
     common = {"mode": a["mode"], "use_sim_time": a["mode"] == "lockstep"} | urdf_override(files)
     if a["control_rate"]:
         common["control_rate"] = _positive_float(a["control_rate"], "control_rate")
@@ -376,14 +391,15 @@ def learn_graph(args: dict[str, str]) -> list[NodeSpec]:
     for spec in base:
         extra = {}
         if spec.name == "mpc_controller":
-            extra = {"model": "learned", "terminal": "task"}
+            extra = {"model": model} | ({"terminal": "task"} if model == "learned" else {})
             if a["mode"] == "lockstep":  # and the learner: no episode's first ticks go untrained on
                 readers = [n for n in spec.parameters[-1].get("lockstep_readers", []) if n]
                 extra["lockstep_readers"] = readers + ["learner"]
         elif spec.name == "sim":
-            extra = {"randomize.enabled": _bool(a["randomize"], "randomize")}
+            extra = physics
         nodes.append(dataclasses.replace(spec, parameters=[*spec.parameters[:-1], spec.parameters[-1] | extra]))
-    learner = {"data_dir": str(output_dir / "learner"), "mbpo.enabled": planner == "policy"} | (
+    learner = {"data_dir": str(output_dir / "learner"), "mbpo.enabled": planner == "policy",
+               "model": "residual" if model == "residual" else "learned"} | (
         {"device": a["device"]} if a["device"] else {})
     nodes.append(NodeSpec("learner_node", "learner", [*files, common | learner]))
     nodes.append(NodeSpec(
@@ -406,6 +422,16 @@ def _positive_int(value: str, name: str) -> int:
     if n < 1:
         raise ValueError(f"launch argument '{name}' must be a positive integer; got '{value}'")
     return n
+
+
+def _non_negative_float(value: str, name: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        x = -1.0
+    if not x >= 0:
+        raise ValueError(f"launch argument '{name}' must be a number >= 0; got '{value}'")
+    return x
 
 
 def _positive_float(value: str, name: str) -> float:

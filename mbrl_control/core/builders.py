@@ -19,6 +19,7 @@ import torch
 
 from mbrl_control.core.dynamics import CartPoleDynamics, CartPoleParams, DynamicsModel
 from mbrl_control.core.dynamics.ensemble import EnsembleConfig, EnsembleDynamics, PropagationConfig
+from mbrl_control.core.dynamics.residual import ResidualDynamics
 from mbrl_control.core.dynamics.rigid_body import RigidBodyDynamics
 from mbrl_control.core.mbpo.config import MBPOConfig
 from mbrl_control.core.mbpo.policy import Policy, ValueFunction, load_policy, load_value, policy_spec
@@ -55,7 +56,7 @@ from mbrl_control.core.tasks.terms import LinkPosition
 from mbrl_control.core.tasks.value_terminal import ValueTerminalCost
 from mbrl_control.core.util import dataclass_from, resolve_device, section, setting
 
-MODELS = ("analytic", "learned")
+MODELS = ("analytic", "learned", "residual")
 PLANNERS = ("cem", "icem", "mppi", "ilqr", "ilqr_offline", "lqr", "nmpc", "dp", "policy")
 SAMPLING_PLANNERS = ("cem", "icem", "mppi")
 TERMINALS = ("task", "lqr", "dp", "value")
@@ -286,12 +287,14 @@ def build_planner(
 
 def build_ensemble(p: Mapping[str, Any], spec: RobotSpec, propagation: dict[str, Any] | None = None,
                    device: str | None = None) -> EnsembleDynamics:
-    """The learned model's architecture from ``ensemble.*`` (shared by learner and controller,
-    so the weights one sends fit the other); continuous joints' angles are fed as (sin, cos).
-    ``propagation``: how this user predicts with it. ``device``: where it lives (``cpu``,
-    ``cuda``, ``auto``; None: cpu)."""
+    """The learned model's architecture from ``ensemble.*`` and ``model`` (shared by learner and
+    controller, so the weights one sends fit the other): with ``model: residual`` it learns the
+    analytic model's residual (``ResidualDynamics``), else the dynamics from scratch; continuous
+    joints' angles are fed as (sin, cos). ``propagation``: how this user predicts with it.
+    ``device``: where it lives (``cpu``, ``cuda``, ``auto``; None: cpu)."""
     config = dataclass_from(EnsembleConfig, section(dict(p), "ensemble") | {
         "state_dim": spec.state_dim, "action_dim": spec.action_dim, "dt": spec.dt, "angle_dims": spec.angle_dims,
+        "target": "residual" if p.get("model") == "residual" else "state_change",
     })
     return EnsembleDynamics(config, dataclass_from(PropagationConfig, propagation or {}), device=resolve_device(device))
 
@@ -307,6 +310,7 @@ class MPCSetup:
     task: ResidualTask
     planner: Planner
     fallback: LQRFallback | None
+    learned: EnsembleDynamics | None = None  # the ensemble the learner's models are swapped into (model:=learned, residual)
     policy_pending: bool = False  # planner:=policy learning from scratch: no trained policy yet
     planning_task: Task | None = None  # what the planner prices plans with: ``task``, or it with a terminal cost
 
@@ -341,29 +345,42 @@ def build_mpc(p: Mapping[str, Any], planner: str | None = None, robot: Robot | N
     robot = robot or build_robot(p)
     spec, task = robot.spec, robot.task
     equilibrium = robot.equilibrium()
-    learned = p.get("model", "analytic") == "learned"
+    kind = p.get("model", "analytic")
+    learned = kind == "learned"
     refusal = planner_refusal(name, spec, robot.model)
-    if refusal and not (name == "nmpc" and learned):
+    if refusal and not (name == "nmpc" and kind != "analytic"):
         raise ValueError(f"planner '{name}': {refusal}")
-    if learned:
+    ensemble = None
+    if kind != "analytic":
         if name == "nmpc":
             raise ValueError("planner 'nmpc' plans on the analytic model's CasADi expressions: use model:=analytic")
+        if name == "policy" and kind == "residual":
+            raise ValueError("planner 'policy' (MBPO) trains its policy in rollouts of a learned model from scratch: "
+                             "use model:=learned")
         propagation = section(p, "propagation")
         if name not in SAMPLING_PLANNERS:  # gradient and DP planners need a deterministic model
             propagation["mode"] = "expectation"
-        if p.get("terminal", "task") not in ("task", "value"):  # the critic needs no model
-            raise ValueError("terminal lqr and dp are solved once at start, from a model: use them with model:=analytic")
-        model: DynamicsModel = build_ensemble(p, spec, propagation, device=str(device)).freeze()
+        if learned and p.get("terminal", "task") not in ("task", "value"):  # the critic needs no model
+            raise ValueError("terminal lqr and dp are solved once at start, from a model: use them with model:=analytic "
+                             "or residual")
+        ensemble = build_ensemble(p, spec, propagation, device=str(device)).freeze()
+    if learned:
+        model: DynamicsModel = ensemble
         fallback = None
     else:
-        model = robot.model
-        # Near the equilibrium, LQR takes over a tick whose planner missed its deadline or failed.
-        fallback = LQRFallback.from_model(model, task, dataclass_from(LQRConfig, section(p, "lqr")), equilibrium)
+        model = robot.model if ensemble is None else ResidualDynamics(robot.model, ensemble)
+        # Near the equilibrium, LQR takes over a tick whose planner missed its deadline or failed
+        # (for model:=residual: LQR of the analytic model, which the residual corrects).
+        fallback = LQRFallback.from_model(robot.model, task, dataclass_from(LQRConfig, section(p, "lqr")), equilibrium)
     value_path = dataclass_from(ValueTerminalConfig, section(p, "value")).path
-    planning_task = with_terminal(task, model, p.get("terminal", "task"), p.get("terminal_weight", 1.0),
-                                  section(p, "dp"), value=value_path, equilibrium=equilibrium)
-    if device.type != "cpu" and not learned:  # the node keeps the CPU originals (gravity hold, markers)
+    planning_task = with_terminal(task, robot.model if kind == "residual" else model, p.get("terminal", "task"),
+                                  p.get("terminal_weight", 1.0), section(p, "dp"), value=value_path,
+                                  equilibrium=equilibrium)
+    if device.type != "cpu" and kind != "learned":  # the node keeps the CPU originals (gravity hold, markers)
         model, planning_task = copy.deepcopy((model, planning_task))
+        if ensemble is not None:
+            model.to(device)
+            ensemble = model.residual
     policy_path = section(p, "policy").get("path", "")
     policy = load_policy(policy_path) if policy_path and name in ("icem", "policy") else None
     pending = name == "policy" and policy is None and learned
@@ -380,6 +397,7 @@ def build_mpc(p: Mapping[str, Any], planner: str | None = None, robot: Robot | N
                               equilibrium=equilibrium, device=None if device.type == "cpu" else str(device),
                               threads=int(p.get("rollout_threads", 1))),
         fallback=fallback,
+        learned=ensemble,
         policy_pending=pending,
         planning_task=planning_task,
     )

@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 
 from mbrl_control.core.dynamics.base import DynamicsModel
-from mbrl_control.core.dynamics.ensemble import EnsembleDynamics
 from mbrl_control.core.tasks.base import Task
 from mbrl_control.core.util import module_device
 
@@ -69,7 +68,9 @@ class TrajectoryEvaluator(torch.nn.Module):
         self._step = None
         self._cost = task.trajectory_cost
         self._draw = getattr(model, "draw", None)
-        self._align = model.config.members if isinstance(model, EnsembleDynamics) else 1
+        # Shares cut at multiples of the particles a sampling model pads one sequence to (TS1:
+        # its members), so that no share pads.
+        self._align = model.particles(1) if hasattr(model, "particles") else 1
         self._pool = None
         if self.threads > 1:
             intra_op = torch.get_num_threads()

@@ -112,7 +112,10 @@ PARAMS = [
     *ROBOT_PARAMS,
     ParamSpec("mode", "realtime", "realtime: timer ticks; lockstep: ticks on sim states", choices=("realtime", "lockstep")),
     ParamSpec("planner", "cem", "planning algorithm", choices=PLANNERS),
-    ParamSpec("model", "analytic", "plan on the analytic model, or on the learned ensemble the learner publishes", choices=MODELS),
+    ParamSpec("model", "analytic", "plan on the analytic model; on the learned ensemble the learner publishes "
+              "(learned: the dynamics from scratch); or on the analytic model plus the learner's ensemble of its "
+              "residual (residual: the URDF model corrected online; exactly the analytic model until a model arrives)",
+              choices=MODELS),
     ParamSpec("compile", True, "fuse the rollout with torch.compile (falls back to eager without a compiler)"),
     ParamSpec("torch_threads", 1, "torch intra-op threads for planning", 1, 64),
     ParamSpec("device", "cpu", "where the planner and the learned model compute: cpu, cuda, cuda:N, or auto (cuda "
@@ -185,8 +188,9 @@ class ControllerNode(Node):
         self.command_index = list(self.spec.command_index)
         self.learned = p["model"] == "learned"
         # Learning from scratch: explore with random actions until the first model (and, for
-        # planner:=policy, the first MBPO policy) arrives.
-        self.receiver = ModelReceiver(self, self.model, "/learner/model") if self.learned else None
+        # planner:=policy, the first MBPO policy) arrives. model:=residual plans on the analytic
+        # model (a zero residual) until then.
+        self.receiver = ModelReceiver(self, mpc.learned, "/learner/model") if mpc.learned is not None else None
         # MBPO's policy (planner:=policy, or iCEM's warm start) is updated the way models are.
         uses_policy = p["planner"] == "policy" or (p["planner"] == "icem" and p["policy.path"])
         self.policy_receiver = PolicyReceiver(self, self.planner) if uses_policy else None
@@ -379,7 +383,7 @@ class ControllerNode(Node):
         self.last_tick_end = time.perf_counter()
 
     def _plan(self, deadline: float | None):
-        waiting = (self.receiver is not None and self.receiver.version is None) or (
+        waiting = (self.learned and self.receiver.version is None) or (
             self.policy_pending and self.policy_receiver.updates == 0)
         planner = self.explorer if waiting else self.planner
         try:
@@ -564,7 +568,7 @@ class ControllerNode(Node):
         message = mode if not self.safety.reason else f"{mode}: {self.safety.reason}"
         if self.paused:
             message += " (paused)"
-        elif self.receiver is not None and self.receiver.version is None:
+        elif self.learned and self.receiver.version is None:
             message += " (exploring: no learned model yet)"
         if self.state is None:
             message += " (no joint state received yet)"

@@ -44,7 +44,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, Int32, UInt8MultiArray
 
-from mbrl_control.core.builders import build_ensemble, checked_device, task_from_params
+from mbrl_control.core.builders import ModelConfig, build_ensemble, checked_device, model_from_params, task_from_params
 from mbrl_control.core.dynamics.ensemble import EnsembleConfig
 from mbrl_control.core.learning import (
     BackgroundTrainer,
@@ -54,6 +54,7 @@ from mbrl_control.core.learning import (
     TrainerConfig,
     TransitionAssembler,
     encode,
+    residual_transitions,
     latest_checkpoint,
     load_into,
     save_checkpoint,
@@ -85,6 +86,10 @@ PARAMS = [
     *ROBOT_PARAMS,  # control_rate: the controllers' tick rate, so transitions span one period
     ParamSpec("sources", ["/mpc_controller/transitions"], "controllers' sample topics to learn from, one per robot: "
               "a robot's id in the replay buffer is its topic's index here"),
+    ParamSpec("model", "learned", "what the ensemble learns: learned (the dynamics from scratch) or residual (what "
+              "the analytic model of model.* gets wrong: the controllers' model:=residual)",
+              choices=("learned", "residual")),
+    *specs_from(ModelConfig, "model"),
     ParamSpec("data_dir", "", "replay buffer and checkpoints live here; empty: runs/learner (relative to the cwd)"),
     ParamSpec("replay.chunk_size", 1000, "transitions per sealed chunk file", 1, 100000),
     ParamSpec("replay.max_transitions", 200000, "buffer cap: oldest chunks go first (never the first episode's)", 1, 10000000),
@@ -136,8 +141,17 @@ class LearnerNode(Node):
         self.buffer = ReplayBuffer(self.nx, self.nu, data_dir / "replay", p["replay.chunk_size"],
                                    p["replay.max_transitions"], p["replay.keep_first_episode"])
         self.reloaded = len(self.buffer)
+        # model:=residual: each round's data has its next states rewritten to the analytic model's
+        # residual (on the training thread: the rigid-body model over the whole buffer takes a while).
+        prepare = None
+        if p["model"] == "residual":
+            if p["mbpo.enabled"]:
+                raise ParameterError("parameter 'mbpo.enabled': MBPO trains in rollouts of a model learned from "
+                                     "scratch; it needs model:=learned")
+            analytic = model_from_params(spec, p)
+            prepare = lambda data: residual_transitions(analytic, data, spec.angle_dims)  # noqa: E731
         # The model in use (published, checkpointed) stays on the CPU; each round trains a copy on train_device.
-        self.trainer = BackgroundTrainer(trainer_config, device=train_device)
+        self.trainer = BackgroundTrainer(trainer_config, device=train_device, prepare=prepare)
         self.mbpo: MBPOConfig | None = None
         if p["mbpo.enabled"]:
             try:

@@ -53,7 +53,13 @@ from mbrl_control.nodes.runtime import main_for
 from mbrl_control.sim.bullet_robot import BulletRobot
 from mbrl_control.sim.effort_history import EffortHistory
 from mbrl_control.sim.faults import FaultConfig, ScheduledFault
-from mbrl_control.sim.randomization import DomainRandomizer, PhysicalDraw, RandomizationConfig
+from mbrl_control.sim.randomization import (
+    DomainRandomizer,
+    PayloadConfig,
+    PhysicalDraw,
+    RandomizationConfig,
+    apply_payload,
+)
 from mbrl_control.sim.sensor import JointSensor, SensorConfig
 
 PARAMS = [
@@ -77,6 +83,7 @@ PARAMS = [
     ParamSpec("diagnostics_rate", 1.0, "diagnostics publish rate [Hz]", 0.1, 100.0),
     ParamSpec("sensor.enabled", True, "encoder-like readings on joint_states; false: the exact state"),
     *specs_from(SensorConfig, "sensor"),
+    *specs_from(PayloadConfig, "payload"),
     *specs_from(RandomizationConfig, "randomize"),
     *specs_from(FaultConfig, "fault"),
 ]
@@ -120,14 +127,21 @@ class SimNode(Node):
                 raise ParameterError(f"sensor.* parameters: {exc}") from exc
         self.rng = np.random.default_rng(p["seed"])
         try:
-            self.randomizer = DomainRandomizer(dataclass_from(RandomizationConfig, section(p, "randomize")))
+            payload = dataclass_from(PayloadConfig, section(p, "payload"))
+            # The robot as built: its URDF plus what the URDF does not know (the controller's model never sees it).
+            self.urdf_text = apply_payload(urdf.read_text(), payload.link, payload.mass, payload.offset, payload.mass_scale)
+        except ValueError as exc:
+            raise ParameterError(f"payload.* parameters: {exc}") from exc
+        if payload.mass > 0.0 or payload.mass_scale != 1.0:
+            self.robot.reload(self.urdf_text)
+        try:
+            self.randomizer = DomainRandomizer(dataclass_from(RandomizationConfig, section(p, "randomize")), payload)
         except ValueError as exc:
             raise ParameterError(f"randomize.* parameters: {exc}") from exc
         try:
             self.fault = ScheduledFault(dataclass_from(FaultConfig, section(p, "fault")), len(names))
         except ValueError as exc:
             raise ParameterError(f"fault.* parameters: {exc}") from exc
-        self.urdf_text = urdf.read_text()
         self.physics = PhysicalDraw()
 
         self.lockstep = p["mode"] == "lockstep"

@@ -6,12 +6,15 @@ ROS-free: the sim node wraps it with topics and timing; tests use it directly.
 from __future__ import annotations
 
 import tempfile
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pybullet
 from pybullet_utils.bullet_client import BulletClient
+
+from mbrl_control.core.dynamics.urdf import absolute_mesh_paths
 
 
 @dataclass
@@ -35,14 +38,17 @@ class BulletRobot:
         c.setGravity(0.0, 0.0, -gravity)
         c.setTimeStep(physics_dt)
         self.physics_dt = physics_dt
+        self._folder = Path(urdf).parent  # a reloaded text's relative meshes are found from here
         self._load(urdf)
 
     def reload(self, urdf_text: str) -> None:
         """Replace the robot by the one ``urdf_text`` describes (same joints; domain randomization)."""
         names = self.joint_names
+        root = ET.fromstring(urdf_text)
+        absolute_mesh_paths(root, self._folder)  # the text is loaded from a temp file
         self._client.removeBody(self.body)
         with tempfile.NamedTemporaryFile("w", suffix=".urdf") as f:
-            f.write(urdf_text)
+            f.write(ET.tostring(root, encoding="unicode"))
             f.flush()
             self._load(f.name)
         if self.joint_names != names:

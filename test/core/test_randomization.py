@@ -64,3 +64,60 @@ def test_rewritten_urdf_scales_the_pole_and_the_reloaded_robot_matches_the_model
             np.testing.assert_allclose(predicted, np.r_[s.position, s.velocity], atol=1e-6)
     finally:
         robot.close()
+
+
+# -- a payload the controller's URDF does not know ------------------------------------------------
+IIWA = "kuka_iiwa/model.urdf"
+
+
+def _iiwa_text() -> str:
+    from mbrl_control.paths import resolve_urdf
+
+    return resolve_urdf(f"pybullet_data:{IIWA}").read_text()
+
+
+def test_a_payload_at_the_flange_loads_the_arm_as_the_rigid_body_model_of_the_same_text_says():
+    """2 kg at the flange: PyBullet's holding torques change by newtons-metres, and the analytic
+    model read from the rewritten URDF (its fixed child link lumped in) agrees with them."""
+    from mbrl_control.core.dynamics import RigidBodyDynamics
+    from mbrl_control.paths import resolve_urdf
+    from mbrl_control.sim.randomization import apply_payload
+
+    original = resolve_urdf(f"pybullet_data:{IIWA}")
+    joints = [f"lbr_iiwa_joint_{i}" for i in range(1, 8)]
+    text = apply_payload(original.read_text(), "lbr_iiwa_link_7", 2.0, (0.0, 0.0, 0.05))
+    sim = BulletRobot(original, 0.0025)
+    q = [0.3, 0.7, -0.2, -1.1, 0.4, 0.9, 0.1]
+    c = sim._client
+    before = np.array(c.calculateInverseDynamics(sim.body, q, [0.0] * 7, [0.0] * 7))
+    sim.reload(text)
+    after = np.array(c.calculateInverseDynamics(sim.body, q, [0.0] * 7, [0.0] * 7))
+    assert sim.joint_names == joints  # the payload hangs on a fixed joint: no new joint
+    assert abs(after[1] - before[1]) > 5.0  # ~2 kg x 9.81 x the shoulder's lever arm
+    with tempfile.NamedTemporaryFile("w", suffix=".urdf") as f:  # the model reads masses, not meshes
+        f.write(text)
+        f.flush()
+        model = RigidBodyDynamics(f.name, joints, joints, dt=0.02, dtype=torch.float64)
+        hold = model.gravity_torques(torch.tensor([q], dtype=torch.float64))[0].numpy()
+    np.testing.assert_allclose(hold, after, rtol=1e-4, atol=1e-6)
+
+
+def test_a_heavier_pole_scales_its_mass_and_inertia_and_randomized_payloads_stay_in_range():
+    from mbrl_control.sim.randomization import PayloadConfig, apply_payload
+
+    nominal = params_of(URDF.read_text())
+    heavy = params_of(apply_payload(URDF.read_text(), "pole", mass_scale=1.3))
+    assert heavy.pole_mass == pytest.approx(1.3 * nominal.pole_mass)
+    assert heavy.cart_mass == pytest.approx(nominal.cart_mass)
+    with pytest.raises(ValueError, match="payload.link"):
+        PayloadConfig(mass=1.0)
+    with pytest.raises(ValueError, match="not in the URDF"):
+        apply_payload(URDF.read_text(), "no_such_link", 1.0)
+    randomizer = DomainRandomizer(RandomizationConfig(enabled=True, link="lbr_iiwa_link_7", length_scale=(1.0, 1.0),
+                                                      payload_mass=(0.0, 4.0), seed=2),
+                                  PayloadConfig(link="lbr_iiwa_link_7", offset=(0.0, 0.0, 0.05)))
+    draws = [randomizer.draw() for _ in range(50)]
+    assert all(0.0 <= d.payload_mass <= 4.0 for d in draws) and len({d.payload_mass for d in draws}) == 50
+    assert "lbr_iiwa_link_7_payload" in randomizer.urdf(_iiwa_text(), draws[0])
+    with pytest.raises(ValueError, match="payload.link"):
+        DomainRandomizer(RandomizationConfig(enabled=True, payload_mass=(0.0, 1.0)))

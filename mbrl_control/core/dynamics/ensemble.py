@@ -54,6 +54,7 @@ from mbrl_control.core.dynamics.base import DynamicsModel
 from mbrl_control.core.util import matching_tensors, setting
 
 PROPAGATIONS = ("ts1", "tsinf", "expectation")
+TARGETS = ("state_change", "residual")
 ACTIVATIONS = {"silu": F.silu, "relu": F.relu, "tanh": torch.tanh}
 PLANNING_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 MAX_LOGVAR_INIT = 0.5  # PETS's initial soft bounds on the normalised log-variance
@@ -73,6 +74,10 @@ class EnsembleConfig:
     activation: str = setting("silu", "hidden activation", choices=("silu", "relu", "tanh"))
     angle_dims: tuple[int, ...] = setting((), "state dimensions that are angles, fed as (sin, cos)", 0, 64)
     learn_reward: bool = setting(False, "also predict the reward r(x, u): one more output of every member")
+    # What the "state change" it predicts is: ``state_change`` (x_next - x: the dynamics learned
+    # from scratch) or ``residual`` (x_next - f_urdf(x, u): the correction ``ResidualDynamics``
+    # adds to the analytic model). Set by the ``model`` parameter, not a parameter of its own.
+    target: str = "state_change"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "angle_dims", tuple(int(d) for d in self.angle_dims))
@@ -82,6 +87,8 @@ class EnsembleConfig:
             raise ValueError("need members >= 1, hidden >= 1 and layers >= 1")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got '{self.activation}'")
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got '{self.target}'")
         if len(set(self.angle_dims)) != len(self.angle_dims) or not all(
             0 <= d < self.state_dim for d in self.angle_dims
         ):
@@ -171,6 +178,8 @@ class EnsembleDynamics(DynamicsModel):
                 [torch.nn.Parameter(_init_weight(E, n_out, n_in, g)) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
             )
             self.biases = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(E, 1, n)) for n in sizes[1:]])
+            if config.target == "residual":  # an untrained residual adds nothing: the analytic model as it is
+                self.weights[-1].data[:, :nx].zero_()
             self.max_logvar = torch.nn.Parameter(torch.full((nx,), MAX_LOGVAR_INIT))
             self.min_logvar = torch.nn.Parameter(torch.full((nx,), MIN_LOGVAR_INIT))
             # The normaliser is part of the learned model (fitted on data, saved, swapped with it).

@@ -122,3 +122,15 @@ def read_urdf(path: str | Path) -> UrdfRobot:
             friction=float(dyn.get("friction", "0")) if dyn is not None else 0.0,
         )
     return UrdfRobot(root.get("name", ""), links, joints)
+
+
+def absolute_mesh_paths(root: ET.Element, base: Path, uri: bool = False) -> None:
+    """Make ``root``'s relative mesh filenames absolute (from the URDF's folder ``base``), in place,
+    so the text still finds its meshes from elsewhere (a rewritten copy in a temp file; rviz, which
+    resolves only ``file://`` URIs, with ``uri``)."""
+    for mesh in root.iter("mesh"):
+        name = mesh.get("filename", "")
+        if name and "://" not in name and not name.startswith("/"):
+            path = (base / name).resolve()
+            mesh.set("filename", path.as_uri() if uri else str(path))
+

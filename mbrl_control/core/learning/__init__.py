@@ -23,7 +23,7 @@ from mbrl_control.core.learning.trainer import (
     evaluate,
     train_ensemble,
 )
-from mbrl_control.core.learning.transitions import TransitionAssembler, Transitions
+from mbrl_control.core.learning.transitions import TransitionAssembler, Transitions, residual_transitions
 
 __all__ = [
     "BackgroundTrainer",
@@ -41,6 +41,7 @@ __all__ = [
     "TrainerConfig",
     "TransitionAssembler",
     "Transitions",
+    "residual_transitions",
     "build_from_bytes",
     "decode",
     "encode",

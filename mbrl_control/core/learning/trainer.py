@@ -272,12 +272,15 @@ class BackgroundTrainer:
 
     ``device``: where the copy trains (None: where the model in use is); e.g. a GPU learner for a
     controller planning on the CPU. The outcome's tensors are on that device; ``load_state_``
-    and the model message (``encode``) take them from any device.
+    and the model message (``encode``) take them from any device. ``prepare``: applied to each
+    run's data on the worker thread before training (a residual model's targets).
     """
 
-    def __init__(self, config: TrainerConfig = TrainerConfig(), device: torch.device | str | None = None) -> None:
+    def __init__(self, config: TrainerConfig = TrainerConfig(), device: torch.device | str | None = None,
+                 prepare: Callable[[Transitions], Transitions] | None = None) -> None:
         self.config = config
         self.device = None if device is None else torch.device(device)
+        self.prepare = prepare
         self._job: BackgroundJob[TrainOutcome] = BackgroundJob("ensemble-trainer")
 
     @property
@@ -293,7 +296,7 @@ class BackgroundTrainer:
             candidate.to(self.device)
 
         def run(cancel) -> TrainOutcome:
-            result = train_ensemble(candidate, data, self.config, cancel)
+            result = train_ensemble(candidate, data if self.prepare is None else self.prepare(data), self.config, cancel)
             state = {k: v.detach().clone() for k, v in candidate.state_dict().items()}
             return TrainOutcome(state=state, result=result, data_size=len(data))
 

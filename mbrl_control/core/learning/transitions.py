@@ -3,11 +3,19 @@ stream of per-tick (stamp, state, action) samples."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
+
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from mbrl_control.core.angles import wrap_dims
+
+if TYPE_CHECKING:
+    from mbrl_control.core.dynamics.base import DynamicsModel
 
 
 @dataclass
@@ -65,6 +73,21 @@ class Transitions:
             torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
             for a in (self.state, self.action, self.next_state, self.reward)
         )
+
+
+@torch.no_grad()
+def residual_transitions(analytic: "DynamicsModel", data: Transitions, angle_dims: Sequence[int] = (),
+                         batch: int = 8192) -> Transitions:
+    """``data`` with each next state replaced by ``state + (next_state - analytic.step(state, action))``
+    (angle entries of the difference wrapped): an ensemble trained on it learns the analytic model's
+    residual as its "state change" (``dynamics.residual.ResidualDynamics``)."""
+    if len(data) == 0:
+        return data
+    state, action, next_state, _ = data.tensors()
+    predicted = torch.cat([analytic.step(state[lo : lo + batch], action[lo : lo + batch])
+                           for lo in range(0, len(data), batch)])
+    error = wrap_dims((next_state - predicted).numpy(), angle_dims)
+    return dataclasses.replace(data, next_state=(data.state + error).astype(np.float32))
 
 
 class TransitionAssembler:
