@@ -389,6 +389,8 @@ def learn_graph(args: dict[str, str]) -> list[NodeSpec]:
         common["control_rate"] = _positive_float(a["control_rate"], "control_rate")
     nodes = []
     for spec in base:
+        if spec.name == "goal_publisher":  # a reach task's goals: the episode manager's, one per episode
+            continue
         extra = {}
         if spec.name == "mpc_controller":
             extra = {"model": model} | ({"terminal": "task"} if model == "learned" else {})

@@ -469,6 +469,7 @@ class ControllerNode(Node):
             self.episode = msg.data
             # The robot was reset: the state held, the warm start and the last plan are the old episode's.
             self.state, self.state_stamp = None, None
+            self.next_tick_ns = None  # lockstep: tick on the new episode's first state, whatever its stamp
             self.planner.reset()
             self.explorer.reset()
             self.last_plan = None

@@ -35,11 +35,13 @@ from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
+from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, Int32, String
 from std_srvs.srv import SetBool, Trigger
 
 from mbrl_control.core.learning.sample_layout import SampleReader
+from mbrl_control.core.tasks.goals import random_goals
 from mbrl_control.nodes.diagnostics import values_of
 from mbrl_control.nodes.joint_io import JointStateReader
 from mbrl_control.nodes.model_receiver import MODEL_QOS
@@ -68,6 +70,11 @@ PARAMS = [
               "once it is back [s, wall]", 1.0, 3600.0),
     ParamSpec("stop_after_success", False, "end the experiment early once every robot has had a successful episode "
               "(a benchmark's time to success)"),
+    ParamSpec("goals", "random", "a task with a goal (a reach): a new seeded reachable goal every episode, sent to every "
+              "robot's goal_pose before it starts (random), or the task's own goal throughout (task)",
+              choices=("random", "task")),
+    ParamSpec("goal_seed", 0, "seed of the episodes' goals", 0, 2**31 - 1),
+    ParamSpec("goal_frame", "world", "frame_id of the goals sent (the URDF's root at the world origin)"),
     ParamSpec("start_timeout", 600.0, "the first episode waits this long for every robot to be up, then starts with "
               "those that are (the rest join later) [s, wall]", 1.0, 86400.0),
 ]
@@ -85,9 +92,13 @@ class RobotSlot:
         reset = "reset" if p["reset"] == "initial" else "reset_random"
         self.reset_client = node.create_client(Trigger, f"{prefix}/{sim}/{reset}")
         self.pause_client = node.create_client(SetBool, f"{prefix}/{ctl}/pause")
+        # the controller's goal topic (relative there: goal_pose in its namespace)
+        self.goal_pub = node.create_publisher(PoseStamped, f"{prefix}/goal_pose",
+                                              QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         self.reader = JointStateReader(list(task.spec.state_joints), need_velocity=False)
         self.curve: list[dict] = []
         self.controller: dict[str, str] = {}
+        self.goal_episode = -1  # the episode whose goal it was last sent
         self.now_truth: float | None = None  # latest ground-truth stamp [s]
         self.truth_wall = -float("inf")  # when it arrived [monotonic s]
         self.active = False  # takes part in the episode now running
@@ -141,6 +152,9 @@ class EpisodeManager(Node):
         self.robots = [RobotSlot(self, ns, p, self.task) for ns in namespaces]
         self.samples = SampleReader(self.task.state_dim, self.task.action_dim)
         self.rejected_samples = 0
+        # A reach task: each episode's goal, drawn up front from the seed (the same for every robot of a fleet).
+        self.goals = (random_goals(self.task, p["episodes"], p["goal_seed"])
+                      if self.task.has_goal and p["goals"] == "random" else None)
         self.fleet = len(self.robots) > 1 or bool(namespaces[0])
         self.episode_pub = self.create_publisher(Int32, "/episode", MODEL_QOS)
         self.summary_pub = self.create_publisher(String, "~/summary", MODEL_QOS)
@@ -253,6 +267,8 @@ class EpisodeManager(Node):
                     self.get_logger().warning(f"no training round for episode {self.episode - 1} within the timeout")
                 self._goto("resuming")
         elif phase == "resuming":
+            if self.goals is not None and not self._goal_sent():
+                return
             if self._all_called(lambda r: r.pause_client, SetBool.Request(data=False)):
                 for r in self.robots:
                     r.clear()
@@ -281,6 +297,25 @@ class EpisodeManager(Node):
             if not running:
                 self._end_fleet_episode()
 
+    def _goal_sent(self) -> bool:
+        """This episode's goal to every active robot, once its controller listens (a goal sent to
+        no subscriber is lost); True once sent to all. The judge's task takes it too."""
+        if all(r.goal_episode == self.episode for r in self.robots if r.active):
+            return True
+        goal = self.goals[min(self.episode, len(self.goals) - 1)]
+        reason = self.task.set_goal(goal)
+        if reason:
+            self.get_logger().warning(f"episode {self.episode}'s goal {np.round(goal, 3).tolist()}: {reason}")
+        msg = PoseStamped()
+        msg.header.frame_id = self.p["goal_frame"]
+        msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in goal)
+        msg.pose.orientation.w = 1.0
+        for r in self.robots:
+            if r.active and r.goal_episode != self.episode and r.goal_pub.get_subscription_count() > 0:
+                r.goal_pub.publish(msg)
+                r.goal_episode = self.episode
+        return all(r.goal_episode == self.episode for r in self.robots if r.active)
+
     def _take_part(self) -> None:
         """Who runs the next episode: every robot that is there (a robot back from a crash rejoins)."""
         for r in self.robots:
@@ -298,6 +333,9 @@ class EpisodeManager(Node):
             "success": not failed and bool(self.task.success(states, times)),
             "ended_early": failed,
             "in_tolerance_fraction": round(float(within.mean()), 4),
+            # the task's error at the end: the pole's angle from upright, the hand's distance to its goal
+            "final_error": round(float(self.task.error(states[-1:])[0]), 4) if len(states) else None,
+            **({"goal": [round(float(v), 4) for v in self.task.goal_position()]} if self.task.has_goal else {}),
             "steps": len(r.rewards),
             "robot_time_s": round(float(times[-1]) if len(times) else 0.0, 3),
             "model_version": r.controller.get("model_version", "none"),

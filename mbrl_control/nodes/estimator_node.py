@@ -242,6 +242,11 @@ class EstimatorNode(Node):
         self.filter.reset_estimate()
         self.reported.reset()
         self.published_at, self.overtaking_clock_ns = None, None  # no command answers the old episode
+        # Lockstep: the new episode's first estimate goes out at the sim's next (re-sent) /clock,
+        # not a period later. The sim stands still until a command, and a controller that dropped
+        # the estimate it had with the old episode (an arm's holds no effort without one) sends
+        # none: waiting for the next period's /clock would stall the loop for good.
+        self.next_publish_ns, self.last_estimate = None, None
 
     # -- outputs -----------------------------------------------------------------------------
     def _publish(self, now: float | None = None) -> JointState | None:

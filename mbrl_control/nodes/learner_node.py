@@ -151,7 +151,8 @@ class LearnerNode(Node):
             analytic = model_from_params(spec, p)
             prepare = lambda data: residual_transitions(analytic, data, spec.angle_dims)  # noqa: E731
         # The model in use (published, checkpointed) stays on the CPU; each round trains a copy on train_device.
-        self.trainer = BackgroundTrainer(trainer_config, device=train_device, prepare=prepare)
+        self.trainer = BackgroundTrainer(trainer_config, device=train_device, prepare=prepare,
+                                         residual=p["model"] == "residual")
         self.mbpo: MBPOConfig | None = None
         if p["mbpo.enabled"]:
             try:
@@ -170,7 +171,9 @@ class LearnerNode(Node):
         self.last_policy: dict[str, object] = {}
         self.version = 0
         self.info: ModelInfo | None = None
-        self.counts = {"samples": 0, "rejected_samples": 0, "rounds": 0, "accepted": 0, "not_better": 0, "errors": 0}
+        self.counts = {"samples": 0, "rejected_samples": 0, "rounds": 0, "accepted": 0, "not_better": 0, "errors": 0,
+                       "withheld": 0}  # withheld: residual rounds whose check failed
+        self.last_check: dict[str, object] = {}
         self.last_round: dict[str, object] = {}
         self.episode = -1
         self.round_through_episode = -1
@@ -296,9 +299,22 @@ class LearnerNode(Node):
         if outcome is None:
             return
         self.counts["rounds"] += 1
+        check = outcome.info.get("check")
+        if "check" in outcome.info:
+            self.last_check = {"residual_check": "passed" if check and check.passed else "failed" if check else "too little data",
+                               "residual_check_score": check.model_score if check else math.nan}
         if outcome.error is not None:
             self.counts["errors"] += 1
             self.get_logger().error(f"training failed: {outcome.error}")
+        elif outcome.state is None:  # a residual that does not generalize yet: the analytic model alone
+            self.counts["withheld"] += 1
+            why = (f"trained on {check.trained_on} transitions it scored {check.model_score:.3f} on the newest "
+                   f"episode's last {check.samples} (a zero residual: 1.0)") if check else "too little data to test it"
+            if self.model.is_zero_residual():
+                self.get_logger().info(f"no residual model yet: {why}")
+            else:
+                self.model.zero_residual_()
+                self._publish(outcome.data_size, math.nan, math.nan, f"zero residual (the analytic model alone): {why}")
         else:
             r = outcome.result
             self.last_round = {
@@ -366,16 +382,19 @@ class LearnerNode(Node):
     def _accept(self, outcome) -> None:
         r = outcome.result
         self.model.load_state_(self.model.check_state(outcome.state))
+        self.counts["accepted"] += 1
+        self._publish(outcome.data_size, r.holdout.nll, r.holdout.mse,
+                      f"held-out MSE {r.holdout.mse:.4f} (was {r.previous.mse if r.previous else math.nan:.4f}), "
+                      f"{r.epochs} epochs in {r.seconds:.1f} s")
+
+    def _publish(self, data_size: int, holdout_nll: float, holdout_mse: float, what: str) -> None:
+        """The model now in ``self.model`` as the next version: on the topic and checkpointed."""
         self.version = max(self.version, self.version_floor) + 1
-        self.info = ModelInfo(self.model.config, self.version, outcome.data_size, r.holdout.nll, r.holdout.mse)
+        self.info = ModelInfo(self.model.config, self.version, data_size, holdout_nll, holdout_mse)
         blob = encode(self.model, self.info)
         self.model_pub.publish(UInt8MultiArray(data=array.array("B", blob)))
         save_checkpoint(self.checkpoints, self.model, self.info, keep=self.p["keep_checkpoints"])
-        self.counts["accepted"] += 1
-        self.get_logger().info(
-            f"published model v{self.version}: {outcome.data_size} transitions, held-out MSE {r.holdout.mse:.4f} "
-            f"(was {r.previous.mse if r.previous else math.nan:.4f}), {r.epochs} epochs in {r.seconds:.1f} s"
-        )
+        self.get_logger().info(f"published model v{self.version}: {data_size} transitions, {what}")
 
     # -- monitoring --------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
@@ -394,6 +413,7 @@ class LearnerNode(Node):
             "episode": self.episode,
             **self.counts,
             **_last(self.last_round),
+            **self.last_check,
         }
         if len(self.per_robot) > 1:  # a fleet: what each robot's stream gave
             for i, counts in enumerate(self.per_robot.values()):

@@ -136,3 +136,52 @@ def test_residual_refuses_what_it_cannot_plan():
     with pytest.raises(ValueError, match="target 'residual'"):
         ResidualDynamics(load_robot("cartpole").model,
                          EnsembleDynamics(EnsembleConfig(state_dim=4, action_dim=1, dt=0.02), PropagationConfig()))
+
+
+def _episodes(x, u, x_next, per_episode, dt):
+    n = len(x)
+    return Transitions(
+        seq=np.arange(n), state=x.numpy(), action=u.numpy(), next_state=x_next.numpy(),
+        reward=np.zeros(n, np.float32), done=np.zeros(n, bool), stamp=np.arange(n) * dt,
+        episode=np.arange(n) // per_episode)
+
+
+def test_a_residual_reaches_the_robot_only_if_it_predicts_the_newest_episodes_end():
+    """The check trains without the newest episode's last 30 % and scores it there: a real model
+    error (a weak motor) passes; residuals that are only noise (estimates' jitter) do not, so the
+    controller keeps the URDF model rather than a network extrapolating noise."""
+    from mbrl_control.core.learning.trainer import BackgroundTrainer, check_generalization
+
+    robot = load_robot("cartpole")
+    analytic, dt = robot.model, robot.model.dt
+    g = torch.Generator().manual_seed(3)
+    low = torch.tensor([-1.0, -np.pi, -2.0, -6.0])
+    x = low + 2 * (-low) * torch.rand(1500, 4, generator=g)
+    u = 20.0 * (2 * torch.rand(1500, 1, generator=g) - 1)
+    with torch.no_grad():
+        weak = analytic.step(x, 0.7 * u)
+        noisy = analytic.step(x, u) + torch.tensor([0.002, 0.004, 0.06, 0.12]) * torch.randn(1500, 4, generator=g)
+    p = robot_parameters("cartpole") | {"model": "residual", "ensemble.members": 3}
+    config = TrainerConfig(max_epochs=40, patience=8, seed=0)
+    real = residual_transitions(analytic, _episodes(x, u, weak, 500, dt))
+    noise = residual_transitions(analytic, _episodes(x, u, noisy, 500, dt))
+    passed = check_generalization(build_ensemble(p, robot.spec), real, config)
+    failed = check_generalization(build_ensemble(p, robot.spec), noise, config)
+    assert passed.passed and passed.model_score < 0.2 and passed.samples == 150 and passed.trained_on == 1350
+    assert not failed.passed and failed.model_score > 0.95
+    assert check_generalization(build_ensemble(p, robot.spec), real.select(np.arange(20)), config) is None
+
+    trainer = BackgroundTrainer(config, prepare=lambda d: residual_transitions(analytic, d), residual=True)
+    model = build_ensemble(p, robot.spec)
+    assert trainer.start(model, _episodes(x, u, noisy, 500, dt)) and trainer.join(120)
+    outcome = trainer.poll()
+    assert outcome.state is None and outcome.error is None and not outcome.info["check"].passed
+    assert trainer.start(model, _episodes(x, u, weak, 500, dt)) and trainer.join(120)
+    outcome = trainer.poll()
+    assert outcome.state is not None and outcome.info["check"].passed
+    model.load_state_(outcome.state)
+    assert not model.is_zero_residual()
+    model.zero_residual_()
+    assert model.is_zero_residual()
+    with torch.no_grad():
+        torch.testing.assert_close(ResidualDynamics(analytic, model.freeze()).mean_step(x, u), analytic.step(x, u))

@@ -440,3 +440,26 @@ def test_every_random_stream_of_a_robot_stack_is_its_own_in_a_fleet():
         if module in ("sim_node", "controller_node", "goal_publisher", "estimator_node"):
             seeds = {s.name for s in node_specs(node) if s.name == "seed" or s.name.endswith(".seed")}
             assert seeds == set(ROBOT_SEEDS.get(module, ())), (node, seeds)
+
+
+def test_learn_graph_model_residual_and_an_unknown_payload_reach_the_nodes_that_need_them(tmp_path):
+    specs = learn_graph({"model": "residual", "payload_scale": "1.3", "output_dir": str(tmp_path)})
+    assert spec(specs, "mpc_controller").parameters[-1]["model"] == "residual"
+    assert "terminal" not in spec(specs, "mpc_controller").parameters[-1]  # the files' terminal cost stays
+    assert spec(specs, "learner").parameters[-1]["model"] == "residual"
+    assert spec(specs, "sim").parameters[-1]["payload.mass_scale"] == 1.3
+    analytic = learn_graph({"model": "analytic", "payload": "2", "output_dir": str(tmp_path)})
+    assert spec(analytic, "mpc_controller").parameters[-1]["model"] == "analytic"
+    assert spec(analytic, "learner").parameters[-1]["model"] == "learned"  # records and trains; nobody plans on it
+    assert spec(analytic, "sim").parameters[-1]["payload.mass"] == 2.0
+    assert "payload.mass" not in spec(learn_graph({"output_dir": str(tmp_path)}), "sim").parameters[-1]
+    with pytest.raises(ValueError, match="payload"):
+        learn_graph({"payload": "-1", "output_dir": str(tmp_path)})
+    with pytest.raises(ValueError, match="residual"):
+        learn_graph({"model": "residual", "planner": "policy", "output_dir": str(tmp_path)})
+
+
+def test_learning_a_reach_sends_goals_from_the_episode_manager_not_a_goal_publisher(tmp_path):
+    names = [s.name for s in learn_graph({"robot": "iiwa", "output_dir": str(tmp_path)})]
+    assert "goal_publisher" not in names and "episode_manager" in names
+    assert "goal_publisher" in [s.name for s in mpc_graph({"robot": "iiwa"})]

@@ -59,6 +59,7 @@ ACTIVATIONS = {"silu": F.silu, "relu": F.relu, "tanh": torch.tanh}
 PLANNING_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 MAX_LOGVAR_INIT = 0.5  # PETS's initial soft bounds on the normalised log-variance
 MIN_LOGVAR_INIT = -10.0
+UNFITTED_RANGE = 1e9  # a residual model's input and output range before it has seen data: no clamp
 
 
 @dataclass(frozen=True)
@@ -190,12 +191,22 @@ class EnsembleDynamics(DynamicsModel):
             if config.learn_reward:
                 self.register_buffer("reward_mean", torch.zeros(1))
                 self.register_buffer("reward_std", torch.ones(1))
+            if config.target == "residual":
+                # The data's range, inputs (normalised) and residuals: a residual is trusted only
+                # where it was learned. Outside, a network extrapolates freely (a model fitted on a
+                # balancing pole predicted residuals 100x its data's spread on a swinging one), so
+                # its inputs are clamped to the range and its output too. Wide open until fitted.
+                self.register_buffer("input_low", torch.full((config.input_dim,), -UNFITTED_RANGE))
+                self.register_buffer("input_high", torch.full((config.input_dim,), UNFITTED_RANGE))
+                self.register_buffer("delta_low", torch.full((nx,), -UNFITTED_RANGE))
+                self.register_buffer("delta_high", torch.full((nx,), UNFITTED_RANGE))
             # The member draws' seed and rollout counter: host tensors (plain attributes, which
             # ``.to()`` leaves on the CPU: reading them never waits for a GPU), so that reseeding
             # and counting never invalidate a compiled graph.
             self._seed = torch.tensor(propagation.seed, dtype=torch.long)
             self._draws = torch.zeros((), dtype=torch.long)
         self._plain_dims = tuple(d for d in range(nx) if d not in config.angle_dims)
+        self._residual = config.target == "residual"
         self._plan_dtype = PLANNING_DTYPES[propagation.dtype]
         for k in range(1, config.layers):  # bf16 copies of the hidden x hidden weights, if asked for
             if self._plan_dtype != torch.float32:
@@ -218,16 +229,30 @@ class EnsembleDynamics(DynamicsModel):
         angles = [x[..., d] for d in self.config.angle_dims]
         parts = [x[..., d] for d in self._plain_dims] + [torch.sin(a) for a in angles] + [torch.cos(a) for a in angles]
         f = torch.stack(parts + [u[..., j] for j in range(self.action_dim)], dim=-1)
-        return (f - self.input_mean) / self.input_std
+        f = (f - self.input_mean) / self.input_std
+        return torch.clamp(f, self.input_low, self.input_high) if self._residual else f
+
+    def _bounded(self, delta: Tensor) -> Tensor:
+        """A residual model's physical output clamped to its data's range (else as it is)."""
+        return torch.clamp(delta, self.delta_low, self.delta_high) if self._residual else delta
 
     @torch.no_grad()
     def fit_normalizer(self, states: Tensor, actions: Tensor, next_states: Tensor, rewards: Tensor | None = None) -> None:
         """Set the input and output statistics from data ``[N, ...]`` (std floored, never 0)."""
         self.input_mean.zero_()
         self.input_std.fill_(1.0)
+        if self._residual:
+            self.input_low.fill_(-UNFITTED_RANGE)
+            self.input_high.fill_(UNFITTED_RANGE)
         f = self.features(states, actions)
         _set_stats(self.input_mean, self.input_std, f)
         _set_stats(self.delta_mean, self.delta_std, next_states - states)
+        if self._residual:
+            normalised = (f - self.input_mean) / self.input_std
+            self.input_low.copy_(normalised.amin(0))
+            self.input_high.copy_(normalised.amax(0))
+            self.delta_low.copy_((next_states - states).amin(0))
+            self.delta_high.copy_((next_states - states).amax(0))
         if self.config.learn_reward:
             if rewards is None:
                 raise ValueError("learn_reward needs rewards to fit the normaliser")
@@ -292,7 +317,7 @@ class EnsembleDynamics(DynamicsModel):
         """Every member's Gaussian over the state change: mean and variance ``[E, B, nx]``."""
         f = self.features(x, u).unsqueeze(0).expand(self.config.members, -1, -1)
         mean_n, logvar_n, _ = self.predict_normalized(f)
-        return mean_n * self.delta_std + self.delta_mean, torch.exp(logvar_n) * self.delta_std**2
+        return self._bounded(mean_n * self.delta_std + self.delta_mean), torch.exp(logvar_n) * self.delta_std**2
 
     def predict_reward(self, x: Tensor, u: Tensor) -> Tensor:
         """Learned reward of every pair ``x[..., nx]``, ``u[..., nu]``: shape ``[...]``.
@@ -436,7 +461,7 @@ class EnsembleDynamics(DynamicsModel):
         if self.propagation.output_noise:
             raw = torch.baddbmm(b[-1][..., nx : 2 * nx], h, w[-1][:, nx : 2 * nx].transpose(1, 2))
             delta = delta + torch.exp(0.5 * self._bounded_logvar(raw)) * self.delta_std * noise.view(-1, *delta.shape[1:])
-        return delta
+        return self._bounded(delta)
 
     def jacobians(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
         """Jacobians of the deterministic ensemble mean (``mean_step``), not of a sampled step."""
@@ -483,6 +508,22 @@ class EnsembleDynamics(DynamicsModel):
         for own, new in zip(self.state_dict(keep_vars=True).values(), checked.tensors):
             own.copy_(new)
         self.refresh_planning_weights()
+
+    @torch.no_grad()
+    def zero_residual_(self) -> None:
+        """Make a residual model add nothing (its mean output zero): the analytic model alone."""
+        if not self._residual:
+            raise RuntimeError("only a residual model (target 'residual') can be zeroed")
+        nx = self.state_dim
+        self.weights[-1][:, :nx].zero_()
+        self.biases[-1][..., :nx].zero_()
+        self.delta_mean.zero_()
+
+    def is_zero_residual(self) -> bool:
+        """Whether this residual model adds nothing (untrained, or zeroed)."""
+        nx = self.state_dim
+        return self._residual and not bool(self.weights[-1][:, :nx].any() or self.biases[-1][..., :nx].any()
+                                           or self.delta_mean.any())
 
     @torch.no_grad()
     def refresh_planning_weights(self) -> None:

@@ -99,6 +99,8 @@ def unsupported(model) -> str | None:
     config, propagation = model.config, model.propagation
     if propagation.kernel != "auto":
         return f"propagation.kernel is '{propagation.kernel}'"
+    if config.target == "residual":
+        return "a residual model clamps its inputs and outputs to its data's range; the kernel does not"
     if propagation.mode == "expectation":
         return "the kernel runs trajectory sampling (ts1, tsinf), not the members' expectation"
     if propagation.output_noise:

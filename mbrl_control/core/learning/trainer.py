@@ -143,7 +143,10 @@ def train_ensemble(
     train, held = split(data, cfg)
     if len(train) < 2:
         raise ValueError(f"need at least 2 training transitions, got {len(train)}")
-    previous = evaluate(model, held) if _has_been_fitted(model) and len(held) else None
+    # A residual model is judged against the one it replaces even before its first fit: the zero
+    # residual, the analytic model alone (it must do better than no correction at all).
+    compare = _has_been_fitted(model) or model.config.target == "residual"
+    previous = evaluate(model, held) if compare and len(held) else None
     x, u, x_next, r = _on(model, train)
     rewards_in = r if model.config.learn_reward else None
     if not _has_been_fitted(model):
@@ -253,6 +256,48 @@ def _has_been_fitted(model: EnsembleDynamics) -> bool:
     return bool((model.delta_std != 1.0).any() or (model.delta_mean != 0.0).any())
 
 
+@dataclass(frozen=True)
+class GeneralizationCheck:
+    """Did a residual trained on all but the newest episode's last part predict that part better
+    than the analytic model alone (a zero residual)? Scores: per state dimension, the mean squared
+    error over the part's own mean square residual (a zero residual scores 1.0), averaged."""
+
+    passed: bool
+    model_score: float
+    zero_score: float  # 1.0 by construction; kept for the log and diagnostics
+    samples: int
+    trained_on: int
+
+
+def check_generalization(model: EnsembleDynamics, data: Transitions, config: TrainerConfig,
+                         tail_fraction: float = 0.3, margin: float = 0.05,
+                         cancel: threading.Event | None = None) -> GeneralizationCheck | None:
+    """Train a fresh model of ``model``'s architecture on ``data`` (a residual model's rewritten
+    transitions) without the last ``tail_fraction`` of its newest episode, and score it there.
+
+    Why: a residual is trusted only where it was learned, and held-out transitions drawn from the
+    same states do not show that. The newest episode's end is the closest thing to "the states
+    the robot will see next"; a residual that does not predict it better than nothing (by
+    ``margin``) would only add error where it extrapolates. None: too little data to test.
+    """
+    newest = np.flatnonzero(data.episode == data.episode.max())
+    newest = newest[np.argsort(data.stamp[newest], kind="stable")]
+    tail = newest[int(len(newest) * (1.0 - tail_fraction)):]
+    if len(tail) < 10 or len(data) - len(tail) < 20:
+        return None
+    test = np.zeros(len(data), bool)
+    test[tail] = True
+    validator = EnsembleDynamics(model.config, model.propagation, device=model.device)
+    train_ensemble(validator, data.select(~test), config, cancel)
+    x, u, x_next, _ = _on(validator, data.select(test))
+    with torch.no_grad():
+        residual = x_next - x
+        predicted = validator.predict(x, u)[0].mean(0)
+        scale = (residual**2).mean(0).clamp(min=1e-12)
+        score = float((((residual - predicted) ** 2).mean(0) / scale).mean())
+    return GeneralizationCheck(score < 1.0 - margin, round(score, 4), 1.0, int(len(tail)), int(len(data) - len(tail)))
+
+
 @dataclass
 class TrainOutcome:
     """What a background run hands back: the trained weights (plain tensors) and its scores."""
@@ -273,14 +318,17 @@ class BackgroundTrainer:
     ``device``: where the copy trains (None: where the model in use is); e.g. a GPU learner for a
     controller planning on the CPU. The outcome's tensors are on that device; ``load_state_``
     and the model message (``encode``) take them from any device. ``prepare``: applied to each
-    run's data on the worker thread before training (a residual model's targets).
+    run's data on the worker thread before training (a residual model's targets). ``residual``:
+    each run first checks that a residual generalizes (``check_generalization``); one that does
+    not is not trained, and the outcome has no state and the check in ``info["check"]``.
     """
 
     def __init__(self, config: TrainerConfig = TrainerConfig(), device: torch.device | str | None = None,
-                 prepare: Callable[[Transitions], Transitions] | None = None) -> None:
+                 prepare: Callable[[Transitions], Transitions] | None = None, residual: bool = False) -> None:
         self.config = config
         self.device = None if device is None else torch.device(device)
         self.prepare = prepare
+        self.residual = residual
         self._job: BackgroundJob[TrainOutcome] = BackgroundJob("ensemble-trainer")
 
     @property
@@ -296,9 +344,15 @@ class BackgroundTrainer:
             candidate.to(self.device)
 
         def run(cancel) -> TrainOutcome:
-            result = train_ensemble(candidate, data if self.prepare is None else self.prepare(data), self.config, cancel)
+            prepared = data if self.prepare is None else self.prepare(data)
+            check = None
+            if self.residual:
+                check = check_generalization(candidate, prepared, self.config, cancel=cancel)
+                if check is None or not check.passed:
+                    return TrainOutcome(state=None, result=None, data_size=len(data), info={"check": check})
+            result = train_ensemble(candidate, prepared, self.config, cancel)
             state = {k: v.detach().clone() for k, v in candidate.state_dict().items()}
-            return TrainOutcome(state=state, result=result, data_size=len(data))
+            return TrainOutcome(state=state, result=result, data_size=len(data), info={"check": check} if self.residual else {})
 
         return self._job.start(run)
 
