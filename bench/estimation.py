@@ -34,7 +34,7 @@ Prints tables, then one JSON line with the figures.
 plant, at its encoders' latency and at 30 ms: NEES, NIS, velocity RMSE and the update's cost.
 
   python bench/estimation.py [--runs 20] [--timing-ticks 3000] [--filters ekf,ukf] [--closed-loop] [--seeds 3]
-  python bench/estimation.py --robot iiwa [--runs 10] [--filters ekf] [--model-dt 0.02 --model-substeps 2]
+  python bench/estimation.py --robot iiwa [--runs 10] [--filters ekf] [--model-dt 0.02 --model-substeps 2] [--payload 2]
 """
 
 from __future__ import annotations
@@ -277,8 +277,11 @@ def arm_main(args: argparse.Namespace, kinds: list[str]) -> None:
     path = config_dir() / "iiwa.yaml"
     robot = load_robot("iiwa", "estimator")
     spec, model = robot.spec, robot.model  # the estimator node's model (config/iiwa.yaml's estimator section)
-    if args.model_dt:  # a candidate: the estimator's own model step (its model.dt) in --model-substeps
-        model = build_model(spec, args.model_dt, integrator=model.integrator, substeps=args.model_substeps)
+    # The estimator node's model step: its model.dt (config/iiwa.yaml: 2.5 ms), or a candidate's
+    # (--model-dt, in --model-substeps).
+    model_dt = args.model_dt or float(node_settings(path, "estimator").get("model.dt", 0.0) or 0.0)
+    if model_dt:
+        model = build_model(spec, model_dt, integrator=model.integrator, substeps=args.model_substeps)
     deployed = dataclass_from(EstimatorConfig, section(node_settings(path, "estimator"), "estimator"))
     sensor = dataclass_from(SensorConfig, section(node_settings(path, "sim"), "sensor"))
     if args.accel_noise_density:
@@ -301,6 +304,21 @@ def arm_main(args: argparse.Namespace, kinds: list[str]) -> None:
                                        np.random.default_rng(1)),
                         f"white acceleration at the filter's density ({list(deployed.accel_noise_density)} rad^2/s^3)"),
     }
+    if args.payload > 0:  # a tool the URDF does not know, at the flange (config/iiwa.yaml's sim.payload)
+        import tempfile
+
+        from mbrl_control.sim.randomization import PayloadConfig, apply_payload
+
+        payload = dataclass_from(PayloadConfig, section(node_settings(path, "sim"), "payload"))
+        text = apply_payload(spec.urdf.read_text(), payload.link, args.payload, payload.offset)
+        with tempfile.NamedTemporaryFile("w", suffix=".urdf") as f:
+            f.write(text)
+            f.flush()
+            heavy = RigidBodyDynamics(f.name, list(spec.state_joints), list(spec.command_joints), dt=PHYSICS_DT,
+                                      substeps=1, integrator="euler", gravity=spec.gravity, dtype=torch.float64)
+        truths[f"payload {args.payload:g} kg"] = (
+            simulate_truth(heavy, start, 200, round(DT / PHYSICS_DT), excitation, (0.0,) * nq, np.random.default_rng(1)),
+            f"{args.payload:g} kg at {payload.link} {list(payload.offset)} that the filter's URDF model lacks")
     peak_speed = max(float(np.abs(t.states[:, :, nq:]).max()) for t, _ in truths.values())
     rows, scenarios, costs = [], [], {}
     for kind, (truth_name, (truth, _)), (latency_s, label) in itertools.product(kinds, truths.items(), ARM_SCENARIOS):
@@ -356,6 +374,8 @@ def main() -> None:
     parser.add_argument("--model-dt", type=float, default=0.0,
                         help="iiwa: evaluate the filter predicting with this model step [s] (the estimator's model.dt)")
     parser.add_argument("--model-substeps", type=int, default=1, help="iiwa: integrator substeps of --model-dt's step")
+    parser.add_argument("--payload", type=float, default=0.0,
+                        help="iiwa: also a truth carrying this many kg at the flange that the filter's model lacks")
     args = parser.parse_args()
     kinds = args.filters.split(",")
     if unknown := sorted(set(kinds) - set(ESTIMATORS)):

@@ -54,9 +54,9 @@ from mbrl_control.core.learning import (
     TrainerConfig,
     TransitionAssembler,
     encode,
-    residual_transitions,
     latest_checkpoint,
     load_into,
+    residual_transitions,
     save_checkpoint,
 )
 from mbrl_control.core.learning.background import BackgroundJob

@@ -8,8 +8,16 @@ import torch
 from mbrl_control.core.builders import build_ensemble, build_mpc, load_robot, robot_parameters
 from mbrl_control.core.dynamics import DynamicsModel, EnsembleConfig, EnsembleDynamics, PropagationConfig
 from mbrl_control.core.dynamics.residual import ResidualDynamics
-from mbrl_control.core.learning import ModelFormatError, ModelInfo, TrainerConfig, Transitions, decode, encode
-from mbrl_control.core.learning import residual_transitions, train_ensemble
+from mbrl_control.core.learning import (
+    ModelFormatError,
+    ModelInfo,
+    TrainerConfig,
+    Transitions,
+    decode,
+    encode,
+    residual_transitions,
+    train_ensemble,
+)
 
 
 def marker_ensemble(mode: str, target: str, members: int = 5) -> EnsembleDynamics:

@@ -1,9 +1,10 @@
-"""Dynamics models: the interface, the analytic cart-pole, any fixed-base URDF robot and the learned
-probabilistic ensemble."""
+"""Dynamics models: the interface, the analytic cart-pole, any fixed-base URDF robot, the learned
+probabilistic ensemble, and the analytic model corrected by a learned residual."""
 
 from mbrl_control.core.dynamics.base import DynamicsModel
 from mbrl_control.core.dynamics.cartpole import CartPoleDynamics, CartPoleParams
 from mbrl_control.core.dynamics.ensemble import EnsembleConfig, EnsembleDynamics, ModelStateError, PropagationConfig
+from mbrl_control.core.dynamics.residual import ResidualDynamics
 from mbrl_control.core.dynamics.rigid_body import RigidBodyDynamics
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "EnsembleDynamics",
     "ModelStateError",
     "PropagationConfig",
+    "ResidualDynamics",
     "RigidBodyDynamics",
 ]

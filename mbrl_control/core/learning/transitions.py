@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields
-
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
