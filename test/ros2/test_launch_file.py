@@ -159,6 +159,7 @@ LEARN_ARGUMENT_SETS = [
     {"output_dir": "/tmp/learn_test"},
     {"output_dir": "/tmp/learn_test", "episodes": "3", "episode_length": "5", "randomize": "true", "mode": "realtime"},
     {"output_dir": "/tmp/learn_test", "planner": "mppi", "estimator": "none", "record": "true"},
+    {"output_dir": "/tmp/learn_test", "robot": "iiwa", "model": "residual", "payload": "2.0"},
 ]
 # Namespaced nodes too: launch_ros resolves each robot's node under its namespace, with its
 # parameters keyed by that full name.
