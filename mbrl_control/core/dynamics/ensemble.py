@@ -418,7 +418,7 @@ class EnsembleDynamics(DynamicsModel):
         xs = x.index_select(0, from_slot[0])
         moved = []
         for t in range(T):
-            xs = xs + self._grouped_delta(xs.view(E, G, nx), us[t].view(E, G, nu), noises[t]).reshape(n, nx)
+            xs = xs + self.grouped_delta(xs.view(E, G, nx), us[t].view(E, G, nu), noises[t]).reshape(n, nx)
             moved.append(xs)
             if redrawn and t < T - 1:
                 xs = xs.index_select(0, moves[t])
@@ -434,12 +434,14 @@ class EnsembleDynamics(DynamicsModel):
         for t in range(actions.shape[1]):
             xs = x.unsqueeze(0).expand(E, B, nx)
             us = actions[:, t].unsqueeze(0).expand(E, B, nu)
-            x = x + self._grouped_delta(xs, us, noises[t]).mean(0)  # one noise sample for all members
+            x = x + self.grouped_delta(xs, us, noises[t]).mean(0)  # one noise sample for all members
             states.append(x)
         return torch.stack(states, dim=1)
 
-    def _grouped_delta(self, xs: Tensor, us: Tensor, noise: Tensor) -> Tensor:
-        """State change ``[E, G, nx]`` of group ``e`` under member ``e``: the planning hot path.
+    def grouped_delta(self, xs: Tensor, us: Tensor, noise: Tensor) -> Tensor:
+        """State change ``[E, G, nx]`` of group ``e`` (states ``xs[E, G, nx]``, actions ``us[E, G, nu]``)
+        under member ``e``, with the output noise ``noise`` if asked for: the planning hot path
+        (also ``ResidualDynamics``'s, between the analytic model's steps).
 
         Hidden layers are plain ``bmm`` (optionally in bf16) with bias and activation left to the
         compiler, which fuses them (and the casts) into one loop; the log-variance head runs only

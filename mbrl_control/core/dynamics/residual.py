@@ -88,11 +88,11 @@ class ResidualDynamics(DynamicsModel):
             u = actions[:, t]
             if mode == "expectation":
                 xs, us = x.unsqueeze(0).expand(E, n, nx), u.unsqueeze(0).expand(E, n, nu)
-                correction = self.residual._grouped_delta(xs, us, noises[t]).mean(0)
+                correction = self.residual.grouped_delta(xs, us, noises[t]).mean(0)
             else:  # the particles in slot order, moved by their slot group's member, back in particle order
                 k = t if mode == "ts1" else 0
                 xs, us = x.index_select(0, from_slot[k]), u.index_select(0, from_slot[k])
-                grouped = self.residual._grouped_delta(xs.view(E, n // E, nx), us.view(E, n // E, nu), noises[t])
+                grouped = self.residual.grouped_delta(xs.view(E, n // E, nx), us.view(E, n // E, nu), noises[t])
                 correction = grouped.reshape(n, nx).index_select(0, to_slot[k])
             x = self.analytic.step(x, u) + correction
             states.append(x)
