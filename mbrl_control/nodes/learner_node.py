@@ -311,7 +311,7 @@ class LearnerNode(Node):
             why = (f"trained on {check.trained_on} transitions it scored {check.model_score:.3f} on the newest "
                    f"episode's last {check.samples} (a zero residual: 1.0)") if check else "too little data to test it"
             if self.model.is_zero_residual():
-                self.get_logger().info(f"no residual model yet: {why}")
+                self.get_logger().info(f"the residual stays zero (the analytic model alone): {why}")
             else:
                 self.model.zero_residual_()
                 self._publish(outcome.data_size, math.nan, math.nan, f"zero residual (the analytic model alone): {why}")
