@@ -155,7 +155,7 @@ def _episodes(x, u, x_next, per_episode, dt):
 
 
 def test_a_residual_reaches_the_robot_only_if_it_predicts_the_newest_episodes_end():
-    """The check trains without the newest episode's last 30 % and scores it there: a real model
+    """The check trains without the newest episode and scores it there: a real model
     error (a weak motor) passes; residuals that are only noise (estimates' jitter) do not, so the
     controller keeps the URDF model rather than a network extrapolating noise."""
     from mbrl_control.core.learning.trainer import BackgroundTrainer, check_generalization
@@ -175,7 +175,9 @@ def test_a_residual_reaches_the_robot_only_if_it_predicts_the_newest_episodes_en
     noise = residual_transitions(analytic, _episodes(x, u, noisy, 500, dt))
     passed = check_generalization(build_ensemble(p, robot.spec), real, config)
     failed = check_generalization(build_ensemble(p, robot.spec), noise, config)
-    assert passed.passed and passed.model_score < 0.2 and passed.samples == 150 and passed.trained_on == 1350
+    assert passed.passed and passed.model_score < 0.2 and passed.samples == 500 and passed.trained_on == 1000
+    first = check_generalization(build_ensemble(p, robot.spec), real.select(real.episode == 0), config)
+    assert first.passed and first.samples == 150 and first.trained_on == 350  # one episode: its end
     assert not failed.passed and failed.model_score > 0.95
     assert check_generalization(build_ensemble(p, robot.spec), real.select(np.arange(20)), config) is None
 
