@@ -90,6 +90,9 @@ PARAMS = [
               "the analytic model of model.* gets wrong: the controllers' model:=residual)",
               choices=("learned", "residual")),
     *specs_from(ModelConfig, "model"),
+    ParamSpec("residual_min_gain", 0.25, "model:=residual: a residual is published only if one learned without the "
+              "newest episode explains at least this share of that episode's residual (else the zero residual: the "
+              "analytic model alone)", 0.0, 1.0),
     ParamSpec("data_dir", "", "replay buffer and checkpoints live here; empty: runs/learner (relative to the cwd)"),
     ParamSpec("replay.chunk_size", 1000, "transitions per sealed chunk file", 1, 100000),
     ParamSpec("replay.max_transitions", 200000, "buffer cap: oldest chunks go first (never the first episode's)", 1, 10000000),
@@ -152,7 +155,7 @@ class LearnerNode(Node):
             prepare = lambda data: residual_transitions(analytic, data, spec.angle_dims)  # noqa: E731
         # The model in use (published, checkpointed) stays on the CPU; each round trains a copy on train_device.
         self.trainer = BackgroundTrainer(trainer_config, device=train_device, prepare=prepare,
-                                         residual=p["model"] == "residual")
+                                         residual=p["model"] == "residual", residual_min_gain=p["residual_min_gain"])
         self.mbpo: MBPOConfig | None = None
         if p["mbpo.enabled"]:
             try:
