@@ -333,7 +333,7 @@ class EpisodeManager(Node):
             "success": not failed and bool(self.task.success(states, times)),
             "ended_early": failed,
             "in_tolerance_fraction": round(float(within.mean()), 4),
-            # the task's error at the end: the pole's angle from upright, the hand's distance to its goal
+            # the task's error at the end: a posture's largest joint deviation, a reach point's distance to its goal
             "final_error": round(float(self.task.error(states[-1:])[0]), 4) if len(states) else None,
             **({"goal": [round(float(v), 4) for v in self.task.goal_position()]} if self.task.has_goal else {}),
             "steps": len(r.rewards),
