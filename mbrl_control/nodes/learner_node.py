@@ -90,7 +90,7 @@ PARAMS = [
               "the analytic model of model.* gets wrong: the controllers' model:=residual)",
               choices=("learned", "residual")),
     *specs_from(ModelConfig, "model"),
-    ParamSpec("residual_min_gain", 0.25, "model:=residual: a residual is published only if one learned without the "
+    ParamSpec("residual_min_gain", 0.5, "model:=residual: a residual is published only if one learned without the "
               "newest episode explains at least this share of that episode's residual (else the zero residual: the "
               "analytic model alone)", 0.0, 1.0),
     ParamSpec("data_dir", "", "replay buffer and checkpoints live here; empty: runs/learner (relative to the cwd)"),
