@@ -353,7 +353,7 @@ LEARN_ARGUMENTS = [
     LaunchArgument("payload", "", "a point mass [kg] the robot carries and its URDF does not know (the parameter "
                    "files' payload.link and offset; empty: theirs)"),
     LaunchArgument("payload_scale", "", "multiplier on the mass of the parameter files' payload.link, unknown to the "
-                   "model (the cart-pole's pole 30 % heavier: 1.3; empty: theirs)"),
+                   "model (a link 30 % heavier: 1.3; empty: theirs)"),
     LaunchArgument("output_dir", "", "learning curve, replay buffer and checkpoints go here (default runs/learn-<stamp>)"),
     LaunchArgument("record", "false", "record every topic to MCAP (in output_dir)", ("true", "false")),
 ]

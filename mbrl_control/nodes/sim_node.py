@@ -182,9 +182,12 @@ class SimNode(Node):
             # One tick per physics step: readings go out when they are due, not a timer period later.
             self.create_timer(self.physics_dt, self._realtime_tick, clock=self._steady())
         sensing = "encoder readings" if self.sensor else "exact states"
+        unknown = (f"; carrying what the URDF does not say: {payload.mass:g} kg at {payload.link} "
+                   f"{list(payload.offset)}, its mass x{payload.mass_scale:g}"
+                   if payload.mass > 0.0 or payload.mass_scale != 1.0 else "")
         self.get_logger().info(
             f"{p['mode']} sim of {urdf.name}: joints {names}, physics {p['physics_rate']:.0f} Hz, "
-            f"{sensing} on joint_states, commands on {p['command_joints']}"
+            f"{sensing} on joint_states, commands on {p['command_joints']}{unknown}"
         )
 
     @staticmethod
