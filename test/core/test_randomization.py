@@ -86,12 +86,17 @@ def test_a_payload_at_the_flange_loads_the_arm_as_the_rigid_body_model_of_the_sa
     original = resolve_urdf(f"pybullet_data:{IIWA}")
     joints = [f"lbr_iiwa_joint_{i}" for i in range(1, 8)]
     text = apply_payload(original.read_text(), "lbr_iiwa_link_7", 2.0, (0.0, 0.0, 0.05))
-    sim = BulletRobot(original, 0.0025)
     q = [0.3, 0.7, -0.2, -1.1, 0.4, 0.9, 0.1]
-    c = sim._client
-    before = np.array(c.calculateInverseDynamics(sim.body, q, [0.0] * 7, [0.0] * 7))
+
+    def holding_torques(robot: BulletRobot) -> np.ndarray:
+        return np.array(robot._client.calculateInverseDynamics(robot.body, q, [0.0] * 7, [0.0] * 7))
+
+    # Two robots, each asked once: PyBullet keeps the inverse-dynamics tree it built for a body id,
+    # and a body reloaded under the same id would be answered from the old one.
+    before = holding_torques(BulletRobot(original, 0.0025))
+    sim = BulletRobot(original, 0.0025)
     sim.reload(text)
-    after = np.array(c.calculateInverseDynamics(sim.body, q, [0.0] * 7, [0.0] * 7))
+    after = holding_torques(sim)
     assert sim.joint_names == joints  # the payload hangs on a fixed joint: no new joint
     assert abs(after[1] - before[1]) > 5.0  # ~2 kg x 9.81 x the shoulder's lever arm
     with tempfile.NamedTemporaryFile("w", suffix=".urdf") as f:  # the model reads masses, not meshes
