@@ -195,3 +195,13 @@ def test_a_residual_reaches_the_robot_only_if_it_predicts_the_newest_episodes_en
     assert model.is_zero_residual()
     with torch.no_grad():
         torch.testing.assert_close(ResidualDynamics(analytic, model.freeze()).mean_step(x, u), analytic.step(x, u))
+    # A residual of one sign in a dimension (a constant drag): zeroed, it still adds exactly nothing.
+    with torch.no_grad():
+        drag = analytic.step(x, u) + torch.tensor([0.0, 0.0, 0.05, 0.0])
+    biased = _episodes(x, u, drag, 500, dt)
+    one_sign = build_ensemble(p, robot.spec)
+    train_ensemble(one_sign, residual_transitions(analytic, biased), config)
+    assert float(one_sign.delta_low[2]) <= 0.0 <= float(one_sign.delta_high[2])
+    one_sign.zero_residual_()
+    with torch.no_grad():
+        torch.testing.assert_close(ResidualDynamics(analytic, one_sign.freeze()).mean_step(x, u), analytic.step(x, u))

@@ -251,8 +251,9 @@ class EnsembleDynamics(DynamicsModel):
             normalised = (f - self.input_mean) / self.input_std
             self.input_low.copy_(normalised.amin(0))
             self.input_high.copy_(normalised.amax(0))
-            self.delta_low.copy_((next_states - states).amin(0))
-            self.delta_high.copy_((next_states - states).amax(0))
+            # Zero always in range: a zeroed residual (``zero_residual_``) must add exactly nothing.
+            self.delta_low.copy_((next_states - states).amin(0).clamp(max=0.0))
+            self.delta_high.copy_((next_states - states).amax(0).clamp(min=0.0))
         if self.config.learn_reward:
             if rewards is None:
                 raise ValueError("learn_reward needs rewards to fit the normaliser")
