@@ -69,8 +69,7 @@ MODELS = ("analytic", "learned", "residual")
 
 def run_one(robot: str, model: str, seed: int, args, out: Path) -> dict:
     case = CASES[robot]
-    overrides = overrides_for("baseline", seed)
-    overrides.setdefault("episode_manager", {"ros__parameters": {}})["ros__parameters"]["goal_seed"] = seed
+    overrides = overrides_for("baseline", seed)  # every seed of the run, the goals' included
     for node, values in case.extra.items():
         overrides.setdefault(node, {"ros__parameters": {}})["ros__parameters"].update(values)
     launch = {"robot": robot, "episodes": str(args.episodes), "episode_length": f"{case.episode_length:g}",
