@@ -409,13 +409,15 @@ class RigidBodyDynamics(DynamicsModel):
         full = (s.unsqueeze(1) * force.unsqueeze(0)).sum(2)  # [i, j] = s_i . f_j
         return full * self._upper + (full * self._strict_upper).transpose(0, 1)
 
-    def _rnea(self, s: Tensor, moment: Tensor, inertia: Tensor, qd: Tensor) -> Tensor:
-        """``C(q, qd) qd + g(q) [n, B]``: recursive Newton-Euler with ``qdd = 0``, each pass one sum over the tree."""
+    def _rnea(self, s: Tensor, moment: Tensor, inertia: Tensor, qd: Tensor, qdd: Tensor | None = None) -> Tensor:
+        """``C(q, qd) qd + g(q) [n, B]`` (``+ M(q) qdd`` with ``qdd``): recursive Newton-Euler, each
+        pass one sum over the tree (with ``qdd``, inverse dynamics without the mass matrix's O(n^2))."""
         v = self._from_root(qd.unsqueeze(1) * s)  # body velocities
         w, lin = v[:, :3], v[:, 3:]
         sw, sl = s[:, :3], s[:, 3:]
         s_dot = torch.cat([_cross(w, sw), _cross(w, sl) + _cross(lin, sw)], dim=1)  # v x s
-        acc = self._from_root(qd.unsqueeze(1) * s_dot) + self._base_acceleration
+        joint_acc = qd.unsqueeze(1) * s_dot if qdd is None else qd.unsqueeze(1) * s_dot + qdd.unsqueeze(1) * s
+        acc = self._from_root(joint_acc) + self._base_acceleration
         momentum = self._apply_inertia(self._mass, moment, inertia, v)
         mw, ml = momentum[:, :3], momentum[:, 3:]
         force = self._apply_inertia(self._mass, moment, inertia, acc) + torch.cat(
@@ -482,11 +484,14 @@ class RigidBodyDynamics(DynamicsModel):
         """The command joints' gravity torques at the positions of ``x[B, nx]``."""
         return self.gravity_torques(x[..., : self.n_joints]).index_select(-1, self._command_index)
 
-    def inverse_dynamics(self, q: Tensor, qd: Tensor, qdd: Tensor) -> Tensor:
-        """``M qdd + C qd + g [B, n]``, without damping (what PyBullet's calculateInverseDynamics returns)."""
+    def inverse_dynamics(self, q: Tensor, qd: Tensor, qdd: Tensor, damped: Tensor | None = None) -> Tensor:
+        """``M qdd + C qd + g [B, n]``, without the joints' damping: what PyBullet's
+        calculateInverseDynamics returns. ``damped``: velocities ``[B, n]`` whose damping
+        ``D damped`` is added (the effort a robot with damped joints needs)."""
         s, moment, inertia = self._bodies(self._inward(q))
-        mass = self._mass_matrix(s, moment, inertia)
-        tau = (mass * self._inward(qdd).unsqueeze(0)).sum(1) + self._rnea(s, moment, inertia, self._inward(qd))
+        tau = self._rnea(s, moment, inertia, self._inward(qd), self._inward(qdd))
+        if damped is not None:
+            tau = tau + self._damping * self._inward(damped)
         return self._outward(tau, q.shape[:-1])
 
     def forward_dynamics(self, q: Tensor, qd: Tensor, effort: Tensor) -> Tensor:
