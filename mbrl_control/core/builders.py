@@ -46,6 +46,14 @@ from mbrl_control.core.planners.ilqr_offline import ILQROfflineConfig, ILQROffli
 from mbrl_control.core.planners.lqr import Equilibrium, rest_action, solve_lqr
 from mbrl_control.core.planners.policy import resolve_policy
 from mbrl_control.core.planners.smoothing import SmoothedPlanner
+from mbrl_control.core.planners.velocity_commands import (
+    ComputedTorque,
+    VelocityCommandConfig,
+    VelocityCommandModel,
+    VelocityCommandPlanner,
+    VelocityCommands,
+    VelocityCommandTask,
+)
 from mbrl_control.core.robot import RobotSpec, RobotSpecError, robot_spec
 from mbrl_control.core.rollout import TrajectoryEvaluator
 from mbrl_control.core.tasks.base import Task
@@ -332,7 +340,8 @@ def checked_device(name: str) -> torch.device:
 def build_mpc(p: Mapping[str, Any], planner: str | None = None, robot: Robot | None = None) -> MPCSetup:
     """The controller's planning stack from its flat parameters (the robot's, ``model``,
     ``model.*``, ``task.*``, ``terminal``, ``terminal_weight``, ``<planner>.*``, ``lqr.*``,
-    ``compile``, ``policy.*``, ``value.*``, ``device``, ``rollout_threads``): the node and
+    ``compile``, ``policy.*``, ``value.*``, ``device``, ``rollout_threads``, ``sampling_actions``,
+    ``velocity_command.*``): the node and
     ``mbrl-control warmup`` build exactly the same thing. ``policy.path`` is the policy planner's
     policy and, if set, iCEM's warm start; ``value.path`` is the critic of ``terminal:=value``.
     ``device`` (``cpu``, ``cuda``, ``auto``): where the planner and the learned model live; the
@@ -389,13 +398,25 @@ def build_mpc(p: Mapping[str, Any], planner: str | None = None, robot: Robot | N
         # architecture now, so each one is copied in place between ticks.
         hidden = tuple(p.get("mbpo.hidden", MBPOConfig().hidden))
         policy = Policy(policy_spec(task, hidden, spec.angle_dims))
+    commands = None
+    if name in SAMPLING_PLANNERS and p.get("sampling_actions", "effort") == "velocity":
+        kinematics = robot.kinematics if device.type == "cpu" else copy.deepcopy(robot.kinematics)
+        try:
+            if name == "icem" and policy is not None:
+                raise ValueError("an MBPO policy's warm start is in efforts")
+            commands = VelocityCommands(ComputedTorque(kinematics, spec.command_index, task.action_low, task.action_high),
+                                        dataclass_from(VelocityCommandConfig, section(p, "velocity_command")))
+            sampled_model, sampled_task = VelocityCommandModel(model, commands), VelocityCommandTask(planning_task, commands)
+        except ValueError as exc:
+            raise ValueError(f"sampling_actions 'velocity': {exc}") from exc
+    planner = build_planner(name, sampled_model if commands else model, sampled_task if commands else planning_task,
+                            section(p, name), p.get("compile", True), policy=policy, equilibrium=equilibrium,
+                            device=None if device.type == "cpu" else str(device), threads=int(p.get("rollout_threads", 1)))
     return MPCSetup(
         robot=robot,
         model=model,
         task=task,
-        planner=build_planner(name, model, planning_task, section(p, name), p.get("compile", True), policy=policy,
-                              equilibrium=equilibrium, device=None if device.type == "cpu" else str(device),
-                              threads=int(p.get("rollout_threads", 1))),
+        planner=planner if commands is None else VelocityCommandPlanner(planner, commands),
         fallback=fallback,
         learned=ensemble,
         policy_pending=pending,

@@ -73,6 +73,7 @@ from mbrl_control.core.estimation.lookahead import StateLookahead
 from mbrl_control.core.learning.sample_layout import SampleLayout
 from mbrl_control.core.mbpo.config import MBPOConfig
 from mbrl_control.core.planners.random import RandomConfig, RandomPlanner
+from mbrl_control.core.planners.velocity_commands import SAMPLING_ACTIONS, VelocityCommandConfig
 from mbrl_control.core.safety import DEGRADED, RUNNING, STOPPED, JointLimits, SafetyConfig, SafetyLayer
 from mbrl_control.core.tasks.critic_terminal import ValueTerminalConfig
 from mbrl_control.core.timing import TickStats
@@ -163,6 +164,10 @@ PARAMS = [
     ParamSpec("mbpo.hidden", list(MBPOConfig().hidden), "hidden units of the learner's MBPO policies (model:=learned planner:=policy "
               "allocates them before the first arrives)", 1, 1024),
     *specs_from(RandomConfig, "explore"),
+    ParamSpec("sampling_actions", "effort", "what cem, icem and mppi sample: efforts, or joint velocity commands that "
+              "the URDF's inverse dynamics turns into efforts inside the model (an arm; analytic model)",
+              choices=SAMPLING_ACTIONS),
+    *specs_from(VelocityCommandConfig, "velocity_command"),
 ]
 
 
