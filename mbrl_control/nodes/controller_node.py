@@ -73,7 +73,7 @@ from mbrl_control.core.estimation.lookahead import StateLookahead
 from mbrl_control.core.learning.sample_layout import SampleLayout
 from mbrl_control.core.mbpo.config import MBPOConfig
 from mbrl_control.core.planners.random import RandomConfig, RandomPlanner
-from mbrl_control.core.planners.velocity_commands import SAMPLING_ACTIONS, VelocityCommandConfig
+from mbrl_control.core.planners.velocity_commands import SAMPLING_ACTIONS, ComputedTorque, VelocityCommandConfig
 from mbrl_control.core.safety import DEGRADED, RUNNING, STOPPED, JointLimits, SafetyConfig, SafetyLayer
 from mbrl_control.core.tasks.critic_terminal import ValueTerminalConfig
 from mbrl_control.core.timing import TickStats
@@ -199,8 +199,14 @@ class ControllerNode(Node):
         # MBPO's policy (planner:=policy, or iCEM's warm start) is updated the way models are.
         uses_policy = p["planner"] == "policy" or (p["planner"] == "icem" and p["policy.path"])
         self.policy_receiver = PolicyReceiver(self, self.planner) if uses_policy else None
-        self.explorer = RandomPlanner(self.task.action_low, self.task.action_high, self.task.state_dim,
-                                      dataclass_from(RandomConfig, section(p, "explore")))
+        try:
+            explore = dataclass_from(RandomConfig, section(p, "explore"))
+            torque = (ComputedTorque(self.robot.kinematics, self.command_index, self.task.action_low,
+                                     self.task.action_high) if explore.excitation == "acceleration" else None)
+            self.explorer = RandomPlanner(self.task.action_low, self.task.action_high, self.task.state_dim, explore,
+                                          computed_torque=None if torque is None else torque.efforts)
+        except ValueError as exc:
+            raise ParameterError(f"explore: {exc}") from exc
 
         # Realtime: the estimate is tens of ms old when the command acts; plan from where it will be.
         self.lookahead = None
