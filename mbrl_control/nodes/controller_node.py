@@ -142,6 +142,9 @@ PARAMS = [
     ParamSpec("lockstep_readers", [""], "lockstep: hold the run (the sim waits) until these nodes (a recorder, a learner) "
               "read ~/transitions, so they miss no tick ('': none)"),
     ParamSpec("lockstep_watchdog", 0.5, "lockstep: tick anyway (safe command if stale) after this wall time without a state since the last tick ended [s]", 0.01, 60.0),
+    ParamSpec("lockstep_stale_watchdog", 0.05, "lockstep: once a tick found the state stale, the watchdog's wait until the "
+              "next (a stale estimator publishes nothing and the sim waits for a command: at lockstep_watchdog a "
+              "stale second of sim time took 25 s) [s]", 0.005, 60.0),
     *specs_from(SafetyConfig, "safety", dynamic=("state_timeout", "hold_timeout", "rate_limit"),
                 names={"state_timeout": "state_timeout"}),
     # Not a SafetyConfig field: the node scales the robot's effort limits by it into effort_limit.
@@ -229,6 +232,7 @@ class ControllerNode(Node):
         self.last_plan = None
         self.ticks_since_plan = 0
         self.last_tick_end = 0.0  # the lockstep watchdog counts from here
+        self.stale_ticking = False  # the last tick found a state, but stale (lockstep_stale_watchdog)
         self.seq = 0  # the next control tick's sequence number
         self.period_ns = round(self.period * 1e9)
         self.last_release_ns: int | None = None  # realtime: the timer's intended release of the last tick
@@ -268,7 +272,8 @@ class ControllerNode(Node):
         if self.lockstep:
             # Ticks follow the states; if they stop coming (sensor dropout), tick anyway so the sim,
             # which waits for our command, advances under the safe command.
-            self.create_timer(p["lockstep_watchdog"] / 2, self._lockstep_watchdog, clock=Clock(clock_type=ClockType.STEADY_TIME))
+            watch = min(p["lockstep_watchdog"], p["lockstep_stale_watchdog"]) / 2
+            self.create_timer(watch, self._lockstep_watchdog, clock=Clock(clock_type=ClockType.STEADY_TIME))
         else:
             self.timer = self.create_timer(self.period, self._on_timer)
         self.create_timer(1.0 / p["diagnostics_rate"], self._publish_diagnostics)
@@ -332,8 +337,15 @@ class ControllerNode(Node):
         # slow estimator takes to start (the sim holds it until a command comes).
         # From the end of the last tick: a tick slower than the watchdog must not be followed at once
         # by one on the state it already planned from.
-        if (time.perf_counter() - self.last_tick_end > self.p["lockstep_watchdog"]
+        # While the state is stale no estimate will come: the next safe command goes sooner.
+        wait = self.p["lockstep_stale_watchdog"] if self.stale_ticking else self.p["lockstep_watchdog"]
+        if (time.perf_counter() - self.last_tick_end > wait
                 and self.count_publishers(self.state_sub.topic_name) > 0):
+            # This tick answers the sim's current period: an estimate of it arriving late must not
+            # start a second tick (a second command would step the sim again).
+            now_ns = self.get_clock().now().nanoseconds
+            if now_ns > 0:
+                self.next_tick_ns = now_ns + self.period_ns
             self._tick()
 
     # -- the control tick --------------------------------------------------------------------
@@ -352,6 +364,7 @@ class ControllerNode(Node):
             return
         cost, iterations, action = math.nan, 0, None
         age = self._state_age()
+        self.stale_ticking = self.state_stamp is not None and not age <= self.p["state_timeout"]
         if age <= self.p["state_timeout"] and not self.safety.estop.latched:
             deadline = None if self.lockstep else start + self.p["deadline_fraction"] * self.period
             plan = self._plan(deadline)
