@@ -47,7 +47,7 @@ from mbrl_control.report import plot_learning_curve
 
 # name: (what it changes, parameter overrides, learn.launch arguments)
 VARIANTS = {
-    "baseline": ("PETS: the robot config's planner (CEM; iCEM at 100 Hz) on a 5-member ensemble, TS1, no input "
+    "baseline": ("PETS: the robot config's planner (cart-pole: CEM, iCEM at 100 Hz; iiwa: iLQR on the members' mean) on a 5-member ensemble, TS1, no input "
                  "noise, one robot", {}, {}),
     "single_model": ("one network instead of an ensemble", {"/**": {"ensemble": {"members": 1}}}, {}),
     "expectation": ("members' mean instead of trajectory sampling", {"mpc_controller": {"propagation": {"mode": "expectation"}}}, {}),
