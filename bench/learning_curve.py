@@ -174,6 +174,7 @@ def main() -> None:
     rows, results, curves, labels = [], {}, [], []
     seeds_of = {v: args.seeds if v == "baseline" else args.ablation_seeds for v in variants}
     all_runs = progress_bar(total=sum(seeds_of.values()), desc="runs", unit="run")
+    task_label = f"{args.robot}_reach" if args.robot != "cartpole" else args.task  # --task is the cart-pole's
     for variant in variants:
         runs = []
         for seed in range(args.first_seed, args.first_seed + seeds_of[variant]):
@@ -246,7 +247,7 @@ def main() -> None:
                       t["overrun_ticks"], t["missed_ticks"], t["missed_fraction"]]
                      for v, t in ((v, results[v]["timing"]) for v in variants)])
     if curves:
-        png = plot_learning_curve(curves, args.out / f"learning_curves_{args.task}.png", labels)
+        png = plot_learning_curve(curves, args.out / f"learning_curves_{task_label}.png", labels)
         print(f"curves: {png}")
     base = results.get("baseline", {})
     target = {"episodes_to_success_median": 5, "measured": base.get("episodes_to_success_median"),
@@ -265,7 +266,7 @@ def main() -> None:
                   "met": within >= 4 and timing["planning_tick_ms_p99_worst"] is not None
                   and timing["planning_tick_ms_p99_worst"] <= 8.0 and timing["missed_fraction"] is not None
                   and timing["missed_fraction"] < 0.005}
-    emit_json({"benchmark": "learning_curve", "machine": machine(), "robot": args.robot, "task": args.task,
+    emit_json({"benchmark": "learning_curve", "machine": machine(), "robot": args.robot, "task": task_label,
                "episodes": args.episodes,
                "mode": args.mode, "control_rate": args.control_rate,
                "episode_length_s": args.episode_length, "results": results,
