@@ -341,17 +341,12 @@ class ControllerNode(Node):
         wait = self.p["lockstep_stale_watchdog"] if self.stale_ticking else self.p["lockstep_watchdog"]
         if (time.perf_counter() - self.last_tick_end > wait
                 and self.count_publishers(self.state_sub.topic_name) > 0):
-            # This tick answers the sim's current period: an estimate of it arriving late must not
-            # start a second tick (a second command would step the sim again).
-            now_ns = self.get_clock().now().nanoseconds
-            if now_ns > 0:
-                self.next_tick_ns = now_ns + self.period_ns
-            self._tick()
+            self._tick(watchdog=True)
 
     # -- the control tick --------------------------------------------------------------------
-    def _tick(self, lateness: float | None = None) -> None:
+    def _tick(self, lateness: float | None = None, watchdog: bool = False) -> None:
         """One control tick; ``lateness``: how long after the timer's intended release it started
-        (realtime), None in lockstep."""
+        (realtime), None in lockstep; ``watchdog``: started by the lockstep watchdog, not a state."""
         start = time.perf_counter()
         self.tuning.apply_pending()  # parameters set since the last tick: before planning, never during it
         if self.lockstep and not self._subscribers_ready():
@@ -362,6 +357,12 @@ class ControllerNode(Node):
                 self._send(np.zeros(self.task.action_dim))
             self.last_tick_end = time.perf_counter()
             return
+        if watchdog:
+            # This tick answers the sim's current period: an estimate of it arriving late must not
+            # start a second tick (a second command would step the sim again).
+            now_ns = self.get_clock().now().nanoseconds
+            if now_ns > 0:
+                self.next_tick_ns = now_ns + self.period_ns
         cost, iterations, action = math.nan, 0, None
         age = self._state_age()
         self.stale_ticking = self.state_stamp is not None and not age <= self.p["state_timeout"]

@@ -160,7 +160,6 @@ class VelocityCommandPlanner(Planner):
         commands = self.commands
         states = plan.states[:-1].to(commands.effort_low.device)
         efforts = commands.efforts(states, plan.actions.to(states.device)).cpu()
-        plan.info["velocity_command"] = float(plan.actions[0].abs().max())
         plan.actions = efforts
         return plan
 
