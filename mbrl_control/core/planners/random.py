@@ -80,7 +80,7 @@ class RandomPlanner(Planner):
         x0 = x0.detach().cpu().float()
         new_draw = self._tick % self.config.hold == 0
         if new_draw:
-            torch.rand(self._low.shape, generator=self._generator, out=self._draw)
+            self._draw = torch.rand(self._low.shape, generator=self._generator, device="cpu")
         if self.config.excitation == "effort":
             if new_draw:
                 self._actions[:] = self._low + self._draw * (self._high - self._low)
