@@ -98,6 +98,24 @@ class Driver:
         self.get = probe.node.create_client(GetState, "/driver/get_state")
         self.reset = probe.node.create_client(Trigger, "/driver/reset_estop")
 
+    def prime_lifecycle(self):
+        """A client's first response can be lost: the service may answer before it has discovered
+        the client's response reader ("failed to send response (timeout)" in the driver's log;
+        seen once in CI). Prime the lifecycle clients with requests that change nothing (get the
+        state; a transition the state refuses; a reset with nothing latched), repeated until one is
+        answered."""
+        self._prime(self.get, GetState.Request())
+        self._prime(self.change, ChangeState.Request(transition=Transition(id=Transition.TRANSITION_DEACTIVATE)))
+        self._prime(self.reset, Trigger.Request())
+
+    def _prime(self, client, request, tries=5):
+        assert client.wait_for_service(timeout_sec=10.0)
+        for _ in range(tries):
+            future = client.call_async(request)
+            if self.probe.spin_until(future.done, 2.0):
+                return
+        raise AssertionError(f"{client.srv_name}: no response to {tries} requests")
+
     def call(self, client, request, timeout=10.0):
         assert client.wait_for_service(timeout_sec=timeout)
         future = client.call_async(request)
@@ -133,6 +151,7 @@ def test_driver_template_lifecycle_limits_timeout_and_estop(domain, probe, tmp_p
     running = start([spec], domain, tmp_path / "logs")
     try:
         d = Driver(probe)
+        d.prime_lifecycle()
         assert d.state() == "unconfigured", logs(tmp_path)
         assert d.transition(Transition.TRANSITION_CONFIGURE) and d.state() == "inactive"
         d.push(5.0, 0.3)
