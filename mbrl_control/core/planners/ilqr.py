@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.linalg import lapack
 from torch import Tensor
 
 from mbrl_control.core.dynamics.base import DynamicsModel
@@ -322,11 +323,15 @@ class ILQRPlanner(Planner):
     def _multi_action_policy(self, q: np.ndarray, policy: np.ndarray, t: int, mu: float) -> bool:
         """``_backward_pass``'s step for several actions: Cholesky solve, then the box projection."""
         nx, nz = self._nx, self._nx + self._nu
-        try:
-            chol = np.linalg.cholesky(q[nx:nz, nx:nz] + mu * self._eye_u)
-        except np.linalg.LinAlgError:
+        # LAPACK's potrf/potrs directly: numpy's cholesky and two solves cost 59 us a step for the
+        # arm's 7 actions against 7 us (1.3 ms of a 25-step backward pass).
+        chol, info = lapack.dpotrf(q[nx:nz, nx:nz] + mu * self._eye_u, lower=1, clean=0)
+        if info != 0:  # > 0: not positive definite
             return False
-        step = -np.linalg.solve(chol.T, np.linalg.solve(chol, q[nx:nz]))  # [K, ., k] in Q's columns
+        step, info = lapack.dpotrs(chol, q[nx:nz], lower=1)  # [K, ., k] in Q's columns
+        if info != 0:
+            return False
+        step = -step
         feedforward = step[:, nz]
         clamped = np.minimum(np.maximum(feedforward, self._low - self._u64[t]), self._high - self._u64[t])
         gains = step[:, :nx]
