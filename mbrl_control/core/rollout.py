@@ -215,9 +215,11 @@ class FeedbackRollout(torch.nn.Module):
                 device = module_device(self.model)
                 x = x0.unsqueeze(0).expand(step_sizes.shape[0], -1)
                 step = step_sizes.unsqueeze(-1)
+                # cpp_wrapper: the looped step's graph is called once per step, and the C++ wrapper
+                # halves what each call costs besides its kernels (the arm: 356 -> 199 us a step).
                 self._feedback_step = compile_or_eager(self._step_with_feedback,
                                                        (x, x_ref[0], u_ref[0], feedforward[0], gains[0], step), device,
-                                                       cuda_graphs=False)
+                                                       cpp_wrapper=True, cuda_graphs=False)
                 states = torch.stack([x] * (u_ref.shape[0] + 1), dim=1)
                 actions = u_ref.unsqueeze(0).expand(step_sizes.shape[0], -1, -1)
                 self._cost = compile_or_eager(self.task.trajectory_cost, (states, actions), device)
