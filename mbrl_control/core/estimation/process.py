@@ -74,10 +74,19 @@ def _has_analytic_jacobians(model: DynamicsModel) -> bool:
 def _step_and_state_jacobian(model: DynamicsModel) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
     """``(x[nx], u[nu]) -> (A[nx, nx], x_next[nx])`` in one pass.
 
-    A model that overrides ``jacobians`` (analytic) is used as is; otherwise reverse-mode
+    A model with ``step_and_state_jacobian`` computes both (in one batched step, for the rigid
+    body); one that overrides ``jacobians`` (analytic) is used as is; otherwise reverse-mode
     autograd of ``step`` (``torch.func.jacrev`` with the value as auxiliary output, so the
     prediction and its Jacobian share one forward pass).
     """
+    state_only = getattr(model, "step_and_state_jacobian", None)
+    if state_only is not None:  # the model's own, cheaper than both Jacobians (see RigidBodyModel)
+
+        def step_and_state(x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+            x_next, a = state_only(x.unsqueeze(0), u.unsqueeze(0))
+            return a[0], x_next[0]
+
+        return step_and_state
     if _has_analytic_jacobians(model):
 
         def analytic(x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
