@@ -69,6 +69,10 @@ PARAMS = [
                                "period, one step per reading)", 0.0, 0.1),
     ParamSpec("mode", "realtime", "realtime: timer; lockstep: once per control period of /clock", choices=("realtime", "lockstep")),
     ParamSpec("torch_threads", 1, "torch intra-op threads", 1, 64),
+    ParamSpec("reading_queue", 5, "realtime: readings kept for the filter while it is busy (the newest; older ones are "
+                                  "dropped, uncounted, by the middleware; 5: the sensor-data QoS depth). 1: a filter "
+                                  "that fell behind skips to the newest reading instead of working through old ones, "
+                                  "each dearer the later it is fused (lockstep: always the sensor-data depth)", 1, 100),
     ParamSpec("marker_rate", 10.0, "rate of ~/uncertainty markers [Hz]; 0 disables them", 0.0, 100.0, dynamic=True),
     ParamSpec("diagnostics_rate", 1.0, "diagnostics publish rate [Hz]", 0.1, 100.0),
     ParamSpec("frame_id", "world", "fixed frame of the markers"),
@@ -137,7 +141,16 @@ class EstimatorNode(Node):
             MultiArrayDimension(label="cols", size=nx, stride=nx),
         ]
         self.diagnostics = DiagnosticsPublisher(self)
-        self.create_subscription(JointState, "joint_states", self._on_reading, qos_profile_sensor_data)
+        readings = qos_profile_sensor_data
+        if not self.lockstep:
+            # Behind its readings (a busy host) every reading costs more (the publish predicts from the
+            # last one fused to now; a stale filter re-predicts its history): a filter working through a
+            # backlog may never catch up (the iiwa, realtime on two cores, 2026-12-06: stale within a
+            # second where its recorded readings replayed offline were tracked). A short queue sheds it.
+            sensor = qos_profile_sensor_data
+            readings = QoSProfile(depth=p["reading_queue"], reliability=sensor.reliability,
+                                  durability=sensor.durability, history=sensor.history)
+        self.create_subscription(JointState, "joint_states", self._on_reading, readings)
         self.create_subscription(
             Float64MultiArray, "effort_controller/commands", self._on_command,
             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
