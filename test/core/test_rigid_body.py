@@ -170,6 +170,10 @@ def test_finite_difference_jacobians_match_autograd():
     assert a.shape == (3, 14, 14) and b.shape == (3, 14, 7)
     torch.testing.assert_close(a, exact_a, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(b, exact_b, rtol=1e-5, atol=1e-7)
+    # The filter's (the state Jacobian and the step, from one batched step) against the same truth.
+    x_next, a_state = model.step_and_state_jacobian(x, u)
+    torch.testing.assert_close(a_state, exact_a, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(x_next, model.step(x, u))
     a32, b32 = model.float().jacobians(x.float(), u.float())
     # float32: the ill-conditioned mass matrix (a light wrist) costs accuracy in any float32 derivative
     assert (a32.double() - exact_a).abs().max() < 1e-2 * exact_a.abs().max()

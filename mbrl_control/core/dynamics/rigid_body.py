@@ -525,7 +525,7 @@ class RigidBodyDynamics(DynamicsModel):
         and, being one step call, compiled as one. Steps of cbrt(machine epsilon) relative, per
         entry, which balances truncation and rounding: ~1e-4 relative error in float32."""
         nx = x.shape[-1]
-        _, jac = self._central_differences(x, u, x.shape[-1] + u.shape[-1])
+        _, jac = self._central_differences(x, u, nx + u.shape[-1])
         return jac[..., :nx], jac[..., nx:]
 
     def step_and_state_jacobian(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:

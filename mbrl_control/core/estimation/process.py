@@ -80,7 +80,7 @@ def _step_and_state_jacobian(model: DynamicsModel) -> Callable[[Tensor, Tensor],
     prediction and its Jacobian share one forward pass).
     """
     state_only = getattr(model, "step_and_state_jacobian", None)
-    if state_only is not None:  # the model's own, cheaper than both Jacobians (see RigidBodyModel)
+    if state_only is not None:  # the model's own, cheaper than both Jacobians (see RigidBodyDynamics)
 
         def step_and_state(x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
             x_next, a = state_only(x.unsqueeze(0), u.unsqueeze(0))
