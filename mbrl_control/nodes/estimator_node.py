@@ -147,9 +147,8 @@ class EstimatorNode(Node):
             # last one fused to now; a stale filter re-predicts its history): a filter working through a
             # backlog may never catch up (the iiwa, realtime on two cores, 2026-12-06: stale within a
             # second where its recorded readings replayed offline were tracked). A short queue sheds it.
-            sensor = qos_profile_sensor_data
-            readings = QoSProfile(depth=p["reading_queue"], reliability=sensor.reliability,
-                                  durability=sensor.durability, history=sensor.history)
+            readings = QoSProfile(depth=p["reading_queue"], reliability=readings.reliability,
+                                  durability=readings.durability, history=readings.history)
         self.create_subscription(JointState, "joint_states", self._on_reading, readings)
         self.create_subscription(
             Float64MultiArray, "effort_controller/commands", self._on_command,
