@@ -52,7 +52,10 @@ Columns:
                      the last transition the learner stored)
   visible            where /diagnostics (or the exit message) shows it
 
-  python bench/faults.py [--only ROW[,ROW...]] [--keep DIR]
+  python bench/faults.py [--only ROW[,ROW...]] [--keep DIR] [--robot ROBOT]
+
+--robot iiwa (any config/<robot>.yaml) runs the rows that need no learner or extra recorders on
+that robot, its safe command judged as the robot defines it (an arm: its gravity hold).
 
 Takes about 6 minutes (5.5 on a loaded 2-core machine). Prints the table, then one JSON line:
 {"bench": "faults", "rows": [...], "all_pass": ...}.
@@ -76,6 +79,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from common import emit_json, machine, print_table
@@ -85,7 +89,7 @@ from ros_run import SpinningNode, claimed_domain
 from std_msgs.msg import UInt8MultiArray
 
 from mbrl_control.config import node_settings
-from mbrl_control.core.builders import build_ensemble, robot_parameters
+from mbrl_control.core.builders import build_ensemble
 from mbrl_control.core.dynamics.ensemble import EnsembleDynamics
 from mbrl_control.core.learning import ModelInfo, ReplayBuffer, encode, save_checkpoint
 from mbrl_control.core.robot import robot_spec
@@ -99,22 +103,23 @@ from mbrl_control_testing.fault_probe import (
     PLANNED,
     ControlProbe,
     TruthVerdict,
-    default_tolerance,
     expected_transitions,
     recorded_seqs,
+    robot_under_test,
     sequence_loss,
 )
 
-PERIOD = 0.02  # the configuration's 50 Hz
-STATE_TIMEOUT, STALE_AFTER, COMMAND_TIMEOUT = 0.1, 0.1, 0.1  # controller, estimator, sim (config/cartpole.yaml)
-EFFORT_LIMIT = 20.0  # URDF
-STATE_JOINTS = ["slider_to_cart", "cart_to_pole"]  # config/cartpole.yaml
-ANGLE_JOINTS = robot_spec(robot_parameters("cartpole")).rotational_dims  # positions in radians: wrapped when judged
-# A state counts as true within these of the truth at its stamp (see mbrl_control_testing.fault_probe.StateTolerance).
-TOLERANCE = default_tolerance(len(STATE_JOINTS), STATE_TIMEOUT, PERIOD)
+# The robot under test (--robot; the cart-pole by default): its control period, timeouts, effort
+# limits, what its safe command is and what settled means (mbrl_control_testing.fault_probe).
+ROBOT = robot_under_test("cartpole")
 PROBE_CLOSE_S = 10.0  # rclpy's teardown has hung after a long run: give up on it after this
 HUNG_PROBES: list[str] = []  # runs whose probe teardown was left behind: leave with os._exit at the end
-UPRIGHT = {"initial_position": [0.0, 0.0], "initial_noise": 0.02}
+# Where the sim starts: the pole upright (swing-ups would blur the rows); others from their files.
+START_POSTURE = {"cartpole": {"initial_position": [0.0, 0.0], "initial_noise": 0.02}}
+# A reach task keeps its configured goal (no goal publisher): settled means the hand is there.
+ONE_GOAL = {"goal_publisher": {"enabled": False}}
+# Rows that need the learn graph's ensemble or the cart-pole's figures: the cart-pole's alone.
+CARTPOLE_ONLY = ("learning", "recording", "bad_parameters", "bad_config")
 LOCKSTEP_WINDOW = (1.0, 0.5, 5.5)  # fault start, duration, end of the run [s of robot time]: 4 s to recover
 REALTIME_WINDOW = (5.0, 0.5, 9.0)  # late enough for DDS discovery of the sim under load
 RECOVERED_FRACTION = 0.9  # of the ticks after the fault planned from fresh states (realtime: a loaded
@@ -140,7 +145,7 @@ class Probe:
     def __init__(self, domain: int, lockstep: bool, log_dir: Path | None = None) -> None:
         self.spinning = SpinningNode(domain, "fault_probe")
         self.node = self.spinning.node
-        self.watch = ControlProbe(self.node, lockstep, EFFORT_LIMIT, STATE_TIMEOUT, TOLERANCE, ANGLE_JOINTS, log_dir)
+        self.watch = ROBOT.probe(self.node, lockstep, log_dir)
 
     def wait(self, condition, timeout: float, what: str) -> bool:
         end = time.monotonic() + timeout
@@ -286,7 +291,7 @@ def recording_sequence_loss(w: ControlProbe, path: Path, stop_ns: int, start_ns:
 
 
 def buffer_sequence_loss(w: ControlProbe, on_disk: set[tuple[int, float]], stop_ns: int, start_ns: int | None = None,
-                         in_flight: str = "", period: float = PERIOD,
+                         in_flight: str = "", period: float | None = None,
                          before: str = "transitions sent before the learner subscribed") -> dict:
     """The transitions the samples the controller sent before ``stop_ns`` pair into (as the
     learner pairs them) that the replay buffer lacks, by (episode, stamp), counted by the seq of
@@ -295,7 +300,7 @@ def buffer_sequence_loss(w: ControlProbe, on_disk: set[tuple[int, float]], stop_
     one it stored are excused under that name (they died in its queue), with their length."""
     samples = w.received_samples()
     walls = {s.seq: wall for wall, s in samples}
-    expected = expected_transitions([s for wall, s in samples if wall < stop_ns], period)
+    expected = expected_transitions([s for wall, s in samples if wall < stop_ns], period or ROBOT.period)
     sent = {seq: walls[seq] for seq in expected.values()}
     held = {seq for key, seq in expected.items() if key in on_disk}
     count_until, after = stop_ns, "sent after the stop began"
@@ -319,10 +324,11 @@ def combined_loss(*losses: dict | None) -> dict | None:
 
 
 def recovered_after(w: ControlProbe, since: float, until: float, need: float = RECOVERED_FRACTION) -> tuple[bool, str]:
-    """Back to normal: most ticks after ``since`` planned from fresh states, the pole upright at the end."""
+    """Back to normal: most ticks after ``since`` planned from fresh states, the task done at the
+    end (the pole upright; the hand at its goal)."""
     fraction, n = w.planned_fraction(since, until)
-    upright = w.upright_at_end(1.0, until)
-    return n > 0 and fraction >= need and upright, f"{fraction:.0%} of {n} ticks planned, upright at end: {upright}"
+    settled = ROBOT.settled_at_end(w, 1.0, until)
+    return n > 0 and fraction >= need and settled, f"{fraction:.0%} of {n} ticks planned, settled at end: {settled}"
 
 
 def row(fault: str, mode: str, survived: bool, safe: int | None, safe_from: str, went_safe: int | None,
@@ -356,7 +362,7 @@ def row(fault: str, mode: str, survived: bool, safe: int | None, safe_from: str,
 
 
 def recorder_spec(name: str, path: Path, extra: dict | None = None):
-    spec = next(s for s in mpc_graph({"record": "true", "record_path": str(path)}) if s.name == "recorder")
+    spec = next(s for s in mpc_graph({"robot": ROBOT.name, "record": "true", "record_path": str(path)}) if s.name == "recorder")
     return dataclasses.replace(spec, name=name, parameters=[*spec.parameters, extra or {}])
 
 
@@ -366,13 +372,13 @@ def sensor_fault(work: Path, kind: str) -> dict:
     clear = start + duration
     run = Run(kind, work, lockstep=True)
     try:
-        overrides = run.overrides({
-            "sim": UPRIGHT | {"diagnostics_rate": 20.0, "fault": {"kind": kind, "start": start, "duration": duration}},
+        overrides = run.overrides(ONE_GOAL | {
+            "sim": START_POSTURE.get(ROBOT.name, {}) | {"diagnostics_rate": 20.0, "fault": {"kind": kind, "start": start, "duration": duration}},
             "estimator": {"diagnostics_rate": 10.0},
             "mpc_controller": {"lockstep_watchdog": 0.15},
         })
         mcap = run.work / "run.mcap"
-        launch = run.launch(mpc_graph({"mode": "lockstep", "overrides": overrides, "record": "true",
+        launch = run.launch(mpc_graph({"robot": ROBOT.name, "mode": "lockstep", "overrides": overrides, "record": "true",
                                        "record_path": str(mcap)}))
         w = run.watch
         run.probe.wait(lambda: w.robot_time() >= end, 240, f"{kind}: robot time {end} s")
@@ -392,7 +398,7 @@ def sensor_fault(work: Path, kind: str) -> dict:
         reaction = w.number("estimator", "event_reinit_refused")
     visible = (f"sim: fault_readings={injected:.0f}, 'fault injected: {kind}'; estimator: {key}={reaction:.0f}; "
                f"controller: stale_ticks={w.number('mpc_controller', 'stale_ticks'):.0f}")
-    survived = all(alive.values()) and v.ticks_after >= (end - start) / PERIOD - 5
+    survived = all(alive.values()) and v.ticks_after >= (end - start) / ROBOT.period - 5
     return row(kind, "lockstep", survived, v.safe_within_ticks, "injection", v.first_fallback_tick, recovered,
                lost, visible, v.truth, recording_sequence_loss(w, mcap, run.stop_ns),
                unsafe_ticks=v.unsafe_ticks, fallback_ticks=v.fallback_ticks,
@@ -403,16 +409,17 @@ def sensor_fault(work: Path, kind: str) -> dict:
 def realtime_stack(run: Run, sim_extra: dict, controller_extra: dict | None = None, record: bool = True):
     """The realtime stack with the sim started last, once the controller and estimator are warm
     (so fault windows in sim time fall where the controller runs). Returns (stack, sim) launches."""
-    overrides = run.overrides({"sim": UPRIGHT | {"diagnostics_rate": 10.0} | sim_extra,
+    overrides = run.overrides(ONE_GOAL | {"sim": START_POSTURE.get(ROBOT.name, {}) | {"diagnostics_rate": 10.0} | sim_extra,
                                "estimator": {"diagnostics_rate": 10.0},
                                "mpc_controller": {"diagnostics_rate": 5.0} | (controller_extra or {})})
-    args = {"mode": "realtime", "overrides": overrides}
+    args = {"robot": ROBOT.name, "mode": "realtime", "overrides": overrides}
     if record:
         args |= {"record": "true", "record_path": str(run.work / "run.mcap")}
     rest, sim = split(mpc_graph(args), "sim")
     stack = run.launch(rest)
     w = run.watch
-    run.probe.wait(lambda: w.commands and w.value("estimator", "kind") is not None
+    # The controller's diagnostics start once it is warm (an arm's sends no command before a state).
+    run.probe.wait(lambda: w.value("mpc_controller", "mode") is not None and w.value("estimator", "kind") is not None
                    and (not record or w.value("recorder", "messages") is not None), 240, "the stack to warm up")
     return stack, run.launch(sim)
 
@@ -430,24 +437,32 @@ def command_loss(work: Path) -> dict:
         alive = run.alive(*stack.procs, *sim.procs)
     finally:
         run.close()
-    # The robot: its watchdog sees the loss once the last command is command_timeout old.
-    detectable = t0 + COMMAND_TIMEOUT
-    applied = w.applied_effort(t0, t1)
-    zero_at = next((t for t, e in applied if t >= detectable - PERIOD and e == 0.0), None)
-    safe = None if zero_at is None else max(0, math.floor((zero_at - detectable) / PERIOD + 1e-9))
-    nonzero_after = sum(1 for t, e in applied if zero_at is not None and t >= zero_at and e != 0.0)
+    # The robot: its watchdog sees the loss once the last command is command_timeout old. Its safe
+    # state from then: zero effort; with brakes (an arm, which zero effort would drop), braked
+    # still (the truth's velocities exactly zero; its efforts are then the brakes' holding torque).
+    detectable = t0 + ROBOT.command_timeout
+    with w._lock:
+        truth = [(stamp, v, e) for stamp, _, v, e in w.truth if t0 <= stamp < t1]
+
+    def robot_safe(v: np.ndarray, e: np.ndarray) -> bool:
+        return bool(np.all(v == 0.0)) if ROBOT.brakes else bool(e[0] == 0.0)
+
+    zero_at = next((t for t, v, e in truth if t >= detectable - ROBOT.period and robot_safe(v, e)), None)
+    safe = None if zero_at is None else max(0, math.floor((zero_at - detectable) / ROBOT.period + 1e-9))
+    nonzero_after = sum(1 for t, v, e in truth if zero_at is not None and t >= zero_at and not robot_safe(v, e))
     v = w.judge(t0, t1, run.end)
     pushed_again = any(e != 0.0 for _, e in w.applied_effort(t1, math.inf))
     recovered, back = recovered_after(w, t1 + 0.5, run.end)
     recovered = recovered and pushed_again
     lost, how = recording_loss(run.work / "run.mcap", run.work / "logs" / "recorder.log")
-    went_safe = None if zero_at is None else round((zero_at - t0) / PERIOD)
+    went_safe = None if zero_at is None else round((zero_at - t0) / ROBOT.period)
     visible = (f"sim: fault_commands_lost={w.number('sim', 'fault_commands_lost'):.0f}, "
                f"command_timeouts={w.number('sim', 'command_timeouts'):.0f}, 'fault injected: command_loss'")
     return row("command_loss", "realtime", all(alive.values()) and v.ticks_after > 0, safe,
                "robot watchdog timeout", went_safe, recovered, lost, visible, v.truth,
                recording_sequence_loss(w, run.work / "run.mcap", run.stop_ns),
-               unsafe_ticks=v.unsafe_ticks + nonzero_after, robot_nonzero_effort_after_safe=nonzero_after,
+               unsafe_ticks=v.unsafe_ticks + nonzero_after, robot_unsafe_after_safe=nonzero_after,
+               robot_safe_state="braked still" if ROBOT.brakes else "zero effort",
                controller_unsafe_ticks=v.unsafe_ticks, after_clear=back, recording=how, alive=alive)
 
 
@@ -468,14 +483,15 @@ def deadline_overrun(work: Path, name: str, delay: float, end: float) -> dict:
     t0, t1 = first + start, first + start + duration
     v = w.judge(t0, t1, run.end)
     during = [t for t in w.ticks() if t0 <= t.robot_time < t1]
-    cut = [t for t in during if t.iterations < 5]  # the planner stopped at its deadline (5 = cem.iterations)
-    gaps = [(b.wall_ns - a.wall_ns) * 1e-9 / PERIOD for a, b in zip(during, during[1:])]
+    full = ROBOT.planner_iterations
+    cut = [t for t in during if t.iterations < full]  # the planner stopped at its deadline
+    gaps = [(b.wall_ns - a.wall_ns) * 1e-9 / ROBOT.period for a, b in zip(during, during[1:])]
     late = [t for t in w.ticks() if t1 + 1.0 <= t.robot_time < run.end]
-    cut_after = sum(t.iterations < 5 for t in late) / max(1, len(late))  # the loaded machine's own misses
+    cut_after = sum(t.iterations < full for t in late) / max(1, len(late))  # the loaded machine's own misses
     recovered, back = recovered_after(w, t1 + 1.0, run.end)
     recovered = recovered and cut_after < 0.2
     lost, how = recording_loss(run.work / "run.mcap", run.work / "logs" / "recorder.log")
-    first_cut = next((i for i, t in enumerate(during) if t.iterations < 5), None)
+    first_cut = next((i for i, t in enumerate(during) if t.iterations < full), None)
     c = lambda key: f"{w.number('mpc_controller', key):.0f}"  # noqa: E731
     visible = (f"controller: fault_delayed_plans={c('fault_delayed_plans')}, deadline_stops={c('deadline_stops')}, "
                f"fallback_lqr={c('fallback_lqr')}, missed_ticks={c('missed_ticks')}")
@@ -520,7 +536,7 @@ def sim_restart(work: Path) -> dict:
                v.safe_within_ticks, "kill", zero, recovered, lost, visible, v.truth,
                recording_sequence_loss(w, run.work / "run.mcap", run.stop_ns),
                unjudged="no ground truth while the sim is down (states predicted past its last reading)",
-               unjudged_bound=round((STALE_AFTER + STATE_TIMEOUT) / PERIOD), unsafe_ticks=v.unsafe_ticks,
+               unjudged_bound=round((ROBOT.stale_after + ROBOT.state_timeout) / ROBOT.period), unsafe_ticks=v.unsafe_ticks,
                control_lost_s=round(resumed - killed, 2),
                zero_ticks_until_fresh_states=len(outage), after_restart=back, recording=how, alive=alive,
                ok=bool(outage) and all(t.kind == FALLBACK for t in outage))
@@ -692,7 +708,7 @@ def recording_rows(work: Path) -> list[dict]:
     # (DDS discovery), and the last states outrun it at the stop; those ticks no one can judge.
     # From its first sample on, a tick's state (at most the judge's max age old) has a truth.
     stamps = w.ground_truth().stamps
-    first, last = (stamps[0] + STATE_TIMEOUT + PERIOD, stamps[-1]) if len(stamps) else (-math.inf, math.inf)
+    first, last = (stamps[0] + ROBOT.state_timeout + ROBOT.period, stamps[-1]) if len(stamps) else (-math.inf, math.inf)
     v = w.judge(first, None, min(ticks_end + 1, last))
     size = (run.work / "full.mcap").stat().st_size
     # Everything the recorder wrote until the disk filled must decode (later messages are 'dropped').
@@ -786,9 +802,9 @@ ROWS = {
     **{kind: (lambda work, k=kind: [sensor_fault(work, k)]) for kind in SENSOR_FAULTS},
     "command_loss": lambda work: [command_loss(work)],
     # the planner's whole budget (0.8 period) gone before its first iteration ends: cut at the deadline
-    "deadline_overrun": lambda work: [deadline_overrun(work, "deadline_overrun", 0.8 * PERIOD, 7.0)],
+    "deadline_overrun": lambda work: [deadline_overrun(work, "deadline_overrun", 0.8 * ROBOT.period, 7.0)],
     # slower than the whole period: ticks overrun (the pole may fall; recovered after a swing-up)
-    "period_overrun": lambda work: [deadline_overrun(work, "period_overrun", 1.25 * PERIOD, 13.0)],
+    "period_overrun": lambda work: [deadline_overrun(work, "period_overrun", 1.25 * ROBOT.period, 13.0)],
     "sim_restart": lambda work: [sim_restart(work)],
     "learning": learning_rows,
     "recording": recording_rows,
@@ -805,12 +821,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="", help=f"comma-separated groups of rows: {', '.join(ROWS)}")
     parser.add_argument("--keep", type=Path, default=None, help="keep logs and recordings in this directory")
+    parser.add_argument("--robot", default="cartpole", help="config/<robot>.yaml or a parameter file: the robot under "
+                        f"test (rows {', '.join(CARTPOLE_ONLY)} are the cart-pole's)")
     args = parser.parse_args()
+    global ROBOT
+    ROBOT = robot_under_test(args.robot)
     torch.set_num_threads(1)
-    groups = [g for g in args.only.split(",") if g] or list(ROWS)
-    unknown = set(groups) - set(ROWS)
+    rows_here = [g for g in ROWS if ROBOT.name == "cartpole" or g not in CARTPOLE_ONLY]
+    groups = [g for g in args.only.split(",") if g] or rows_here
+    unknown = set(groups) - set(rows_here)
     if unknown:
-        parser.error(f"unknown rows {sorted(unknown)}; known: {', '.join(ROWS)}")
+        parser.error(f"unknown rows {sorted(unknown)} for {ROBOT.name}; known: {', '.join(rows_here)}")
     work = args.keep or Path(tempfile.mkdtemp(prefix="mbrl_faults_"))
     started = time.monotonic()
     rows = []
@@ -852,7 +873,8 @@ def main() -> None:
         "machine": machine(),
         "loadavg_1min": round(os.getloadavg()[0], 2),
         "wall_s": round(time.monotonic() - started, 1),
-        "tolerance": TOLERANCE.as_dict(),
+        "robot": ROBOT.name,
+        "tolerance": ROBOT.tolerance.as_dict(),
         "rows": rows,
         "all_pass": all(r["pass"] for r in rows),
     })

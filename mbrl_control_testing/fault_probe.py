@@ -23,13 +23,16 @@ Two judges:
     (per component: positions and velocities), its stamp at most ``max_age`` before the command
     went out; or
   - *the safe command* (``safe_command``): no sample that tick (the controller did not plan) and
-    zero effort, the safety layer's command for a stale or missing state (``stale_action: zero``).
+    the robot's safe command (:class:`ZeroEffort`: zero effort, the safety layer's command for a
+    stale or missing state with ``stale_action: zero``; :class:`GravityHold`: for an arm, the
+    effort that holds it against gravity where it truly is, ``stale_action: gravity_hold``).
 
   Anything else is ``unsafe``. A tick the judge cannot see through is ``unjudged``: the controller
   says it sent a sample that never reached the probe, or no ground truth brackets the state's stamp
   (the sim was down).
 - **The controller's own report** (``kind``, kept for the reaction columns such as ``went_safe``):
-  planned from a fresh state by its own ``state_age_ms``, the zero fallback, or unsafe.
+  planned from a fresh state by its own ``state_age_ms``, the safety layer's fallback (zero effort;
+  an arm's hold: a tick that says it did not plan), or unsafe.
 
 Loss is counted against the controller's sequence numbers (:func:`sequence_loss`): every sample
 (and timing record) the controller sent in a window must be in the recording, every transition the
@@ -40,7 +43,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
@@ -153,8 +156,54 @@ class Tick:
     error_at_command: np.ndarray | None = None  # |planned-from state - truth when the command went out|
 
 
-def judge_tick(tick: Tick, truth: GroundTruth, tolerance: StateTolerance, effort_limit: float) -> None:
-    """Sets ``tick.truth_kind``, ``state_error`` and ``truth_age`` from the ground truth alone."""
+class ZeroEffort:
+    """The safe command of a robot that zero effort leaves safe (the cart-pole): exactly zero."""
+
+    def holds(self, command: np.ndarray, truth: np.ndarray | None) -> bool:
+        return bool(np.all(command == 0.0))
+
+    def looks_like(self, command: np.ndarray, sample_sent: bool | None) -> bool:
+        """The controller's own report: its fallback, by the command alone."""
+        return bool(np.all(command == 0.0))
+
+
+class GravityHold:
+    """An arm's safe command (``stale_action: gravity_hold``): the effort that holds it still where
+    it truly is. ``gravity(q [nq]) -> [commanded joints]``: the gravity torques of the robot's URDF
+    model. The controller holds the posture it last saw, which may be off the truth by up to the
+    judge's position tolerance: a command counts when it is within what that tolerance moves the
+    gravity torques (per joint, ``sum_j |dg_i/dq_j| position_tolerance_j`` at the truth) plus
+    ``slack`` [N m]."""
+
+    def __init__(self, gravity: Callable[[np.ndarray], np.ndarray], position_tolerance: Iterable[float],
+                 slack: float = 0.5) -> None:
+        self.gravity, self.slack = gravity, slack
+        self.position_tolerance = np.asarray(list(position_tolerance), dtype=float)
+
+    def allowance(self, q: np.ndarray) -> np.ndarray:
+        """Per commanded joint, how far a hold may be from the gravity torque at ``q``."""
+        eps = 1e-4
+        steps = eps * np.eye(len(q))
+        jac = np.stack([(self.gravity(q + d) - self.gravity(q - d)) / (2 * eps) for d in steps], axis=-1)
+        return np.abs(jac) @ self.position_tolerance + self.slack
+
+    def holds(self, command: np.ndarray, truth: np.ndarray | None) -> bool:
+        if truth is None:
+            return False  # where the truth does not reach, no hold can be judged
+        q = np.asarray(truth[: len(self.position_tolerance)], dtype=float)
+        return bool(np.all(np.abs(command - self.gravity(q)) <= self.allowance(q)))
+
+    def looks_like(self, command: np.ndarray, sample_sent: bool | None) -> bool:
+        return sample_sent is False  # the controller says it did not plan: its hold went
+
+
+SafeCommand = ZeroEffort | GravityHold
+
+
+def judge_tick(tick: Tick, truth: GroundTruth, tolerance: StateTolerance, effort_limit: float,
+               safe_command: SafeCommand | None = None) -> None:
+    """Sets ``tick.truth_kind``, ``state_error`` and ``truth_age`` from the ground truth alone
+    (``safe_command``: what the robot's safe command is; default zero effort)."""
     u = tick.command
     tick.state_error, tick.truth_age, tick.error_at_command = None, math.nan, None
     if u.size == 0 or not np.all(np.isfinite(u)) or np.any(np.abs(u) > effort_limit * (1 + 1e-9)):
@@ -165,7 +214,8 @@ def judge_tick(tick: Tick, truth: GroundTruth, tolerance: StateTolerance, effort
         if tick.sample_sent:  # planned, but the probe never got the state it planned from
             tick.truth_kind = UNJUDGED
         else:
-            tick.truth_kind = SAFE_COMMAND if np.all(u == 0.0) else UNSAFE
+            safe = safe_command or ZeroEffort()
+            tick.truth_kind = SAFE_COMMAND if safe.holds(u, truth.state_at(tick.robot_time)) else UNSAFE
         return
     tick.truth_age = tick.robot_time - s.stamp
     tick.state_error = truth.error(s.stamp, s.state)
@@ -313,11 +363,12 @@ class ControlProbe:
     ``log_dir``: also append every timing record and sample to ``timing.csv`` and ``samples.csv``
     there as they arrive (what a long run keeps even if this process dies)."""
 
-    def __init__(self, node: Node, lockstep: bool, effort_limit: float, state_timeout: float,
+    def __init__(self, node: Node, lockstep: bool, effort_limit: float | np.ndarray, state_timeout: float,
                  tolerance: StateTolerance | None = None, angle_joints: Iterable[int] = (),
-                 log_dir: Path | None = None) -> None:
+                 log_dir: Path | None = None, safe_command: SafeCommand | None = None) -> None:
         self.node, self.lockstep = node, lockstep
-        self.effort_limit, self.state_timeout = effort_limit, state_timeout
+        self.effort_limit, self.state_timeout = np.asarray(effort_limit, dtype=float), state_timeout
+        self.safe_command = safe_command or ZeroEffort()
         self.tolerance = tolerance
         self.angle_joints = tuple(angle_joints)
         self._lock = threading.Lock()
@@ -441,7 +492,7 @@ class ControlProbe:
         # ends, so the tick's own duration is allowed on top).
         if tick.state_age_ms <= self.state_timeout * 1e3 + max(tick.tick_ms, 0.0) + 1e-6:
             return PLANNED
-        return FALLBACK if np.all(u == 0.0) else UNSAFE
+        return FALLBACK if self.safe_command.looks_like(u, tick.sample_sent) else UNSAFE
 
     def ground_truth(self) -> GroundTruth:
         with self._lock:
@@ -489,7 +540,7 @@ class ControlProbe:
         if self.tolerance is not None:
             truth = self.ground_truth()
             for tick in out:
-                judge_tick(tick, truth, self.tolerance, self.effort_limit)
+                judge_tick(tick, truth, self.tolerance, self.effort_limit, self.safe_command)
         return out
 
     def judge(self, reference: float, clear: float | None, end: float = math.inf) -> "Verdict":
@@ -573,3 +624,68 @@ class Verdict:
     max_gap_ms: float  # longest silence between commands after the reference [wall ms]
     truth: TruthVerdict | None = None  # the ground-truth judge (with a tolerance)
     details: dict = field(default_factory=dict)
+
+
+# -- the robot under test ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RobotUnderTest:
+    """What a fault judge needs to know of the robot of a parameter file (``robot_under_test``)."""
+
+    name: str
+    period: float  # the control period [s]
+    state_timeout: float  # the controller's
+    stale_after: float  # the estimator's
+    command_timeout: float  # the sim's (the robot's command watchdog)
+    brakes: bool  # the sim brakes, where zero effort would drop the robot
+    effort_limit: np.ndarray  # [nu]
+    angle_joints: tuple[int, ...]  # positions in radians: wrapped when judged
+    tolerance: StateTolerance
+    safe_command: SafeCommand
+    robot: object  # mbrl_control.core.builders.Robot: its task says what settled means
+    planner_iterations: int  # a full plan's iterations (fewer: cut at its deadline)
+
+    def probe(self, node: Node, lockstep: bool, log_dir: Path | None = None) -> "ControlProbe":
+        return ControlProbe(node, lockstep, self.effort_limit, self.state_timeout, self.tolerance, self.angle_joints,
+                            log_dir, self.safe_command)
+
+    def settled_at_end(self, watch: "ControlProbe", seconds: float = 1.0, end: float = math.inf) -> bool:
+        """The task done over the last ``seconds`` of ground truth before ``end``: the pole upright
+        (a hold task), the hand at its goal (a reach task; the configuration's goal)."""
+        with watch._lock:
+            truth = [t for t in watch.truth if t[0] < end]
+        if not truth:
+            return False
+        last = truth[-1][0]
+        states = np.array([np.concatenate([t[1], t[2]]) for t in truth if t[0] >= last - seconds])
+        task = self.robot.task
+        if task.success_config.kind == "hold":  # only the judged joints: the cart may be anywhere
+            return watch.upright_at_end(seconds, end)
+        return bool(np.all(task.within_tolerance(states)))
+
+
+def robot_under_test(config: str | Path = "cartpole") -> RobotUnderTest:
+    """The robot of config/<config>.yaml (or a parameter file) as the nodes will read it."""
+    import torch
+
+    from mbrl_control.config import node_settings
+    from mbrl_control.core.builders import build_robot
+    from mbrl_control.graph import robot_config
+
+    path = robot_config(str(config))
+    controller, estimator, sim = (node_settings(path, n) for n in ("mpc_controller", "estimator", "sim"))
+    robot = build_robot(controller)
+    spec = robot.spec
+    period = 1.0 / controller["control_rate"]
+    tolerance = default_tolerance(spec.nq, controller["state_timeout"], period)
+    if controller["safety.stale_action"] == "gravity_hold":
+        def gravity(q: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                g = robot.kinematics.gravity_torques(torch.as_tensor(q, dtype=torch.float32)[None])[0]
+            return g[list(spec.command_index)].double().numpy()
+        safe: SafeCommand = GravityHold(gravity, tolerance.position)
+    else:
+        safe = ZeroEffort()
+    return RobotUnderTest(path.stem, period, controller["state_timeout"], estimator["estimator.stale_after"],
+                          sim["command_timeout"], bool(sim["brakes"]), np.asarray(spec.effort_limit, dtype=float),
+                          tuple(spec.rotational_dims), tolerance, safe, robot,
+                          int(controller.get(f"{controller['planner']}.iterations", 1)))

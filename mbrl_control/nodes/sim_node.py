@@ -68,11 +68,12 @@ PARAMS = [
     ParamSpec("gui", False, "open the PyBullet GUI (needs a display)"),
     ParamSpec("physics_rate", 400.0, "physics steps per second [Hz]", 10.0, 10000.0),
     ParamSpec("ground_truth_rate", 100.0, "realtime: ~/ground_truth rate (and /joint_states without a sensor) [Hz]", 1.0, 1000.0),
-    ParamSpec("command_timeout", 0.1, "realtime: a command older than this means zero effort [s]", 0.0, 10.0),
+    ParamSpec("command_timeout", 0.1, "realtime: a command older than this means zero effort (or the brakes: brakes) [s]", 0.0, 10.0),
     ParamSpec("initial_position", [], "joint positions at start and reset (URDF order; empty: zeros)", element=float),
     ParamSpec("initial_velocity", [], "joint velocities at start and reset (URDF order; empty: zeros)", element=float),
-    ParamSpec("brakes", False, "hold the joints still from start and each reset until the first command, as an arm's "
-              "brakes do (realtime; in lockstep the sim waits for a command anyway)"),
+    ParamSpec("brakes", False, "hold the joints still from start and each reset until the first command, and from a "
+              "command timeout (or a lost command, in lockstep) until the next command, as an arm's brakes do where "
+              "zero effort would drop it (off: zero effort then)"),
     ParamSpec("initial_noise", 0.05, "std of Gaussian noise added to the initial positions", 0.0, 10.0),
     ParamSpec("initial_velocity_noise", 0.0, "std of Gaussian noise added to the initial velocities (a robot starts at rest)", 0.0, 10.0),
     ParamSpec("random_position_low", [], "~/reset_random: lower position bounds (URDF order; empty: the URDF's limits, "
@@ -227,8 +228,11 @@ class SimNode(Node):
         effort = np.zeros(len(self.robot.joint_names))
         effort[self.actuated] = command
         self.applied = np.clip(effort, -self.effort_limit, self.effort_limit) * self.physics.motor_gain
-        self.efforts.record(self.sim_time_ns, self.applied)
         held = self.robot.state().position if self.braked else None
+        # Braked, the joints carry the brakes' holding torque (JointState.effort: the effort applied
+        # in the joint, what an arm's joint torque sensors read): an estimator predicting from the
+        # reported effort then predicts the arm held, not falling under the motors' zero.
+        self.efforts.record(self.sim_time_ns, self.applied if held is None else self.robot.holding_effort(held))
         for _ in range(steps):
             if held is not None:  # brakes on: time passes, the joints stay where they are
                 self.robot.reset(held, np.zeros_like(held))
@@ -280,8 +284,9 @@ class SimNode(Node):
     # -- commands ----------------------------------------------------------------------------
     def _on_command(self, msg: Float64MultiArray) -> None:
         if self.fault.loses_command(self.sim_time):  # injected: the topic is lost
-            if self.lockstep:  # the robot still steps (it is the clock), under its watchdog's zero effort
+            if self.lockstep:  # the robot still steps (it is the clock), under its watchdog's zero effort or brakes
                 self.command = np.zeros(len(self.actuated))
+                self.braked = self.braked or self.p["brakes"]
                 self._advance(self.steps_per_control, self.command)
                 self._publish(truth=True)
             return
@@ -333,6 +338,8 @@ class SimNode(Node):
             steps = cap
         self.steps_done = target
         fresh = self.watchdog.fresh(time.monotonic())
+        if not fresh and self.watchdog.last_time is not None and self.p["brakes"]:
+            self.braked = True  # the commands stopped: brake, do not drop the arm (the next command releases them)
         before = self.sim_time_ns // (self.physics_dt_ns * self.truth_every)
         self._advance(steps, self.command if fresh else np.zeros_like(self.command))
         truth_due = self.sim_time_ns // (self.physics_dt_ns * self.truth_every) > before
@@ -356,7 +363,7 @@ class SimNode(Node):
         age = time.monotonic() - last if last is not None else math.inf
         level, message = OK, "running"
         if not self.lockstep and not self.watchdog.fresh(time.monotonic()):
-            level, message = WARN, "no fresh command: zero effort"
+            level, message = WARN, "no fresh command: " + ("braked" if self.braked else "zero effort")
         if self.fault.active:
             level, message = WARN, f"fault injected: {self.fault.config.kind} ({message})"
         values = {

@@ -96,6 +96,13 @@ class BulletRobot:
             )
             self._client.stepSimulation()
 
+    def holding_effort(self, position: np.ndarray) -> np.ndarray:
+        """The effort that holds the joints still at ``position`` against gravity (PyBullet's
+        inverse dynamics at rest): what brakes holding them there exert, and their joint torque
+        sensors read."""
+        zeros = [0.0] * len(self._indices)
+        return np.array(self._client.calculateInverseDynamics(self.body, [float(q) for q in position], zeros, zeros))
+
     def state(self) -> JointSample:
         states = self._client.getJointStates(self.body, self._indices)
         return JointSample(

@@ -16,6 +16,7 @@ from mbrl_control_testing.fault_probe import (
     Tick,
     expected_transitions,
     judge_tick,
+    robot_under_test,
     sequence_loss,
     truth_verdict,
 )
@@ -62,6 +63,34 @@ def test_the_safe_command_is_accepted_and_a_nonzero_command_without_a_state_is_n
     assert _tick(0.5, 2.0).truth_kind == UNSAFE  # no state planned from, yet a push
     assert _tick(0.5, math.nan, state=[0.0, 0.5, 0.0, 1.0]).truth_kind == UNSAFE  # non-finite
     assert _tick(0.5, 25.0, state=[0.0, 0.5, 0.0, 1.0]).truth_kind == UNSAFE  # past the effort limit
+
+
+def test_an_arms_safe_command_holds_it_against_gravity_where_it_truly_is():
+    """The iiwa's safe command (stale_action: gravity_hold) is its gravity torques at the posture
+    held, not zero effort: zero drops the arm; a hold of a posture the judge's position tolerance
+    away from the truth is accepted; one of a posture well off it, or any command while the truth
+    is unknown, is not."""
+    arm = robot_under_test("iiwa")
+    hold = arm.safe_command
+    ready = np.array([0.0, 0.6, 0.0, -1.2, 0.0, 0.8, 0.0])
+    t = np.arange(0.0, 1.0 + 1e-9, 0.01)
+    truth = GroundTruth(t, [ready for _ in t], [np.zeros(7) for _ in t], angle_joints=arm.angle_joints)
+
+    def judged(command: np.ndarray, at: float = 0.5) -> str:
+        tick = Tick(wall_ns=int(at * 1e9), robot_time=at, command=command, tick_ms=1.0, iterations=1,
+                    state_age_ms=math.inf, sample_sent=False)
+        judge_tick(tick, truth, arm.tolerance, arm.effort_limit, hold)
+        return tick.truth_kind
+
+    gravity = hold.gravity(ready)
+    assert np.abs(gravity).max() > 10.0  # the shoulder carries the arm: zero is not a hold
+    assert judged(gravity) == SAFE_COMMAND
+    assert judged(hold.gravity(ready + 0.8 * np.array(arm.tolerance.position))) == SAFE_COMMAND
+    assert judged(np.zeros(7)) == UNSAFE
+    assert judged(hold.gravity(ready + np.array([0.0, 0.4, 0.0, 0.0, 0.0, 0.0, 0.0]))) == UNSAFE
+    assert judged(gravity, at=2.0) == UNSAFE  # past the truth: nothing to hold against
+    # The controller's own report (ControlProbe.classify): a tick that says it did not plan sent its hold.
+    assert hold.looks_like(gravity, sample_sent=False) and not hold.looks_like(gravity, sample_sent=True)
 
 
 def test_a_true_but_old_state_is_unsafe():
