@@ -18,7 +18,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import Tensor
+from torch._guards import TracingContext, tracing
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
+from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 from mbrl_control.core.dynamics.base import DynamicsModel
 from mbrl_control.core.rollout import compile_or_eager
@@ -54,7 +57,11 @@ def compile_traced(fn: Callable, example: tuple[Tensor, ...]) -> Callable:
     """
     try:
         graph = make_fx(fn)(*example)
-        compiled = torch._inductor.compile(graph, list(example))
+        # Inside a tracing context with a shape environment, as torch.compile's own calls are:
+        # without one inductor bypasses its on-disk FX graph cache, and every estimator start
+        # compiled its graphs afresh (12 s for the cart-pole's, every test and every launch).
+        with tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv()))):
+            compiled = torch._inductor.compile(graph, list(example))
         agree = all(
             torch.allclose(a, b, rtol=1e-5, atol=1e-6)
             for a, b in zip(torch.utils._pytree.tree_leaves(fn(*example)), torch.utils._pytree.tree_leaves(compiled(*example)))
