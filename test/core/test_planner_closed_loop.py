@@ -34,7 +34,9 @@ PERTURBED_UPRIGHT = torch.tensor([0.3, 0.2, -0.3, 0.5])
 PLANNERS = {  # name: (planner factory, seeds of the swing-up test; 0 = cannot swing up)
     "icem": (lambda rig, seed: ICEMPlanner(rig.compiled, ICEMConfig(seed=seed)), 3),
     "mppi": (lambda rig, seed: MPPIPlanner(rig.compiled, MPPIConfig(seed=seed)), 3),
-    "ilqr": (lambda rig, seed: ILQRPlanner(rig.model, rig.task, ILQRConfig(horizon=30)), 2),
+    # iLQR is deterministic, the seed moves only the start: one here (20 s eager), and the
+    # mismatched plant's swing-up below.
+    "ilqr": (lambda rig, seed: ILQRPlanner(rig.model, rig.task, ILQRConfig(horizon=30)), 1),
     "lqr": (lambda rig, seed: LQRPlanner(rig.model, rig.task, equilibrium=rig.robot.equilibrium()), 0),
     "nmpc": (lambda rig, seed: NMPCPlanner(rig.model, rig.task), 0),
 }

@@ -20,10 +20,12 @@ def test_every_planner_closes_the_loop(planner, domain, tmp_path):
     controller = {"compile": planner not in ("ilqr", "ilqr_offline")}
     sim = {"initial_position": [0.0, 0.15] if planner in BALANCE_ONLY else [0.0, math.pi]}
     overrides = tmp_path / "overrides.yaml"
+    # Success is 2.5 s held at the end of 4.5: up within 2 s, as the 5 s of 7 the demo asks (the
+    # planners' own tests hold longer; this one is the plumbing, and CI's time).
     overrides.write_text(yaml.safe_dump({"mpc_controller": {"ros__parameters": controller},
-                                         "sim": {"ros__parameters": sim}}))
-    # Success is 5 s held at the end of 7.
-    code, summary = run_mpc({"mode": "lockstep", "duration": "7", "planner": planner, "overrides": str(overrides)},
+                                         "sim": {"ros__parameters": sim},
+                                         "run_monitor": {"ros__parameters": {"task": {"success": {"window": 2.5}}}}}))
+    code, summary = run_mpc({"mode": "lockstep", "duration": "4.5", "planner": planner, "overrides": str(overrides)},
                             domain, tmp_path)
     assert code == 0, logs(tmp_path)
     assert summary["planner"] == planner
