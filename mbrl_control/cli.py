@@ -27,19 +27,23 @@ from mbrl_control.paths import DEFAULT_ROBOT
 
 
 def warmup(robot: str = DEFAULT_ROBOT, planner: str | None = None) -> float:
-    """Build and run the controller's planner once in this process, exactly as the controller
-    node does: torch.compile's on-disk cache then makes every later controller start fast.
-    Returns the seconds it took."""
+    """Build and run the controller's planner and the estimator's filter once in this process,
+    exactly as their nodes do: the compilers' on-disk caches then make every later start of those
+    nodes fast. Returns the seconds it took."""
     import torch
 
     from mbrl_control.config import node_settings
-    from mbrl_control.core.builders import build_mpc
+    from mbrl_control.core.builders import build_mpc, estimator_from_params
+    from mbrl_control.core.robot import robot_spec
 
-    p = node_settings(robot_config(robot), "mpc_controller")  # the file over the node's defaults
+    path = robot_config(robot)
+    p = node_settings(path, "mpc_controller")  # the file over the node's defaults
     torch.set_num_threads(p["torch_threads"])
     start = time.perf_counter()
     mpc = build_mpc(p, planner)
     mpc.planner.plan(torch.zeros(mpc.task.state_dim))
+    e = node_settings(path, "estimator")
+    estimator_from_params(robot_spec(e), e).warm_up()
     return time.perf_counter() - start
 
 
@@ -136,8 +140,9 @@ def demo(duration: float | None, mode: str, planner: str | None, extra: list[str
     run_dir = runs_dir / stamp
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"run directory: {run_dir}", flush=True)
-    print("warming up the planner (the first run on a machine compiles kernels: a minute or two)...", flush=True)
-    print(f"  planner ready in {warmup(robot, planner):.1f} s", flush=True)
+    print("warming up the planner and the estimator (the first run on a machine compiles kernels: a minute or "
+          "two)...", flush=True)
+    print(f"  ready in {warmup(robot, planner):.1f} s", flush=True)
     summary_path = run_dir / "summary.json"
     recording = run_dir / "run.mcap"
     args = {"robot": robot, "mode": mode, "duration": str(duration), "summary_path": str(summary_path),
@@ -214,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 print(text, end="")
         if a.command == "warmup":
-            print(f"planner compiled and run in {warmup(a.robot, a.planner):.1f} s")
+            print(f"planner and estimator compiled and run in {warmup(a.robot, a.planner):.1f} s")
     except ValueError as exc:
         parser.exit(2, f"mbrl-control: error: {exc}\n")
 

@@ -21,6 +21,7 @@ from mbrl_control.core.dynamics import CartPoleDynamics, CartPoleParams, Dynamic
 from mbrl_control.core.dynamics.ensemble import EnsembleConfig, EnsembleDynamics, PropagationConfig
 from mbrl_control.core.dynamics.residual import ResidualDynamics
 from mbrl_control.core.dynamics.rigid_body import RigidBodyDynamics
+from mbrl_control.core.estimation import KalmanFilter, build_estimator
 from mbrl_control.core.mbpo.config import MBPOConfig
 from mbrl_control.core.mbpo.policy import Policy, ValueFunction, load_policy, load_value, policy_spec
 from mbrl_control.core.planners import (
@@ -134,6 +135,18 @@ def build_kinematics(spec: RobotSpec, model: DynamicsModel | None = None) -> Rig
         return model
     return RigidBodyDynamics(spec.urdf, list(spec.state_joints), list(spec.command_joints), dt=spec.dt,
                              gravity=spec.gravity)
+
+
+def estimator_from_params(spec: RobotSpec, p: Mapping[str, Any], model: DynamicsModel | None = None) -> KalmanFilter:
+    """The state estimator of an estimator node's flat parameters ``p`` (``estimator.*``, its
+    ``model.dt``): on ``model`` (default: the robot's model at that step), with the robot's angles,
+    travel limits and commanded joints. ValueError names what does not fit."""
+    model = model or model_from_params(spec, p, dt=p.get("model.dt") or None)
+    config = {k[len("estimator."):]: v for k, v in p.items() if k.startswith("estimator.")}
+    return build_estimator(config.pop("kind", "ekf"), model, config,
+                           angular_joints=[i in spec.rotational_dims for i in range(spec.nq)],
+                           position_limits=list(zip(spec.position_lower, spec.position_upper)),
+                           command_index=spec.command_index)
 
 
 def link_position_of(kinematics: RigidBodyDynamics) -> LinkPosition:

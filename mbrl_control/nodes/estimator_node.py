@@ -40,8 +40,14 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, Int32, MultiArrayDimension
 from visualization_msgs.msg import MarkerArray
 
-from mbrl_control.core.builders import ModelConfig, build_kinematics, link_position_of, model_from_params
-from mbrl_control.core.estimation import ESTIMATORS, EstimatorConfig, build_estimator
+from mbrl_control.core.builders import (
+    ModelConfig,
+    build_kinematics,
+    estimator_from_params,
+    link_position_of,
+    model_from_params,
+)
+from mbrl_control.core.estimation import ESTIMATORS, EstimatorConfig
 from mbrl_control.core.estimation.reported_effort import ReportedEffort
 from mbrl_control.core.tasks.residual import keypoints
 from mbrl_control.core.timing import TickStats
@@ -56,7 +62,6 @@ from mbrl_control.nodes.params import (
     RuntimeParameters,
     declare_parameters,
     robot_spec_param,
-    section,
     specs_from,
 )
 from mbrl_control.nodes.runtime import main_for
@@ -106,12 +111,8 @@ class EstimatorNode(Node):
         link_position = link_position_of(build_kinematics(spec, model))
         self.keypoints = functools.partial(keypoints, spec, link_position)  # of the uncertainty markers
         self.joints = list(spec.state_joints)
-        rotational = [i in spec.rotational_dims for i in range(spec.nq)]
-        config = section(p, "estimator")
         try:
-            self.filter = build_estimator(config.pop("kind"), model, config, angular_joints=rotational,
-                                          position_limits=list(zip(spec.position_lower, spec.position_upper)),
-                                          command_index=spec.command_index)
+            self.filter = estimator_from_params(spec, p, model)
         except ValueError as exc:
             raise ParameterError(f"estimator.* parameters: {exc}") from exc
         start = time.perf_counter()

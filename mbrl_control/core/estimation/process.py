@@ -60,7 +60,9 @@ def compile_traced(fn: Callable, example: tuple[Tensor, ...]) -> Callable:
         # Inside a tracing context with a shape environment, as torch.compile's own calls are:
         # without one inductor bypasses its on-disk FX graph cache, and every estimator start
         # compiled its graphs afresh (12 s for the cart-pole's, every test and every launch).
-        with tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv()))):
+        # (AOTAutograd's own cache cannot key this traced graph and warns: it stays off.)
+        with tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv()))), \
+                torch._functorch.config.patch(enable_autograd_cache=False):
             compiled = torch._inductor.compile(graph, list(example))
         agree = all(
             torch.allclose(a, b, rtol=1e-5, atol=1e-6)
