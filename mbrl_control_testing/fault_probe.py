@@ -649,18 +649,16 @@ class RobotUnderTest:
                             log_dir, self.safe_command)
 
     def settled_at_end(self, watch: "ControlProbe", seconds: float = 1.0, end: float = math.inf) -> bool:
-        """The task done over the last ``seconds`` of ground truth before ``end``: the pole upright
-        (a hold task), the hand at its goal (a reach task; the configuration's goal)."""
+        """The task done over the last ``seconds`` of ground truth before ``end``, by the task's own
+        tolerance: the judged joints at the posture (a hold task: the pole upright), or the hand at
+        its goal (a reach task; the configuration's goal)."""
         with watch._lock:
             truth = [t for t in watch.truth if t[0] < end]
         if not truth:
             return False
         last = truth[-1][0]
         states = np.array([np.concatenate([t[1], t[2]]) for t in truth if t[0] >= last - seconds])
-        task = self.robot.task
-        if task.success_config.kind == "hold":  # only the judged joints: the cart may be anywhere
-            return watch.upright_at_end(seconds, end)
-        return bool(np.all(task.within_tolerance(states)))
+        return bool(np.all(self.robot.task.within_tolerance(states)))
 
 
 def robot_under_test(config: str | Path = "cartpole") -> RobotUnderTest:
