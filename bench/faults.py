@@ -441,8 +441,7 @@ def command_loss(work: Path) -> dict:
     # state from then: zero effort; with brakes (an arm, which zero effort would drop), braked
     # still (the truth's velocities exactly zero; its efforts are then the brakes' holding torque).
     detectable = t0 + ROBOT.command_timeout
-    with w._lock:
-        truth = [(stamp, v, e) for stamp, _, v, e in w.truth if t0 <= stamp < t1]
+    truth = [(stamp, v, e) for stamp, _, v, e in w.truth_between(t0, t1)]
 
     def robot_safe(v: np.ndarray, e: np.ndarray) -> bool:
         return bool(np.all(v == 0.0)) if ROBOT.brakes else bool(e[0] == 0.0)

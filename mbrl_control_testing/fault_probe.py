@@ -604,11 +604,14 @@ class ControlProbe:
         ticks = [t for t in self.ticks() if start <= t.robot_time < end]
         return (sum(t.kind == PLANNED for t in ticks) / len(ticks) if ticks else 0.0), len(ticks)
 
+    def truth_between(self, start: float, end: float) -> list[tuple[float, np.ndarray, np.ndarray, np.ndarray]]:
+        """(stamp, positions, velocities, applied efforts) of the ground truth in [start, end)."""
+        with self._lock:
+            return [t for t in self.truth if start <= t[0] < end]
+
     def applied_effort(self, start: float, end: float, joint: int = 0) -> list[tuple[float, float]]:
         """(stamp, effort the robot applied) from ground truth in [start, end)."""
-        with self._lock:
-            truth = list(self.truth)
-        return [(t[0], float(t[3][joint])) for t in truth if start <= t[0] < end and len(t[3]) > joint]
+        return [(t[0], float(t[3][joint])) for t in self.truth_between(start, end) if len(t[3]) > joint]
 
 
 @dataclass
@@ -652,8 +655,7 @@ class RobotUnderTest:
         """The task done over the last ``seconds`` of ground truth before ``end``, by the task's own
         tolerance: the judged joints at the posture (a hold task: the pole upright), or the hand at
         its goal (a reach task; the configuration's goal)."""
-        with watch._lock:
-            truth = [t for t in watch.truth if t[0] < end]
+        truth = watch.truth_between(-math.inf, end)
         if not truth:
             return False
         last = truth[-1][0]
