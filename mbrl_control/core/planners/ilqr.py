@@ -60,15 +60,50 @@ class ILQRConfig:
                             choices=("exact", "gauss_newton"))
 
 
+def per_step_gradient_and_hessian(cost_sum, inputs: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+    """Gradient ``[T, nz]`` and Hessian blocks ``[T, nz, nz]`` of ``cost_sum(*inputs)``, a sum of
+    per-row terms over inputs ``[T, k_i]`` (``nz = sum k_i``): its Hessian is block diagonal in
+    the rows, so ``nz`` Hessian-vector products, each with one basis direction repeated at every
+    row, give every row's block at once.
+
+    Eager: reverse over reverse with the directions batched (``is_grads_batched``), 9x faster
+    than torch.func's forward-over-reverse for the cart-pole's stage costs (2.3 against 21 ms at
+    horizon 50), whose eager jvp runs many ops through Python decompositions. Compiled:
+    torch.func, which dynamo traces into the graph (``autograd.grad`` would break it).
+    """
+    sizes = [v.shape[-1] for v in inputs]
+    rows, nz = inputs[0].shape[0], sum(sizes)
+    basis = torch.eye(nz, dtype=inputs[0].dtype, device=inputs[0].device)
+    if torch.compiler.is_compiling():
+        grad = torch.func.grad(cost_sum, argnums=tuple(range(len(inputs))))
+        gradient = torch.cat(grad(*inputs), dim=-1)
+        if rows == 1:  # reverse over reverse: forward over reverse fails an autograd layout assert here when compiled
+            blocks = torch.func.jacrev(lambda *z: torch.cat(grad(*z), dim=-1), argnums=tuple(range(len(inputs))))(*inputs)
+            return gradient, torch.cat([b.reshape(1, nz, -1) for b in blocks], dim=-1)
+
+        def hessian_columns(v: Tensor) -> tuple[Tensor, ...]:
+            return torch.func.jvp(grad, inputs, tuple(d.expand(rows, -1) for d in v.split(sizes)))[1]
+
+        columns = torch.cat(torch.func.vmap(hessian_columns)(basis), dim=-1)  # [nz, T, nz]
+    else:
+        with torch.enable_grad():
+            leaves = tuple(v.detach().requires_grad_() for v in inputs)
+            first = torch.autograd.grad(cost_sum(*leaves), leaves, create_graph=True)
+            gradient = torch.cat(first, dim=-1)
+            directions = basis.unsqueeze(1).expand(nz, rows, nz)
+            second = torch.autograd.grad(gradient, leaves, grad_outputs=directions, is_grads_batched=True,
+                                         allow_unused=True, materialize_grads=True)
+            gradient, columns = gradient.detach(), torch.cat(second, dim=-1)
+    return gradient, columns.permute(1, 2, 0)
+
+
 class StageDerivatives(torch.nn.Module):
     """Linearised dynamics and quadratic cost expansion along a trajectory, in one call.
 
     ``(states[T+1,nx], actions[T,nu]) -> (dynamics[T, nz+1, nx+1], stage[T, nz+1, nz+1],
     terminal[nx+1, nx+1])``, all in homogeneous form (``z = [x, u, 1]``, ``y = [x, 1]``):
     ``dynamics`` holds ``[[A' 0], [B' 0], [0 1]]``, ``stage`` holds ``[[l_zz, l_z], [l_z', 0]]`` and
-    ``terminal`` ``[[phi_xx, phi_x], [phi_x', 0]]``. The running cost sums per-step terms, so its
-    Hessian is block diagonal in time: ``nz`` Hessian-vector products, each with one basis
-    direction repeated at every step, give every step's Hessian at once.
+    ``terminal`` ``[[phi_xx, phi_x], [phi_x', 0]]``.
     """
 
     def __init__(self, model: DynamicsModel, task: Task, gauss_newton: bool = False) -> None:
@@ -82,32 +117,21 @@ class StageDerivatives(torch.nn.Module):
     def _stage_cost_sum(self, x: Tensor, u: Tensor) -> Tensor:
         return self.task.step_cost(x, u).sum()
 
-    def _terminal_cost(self, x: Tensor) -> Tensor:
-        return self.task.terminal_cost(x.unsqueeze(0))[0]
+    def _terminal_cost_sum(self, x: Tensor) -> Tensor:
+        return self.task.terminal_cost(x).sum()
 
     def forward(self, states: Tensor, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x, u = states[:-1], actions
         T, nx = x.shape
         nu = u.shape[-1]
-        nz = nx + nu
         a, b = self.model.jacobians(x, u)
-        xT = states[-1]
+        xT = states[-1:]
         if self.gauss_newton:
             l_z, l_zz = self.task.gauss_newton(x, u)
-            phi_x, phi_xx = (v[0] for v in self.task.gauss_newton(xT.unsqueeze(0), terminal=True))
+            phi_x, phi_xx = (v[0] for v in self.task.gauss_newton(xT, terminal=True))
         else:
-            grad = torch.func.grad(self._stage_cost_sum, argnums=(0, 1))
-            lx, lu = grad(x, u)
-            basis = torch.eye(nz, dtype=x.dtype, device=x.device)
-
-            def hessian_columns(v: Tensor) -> tuple[Tensor, Tensor]:
-                return torch.func.jvp(grad, (x, u), (v[:nx].expand(T, nx), v[nx:].expand(T, nu)))[1]
-
-            hx, hu = torch.func.vmap(hessian_columns)(basis)  # [nz, T, nx], [nz, T, nu]
-            l_zz = torch.cat([hx, hu], dim=-1).permute(1, 2, 0)  # [T, nz, nz]
-            l_z = torch.cat([lx, lu], dim=-1)
-            phi_x = torch.func.grad(self._terminal_cost)(xT)
-            phi_xx = torch.func.jacrev(torch.func.grad(self._terminal_cost))(xT)  # reverse over reverse: compiles
+            l_z, l_zz = per_step_gradient_and_hessian(self._stage_cost_sum, (x, u))
+            phi_x, phi_xx = (v[0] for v in per_step_gradient_and_hessian(self._terminal_cost_sum, (xT,)))
         zeros = x.new_zeros(T, 1)
         stage = torch.cat(
             [torch.cat([l_zz, l_z.unsqueeze(-1)], dim=-1), torch.cat([l_z, zeros], dim=-1).unsqueeze(1)], dim=1
