@@ -39,9 +39,9 @@ from common import CpuTimedPlanner, emit_json, machine, percentiles_ms, print_ta
 
 from mbrl_control.core.builders import load_robot
 from mbrl_control.core.dynamics import CartPoleDynamics, EnsembleConfig, EnsembleDynamics, PropagationConfig
-from mbrl_control_testing.episode import run_episode
 from mbrl_control.core.planners import CEMConfig, CEMPlanner
 from mbrl_control.core.rollout import TrajectoryEvaluator
+from mbrl_control_testing.episode import run_episode
 
 HANGING = torch.tensor([0.0, math.pi, 0.0, 0.0])
 ROLLOUT = (500, 30)  # sequences x steps: one CEM iteration of the budget

@@ -68,11 +68,11 @@ import torch  # noqa: E402
 
 from mbrl_control.core.builders import load_robot  # noqa: E402
 from mbrl_control.core.dynamics import CartPoleDynamics, EnsembleConfig, EnsembleDynamics, PropagationConfig  # noqa: E402
-from mbrl_control_testing.episode import run_episode  # noqa: E402
 from mbrl_control.core.learning import TrainerConfig, Transitions, train_ensemble  # noqa: E402
 from mbrl_control.core.planners import CEMConfig, CEMPlanner  # noqa: E402
 from mbrl_control.core.rollout import TrajectoryEvaluator  # noqa: E402
 from mbrl_control.core.util import resolve_device  # noqa: E402
+from mbrl_control_testing.episode import run_episode  # noqa: E402
 
 HANGING = (0.0, math.pi, 0.0, 0.0)
 DT = 0.02

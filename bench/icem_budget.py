@@ -28,10 +28,10 @@ from planner_latency import logged_transitions
 
 from mbrl_control.core.builders import build_planner, load_robot
 from mbrl_control.core.dynamics import CartPoleDynamics, EnsembleConfig, EnsembleDynamics, PropagationConfig
-from mbrl_control_testing.episode import run_episode
 from mbrl_control.core.learning import train_ensemble
 from mbrl_control.core.planners import CEMConfig, CEMPlanner, ICEMConfig, ICEMPlanner
 from mbrl_control.core.rollout import TrajectoryEvaluator
+from mbrl_control_testing.episode import run_episode
 
 RATE = 100.0
 DT = 1.0 / RATE
