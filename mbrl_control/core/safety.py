@@ -112,6 +112,13 @@ class SafetyConfig:
                                         "last command, or gravity_hold (the effort holding the robot where it was "
                                         "last seen: an arm)", choices=STALE_ACTIONS)
     hold_timeout: float = setting(0.2, "'hold' keeps the last command at most this long, then zero [s]", 0.0, 10.0)
+    # A gravity hold is right only while the arm stays where it was last seen. Held on while the
+    # robot is gone (a driver or sim restarting), it releases the returning arm's brakes and pushes
+    # it from a posture it no longer has; so after this long nothing goes out, and the robot's own
+    # safe stop (its brakes, the driver's command watchdog) takes over until the state returns.
+    gravity_hold_timeout: float = setting(0.0, "'gravity_hold' goes out at most this long, then no command at all, so "
+                                               "the robot's own safe stop (brakes, the driver's command watchdog) "
+                                               "takes over until the state returns; 0: hold until then [s]", 0.0, 60.0)
     limits: JointLimits | None = None  # with a state, effort past a position or velocity limit is refused
 
     def __post_init__(self) -> None:
@@ -131,7 +138,9 @@ class SafetyLayer:
     rate-limited: the safe command goes out on the very tick the fault is seen.
 
     ``hold_effort()``: the gravity-hold effort, computed by the caller from the last state it saw
-    (required with ``stale_action='gravity_hold'``).
+    (required with ``stale_action='gravity_hold'``). A gravity hold longer than
+    ``gravity_hold_timeout`` gives way to no command (``command`` returns None): the robot's own
+    safe stop.
     """
 
     def __init__(self, config: SafetyConfig, hold_effort: "Callable[[], np.ndarray] | None" = None) -> None:
@@ -144,13 +153,15 @@ class SafetyLayer:
         self.reason = ""
         self.last_command = np.zeros_like(config.effort_limit, dtype=float)
         self.last_good_time: float | None = None
+        self.safe_since: float | None = None  # when the fallback began (None: running)
         self.counts = {"stale_state": 0, "unsafe_plan": 0, "clamped": 0, "rate_limited": 0, "joint_limited": 0,
-                       "estop": 0}
+                       "estop": 0, "released_to_robot": 0}
 
     def command(self, now: float, action: np.ndarray | None, state_age: float, dt: float,
-                position: np.ndarray | None = None, velocity: np.ndarray | None = None) -> np.ndarray:
+                position: np.ndarray | None = None, velocity: np.ndarray | None = None) -> np.ndarray | None:
         """The command to send at time ``now`` given the planner's ``action`` (None: no plan);
-        ``position``, ``velocity``: the commanded joints' state, for the joint-limit check."""
+        ``position``, ``velocity``: the commanded joints' state, for the joint-limit check. None:
+        send nothing (a gravity hold past ``gravity_hold_timeout``)."""
         cfg = self.config
         zero = np.zeros_like(self.last_command)
         if self.estop.latched:
@@ -159,10 +170,10 @@ class SafetyLayer:
             return self._emit(stop, STOPPED, "e-stop latched")
         if not state_age <= cfg.state_timeout:  # also catches NaN and inf (no state yet)
             self.counts["stale_state"] += 1
-            return self._emit(self._fallback(now, zero), DEGRADED, "state stale")
+            return self._degraded(now, zero, "state stale")
         if action is None or not np.all(np.isfinite(action)):
             self.counts["unsafe_plan"] += 1
-            return self._emit(self._fallback(now, zero), DEGRADED, "plan rejected (non-finite)")
+            return self._degraded(now, zero, "plan rejected (non-finite)")
         clamped = np.clip(action, -cfg.effort_limit, cfg.effort_limit)
         self.counts["clamped"] += int(not np.array_equal(clamped, action))
         step = cfg.rate_limit * dt
@@ -173,7 +184,17 @@ class SafetyLayer:
             self.counts["joint_limited"] += int(not np.array_equal(within, limited))
             limited = within
         self.last_good_time = now
+        self.safe_since = None
         return self._emit(limited, RUNNING, "")
+
+    def _degraded(self, now: float, zero: np.ndarray, reason: str) -> np.ndarray | None:
+        cfg = self.config
+        self.safe_since = now if self.safe_since is None else self.safe_since
+        if cfg.stale_action == "gravity_hold" and 0.0 < cfg.gravity_hold_timeout < now - self.safe_since:
+            self.counts["released_to_robot"] += 1
+            self.mode, self.reason = DEGRADED, f"{reason}; no command: the robot's own safe stop"
+            return None
+        return self._emit(self._fallback(now, zero), DEGRADED, reason)
 
     def _fallback(self, now: float, zero: np.ndarray) -> np.ndarray:
         cfg = self.config

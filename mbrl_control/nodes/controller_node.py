@@ -291,6 +291,8 @@ class ControllerNode(Node):
             state_timeout=p["state_timeout"],
             stale_action=p["safety.stale_action"],
             hold_timeout=p["safety.hold_timeout"],
+            # Lockstep: the sim waits for every command, so the hold never gives way.
+            gravity_hold_timeout=0.0 if self.lockstep else p["safety.gravity_hold_timeout"],
             limits=JointLimits.of_commanded_joints(self.spec),
         )
 
@@ -387,10 +389,11 @@ class ControllerNode(Node):
         commanded = None if self.state is None else (self.state[self.command_index],
                                                       self.state[[self.spec.nq + i for i in self.command_index]])
         command = self.safety.command(time.monotonic(), action, age, self.period, *(commanded or (None, None)))
-        self.task.set_last_command(command)  # command_rate terms price the next plan against it
         # An arm (gravity_hold) never seen has no holding effort, and zero would drop it: send
-        # nothing, and its brakes (or driver) keep holding it until the first state.
-        if not (waiting and self.p["safety.stale_action"] == "gravity_hold"):
+        # nothing, and its brakes (or driver) keep holding it until the first state. Nor does a
+        # hold that went on too long (None): the robot's own safe stop takes over.
+        if command is not None and not (waiting and self.p["safety.stale_action"] == "gravity_hold"):
+            self.task.set_last_command(command)  # command_rate terms price the next plan against it
             self._send(command)
         seq, self.seq = self.seq, self.seq + 1
         if action is not None:

@@ -55,6 +55,25 @@ def test_hold_keeps_the_last_command_briefly_then_zeroes():
     assert s.command(0.08, None, 1.0, DT)[0] == 0.0
 
 
+def test_gravity_hold_gives_way_to_the_robots_own_safe_stop_after_its_timeout():
+    """An arm's hold is right only while it stays where it was last seen: past
+    gravity_hold_timeout nothing goes out (the robot's brakes take over), and the first fresh
+    state brings the planner's command back, with the hold's clock started anew."""
+    hold = np.array([-36.0])
+    s = SafetyLayer(SafetyConfig(effort_limit=np.array([100.0]), stale_action="gravity_hold",
+                                 gravity_hold_timeout=0.1, rate_limit=1e6), hold_effort=lambda: hold)
+    s.command(0.0, np.array([-30.0]), 0.0, DT)
+    for now in (0.02, 0.06, 0.12):  # held for 0.1 s from the first stale tick
+        np.testing.assert_array_equal(s.command(now, None, 1.0, DT), hold)
+    assert s.command(0.14, None, 1.0, DT) is None and s.mode == DEGRADED and "safe stop" in s.reason
+    assert s.command(0.50, None, 1.0, DT) is None and s.counts["released_to_robot"] == 2
+    assert s.command(0.52, np.array([-31.0]), 0.0, DT)[0] == -31.0 and s.mode == RUNNING
+    np.testing.assert_array_equal(s.command(0.54, None, 1.0, DT), hold)  # a new stale spell holds again
+    forever = SafetyLayer(SafetyConfig(effort_limit=np.array([100.0]), stale_action="gravity_hold"),
+                          hold_effort=lambda: hold)  # 0: hold until the state returns
+    assert all(forever.command(t, None, 1.0, DT) is not None for t in np.arange(0.0, 30.0, 0.5))
+
+
 def test_estop_latches_until_reset_with_the_input_released():
     s = layer()
     s.estop.update(True)

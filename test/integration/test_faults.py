@@ -36,7 +36,15 @@ from mbrl_control.graph import learn_graph, mpc_graph, robot_config
 from mbrl_control.launcher import node_command
 from mbrl_control.nodes.model_receiver import MODEL_QOS
 from mbrl_control.nodes.topic_tap import message_class
-from mbrl_control_testing.fault_probe import FALLBACK, PLANNED, SAFE_COMMAND, TRUE_PLAN, ControlProbe, default_tolerance
+from mbrl_control_testing.fault_probe import (
+    FALLBACK,
+    PLANNED,
+    SAFE_COMMAND,
+    TRUE_PLAN,
+    ControlProbe,
+    default_tolerance,
+    robot_under_test,
+)
 
 # [s] robot time. 0.3 s: the estimator goes stale 0.1 s into the window, the controller 0.1 s later,
 # and the pole, under zero effort meanwhile, stays within LQR's reach (bench/faults.py runs 0.5 s
@@ -118,6 +126,47 @@ def test_scheduled_fault_is_safe_within_a_tick_visible_and_recovers(kind, domain
     assert late and all(t.kind == PLANNED for t in late), [t.kind for t in late]
     assert verdict.planned_after_clear > 0 and watch.upright_at_end(1.0), watch.truth[-1]
     assert not any(t.kind == FALLBACK for t in late)
+
+
+def test_an_arm_that_loses_its_encoders_is_held_against_gravity_where_it_truly_is_and_reaches_on(
+        domain, probe, tmp_path):
+    """The arm's safe command is not zero effort (that drops it) but its gravity hold: the iiwa
+    (iLQR, EKF, lockstep) reaching its configured goal loses every reading for 0.3 s. Judged from
+    the sim's ground truth: each command planned from a state within tolerance of the truth, or
+    the gravity torques of the posture the arm truly has; then it plans again and ends at its goal."""
+    arm = robot_under_test("iiwa")
+    start_s, duration, end = 1.0, 0.3, 4.5
+    path = tmp_path / "overrides.yaml"
+    path.write_text(yaml.safe_dump({
+        "goal_publisher": {"ros__parameters": {"enabled": False}},  # the configured goal: settled = the hand there
+        "sim": {"ros__parameters": {"diagnostics_rate": 20.0,
+                                    "fault": {"kind": "dropout", "start": start_s, "duration": duration}}},
+        "estimator": {"ros__parameters": {"estimator": {"compile": False}, "diagnostics_rate": 10.0}},
+        "mpc_controller": {"ros__parameters": {"lockstep_watchdog": 0.15, "compile": False}},
+    }))
+    launch = start(mpc_graph({"robot": "iiwa", "mode": "lockstep", "overrides": str(path)}), domain, tmp_path / "logs")
+    watch = arm.probe(probe.node, lockstep=True)
+    try:
+        assert probe.spin_until(lambda: watch.robot_time() >= end, 300), logs(tmp_path)
+        probe.spin_until(lambda: any(t.robot_time >= end - 2 * arm.period for t in watch.ticks()[-3:]), 15)
+        probe.spin_for(0.3)  # the last diagnostics
+        alive = {name: p.poll() is None for name, p in launch.procs.items()}
+    finally:
+        launch.stop()
+    assert all(alive.values()), (alive, logs(tmp_path))
+    verdict = watch.judge(start_s, start_s + duration, end)
+    truth = verdict.truth
+    assert truth.safe_within_ticks == 0 and truth.unsafe_ticks == 0 and truth.unjudged_ticks == 0, truth
+    assert truth.worst_planned_state_error["of_tolerance"] <= 1.0, truth
+    window = [t for t in watch.ticks() if start_s <= t.robot_time < end]
+    kinds = [t.truth_kind for t in window]
+    assert set(kinds) <= {TRUE_PLAN, SAFE_COMMAND} and SAFE_COMMAND in kinds, kinds  # held, judged by the truth
+    assert verdict.first_fallback_tick is not None, verdict
+    assert verdict.first_fallback_tick <= round((arm.stale_after + arm.state_timeout) / arm.period) + 1, verdict
+    assert watch.number("estimator", "stale_ticks") > 0 and watch.number("mpc_controller", "stale_ticks") > 0
+    late = [t for t in watch.ticks() if start_s + duration + 0.5 <= t.robot_time < end]
+    assert late and all(t.kind == PLANNED for t in late), [t.kind for t in late]
+    assert arm.settled_at_end(watch, 1.0, end), watch.truth[-1]  # the hand at its goal
 
 
 def test_a_tick_that_outlasts_the_state_timeout_sends_the_safe_command_and_no_sample(domain, probe, tmp_path):

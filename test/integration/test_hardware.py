@@ -4,6 +4,7 @@ hardware, and the lifecycle driver template enforces limits, timeouts and the e-
 import dataclasses
 import time
 
+import numpy as np
 import pytest
 import yaml
 from lifecycle_msgs.msg import Transition
@@ -14,6 +15,8 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
 
+from mbrl_control.core.builders import load_robot
+from mbrl_control.core.safety import JointLimits, limit_effort
 from mbrl_control.graph import mpc_graph
 
 
@@ -139,7 +142,7 @@ class Driver:
         ``seconds``); returns whether it did."""
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            self.commands.publish(Float64MultiArray(data=[value]))
+            self.commands.publish(Float64MultiArray(data=[float(v) for v in np.atleast_1d(value)]))
             self.last_push = time.monotonic()
             self.probe.spin_for(0.02)
             if until is not None and self.states and until():
@@ -194,5 +197,39 @@ def test_driver_template_lifecycle_limits_timeout_and_estop(domain, probe, tmp_p
         # Deactivate zeroes the effort and ignores commands.
         assert d.transition(Transition.TRANSITION_DEACTIVATE) and d.state() == "inactive"
         assert d.transition(Transition.TRANSITION_CLEANUP) and d.state() == "unconfigured"
+    finally:
+        running.stop()
+
+
+def test_driver_template_on_a_7_joint_arm_enforces_every_joints_own_limits(domain, probe, tmp_path):
+    """robot:=iiwa through the driver template (loopback device: unit masses): pushed at 1.5 times
+    its URDF effort limits, each of the 7 joints gets exactly what its own limits allow in the
+    state it is in (clamped to its effort limit; refused past its velocity or position limit),
+    until every joint is past its position limit and refused; pulling back is allowed."""
+    arm = load_robot("iiwa").spec
+    limits = JointLimits(np.asarray(arm.effort_limit, float), np.asarray(arm.position_lower, float),
+                         np.asarray(arm.position_upper, float), np.asarray(arm.velocity_limit, float))
+    sign = np.array([1.0, -1.0, 1.0, -1.0, 1.0, -1.0, 1.0])
+    push = 1.5 * sign * limits.effort
+    spec = next(s for s in mpc_graph({"robot": "iiwa", "use_sim": "false", "hardware": "loopback"}) if s.name == "driver")
+    running = start([spec], domain, tmp_path / "logs")
+    try:
+        d = Driver(probe)
+        assert probe.spin_until(lambda: d.states, 60), logs(tmp_path)  # autostarted: active, publishing
+        assert list(d.states[-1].name) == list(arm.state_joints)
+        first = len(d.states)
+        past = lambda: np.all(np.where(sign > 0, np.asarray(d.states[-1].position) >= limits.position_upper,  # noqa: E731
+                                       np.asarray(d.states[-1].position) <= limits.position_lower))
+        assert d.push(push, 30.0, until=past), (d.states[-1].position, limits.position_upper)
+        d.push(push, 0.5)
+        pushed = [s for s in d.states[first:] if np.any(np.asarray(s.effort) != 0.0)]
+        for s in pushed:  # (an all-zero state: the driver's command watchdog, on a starved probe)
+            expected = limit_effort(push, np.asarray(s.position), np.asarray(s.velocity), limits)
+            np.testing.assert_array_equal(s.effort, expected)
+        efforts = np.array([s.effort for s in pushed])
+        assert np.all(np.any(efforts == sign * limits.effort, axis=0)), "a joint never got its full, clamped effort"
+        assert np.all(np.asarray(d.states[-1].effort) == 0.0), d.states[-1]  # all past their limits: refused
+        back = -0.1 * sign * limits.effort  # pulling every joint back inside is allowed
+        assert d.push(back, 10.0, until=lambda: np.array_equal(d.states[-1].effort, back)), d.states[-1].effort
     finally:
         running.stop()
