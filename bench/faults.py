@@ -340,16 +340,22 @@ def row(fault: str, mode: str, survived: bool, safe: int | None, safe_from: str,
     # Ticks the judge cannot see (``unjudged``, with a reason) count as not yet safe; where they are
     # expected, the first safe command may come as late as the stack's design latency
     # (``unjudged_bound`` ticks), provided nothing the judge did see was unsafe.
+    # Where the truth saw none of the window (an arm's hold while its sim is down: a hold is judged
+    # at the posture the arm truly has), the controller's own report must show the safe command
+    # within that latency, and the row says the truth could not judge it (``truth_blind``).
     bound = details.get("unjudged_bound") if unjudged else None
-    truth_ok = truth is None or (truth.safe_within_ticks is not None
-                                 and (truth.safe_within_ticks <= 1 or (bound is not None and truth.unsafe_ticks == 0
-                                                                       and truth.safe_within_ticks <= bound))
-                                 and truth.unsafe_after_safe == 0 and (truth.unjudged_ticks == 0 or bool(unjudged)))
+    blind = (truth is not None and bound is not None and truth.ticks > 0 and truth.unjudged_ticks == truth.ticks
+             and went_safe is not None and went_safe <= bound)
+    truth_ok = truth is None or blind or (
+        truth.safe_within_ticks is not None
+        and (truth.safe_within_ticks <= 1 or (bound is not None and truth.unsafe_ticks == 0
+                                              and truth.safe_within_ticks <= bound))
+        and truth.unsafe_after_safe == 0 and (truth.unjudged_ticks == 0 or bool(unjudged)))
     ok = (survived and (safe is None or safe <= 1) and recovered is not False and data_lost == 0
           and details.get("unsafe_ticks", 0) == 0 and details.get("ok", True) and truth_ok
           and (loss is None or loss["lost"] == 0))
     judged = {} if truth is None else {
-        "unsafe_ticks_truth": truth.unsafe_ticks, "unjudged_ticks": truth.unjudged_ticks,
+        "unsafe_ticks_truth": truth.unsafe_ticks, "unjudged_ticks": truth.unjudged_ticks, "truth_blind": blind,
         **({"unjudged_because": unjudged} if unjudged and truth.unjudged_ticks else {}),
         "worst_planned_state_error": truth.worst_planned_state_error,
         "worst_error_at_command": truth.worst_error_at_command, "first_unsafe": truth.first_unsafe}

@@ -159,6 +159,8 @@ class Tick:
 class ZeroEffort:
     """The safe command of a robot that zero effort leaves safe (the cart-pole): exactly zero."""
 
+    needs_truth = False  # zero is safe wherever the robot is
+
     def holds(self, command: np.ndarray, truth: np.ndarray | None) -> bool:
         return bool(np.all(command == 0.0))
 
@@ -175,6 +177,8 @@ class GravityHold:
     gravity torques (per joint, ``sum_j |dg_i/dq_j| position_tolerance_j`` at the truth) plus
     ``slack`` [N m]."""
 
+    needs_truth = True  # the hold is judged at the posture the arm truly has
+
     def __init__(self, gravity: Callable[[np.ndarray], np.ndarray], position_tolerance: Iterable[float],
                  slack: float = 0.5) -> None:
         self.gravity, self.slack = gravity, slack
@@ -189,7 +193,7 @@ class GravityHold:
 
     def holds(self, command: np.ndarray, truth: np.ndarray | None) -> bool:
         if truth is None:
-            return False  # where the truth does not reach, no hold can be judged
+            return False  # where the truth does not reach, no hold can be judged (judge_tick: unjudged)
         q = np.asarray(truth[: len(self.position_tolerance)], dtype=float)
         return bool(np.all(np.abs(command - self.gravity(q)) <= self.allowance(q)))
 
@@ -215,7 +219,11 @@ def judge_tick(tick: Tick, truth: GroundTruth, tolerance: StateTolerance, effort
             tick.truth_kind = UNJUDGED
         else:
             safe = safe_command or ZeroEffort()
-            tick.truth_kind = SAFE_COMMAND if safe.holds(u, truth.state_at(tick.robot_time)) else UNSAFE
+            state = truth.state_at(tick.robot_time)
+            if state is None and safe.needs_truth:  # a hold where no truth reaches (the sim down) cannot be judged
+                tick.truth_kind = UNJUDGED
+            else:
+                tick.truth_kind = SAFE_COMMAND if safe.holds(u, state) else UNSAFE
         return
     tick.truth_age = tick.robot_time - s.stamp
     tick.state_error = truth.error(s.stamp, s.state)

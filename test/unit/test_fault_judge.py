@@ -68,8 +68,8 @@ def test_the_safe_command_is_accepted_and_a_nonzero_command_without_a_state_is_n
 def test_an_arms_safe_command_holds_it_against_gravity_where_it_truly_is():
     """The iiwa's safe command (stale_action: gravity_hold) is its gravity torques at the posture
     held, not zero effort: zero drops the arm; a hold of a posture the judge's position tolerance
-    away from the truth is accepted; one of a posture well off it, or any command while the truth
-    is unknown, is not."""
+    away from the truth is accepted; one of a posture well off it is not; while the truth is
+    unknown no hold can be judged (unjudged, where zero effort is judged safe anywhere)."""
     arm = robot_under_test("iiwa")
     hold = arm.safe_command
     ready = np.array([0.0, 0.6, 0.0, -1.2, 0.0, 0.8, 0.0])
@@ -88,7 +88,7 @@ def test_an_arms_safe_command_holds_it_against_gravity_where_it_truly_is():
     assert judged(hold.gravity(ready + 0.8 * np.array(arm.tolerance.position))) == SAFE_COMMAND
     assert judged(np.zeros(7)) == UNSAFE
     assert judged(hold.gravity(ready + np.array([0.0, 0.4, 0.0, 0.0, 0.0, 0.0, 0.0]))) == UNSAFE
-    assert judged(gravity, at=2.0) == UNSAFE  # past the truth: nothing to hold against
+    assert judged(gravity, at=2.0) == UNJUDGED  # past the truth (the sim down): nothing to judge a hold against
     # The controller's own report (ControlProbe.classify): a tick that says it did not plan sent its hold.
     assert hold.looks_like(gravity, sample_sent=False) and not hold.looks_like(gravity, sample_sent=True)
 
