@@ -388,6 +388,34 @@ def test_bad_commands_are_held_and_a_clock_jump_restarts_the_estimate(model):
     assert f.update([0.1, 3.0], 1e9) and f.mean[0] == pytest.approx(0.1)
 
 
+def test_a_reading_after_a_gap_longer_than_any_trusted_prediction_starts_the_estimate_over(model):
+    """A robot gone for seconds (its driver or sim restarting) while the filter predicted it under
+    the last command: the prediction is the model's guess alone (here the cart pushed off at 5 m/s
+    and more), so the first reading after the gap starts the estimate over from it, at rest within
+    the velocity prior, rather than being fused into that guess. A gap within max_prediction is
+    fused as before."""
+    f = _eager(model, max_prediction=1.0)
+    for k in range(20):
+        f.predict(np.zeros(1), 0.02 if k else 0.0)
+        assert f.update([0.0, math.pi], 0.02 * k)
+    t = 0.02 * 19
+    for _ in range(150):  # 3 s without a reading, the last command a hard push
+        f.predict(np.array([20.0]), 0.02)
+        t += 0.02
+    assert abs(f.mean[2]) > 5.0  # the model's cart has run off
+    assert f.update([0.3, math.pi], t) and f.events["reinitialized_after_gap"] == 1
+    assert f.mean[0] == pytest.approx(0.3) and f.mean[1] == pytest.approx(math.pi)
+    assert np.abs(f.mean[2:]).max() == 0.0  # as at start-up: at rest, within the velocity prior
+    for k in range(1, 11):  # the robot at rest: tracked again within a few readings
+        f.predict(np.zeros(1), 0.02)
+        assert f.update([0.3, math.pi], t + 0.02 * k)
+    t += 0.2
+    assert not f.status(t).stale and np.abs(f.mean[2:]).max() < 0.1
+    for k in range(25):  # 0.5 s without a reading, then one: fused into the prediction
+        f.predict(np.zeros(1), 0.02)
+    assert f.update([0.3, math.pi], t + 0.5) and f.events["reinitialized_after_gap"] == 1
+
+
 def test_an_angle_two_pi_away_is_the_same_angle(model):
     wrapped = _eager(model)
     naive = build_estimator("ekf", model, cartpole_estimator(compile=False), angular_joints=(False, False))

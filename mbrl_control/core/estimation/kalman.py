@@ -57,7 +57,8 @@ class EstimatorConfig:
     history_duration: float = setting(0.5, "oldest reading fused [s] (>= the worst latency)", 0.0, 5.0)
     max_future: float = setting(0.1, "readings stamped further ahead of the estimate are rejected [s]", 0.0, 1.0)
     max_prediction: float = setting(
-        1.0, "a longer single prediction is a clock jump: forget the estimate [s]", 0.05, 60.0)
+        1.0, "a longer single prediction is a clock jump: forget the estimate; a reading after longer without "
+             "one starts the estimate over [s]", 0.05, 60.0)
     stale_after: float = setting(0.1, "no reading fused for this long: stale [s] (the launch sets it to the "
                                       "controller's state_timeout)", 0.001, 10.0)
     stale_position_std: tuple[float, ...] = setting(
@@ -255,6 +256,15 @@ class KalmanFilter(Estimator):
             return self._reject("out_of_order")
         if stamp > self._time + self.config.max_future:
             return self._reject("future")
+        if stamp - self._last_stamp > self.config.max_prediction:
+            # Nothing fused for longer than any prediction is trusted: the estimate is the model's
+            # guess alone, and fusing would only drag it along (an arm predicted for 5 s under its
+            # last command, its sim restarting, had thrown itself into its stops in the model, and
+            # the restarted arm's first readings left its velocities 8-17 rad/s off). Start over.
+            self._mean, self._cov = self._restart_from(z, "reinitialized_after_gap")
+            self._time = stamp
+            self._history.clear()
+            return self._accept(stamp)
         if self._time - stamp > self.config.history_duration:
             return self._reject("too_old")
         # Without compensation a late reading is fused as if it were taken now.
