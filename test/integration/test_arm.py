@@ -3,9 +3,14 @@ with pybullet), lockstep, reaching goals the goal publisher sends on /goal_pose.
 
 import numpy as np
 import yaml
-from rosutil import logs, run_mpc
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rosutil import logs, run_mpc, start
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
 
 from mbrl_control.core.builders import load_robot
+from mbrl_control.graph import COMMAND_TOPIC, GROUND_TRUTH_TOPIC, mpc_graph
 
 
 def test_lockstep_arm_reaches_its_goals_through_the_nodes(domain, tmp_path):
@@ -24,3 +29,42 @@ def test_lockstep_arm_reaches_its_goals_through_the_nodes(domain, tmp_path):
     assert np.all((q > spec.position_lower) & (q < spec.position_upper)), q  # never chased into a limit
     assert summary["rejected_states"] == 0 and summary["stale_ticks"] == 0
     assert len(summary["command_delta_rms"]) == 7
+
+
+def test_realtime_arm_sim_brakes_until_commanded_and_again_when_the_commands_stop(domain, probe, tmp_path):
+    """sim.brakes (config/iiwa.yaml), as a real arm's brakes and drive watchdog: held still before
+    the first command; released by it (zero effort: the arm falls); braked again once no command
+    came for command_timeout, where it stays, reporting the brakes' holding torque as its effort."""
+    sim = next(s for s in mpc_graph({"robot": "iiwa", "mode": "realtime"}) if s.name == "sim")
+    running = start([sim], domain, tmp_path / "logs")
+    truth, status = [], {}
+    reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+    probe.node.create_subscription(JointState, GROUND_TRUTH_TOPIC, truth.append, reliable)
+    probe.node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: status.update(
+        {s.name: s.message for s in m.status}), reliable)
+    commands = probe.node.create_publisher(Float64MultiArray, COMMAND_TOPIC, reliable)
+
+    def moved(since: int) -> float:
+        q = np.array([m.position for m in truth[since:]])
+        return float(np.abs(q - q[0]).max()) if len(q) > 1 else 0.0
+
+    try:
+        assert probe.spin_until(lambda: len(truth) > 50, 120), logs(tmp_path)
+        first = len(truth)
+        probe.spin_for(1.0)  # before any command: on its brakes
+        assert len(truth) > first + 20 and moved(first) < 1e-9, moved(first)
+        assert np.abs(truth[-1].effort).max() > 1.0  # the brakes' holding torque, not the motors' zero
+        released = len(truth)
+        for _ in range(25):  # 0.5 s of zero effort: brakes off, the arm falls
+            commands.publish(Float64MultiArray(data=[0.0] * 7))
+            probe.spin_for(0.02)
+        assert moved(released) > 0.01, moved(released)
+        probe.spin_for(0.5)  # no command for longer than command_timeout (0.1 s): braked again
+        braked = len(truth)
+        probe.spin_for(1.0)
+        assert len(truth) > braked + 20 and moved(braked) < 1e-9, moved(braked)
+        assert np.allclose(np.array([m.velocity for m in truth[braked:]]), 0.0)
+        assert np.abs(truth[-1].effort).max() > 1.0
+        assert probe.spin_until(lambda: status.get("sim", "").startswith("no fresh command: braked"), 5), status
+    finally:
+        running.stop()
