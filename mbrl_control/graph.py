@@ -321,7 +321,7 @@ def robot_description(urdf: Path) -> tuple[str, str]:
     (rviz resolves no others outside a ROS package), and its root link."""
     import xml.etree.ElementTree as ET
 
-    from mbrl_control.core.dynamics.urdf import absolute_mesh_paths
+    from mbrl_control.core.urdf import absolute_mesh_paths
 
     root = ET.parse(urdf).getroot()
     absolute_mesh_paths(root, urdf.parent, uri=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mbrl_control.core.dynamics.urdf import read_urdf
+from mbrl_control.core.urdf import read_urdf
 from mbrl_control.core.util import setting
 from mbrl_control.paths import resolve_urdf
 

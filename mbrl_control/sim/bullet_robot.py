@@ -14,7 +14,7 @@ import numpy as np
 import pybullet
 from pybullet_utils.bullet_client import BulletClient
 
-from mbrl_control.core.dynamics.urdf import absolute_mesh_paths
+from mbrl_control.core.urdf import absolute_mesh_paths
 
 
 @dataclass

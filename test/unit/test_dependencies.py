@@ -37,11 +37,12 @@ def test_every_import_name_is_what_its_installed_package_provides():
     assert missing_packages({"no_such_module_here": "some-package"}) == ["some-package"]
 
 
-@pytest.mark.parametrize("blocked, package", [("yaml", "pyyaml"), ("torch", "torch==2.13.0"),
-                                              ("mcap", "mcap")])
-def test_a_node_started_without_a_requirement_says_which_pip_package_to_install(blocked, package):
+@pytest.mark.parametrize("blocked, package, node", [("yaml", "pyyaml", "recorder_node"),
+                                                    ("torch", "torch==2.13.0", "controller_node"),
+                                                    ("mcap", "mcap", "recorder_node")])
+def test_a_node_started_without_a_requirement_says_which_pip_package_to_install(blocked, package, node):
     code = (f"import sys; sys.modules[{blocked!r}] = None\n"  # as if not installed
-            "from mbrl_control.nodes.recorder_node import main")
+            f"from mbrl_control.nodes.{node} import main")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "ModuleNotFoundError" in result.stderr  # Python's own traceback stays

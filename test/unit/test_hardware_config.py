@@ -2,7 +2,7 @@
 
 import yaml
 
-from mbrl_control.core.dynamics.urdf import read_urdf
+from mbrl_control.core.urdf import read_urdf
 from mbrl_control.graph import COMMAND_TOPIC
 from mbrl_control.paths import config_dir
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from mbrl_control.core.dynamics.base import DynamicsModel
-from mbrl_control.core.dynamics.urdf import read_urdf
+from mbrl_control.core.urdf import read_urdf
 
 INTEGRATORS = ("euler", "rk4")
 

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from mbrl_control.core.dynamics.base import DynamicsModel
-from mbrl_control.core.dynamics.urdf import UrdfRobot, read_urdf, rpy_matrix
+from mbrl_control.core.urdf import UrdfRobot, read_urdf, rpy_matrix
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,6 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from torch._guards import TracingContext, tracing
-from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.fx.experimental.proxy_tensor import make_fx
-from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 from mbrl_control.core.dynamics.base import DynamicsModel
 from mbrl_control.core.rollout import compile_or_eager
@@ -55,6 +51,12 @@ def compile_traced(fn: Callable, example: tuple[Tensor, ...]) -> Callable:
     a model whose attributes or weights change needs a new filter. Falls back to
     ``torch.compile``, then eager, if tracing or compiling fails or the result disagrees with eager.
     """
+    # Imported here: they pull in sympy (0.4 s), which an eager filter never needs.
+    from torch._guards import TracingContext, tracing
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.proxy_tensor import make_fx
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
     try:
         graph = make_fx(fn)(*example)
         # Inside a tracing context with a shape environment, as torch.compile's own calls are:
