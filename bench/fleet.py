@@ -67,6 +67,9 @@ def fleet_run(size: int, seed: int, args) -> dict:
     overrides = overrides_for(seed)
     launch_args = {"robots": str(size), "episodes": str(args.episodes), "episode_length": str(args.episode_length),
                    "mode": "lockstep", "wait_for_model": "true", "randomize": args.randomize}
+    if args.estimator != "ekf":  # (the default's runs keep their names and launch arguments)
+        work = work.with_name(work.name + f"-{args.estimator}")
+        launch_args["estimator"] = args.estimator
     summary = finished_run(work, overrides, launch_args) if args.reuse else None
     if summary is None:
         if work.exists():
@@ -219,6 +222,8 @@ def main() -> None:
     parser.add_argument("--randomize", choices=("robot", "episode", "none"), default="robot",
                         help="fleet.launch's randomize: each robot drawn once (a fleet of different robots), anew "
                              "every episode, or identical robots")
+    parser.add_argument("--estimator", choices=("ekf", "ukf", "none"), default="ekf",
+                        help="each robot's estimator (none: its controller reads the sim's exact states)")
     parser.add_argument("--faults", action="store_true", help="also the fault rows: a robot's stack and the learner killed")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
