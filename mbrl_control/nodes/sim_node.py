@@ -35,8 +35,8 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
-from mbrl_control.core.urdf import read_urdf
 from mbrl_control.core.safety import CommandWatchdog
+from mbrl_control.core.urdf import read_urdf
 from mbrl_control.core.util import dataclass_from
 from mbrl_control.nodes.diagnostics import OK, WARN, DiagnosticsPublisher
 from mbrl_control.nodes.joint_io import read_command

@@ -10,8 +10,8 @@ import pytest
 
 from mbrl_control.config import node_parameters
 from mbrl_control.core.builders import load_robot
-from mbrl_control.core.urdf import read_urdf
 from mbrl_control.core.estimation import build_estimator
+from mbrl_control.core.urdf import read_urdf
 from mbrl_control.core.util import section
 from mbrl_control.graph import robot_config
 from mbrl_control.paths import config_dir
