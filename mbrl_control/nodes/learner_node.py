@@ -8,7 +8,7 @@ mbrl_control.core.learning.sample_layout, older layouts included; several robots
 (pairing at the source, where state and command belong together, avoids matching stamps of two
 topics); they go into a crash-safe replay buffer on disk.
 
-At every new episode (or every ``train_every`` transitions) a background thread trains a copy of
+At every new episode (or every ``train_every`` transitions, or both) a background thread trains a copy of
 the current ensemble on everything recorded. The result is accepted only if its error on
 held-out transitions beats the current model's on the same transitions; then it is published on
 ``~/model`` (std_msgs/UInt8MultiArray holding safetensors bytes, reliable and transient-local, so
@@ -60,6 +60,7 @@ from mbrl_control.core.learning import (
     save_checkpoint,
 )
 from mbrl_control.core.learning.background import BackgroundJob
+from mbrl_control.core.learning.rounds import TRAIN_ON, RoundSchedule
 from mbrl_control.core.learning.storage import write_atomic
 from mbrl_control.core.mbpo import load_policy, policy_to_bytes, save_policy, save_value
 from mbrl_control.core.mbpo.config import MBPOConfig
@@ -98,9 +99,10 @@ PARAMS = [
     ParamSpec("replay.max_transitions", 200000, "buffer cap: oldest chunks go first (never the first episode's)", 1, 10000000),
     ParamSpec("replay.keep_first_episode", True, "the size cap never evicts the first episode"),
     ParamSpec("sync_period", 0.5, "fsync the buffer this often: a power cut loses at most this [s]", 0.01, 60.0),
-    ParamSpec("train_on", "episode", "start a round at every new episode, or every train_every transitions",
-              choices=("episode", "count")),
-    ParamSpec("train_every", 500, "transitions between rounds with train_on:=count", 1, 1000000),
+    ParamSpec("train_on", "episode", "start a round at every new episode, every train_every transitions, or both "
+              "(episode_and_count: models improve within an episode too, the way a realtime robot gets them)",
+              choices=TRAIN_ON),  # mbrl_control.core.learning.rounds
+    ParamSpec("train_every", 500, "transitions between rounds with train_on:=count or episode_and_count", 1, 1000000),
     ParamSpec("min_transitions", 200, "no training before this many transitions", 1, 10000000),
     ParamSpec("keep_checkpoints", 5, "checkpoints kept on disk", 1, 1000),
     ParamSpec("torch_threads", 1, "torch threads for training", 1, 64),
@@ -178,10 +180,8 @@ class LearnerNode(Node):
                        "withheld": 0}  # withheld: residual rounds whose check failed
         self.last_check: dict[str, object] = {}
         self.last_round: dict[str, object] = {}
-        self.episode = -1
         self.round_through_episode = -1
-        self.pending_round: int | None = None  # asked for while a round was still running
-        self.transitions_at_last_round = len(self.buffer)
+        self.rounds = RoundSchedule(p["train_on"], p["train_every"], len(self.buffer))
         self.damaged_checkpoints: list[str] = []  # set aside at resume
         self.resumed_from = ""
         self.version_floor = 0  # a damaged checkpoint's version may have been published: never reuse it
@@ -269,16 +269,14 @@ class LearnerNode(Node):
         if pair is not None:
             s, a, s2, r, st, ep = pair
             self.buffer.append(s, a, s2, r, False, st, ep, robot=self.robot_ids[topic])
-        if self.p["train_on"] == "count" and len(self.buffer) - self.transitions_at_last_round >= self.p["train_every"]:
-            self._start_round(self.episode)
+        through = self.rounds.on_transitions(len(self.buffer))
+        if through is not None:
+            self._start_round(through)
 
     def _on_episode(self, msg: Int32) -> None:
-        if msg.data == self.episode:
-            return
-        self.episode = msg.data
-        # Every episode before this one is complete (a restarted learner learns that here too).
-        if self.p["train_on"] == "episode" and msg.data > 0:
-            self._start_round(msg.data - 1)
+        through = self.rounds.on_episode(msg.data)
+        if through is not None:
+            self._start_round(through)
 
     # -- training ----------------------------------------------------------------------------
     def _start_round(self, through_episode: int) -> None:
@@ -287,11 +285,11 @@ class LearnerNode(Node):
             self.trained_pub.publish(Int32(data=through_episode))  # nothing to learn yet: say so
             return
         if self.trainer.busy or self.policy_job.busy:
-            self.pending_round = through_episode  # run it as soon as this one is done
+            self.rounds.defer(through_episode)  # run it as soon as this one is done
             return
         self.trainer.start(self.model, self.buffer.snapshot())
         self.round_through_episode = through_episode
-        self.transitions_at_last_round = len(self.buffer)
+        self.rounds.started(len(self.buffer))
 
     def _poll_jobs(self) -> None:
         self._poll_training()
@@ -338,8 +336,8 @@ class LearnerNode(Node):
 
     def _end_round(self) -> None:
         self.trained_pub.publish(Int32(data=self.round_through_episode))
-        if self.pending_round is not None:
-            pending, self.pending_round = self.pending_round, None
+        pending = self.rounds.take_pending()
+        if pending is not None:
             self._start_round(pending)
 
     # -- MBPO --------------------------------------------------------------------------------
@@ -413,7 +411,7 @@ class LearnerNode(Node):
             "model_version": self.version,
             "training": busy,
             "robots": len(self.per_robot),
-            "episode": self.episode,
+            "episode": self.rounds.episode,
             **self.counts,
             **_last(self.last_round),
             **self.last_check,
