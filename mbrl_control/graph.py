@@ -143,8 +143,10 @@ def with_defaults(args: dict[str, str], arguments: list[LaunchArgument]) -> dict
     return out
 
 
-def mpc_graph(args: dict[str, str]) -> list[NodeSpec]:
-    """Nodes of ``mpc.launch.py`` for the given launch arguments."""
+def mpc_graph(args: dict[str, str], model: str = "analytic") -> list[NodeSpec]:
+    """Nodes of ``mpc.launch.py`` for the given launch arguments; ``model`` (learn.launch's):
+    what the controller plans on, whose file beside the robot config (``model_config``) is applied
+    after the rate's and before overrides."""
     a = with_defaults(args, MPC_ARGUMENTS)
     config = robot_config(a["robot"])
     if not config.is_file():
@@ -157,6 +159,9 @@ def mpc_graph(args: dict[str, str]) -> list[NodeSpec]:
         at_rate = rate_config(config, rate["control_rate"])
         if at_rate.is_file():
             files.append(str(at_rate))
+    for_model = model_config(config, model)
+    if for_model is not None and for_model.is_file():
+        files.append(str(for_model))
     if a["overrides"]:
         overrides = Path(a["overrides"]).expanduser().resolve()
         if not overrides.is_file():
@@ -226,6 +231,13 @@ def rate_config(robot_file: Path, rate: float) -> Path:
     """The parameter file that adapts a robot config to a control rate: ``<robot>.<rate>hz.yaml``
     beside it (``<robot>.100hz.yaml`` at 100 Hz); it need not exist."""
     return robot_file.with_name(f"{robot_file.stem}.{rate:g}hz.yaml")
+
+
+def model_config(robot_file: Path, model: str) -> Path | None:
+    """The parameter file that adapts a robot config to planning on a learned model (``model``
+    learned or residual): ``<robot>.<model>.yaml`` beside it; it need not exist. Planning on the
+    analytic model takes the robot config as it is."""
+    return robot_file.with_name(f"{robot_file.stem}.{model}.yaml") if model != "analytic" else None
 
 
 def urdf_override(files: list[str]) -> dict[str, str]:
@@ -349,7 +361,9 @@ LEARN_ARGUMENTS = [
     LaunchArgument("randomize", "false", "domain randomization: new physical parameters every episode", ("true", "false")),
     LaunchArgument("model", "learned", "what the controller plans on: learned (the learner's ensemble, from scratch), "
                    "residual (the analytic model plus the learner's ensemble of its residual), analytic (the URDF "
-                   "model alone: the baseline; the learner still records and trains)", ("learned", "residual", "analytic")),
+                   "model alone: the baseline; the learner still records and trains); a file <robot>.<model>.yaml "
+                   "beside the robot config, if there, brings what planning on that model needs and is applied "
+                   "before overrides", ("learned", "residual", "analytic")),
     LaunchArgument("payload", "", "a point mass [kg] the robot carries and its URDF does not know (the parameter "
                    "files' payload.link and offset; empty: theirs)"),
     LaunchArgument("payload_scale", "", "multiplier on the mass of the parameter files' payload.link, unknown to the "
@@ -369,7 +383,7 @@ def learn_graph(args: dict[str, str]) -> list[NodeSpec]:
         "control_rate": a["control_rate"], "device": a["device"],
         "estimator": a["estimator"], "planner": a["planner"], "record": a["record"],
         "record_path": str(output_dir / "run.mcap"),
-    })
+    }, model=a["model"])
     files = [p for p in base[-1].parameters if isinstance(p, str)]
     planner = a["planner"] or parameters(files, "mpc_controller").get("planner", "cem")
     model = a["model"]

@@ -337,6 +337,28 @@ def test_control_rate_sets_every_nodes_rate_and_brings_the_robots_file_for_that_
             mpc_graph({"control_rate": bad})
 
 
+def test_planning_on_a_learned_model_brings_the_robots_file_for_that_model_before_overrides(tmp_path):
+    robot = tmp_path / "bot.yaml"
+    robot.write_text((ROOT / "config" / "cartpole.yaml").read_text().replace("urdf/", str(ROOT / "config" / "urdf") + "/"))
+    learned = tmp_path / "bot.learned.yaml"
+    learned.write_text("mpc_controller:\n  ros__parameters:\n    cem:\n      settled_std: 0.0\n")
+    at_100 = tmp_path / "bot.100hz.yaml"
+    at_100.write_text("mpc_controller:\n  ros__parameters:\n    cem:\n      horizon: 60\n")
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("sim:\n  ros__parameters:\n    seed: 3\n")
+    args = {"robot": str(robot), "control_rate": "100", "overrides": str(extra), "output_dir": str(tmp_path / "out")}
+    for s in learn_graph(args):
+        assert s.parameters[:4] == [str(robot), str(at_100), str(learned), str(extra)], s.name
+    for model in ("residual", "analytic"):  # no bot.residual.yaml; the analytic model takes the robot's file as it is
+        assert all(str(learned) not in s.parameters for s in learn_graph(args | {"model": model}))
+    assert all(str(learned) not in s.parameters for s in mpc_graph({"robot": str(robot)}))
+    fleet = fleet_graph({"robot": str(robot), "robots": "2", "output_dir": str(tmp_path / "fleet")})
+    assert [s.parameters[-1]["cem.settled_std"] for s in fleet if s.name == "mpc_controller"] == [0.0, 0.0]  # (flattened)
+    shipped = learn_graph({"output_dir": str(tmp_path / "shipped")})  # config/cartpole.learned.yaml
+    assert parameters([p for p in spec(shipped, "mpc_controller").parameters if isinstance(p, str)],
+                      "mpc_controller")["cem.settled_std"] == 0.0
+
+
 def test_device_goes_to_the_controller_and_the_learner_only(tmp_path):
     specs = learn_graph({"device": "cuda", "output_dir": str(tmp_path)})
     assert {s.name for s in specs if s.parameters[-1].get("device") == "cuda"} == {"mpc_controller", "learner"}
