@@ -22,6 +22,12 @@ episode; ``none``: identical robots), the sizes share seeds (robot i of every si
 criterion, not the learner's loss. Every robot and the learner share this machine's cores, so wall
 time grows with the fleet; robot time is what a fleet of real robots would spend.
 
+The learner trains at every fleet episode and, by default (``--train-on episode_and_count``), also
+every ``--train-every`` transitions while the robots run, as it would beside realtime robots: the
+models a robot gets within an episode then depend on how fast this machine trains against how fast
+the lockstep sims run, so runs are not reproducible to the tick. ``--train-on episode`` trains
+between episodes only (the paused sims wait): deterministic, and slower to learn.
+
 Not part of the tests (tens of minutes). Prints a table, writes fleet_<size>.png per size, then one JSON line.
 """
 
@@ -40,15 +46,34 @@ from ros_run import EpisodeProgress, run_graph
 from mbrl_control.progress import note, progress_bar
 
 
-def overrides_for(seed: int) -> dict:
-    """The run's seeds (the fleet adds each robot's index to the sim's), and early stop at success."""
+def overrides_for(seed: int, train_on: str = "episode", train_every: int = 500,
+                  controller: dict | None = None) -> dict:
+    """The run's seeds (the fleet adds each robot's index to the sim's), and early stop at success;
+    with ``train_on`` other than the default, when the learner trains; ``controller``: more of the
+    controllers' parameters (flat names)."""
     seeded = {
         "sim": {"seed": seed * 100, "sensor": {"seed": seed}, "randomize": {"seed": seed * 100}},
         "mpc_controller": {"explore": {"seed": seed}, "propagation": {"seed": seed}, "cem": {"seed": seed}},
         "learner": {"trainer": {"seed": seed}},
         "episode_manager": {"stop_after_success": True},
     }
+    if train_on != "episode":  # (runs with the learner's default keep their overrides: --reuse finds them)
+        seeded["learner"] |= {"train_on": train_on, "train_every": train_every}
+    for name, value in (controller or {}).items():  # nested, as a parameter file writes them
+        *path, leaf = name.split(".")
+        section = seeded["mpc_controller"]
+        for key in path:
+            section = section.setdefault(key, {})
+        section[leaf] = value
     return {node: {"ros__parameters": values} for node, values in seeded.items()}
+
+
+def parameter_value(item: str) -> tuple[str, object]:
+    """``NAME=VALUE`` with VALUE read as YAML (numbers, booleans, lists)."""
+    name, sep, value = item.partition("=")
+    if not sep or not name:
+        raise SystemExit(f"--controller wants NAME=VALUE, got '{item}'")
+    return name, yaml.safe_load(value)
 
 
 def finished_run(work: Path, overrides: dict, launch_args: dict) -> dict | None:
@@ -64,12 +89,16 @@ def finished_run(work: Path, overrides: dict, launch_args: dict) -> dict | None:
 
 def fleet_run(size: int, seed: int, args) -> dict:
     work = args.out / f"fleet{size}-{args.randomize}-seed{seed}"
-    overrides = overrides_for(seed)
+    overrides = overrides_for(seed, args.train_on, args.train_every, args.controller)
     launch_args = {"robots": str(size), "episodes": str(args.episodes), "episode_length": str(args.episode_length),
                    "mode": "lockstep", "wait_for_model": "true", "randomize": args.randomize}
     if args.estimator != "ekf":  # (the default's runs keep their names and launch arguments)
         work = work.with_name(work.name + f"-{args.estimator}")
         launch_args["estimator"] = args.estimator
+    if args.train_on != "episode":
+        work = work.with_name(work.name + f"-{args.train_on}{args.train_every}")
+    if args.controller:
+        work = work.with_name(work.name + "-" + "-".join(f"{k}={v}" for k, v in sorted(args.controller.items())))
     summary = finished_run(work, overrides, launch_args) if args.reuse else None
     if summary is None:
         if work.exists():
@@ -224,8 +253,17 @@ def main() -> None:
                              "every episode, or identical robots")
     parser.add_argument("--estimator", choices=("ekf", "ukf", "none"), default="ekf",
                         help="each robot's estimator (none: its controller reads the sim's exact states)")
+    parser.add_argument("--train-on", choices=("episode", "episode_and_count"), default="episode_and_count",
+                        help="the learner's train_on: also every --train-every transitions while the robots run "
+                             "(models improve within an episode, as realtime robots get them; how many arrive per "
+                             "episode then depends on this machine's speed), or a round per fleet episode only "
+                             "(the paused sims wait for it; deterministic)")
+    parser.add_argument("--train-every", type=int, default=500, help="transitions between rounds within an episode")
+    parser.add_argument("--controller", action="append", default=[], metavar="NAME=VALUE",
+                        help="a controller parameter for every robot (repeatable), e.g. cem.settled_std=0.0")
     parser.add_argument("--faults", action="store_true", help="also the fault rows: a robot's stack and the learner killed")
     args = parser.parse_args()
+    args.controller = dict(parameter_value(item) for item in args.controller)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     results, rows = {}, []
     runs_bar = progress_bar(total=len(sizes) * args.seeds, desc="runs", unit="run")
@@ -279,7 +317,9 @@ def main() -> None:
     four = results.get("4")
     emit_json({
         "benchmark": "fleet", "machine": machine(), "episode_length_s": args.episode_length, "max_episodes": args.episodes,
-        "randomize": args.randomize,
+        "randomize": args.randomize, "estimator": args.estimator, "train_on": args.train_on,
+        **({"controller": args.controller} if args.controller else {}),
+        **({"train_every": args.train_every} if args.train_on != "episode" else {}),
         "fleet": results,
         **({"faults": faults} if faults else {}),
         **({"target": {"what": "with 4 robots each robot succeeds after <= 2 of its own episodes",
