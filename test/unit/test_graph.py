@@ -315,13 +315,19 @@ def test_a_garbled_parameter_file_is_refused_naming_it(tmp_path):
             mpc_graph(args)
 
 
-def test_control_rate_sets_every_nodes_rate_and_brings_the_robots_file_for_that_rate(tmp_path):
+def robot_with_layers(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A copy of the cart-pole's config as ``bot.yaml``, its file for 100 Hz and an overrides file."""
     robot = tmp_path / "bot.yaml"
     robot.write_text((ROOT / "config" / "cartpole.yaml").read_text().replace("urdf/", str(ROOT / "config" / "urdf") + "/"))
     at_100 = tmp_path / "bot.100hz.yaml"
     at_100.write_text("mpc_controller:\n  ros__parameters:\n    cem:\n      horizon: 60\n")
     extra = tmp_path / "extra.yaml"
     extra.write_text("sim:\n  ros__parameters:\n    seed: 3\n")
+    return robot, at_100, extra
+
+
+def test_control_rate_sets_every_nodes_rate_and_brings_the_robots_file_for_that_rate(tmp_path):
+    robot, at_100, extra = robot_with_layers(tmp_path)
     specs = mpc_graph({"robot": str(robot), "control_rate": "100", "overrides": str(extra), "duration": "1"})
     for s in specs:
         assert s.parameters[-1]["control_rate"] == 100.0, s.name
@@ -338,14 +344,9 @@ def test_control_rate_sets_every_nodes_rate_and_brings_the_robots_file_for_that_
 
 
 def test_planning_on_a_learned_model_brings_the_robots_file_for_that_model_before_overrides(tmp_path):
-    robot = tmp_path / "bot.yaml"
-    robot.write_text((ROOT / "config" / "cartpole.yaml").read_text().replace("urdf/", str(ROOT / "config" / "urdf") + "/"))
+    robot, at_100, extra = robot_with_layers(tmp_path)
     learned = tmp_path / "bot.learned.yaml"
     learned.write_text("mpc_controller:\n  ros__parameters:\n    cem:\n      settled_std: 0.0\n")
-    at_100 = tmp_path / "bot.100hz.yaml"
-    at_100.write_text("mpc_controller:\n  ros__parameters:\n    cem:\n      horizon: 60\n")
-    extra = tmp_path / "extra.yaml"
-    extra.write_text("sim:\n  ros__parameters:\n    seed: 3\n")
     args = {"robot": str(robot), "control_rate": "100", "overrides": str(extra), "output_dir": str(tmp_path / "out")}
     for s in learn_graph(args):
         assert s.parameters[:4] == [str(robot), str(at_100), str(learned), str(extra)], s.name
