@@ -47,10 +47,10 @@ from mbrl_control.progress import note, progress_bar
 
 
 def overrides_for(seed: int, train_on: str = "episode", train_every: int = 500,
-                  controller: dict | None = None) -> dict:
+                  controller: dict | None = None, learner: dict | None = None) -> dict:
     """The run's seeds (the fleet adds each robot's index to the sim's), and early stop at success;
-    with ``train_on`` other than the default, when the learner trains; ``controller``: more of the
-    controllers' parameters (flat names)."""
+    with ``train_on`` other than the default, when the learner trains; ``controller``, ``learner``:
+    more of the controllers' and the learner's parameters (flat names)."""
     seeded = {
         "sim": {"seed": seed * 100, "sensor": {"seed": seed}, "randomize": {"seed": seed * 100}},
         "mpc_controller": {"explore": {"seed": seed}, "propagation": {"seed": seed}, "cem": {"seed": seed}},
@@ -59,12 +59,13 @@ def overrides_for(seed: int, train_on: str = "episode", train_every: int = 500,
     }
     if train_on != "episode":  # (runs with the learner's default keep their overrides: --reuse finds them)
         seeded["learner"] |= {"train_on": train_on, "train_every": train_every}
-    for name, value in (controller or {}).items():  # nested, as a parameter file writes them
-        *path, leaf = name.split(".")
-        section = seeded["mpc_controller"]
-        for key in path:
-            section = section.setdefault(key, {})
-        section[leaf] = value
+    for node, values in (("mpc_controller", controller), ("learner", learner)):
+        for name, value in (values or {}).items():  # nested, as a parameter file writes them
+            *path, leaf = name.split(".")
+            section = seeded[node]
+            for key in path:
+                section = section.setdefault(key, {})
+            section[leaf] = value
     return {node: {"ros__parameters": values} for node, values in seeded.items()}
 
 
@@ -72,7 +73,7 @@ def parameter_value(item: str) -> tuple[str, object]:
     """``NAME=VALUE`` with VALUE read as YAML (numbers, booleans, lists)."""
     name, sep, value = item.partition("=")
     if not sep or not name:
-        raise SystemExit(f"--controller wants NAME=VALUE, got '{item}'")
+        raise SystemExit(f"--controller and --learner want NAME=VALUE, got '{item}'")
     return name, yaml.safe_load(value)
 
 
@@ -89,7 +90,7 @@ def finished_run(work: Path, overrides: dict, launch_args: dict) -> dict | None:
 
 def fleet_run(size: int, seed: int, args) -> dict:
     work = args.out / f"fleet{size}-{args.randomize}-seed{seed}"
-    overrides = overrides_for(seed, args.train_on, args.train_every, args.controller)
+    overrides = overrides_for(seed, args.train_on, args.train_every, args.controller, args.learner)
     launch_args = {"robots": str(size), "episodes": str(args.episodes), "episode_length": str(args.episode_length),
                    "mode": "lockstep", "wait_for_model": "true", "randomize": args.randomize}
     if args.estimator != "ekf":  # (the default's runs keep their names and launch arguments)
@@ -97,8 +98,9 @@ def fleet_run(size: int, seed: int, args) -> dict:
         launch_args["estimator"] = args.estimator
     if args.train_on != "episode":
         work = work.with_name(work.name + f"-{args.train_on}{args.train_every}")
-    if args.controller:
-        work = work.with_name(work.name + "-" + "-".join(f"{k}={v}" for k, v in sorted(args.controller.items())))
+    for extra in (args.controller, args.learner):
+        if extra:
+            work = work.with_name(work.name + "-" + "-".join(f"{k}={v}" for k, v in sorted(extra.items())))
     summary = finished_run(work, overrides, launch_args) if args.reuse else None
     if summary is None:
         if work.exists():
@@ -261,9 +263,12 @@ def main() -> None:
     parser.add_argument("--train-every", type=int, default=500, help="transitions between rounds within an episode")
     parser.add_argument("--controller", action="append", default=[], metavar="NAME=VALUE",
                         help="a controller parameter for every robot (repeatable), e.g. cem.settled_std=0.0")
+    parser.add_argument("--learner", action="append", default=[], metavar="NAME=VALUE",
+                        help="a learner parameter (repeatable), e.g. trainer.min_improvement=0.001")
     parser.add_argument("--faults", action="store_true", help="also the fault rows: a robot's stack and the learner killed")
     args = parser.parse_args()
     args.controller = dict(parameter_value(item) for item in args.controller)
+    args.learner = dict(parameter_value(item) for item in args.learner)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     results, rows = {}, []
     runs_bar = progress_bar(total=len(sizes) * args.seeds, desc="runs", unit="run")
@@ -319,6 +324,7 @@ def main() -> None:
         "benchmark": "fleet", "machine": machine(), "episode_length_s": args.episode_length, "max_episodes": args.episodes,
         "randomize": args.randomize, "estimator": args.estimator, "train_on": args.train_on,
         **({"controller": args.controller} if args.controller else {}),
+        **({"learner": args.learner} if args.learner else {}),
         **({"train_every": args.train_every} if args.train_on != "episode" else {}),
         "fleet": results,
         **({"faults": faults} if faults else {}),
