@@ -45,11 +45,18 @@ def _same(value, default) -> bool:
     return type(value) is type(default) and value == default
 
 
+def layered_over(path: Path) -> Path | None:
+    """The robot file a layer (``<robot>.<rate>hz.yaml``, ``<robot>.<model>.yaml``) is applied over."""
+    base = path.with_name(path.name.split(".")[0] + ".yaml")
+    return base if base != path and base.is_file() else None
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_a_robot_file_restates_no_code_default(path: Path):
     """A value equal to the code default is a second copy of it, left behind when the default
     changes. A ``/**`` value reaches every node that declares it: it restates a default only if
-    it equals every such node's default."""
+    it equals every such node's default. A layer restates what its robot file or, where that is
+    silent, the code gives (its 0.0 that turns the robot file's 0.1 back to the default is not)."""
     doc = yaml.safe_load(path.read_text())
     wildcard = node_parameters(path, "__none__")
     terms = list(wildcard.get("task.terms", []))
@@ -63,8 +70,9 @@ def test_a_robot_file_restates_no_code_default(path: Path):
         if node not in doc:
             continue
         own = {k: v for k, v in node_parameters(path, node).items() if k not in wildcard}
+        below = own_defaults | (node_parameters(base, node) if (base := layered_over(path)) else {})
         restated += [f"{path.name}: {node}.{name} = {value!r}" for name, value in own.items()
-                     if name in own_defaults and _same(value, own_defaults[name])]
+                     if name in below and _same(value, below[name])]
     assert not restated, "equal to the code default; remove it or change the default:\n" + "\n".join(restated)
 
 
