@@ -70,6 +70,7 @@ from mbrl_control.core.builders import (
 )
 from mbrl_control.core.dynamics.ensemble import EnsembleConfig, PropagationConfig
 from mbrl_control.core.estimation.lookahead import StateLookahead
+from mbrl_control.core.estimation.model_offset import ModelOffset
 from mbrl_control.core.learning.sample_layout import SampleLayout
 from mbrl_control.core.mbpo.config import MBPOConfig
 from mbrl_control.core.planners.random import RandomConfig, RandomPlanner
@@ -134,6 +135,10 @@ PARAMS = [
     ParamSpec("latency_compensation_max", 0.05, "the longest span an estimate is carried forward [s]: every "
               "latency_compensation_dt of it is a model step inside the tick (an estimator hiccup left the arm's "
               "estimates 130 ms old and its ticks 30 ms long); an older one is carried this far", 0.0, 1.0),
+    ParamSpec("model_offset.time_constant", 0.0, "model:=learned or residual: offset-free MPC, the learned model's "
+              "one-step error on the joint velocities averaged over this time constant and added to its predictions "
+              "(core/estimation/model_offset.py: a steady model error otherwise shows as drift) [s]; 0: off",
+              0.0, 10.0),
     ParamSpec("deadline_fraction", 0.8, "realtime: planning budget as a fraction of the period", 0.05, 1.0,
               dynamic=True),
     ParamSpec("fault.planner_delay", 0.0, "fault injection: seconds added inside each planning call in the fault window (a slow planner)", 0.0, 10.0),
@@ -199,6 +204,13 @@ class ControllerNode(Node):
         # planner:=policy, the first MBPO policy) arrives. model:=residual plans on the analytic
         # model (a zero residual) until then.
         self.receiver = ModelReceiver(self, mpc.learned, "/learner/model") if mpc.learned is not None else None
+        self.model_offset = None
+        if p["model_offset.time_constant"] > 0:
+            if mpc.learned is None:
+                raise ParameterError("model_offset.time_constant: offset-free MPC corrects a learned model "
+                                     f"(model:=learned or residual), not model:={p['model']}")
+            self.model_offset = ModelOffset(self.model, mpc.learned, p["model_offset.time_constant"])
+        self.offset_model_version = None  # the model the offset was estimated on
         # MBPO's policy (planner:=policy, or iCEM's warm start) is updated the way models are.
         uses_policy = p["planner"] == "policy" or (p["planner"] == "icem" and p["policy.path"])
         self.policy_receiver = PolicyReceiver(self, self.planner) if uses_policy else None
@@ -370,6 +382,7 @@ class ControllerNode(Node):
         self.stale_ticking = self.state_stamp is not None and not age <= self.p["state_timeout"]
         if age <= self.p["state_timeout"] and not self.safety.estop.latched:
             deadline = None if self.lockstep else start + self.p["deadline_fraction"] * self.period
+            self._observe_model_offset()
             plan = self._plan(deadline)
             if plan is not None:
                 self.deadline_stops += int(plan.deadline_missed)
@@ -398,6 +411,9 @@ class ControllerNode(Node):
         seq, self.seq = self.seq, self.seq + 1
         if action is not None:
             self._publish_sample(command, seq)
+            if self.model_offset is not None:
+                self.model_offset.command_sent(torch.from_numpy(self.state), torch.from_numpy(command),
+                                               self.state_stamp.nanoseconds * 1e-9)
 
         duration = time.perf_counter() - start
         if action is not None:  # a planned tick: how long until its command went
@@ -421,6 +437,16 @@ class ControllerNode(Node):
             self.fallbacks["planner_error"] += 1
             self.get_logger().error(f"planner failed: {type(exc).__name__}: {exc}", throttle_duration_sec=1.0)
             return None
+
+    def _observe_model_offset(self) -> None:
+        """Offset-free MPC: this tick's state against what the model predicted for it (a new
+        model starts from no offset: the old model's error is not its own)."""
+        if self.model_offset is None or self.receiver.version is None:
+            return
+        if self.receiver.version != self.offset_model_version:
+            self.offset_model_version = self.receiver.version
+            self.model_offset.reset()
+        self.model_offset.observe(torch.from_numpy(self.state), self.state_stamp.nanoseconds * 1e-9)
 
     def _state_to_plan_from(self) -> np.ndarray:
         """The estimate, or (latency_compensation) where it will be when this tick's command acts."""
@@ -501,6 +527,8 @@ class ControllerNode(Node):
             self.planner.reset()
             self.explorer.reset()
             self.last_plan = None
+            if self.model_offset is not None:
+                self.model_offset.reset()
 
     def _on_pause(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         self.paused = bool(request.data)
@@ -632,6 +660,10 @@ class ControllerNode(Node):
         for receiver in (self.receiver, self.policy_receiver):
             if receiver is not None:
                 values |= receiver.diagnostics()
+        if self.model_offset is not None:
+            values["model_offset"] = " ".join(f"{v:.4f}" for v in self.model_offset.offset.tolist())
+            values["model_offset_updates"] = self.model_offset.updates
+            values["model_offset_skipped"] = self.model_offset.skipped
         if self.last_plan is not None:
             values["plan_cost"] = f"{self.last_plan.cost:.4f}"
             values["plan_iterations"] = self.last_plan.iterations

@@ -53,6 +53,21 @@ def test_the_fused_rollout_is_the_torch_rollout_in_float32(mode, activation):
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+def test_an_output_offset_moves_every_step_the_same_in_the_kernel_and_in_torch():
+    fused, reference = kernel_and_torch(ODD, "ts1")
+    where_it_runs(fused)
+    x0, actions = torch.randn(40, 5), torch.randn(40, 7, 2)
+    before, _ = same_draws(fused, reference, x0, actions)  # the kernel has packed this model already
+    offset = torch.tensor([0.0, 0.0, 0.3, -0.2, 0.1])
+    fused.set_output_offset_(offset)
+    reference.set_output_offset_(offset)
+    a, b = same_draws(fused, reference, x0, actions)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert (a - before).abs().amax() > 0.1  # the offset reached the kernel's rollout
+    fused.set_output_offset_(torch.zeros(5))
+    torch.testing.assert_close(same_draws(fused, reference, x0, actions)[0], before, rtol=1e-5, atol=1e-5)
+
+
 def test_bfloat16_hidden_layers_match_torchs_bfloat16_rollout():
     fused, reference = kernel_and_torch(ODD, "ts1", dtype="bfloat16")
     where_it_runs(fused)

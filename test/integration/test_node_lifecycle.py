@@ -28,6 +28,12 @@ def test_out_of_range_parameter_stops_the_controller_naming_it(domain, tmp_path)
     assert "control_rate" in result.stderr and "1.0" in result.stderr and "1000.0" in result.stderr
 
 
+def test_offset_free_mpc_on_the_analytic_model_stops_the_controller_naming_it(domain, tmp_path):
+    result = _run_node("mpc_controller", {"model_offset.time_constant": 0.2}, domain, tmp_path)
+    assert result.returncode == 2
+    assert "model_offset.time_constant" in result.stderr and "model:=analytic" in result.stderr, result.stderr[-2000:]
+
+
 def test_bad_choice_and_wrong_type_stop_the_sim_naming_them(domain, tmp_path):
     result = _run_node("sim", {"mode": "fast"}, domain, tmp_path)
     assert result.returncode == 2 and "'mode'" in result.stderr and "lockstep" in result.stderr

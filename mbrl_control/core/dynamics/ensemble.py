@@ -200,6 +200,11 @@ class EnsembleDynamics(DynamicsModel):
                 self.register_buffer("input_high", torch.full((config.input_dim,), UNFITTED_RANGE))
                 self.register_buffer("delta_low", torch.full((nx,), -UNFITTED_RANGE))
                 self.register_buffer("delta_high", torch.full((nx,), UNFITTED_RANGE))
+            # Offset-free MPC (core/estimation/model_offset.py): the model's observed one-step
+            # error, added to every predicted change. Not part of the learned model (not saved,
+            # not on the wire, not copied by ``clone``): the controller's, zero unless it sets it.
+            self.register_buffer("output_offset", torch.zeros(nx), persistent=False)
+            self.register_buffer("_delta_center", torch.zeros(nx), persistent=False)  # the fused kernel's delta_mean + offset
             # The member draws' seed and rollout counter: host tensors (plain attributes, which
             # ``.to()`` leaves on the CPU: reading them never waits for a GPU), so that reseeding
             # and counting never invalidate a compiled graph.
@@ -318,7 +323,8 @@ class EnsembleDynamics(DynamicsModel):
         """Every member's Gaussian over the state change: mean and variance ``[E, B, nx]``."""
         f = self.features(x, u).unsqueeze(0).expand(self.config.members, -1, -1)
         mean_n, logvar_n, _ = self.predict_normalized(f)
-        return self._bounded(mean_n * self.delta_std + self.delta_mean), torch.exp(logvar_n) * self.delta_std**2
+        mean = self._bounded(mean_n * self.delta_std + self.delta_mean) + self.output_offset
+        return mean, torch.exp(logvar_n) * self.delta_std**2
 
     def predict_reward(self, x: Tensor, u: Tensor) -> Tensor:
         """Learned reward of every pair ``x[..., nx]``, ``u[..., nu]``: shape ``[...]``.
@@ -404,12 +410,14 @@ class EnsembleDynamics(DynamicsModel):
         G = n // E
         if self.threads_itself():
             # The fused loop reads the particles, their actions and the slots in place and writes
-            # the states in particle order: none of the gathers below.
+            # the states in particle order: none of the gathers below. Its normaliser is kept by
+            # address (one tensor for the offset's sum, refreshed here).
+            torch.add(self.delta_mean, self.output_offset, out=self._delta_center)
             return ensemble_kernel.fused_rollout(
                 x, actions, from_slot, list(self.weights), list(self.biases),
                 [self.weights[0]] + [getattr(self, f"_plan_w{k}") for k in range(1, self.config.layers)]
                 if self._plan_dtype != torch.float32 else [],
-                [self.input_mean, self.input_std, self.delta_mean, self.delta_std], list(self._plain_dims),
+                [self.input_mean, self.input_std, self._delta_center, self.delta_std], list(self._plain_dims),
                 list(self.config.angle_dims), ensemble_kernel.ACTIVATIONS[self.config.activation], self.rollout_threads)
         to_slot, from_slot = to_slot.expand(T, n), from_slot.expand(T, n)  # TS-infinity: one row for all steps
         us = torch.gather(actions.transpose(0, 1), 1, from_slot.unsqueeze(-1).expand(T, n, nu))  # [T, n, nu]
@@ -464,7 +472,7 @@ class EnsembleDynamics(DynamicsModel):
         if self.propagation.output_noise:
             raw = torch.baddbmm(b[-1][..., nx : 2 * nx], h, w[-1][:, nx : 2 * nx].transpose(1, 2))
             delta = delta + torch.exp(0.5 * self._bounded_logvar(raw)) * self.delta_std * noise.view(-1, *delta.shape[1:])
-        return self._bounded(delta)
+        return self._bounded(delta) + self.output_offset
 
     def jacobians(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
         """Jacobians of the deterministic ensemble mean (``mean_step``), not of a sampled step."""
@@ -511,6 +519,11 @@ class EnsembleDynamics(DynamicsModel):
         for own, new in zip(self.state_dict(keep_vars=True).values(), checked.tensors):
             own.copy_(new)
         self.refresh_planning_weights()
+
+    @torch.no_grad()
+    def set_output_offset_(self, offset: Tensor) -> None:
+        """Add ``offset [nx]`` to every predicted state change from now on (zero: the model as learned)."""
+        self.output_offset.copy_(offset)
 
     @torch.no_grad()
     def zero_residual_(self) -> None:

@@ -1,0 +1,89 @@
+"""Offset-free MPC (core/estimation/model_offset): the learned model's steady one-step error is
+estimated from the states that follow its commands and fed back into its predictions."""
+
+import math
+
+import torch
+
+from mbrl_control.core.dynamics import EnsembleConfig, EnsembleDynamics, PropagationConfig
+from mbrl_control.core.estimation.model_offset import ModelOffset
+
+CONFIG = EnsembleConfig(state_dim=4, action_dim=1, dt=0.02, members=3, hidden=16, layers=2, angle_dims=(1,))
+BIAS = torch.tensor([0.0, 0.0, 0.04, -0.06])  # a steady error in both accelerations (2 and 3 m|rad/s^2)
+
+
+def model_with_normaliser() -> EnsembleDynamics:
+    model = EnsembleDynamics(CONFIG, PropagationConfig(seed=3)).freeze()
+    with torch.no_grad():
+        model.delta_std.copy_(torch.tensor([0.02, 0.05, 0.1, 0.2]))
+    return model
+
+
+def run(model: EnsembleDynamics, offset: ModelOffset, ticks: int, noise: float = 0.01, seed: int = 0):
+    """The plant is the model as learned plus BIAS (and estimate noise on the velocities): the
+    one-step errors of the model in use (the offset included) per tick."""
+    g = torch.Generator().manual_seed(seed)
+    x, errors = torch.tensor([0.1, 0.2, 0.0, 0.0]), []
+    for k in range(ticks):
+        u = torch.randn(1, generator=g)
+        offset.observe(x, k * CONFIG.dt)
+        with torch.no_grad():
+            predicted = model.mean_step(x[None], u[None])[0]
+            saved = model.output_offset.clone()
+            model.set_output_offset_(torch.zeros(4))
+            x_next = model.mean_step(x[None], u[None])[0] + BIAS
+            model.set_output_offset_(saved)
+        x_next[2:] += noise * torch.randn(2, generator=g)
+        errors.append((x_next - predicted).abs())
+        offset.command_sent(x, u, k * CONFIG.dt)
+        x = x_next
+    return torch.stack(errors)
+
+
+def test_the_offset_converges_to_the_steady_error_and_the_predictions_lose_it():
+    model = model_with_normaliser()
+    offset = ModelOffset(model, model, time_constant=0.2)
+    errors = run(model, offset, ticks=200)
+    torch.testing.assert_close(offset.offset, BIAS, atol=0.01, rtol=0)  # velocities: the bias, up to the noise
+    assert offset.offset[:2].abs().max() == 0  # positions: left alone
+    torch.testing.assert_close(model.output_offset, offset.offset)  # and in the model's predictions
+    early, late = errors[:3, 2:].mean(), errors[-50:, 2:].mean()
+    assert late < 0.3 * early, (early, late)
+    assert offset.updates == 199  # every tick after the first
+
+
+def test_the_time_constant_sets_how_fast_it_follows():
+    model = model_with_normaliser()
+    offset = ModelOffset(model, model, time_constant=0.2)
+    run(model, offset, ticks=11, noise=0.0)  # ten updates: 1 - exp(-10 * 0.02 / 0.2) of the way
+    torch.testing.assert_close(offset.offset[2:], (1 - math.exp(-1.0)) * BIAS[2:], rtol=0.05, atol=1e-4)
+
+
+def test_a_state_that_is_not_one_step_after_the_command_is_not_used():
+    model = model_with_normaliser()
+    offset = ModelOffset(model, model, time_constant=0.2)
+    x, u = torch.zeros(4), torch.zeros(1)
+    offset.observe(x, 0.0)
+    offset.command_sent(x, u, 0.0)
+    offset.observe(x + 1.0, 2 * CONFIG.dt)  # a tick was missed
+    assert offset.offset.abs().max() == 0 and offset.skipped == 1
+    offset.observe(x + 1.0, 3 * CONFIG.dt)  # no command after the last state: nothing to compare
+    assert offset.offset.abs().max() == 0 and offset.updates == 0
+
+
+def test_the_offset_is_bounded_by_the_models_typical_change_and_reset_clears_it():
+    model = model_with_normaliser()
+    offset = ModelOffset(model, model, time_constant=0.02)  # one tick: the whole error at once
+    x, u = torch.zeros(4), torch.zeros(1)
+    offset.command_sent(x, u, 0.0)
+    offset.observe(torch.tensor([0.0, 0.0, 50.0, -50.0]), CONFIG.dt)  # a glitch, not an offset
+    torch.testing.assert_close(offset.offset[2:], torch.tensor([0.1, -0.2]))  # delta_std
+    offset.reset()
+    assert model.output_offset.abs().max() == 0 and offset.previous is None
+
+
+def test_a_model_saved_or_cloned_carries_no_offset():
+    model = model_with_normaliser()
+    model.set_output_offset_(BIAS)
+    assert "output_offset" not in model.state_dict()
+    assert model.clone().output_offset.abs().max() == 0
