@@ -56,13 +56,14 @@ VARIANTS = {
     "mbpo": ("MBPO: a SAC policy trained in rollouts of each ensemble runs the robot", {}, {"planner": "policy"}),
     "bfloat16": ("the planning model's hidden layers in bf16 (faster ticks)",
                  {"mpc_controller": {"propagation": {"dtype": "bfloat16"}}}, {}),
-    # config/cartpole.learned.yaml's settings, each back to the robot config's / the code's value
+    # config/cartpole.learned.yaml's two settings, each back to the robot config's / trainer's value
     "settled_spread": ("CEM's settled spread on the learned model too (cem.settled_std 0.1: 2 N once balanced)",
                        {"mpc_controller": {"cem": {"settled_std": 0.1}}}, {}),
     "min_gain_1pct": ("a round's epoch counts as better at a 1 % held-out gain (the trainer's default)",
                       {"learner": {"trainer": {"min_improvement": 0.01}}}, {}),
-    "no_model_offset": ("no offset-free MPC (model_offset.time_constant 0: the model's steady error not fed back)",
-                        {"mpc_controller": {"model_offset": {"time_constant": 0.0}}}, {}),
+    # off in config/cartpole.learned.yaml (its comment says why): on
+    "model_offset": ("offset-free MPC (model_offset.time_constant 0.2 s: the model's one-step error fed back)",
+                     {"mpc_controller": {"model_offset": {"time_constant": 0.2}}}, {}),
 }
 
 # name: what the episodes start from (the sim's reset state)

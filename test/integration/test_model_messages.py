@@ -26,9 +26,10 @@ def message(model: EnsembleDynamics, version: int) -> UInt8MultiArray:
 def test_controller_swaps_good_models_and_rejects_bad_ones(domain, probe, tmp_path):
     overrides = tmp_path / "overrides.yaml"
     overrides.write_text(yaml.safe_dump({"mpc_controller": {"ros__parameters": {
-        "model": "learned", "compile": False, "cem": {"population": 50, "iterations": 1}}}}))
-    controller = next(s for s in mpc_graph({"overrides": str(overrides), "estimator": "none"}) if s.name == "mpc_controller")
-    running = start([controller], domain, tmp_path / "logs")
+        "model": "learned", "compile": False, "cem": {"population": 50, "iterations": 1},
+        "model_offset": {"time_constant": 0.2}}}}))
+    # The sim too: offset-free MPC compares each state with the model's prediction of it.
+    running = start(mpc_graph({"overrides": str(overrides), "estimator": "none"}), domain, tmp_path / "logs")
     try:
         diag: dict[str, str] = {}
         probe.node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diag.update(
@@ -52,6 +53,9 @@ def test_controller_swaps_good_models_and_rejects_bad_ones(domain, probe, tmp_pa
         pub.publish(message(model, 1))
         assert probe.spin_until(lambda: diag.get("model_version") == "1", 10), diag
         assert float(diag["model_swap_ms_last"]) > 0.0
+        # Offset-free MPC runs on the model in use: states one tick after a command update it.
+        assert probe.spin_until(lambda: int(diag.get("model_offset_updates", 0)) >= 20, 30), diag
+        assert len(diag["model_offset"].split()) == 4
         pub.publish(message(model, 1))  # not newer than the one in use
         assert probe.spin_until(lambda: int(diag.get("rejected_models", 0)) >= 4, 10), diag
         assert diag["model_version"] == "1" and "not newer" in diag["last_model_reject_reason"]
