@@ -314,8 +314,7 @@ def test_policy_planner_tick_is_one_forward_pass_within_bounds_and_deterministic
     torch.testing.assert_close(rollout.states[5], model.step(rollout.states[4:5], rollout.actions[4:5])[0])
     # In closed loop through the planner interface: balances, as the policy does.
     episode = run_episode(planner, cartpole.plant, x0, steps=300)
-    assert task.success(episode.states, episode.times)
-    assert np.percentile(episode.tick_s, 50) < 2e-3  # eager, one thread; the bench reports p99
+    assert task.success(episode.states, episode.times)  # (its tick time: bench/mbpo.py, not a test)
 
 
 def test_build_planner_policy_needs_a_policy(cartpole):
