@@ -377,6 +377,21 @@ def test_wait_for_model_holds_the_robot_for_training_in_realtime_only_when_asked
         learn_graph({"wait_for_model": "maybe", "output_dir": str(tmp_path)})
 
 
+def test_the_learner_is_niced_beside_realtime_robots_only(tmp_path):
+    def nice(graph, **args):
+        learner = spec(graph(args | {"output_dir": str(tmp_path)}), "learner")
+        files = [f for f in learner.parameters if isinstance(f, str)]
+        merged = parameters(files, "learner")  # then the dicts, as ROS applies them: later wins
+        for given in (d for d in learner.parameters if isinstance(d, dict)):
+            merged |= given
+        return merged.get("scheduling.nice", 0)
+
+    assert nice(learn_graph, mode="realtime") == 10  # the robot file's: training yields to control
+    assert nice(learn_graph, mode="lockstep") == 0  # beside lockstep loops that never idle
+    assert nice(fleet_graph, mode="lockstep", robots="2") == 0
+    assert nice(fleet_graph, mode="lockstep", robots="2", part="learner") == 0
+
+
 def test_learn_uses_the_parameter_files_planner_and_refuses_one_that_cannot_learn(tmp_path):
     assert spec(learn_graph({"output_dir": str(tmp_path)}), "mpc_controller").parameters[-1].get("planner") is None
     at_100 = learn_graph({"control_rate": "100", "output_dir": str(tmp_path)})  # config/cartpole.100hz.yaml: icem
