@@ -533,15 +533,21 @@ def fleet_graph(args: dict[str, str]) -> list[NodeSpec]:
     return nodes
 
 
+def resolved_parameters(spec: NodeSpec) -> dict[str, Any]:
+    """``spec``'s flat parameters as ROS applies them: its files' section for the node, then its
+    dicts, later ones winning."""
+    merged = parameters([f for f in spec.parameters if isinstance(f, str)], spec.name)
+    for override in spec.parameters:
+        if isinstance(override, dict):
+            merged |= override
+    return merged
+
+
 def in_namespace(spec: NodeSpec, namespace: str, lockstep: bool, extra: dict[str, Any]) -> NodeSpec:
     """``spec`` moved under ``/namespace``: its robot topics (the remapping targets) with it, its
     /clock its own sim's in lockstep, and its parameters from the files resolved into one dict
     (a parameter file's section named ``sim`` does not match a node ``/robot_0/sim``)."""
-    files = [f for f in spec.parameters if isinstance(f, str)]
-    merged = parameters(files, spec.name)
-    for override in spec.parameters:
-        if isinstance(override, dict):
-            merged |= override
+    merged = resolved_parameters(spec)
     remappings = [(src, f"/{namespace}{dst}" if dst.startswith("/") else dst) for src, dst in spec.remappings]
     if lockstep:
         remappings.append(("/clock", f"/{namespace}/clock"))

@@ -21,6 +21,7 @@ from mbrl_control.graph import (
     learn_graph,
     mpc_graph,
     parameters,
+    resolved_parameters,
 )
 from mbrl_control.launcher import node_command, parse_launch_args
 
@@ -380,11 +381,7 @@ def test_wait_for_model_holds_the_robot_for_training_in_realtime_only_when_asked
 def test_the_learner_is_niced_beside_realtime_robots_only(tmp_path):
     def nice(graph, **args):
         learner = spec(graph(args | {"output_dir": str(tmp_path)}), "learner")
-        files = [f for f in learner.parameters if isinstance(f, str)]
-        merged = parameters(files, "learner")  # then the dicts, as ROS applies them: later wins
-        for given in (d for d in learner.parameters if isinstance(d, dict)):
-            merged |= given
-        return merged.get("scheduling.nice", 0)
+        return resolved_parameters(learner).get("scheduling.nice", 0)
 
     assert nice(learn_graph, mode="realtime") == 10  # the robot file's: training yields to control
     assert nice(learn_graph, mode="lockstep") == 0  # beside lockstep loops that never idle
