@@ -20,15 +20,6 @@ TOL = 1e-4  # each solver guarantees max |V - V*| <= TOL
 BOX = (1.5, 0.4, 1.5, 2.0)  # the default grid's half-widths
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread, as the controller plans: these small batched ops only lose to threads
-    on a shared machine (10x slower measured on 2 busy cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def setup(cartpole):

@@ -48,14 +48,6 @@ START_BOX = (0.5, 0.25, 0.5, 0.5)  # closed-loop starts: the balance task
 CONFIG = MBPOConfig(seed=0, gamma=0.98)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread, as the controller runs: small batched ops only lose to threads here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def box_states(box, n: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
