@@ -30,8 +30,11 @@ $(STAMP): requirements.txt setup.py package.xml
 	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
+# The robots the tests run through the nodes: each warmed in its own process, at the same time.
+WARMUP_ROBOTS ?= cartpole iiwa
+
 warmup: setup
-	$(CLI) warmup
+	$(CLI) warmup $(addprefix --robot ,$(WARMUP_ROBOTS))
 
 demo: setup
 	$(CLI) demo --robot $(ROBOT) --mode $(MODE) $(if $(DURATION),--duration $(DURATION)) $(if $(PLANNER),--planner $(PLANNER))

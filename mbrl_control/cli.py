@@ -5,7 +5,7 @@
   mbrl-control demo [--robot R] [--duration S] [...]
                                                the headless demo (a robot config's task through the
                                                nodes), ending in one JSON line
-  mbrl-control warmup [--robot R]              compile the planner kernels once (cached on disk)
+  mbrl-control warmup [--robot R ...]          compile the planner kernels once (cached on disk)
   mbrl-control train --from runs/<stamp>/run.mcap [--out DIR]
                                                learn the dynamics offline from a recording
                                                (progress on stderr; stdout ends in one JSON line)
@@ -37,6 +37,9 @@ def warmup(robot: str = DEFAULT_ROBOT, planner: str | None = None) -> float:
     from mbrl_control.core.robot import robot_spec
 
     path = robot_config(robot)
+    if not path.is_file():
+        known = ", ".join(sorted(f.stem for f in path.parent.glob("*.yaml")))
+        raise ValueError(f"robot '{robot}': no parameter file {path} (parameter files there: {known})")
     p = node_settings(path, "mpc_controller")  # the file over the node's defaults
     torch.set_num_threads(p["torch_threads"])
     start = time.perf_counter()
@@ -45,6 +48,18 @@ def warmup(robot: str = DEFAULT_ROBOT, planner: str | None = None) -> float:
     e = node_settings(path, "estimator")
     estimator_from_params(robot_spec(e), e).warm_up()
     return time.perf_counter() - start
+
+
+def warmup_each(robots: list[str], planner: str | None = None) -> int:
+    """``warmup`` for several robots, each in a process of its own, all at once: compiling is
+    mostly one thread, so on two cores two robots take about as long as the slower one. Returns
+    the worst exit code."""
+    import subprocess
+
+    extra = ["--planner", planner] if planner else []
+    runs = [subprocess.Popen([sys.executable, "-m", "mbrl_control.cli", "warmup", "--robot", robot, *extra])
+            for robot in robots]
+    return max(run.wait() for run in runs)
 
 
 def train_offline(recording: Path | list[Path], out: Path, robot: str = DEFAULT_ROBOT, policy: bool = False,
@@ -195,7 +210,9 @@ def main(argv: list[str] | None = None) -> None:
     p_train.add_argument("--mbpo", nargs="*", default=[], metavar="KEY=VALUE",
                          help="MBPO settings, e.g. sac_steps=8000")
     p_warm = sub.add_parser("warmup", help="compile the planner once so nodes start fast")
-    p_warm.add_argument("--robot", default=DEFAULT_ROBOT)
+    p_warm.add_argument("--robot", action="append", default=None,
+                        help=f"robot configuration (default {DEFAULT_ROBOT}); repeated: each in its own process, "
+                             "at the same time")
     p_warm.add_argument("--planner", default=None)
     p_params = sub.add_parser("params", help="every node's parameters: type, default, range, runtime, meaning (Markdown)")
     p_params.add_argument("--write", type=Path, metavar="FILE", help="write it to FILE (docs/parameters.md) instead of "
@@ -219,7 +236,10 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 print(text, end="")
         if a.command == "warmup":
-            print(f"planner and estimator compiled and run in {warmup(a.robot, a.planner):.1f} s")
+            robots = a.robot or [DEFAULT_ROBOT]
+            if len(robots) > 1:
+                sys.exit(warmup_each(robots, a.planner))
+            print(f"{robots[0]}: planner and estimator compiled and run in {warmup(robots[0], a.planner):.1f} s")
     except ValueError as exc:
         parser.exit(2, f"mbrl-control: error: {exc}\n")
 
