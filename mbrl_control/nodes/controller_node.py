@@ -409,7 +409,7 @@ class ControllerNode(Node):
             self.task.set_last_command(command)  # command_rate terms price the next plan against it
             self._send(command)
         seq, self.seq = self.seq, self.seq + 1
-        if action is not None:
+        if action is not None and command is not None:  # a transition only for a command that went out
             self._publish_sample(command, seq)
             if self.model_offset is not None:
                 self.model_offset.command_sent(torch.from_numpy(self.state), torch.from_numpy(command),
@@ -488,8 +488,10 @@ class ControllerNode(Node):
         self.ticks_since_plan += 1
         previous = self.last_plan
         if previous is not None and self.ticks_since_plan < len(previous.actions):
-            self.fallbacks["previous_plan"] += 1
-            return previous.actions[self.ticks_since_plan].double().numpy()
+            kept = previous.actions[self.ticks_since_plan].double().numpy()
+            if np.all(np.isfinite(kept)):  # only its first action was checked: the rest may have diverged
+                self.fallbacks["previous_plan"] += 1
+                return kept
         return None
 
     def _subscribers_ready(self) -> bool:
