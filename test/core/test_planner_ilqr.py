@@ -114,3 +114,39 @@ def test_a_fresh_plan_for_an_arm_starts_from_holding_it_not_from_zero_effort():
     assert torch.allclose(plan.actions[0], hold, atol=0.5), (plan.actions[0], hold)
     drift = (plan.states[:, : iiwa.spec.nq] - x[: iiwa.spec.nq]).abs().max()
     assert drift < 0.01, drift  # the planned arm stays where it is
+
+
+class Poisoned(torch.nn.Module):
+    """A model whose every prediction is NaN while ``poisoned``: a tick on which every rollout diverges."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model, self.poisoned = model, False
+        self.state_dim, self.action_dim, self.dt = model.state_dim, model.action_dim, model.dt
+        self.compile_rollout = True
+
+    def step(self, x, u):
+        y = self.model.step(x, u)
+        return y * float("nan") if self.poisoned else y
+
+    def hold_action(self, x):
+        return self.model.hold_action(x)
+
+    def jacobians(self, x, u):
+        return self.model.jacobians(x, u)
+
+
+def test_a_tick_whose_every_rollout_diverges_leaves_the_nominal_finite(setup):
+    """Every step size's rollout NaN: the nominal is kept, not replaced by the diverged rollout
+    (from which iLQR never recovered: NaN derivatives, no step, NaN plans on every later tick)."""
+    _, model, task = setup
+    poisoned = Poisoned(model)
+    planner = ILQRPlanner(poisoned, task, ILQRConfig(horizon=30, iterations=2), compile=False)
+    x0 = torch.tensor([0.0, 0.3, 0.0, 0.0])
+    assert torch.isfinite(planner.plan(x0).actions).all()
+    poisoned.poisoned = True
+    diverged = planner.plan(x0)
+    assert torch.isfinite(diverged.actions).all()  # the kept nominal, shifted: what the robot can be sent
+    poisoned.poisoned = False
+    after = planner.plan(x0)
+    assert torch.isfinite(after.actions).all() and np.isfinite(after.cost)

@@ -373,8 +373,11 @@ class ILQRPlanner(Planner):
         costs, states, actions = self._rollout(x0, self._states, self._actions, self._feedforward, self._gains, steps)
         costs = torch.nan_to_num(costs, nan=float("inf"))
         best = int(torch.argmin(costs))
-        self._states.copy_(states[best])
-        self._actions.copy_(actions[best])
+        if math.isfinite(float(costs[best])):
+            self._states.copy_(states[best])
+            self._actions.copy_(actions[best])
+        # else every rollout diverged: the nominal stays, as a NaN one would never be left again
+        # (NaN derivatives, no step) and a controller falling back along it would send NaN.
         return float(costs[0]), float(costs[best])
 
     def _shift_warm_start(self) -> None:
