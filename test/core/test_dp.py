@@ -20,7 +20,6 @@ TOL = 1e-4  # each solver guarantees max |V - V*| <= TOL
 BOX = (1.5, 0.4, 1.5, 2.0)  # the default grid's half-widths
 
 
-
 @pytest.fixture(scope="module")
 def setup(cartpole):
     return cartpole.params, cartpole.model, cartpole.task, cartpole.plant

@@ -48,7 +48,6 @@ START_BOX = (0.5, 0.25, 0.5, 0.5)  # closed-loop starts: the balance task
 CONFIG = MBPOConfig(seed=0, gamma=0.98)
 
 
-
 def box_states(box, n: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return (2 * torch.rand(n, len(box), generator=g) - 1) * torch.tensor(box)

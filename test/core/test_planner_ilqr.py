@@ -123,7 +123,6 @@ class Poisoned(torch.nn.Module):
         super().__init__()
         self.model, self.poisoned = model, False
         self.state_dim, self.action_dim, self.dt = model.state_dim, model.action_dim, model.dt
-        self.compile_rollout = True
 
     def step(self, x, u):
         y = self.model.step(x, u)
@@ -132,7 +131,7 @@ class Poisoned(torch.nn.Module):
     def hold_action(self, x):
         return self.model.hold_action(x)
 
-    def jacobians(self, x, u):
+    def jacobians(self, x, u):  # the real model's: along a finite nominal they stay finite, as in a real divergence
         return self.model.jacobians(x, u)
 
 
