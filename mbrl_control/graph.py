@@ -122,11 +122,13 @@ def _bool(value: str, name: str) -> bool:
 
 
 def robot_config(robot: str) -> Path:
-    """The parameter file of a robot: a name under config/, or a path."""
+    """The parameter file of a robot: a name under config/, or a path. ValueError if there is none."""
     path = Path(robot).expanduser()
-    if path.suffix in (".yaml", ".yml"):
-        return path.resolve()
-    return config_dir() / f"{robot}.yaml"
+    path = path.resolve() if path.suffix in (".yaml", ".yml") else config_dir() / f"{robot}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(f.stem for f in path.parent.glob("*.yaml")))
+        raise ValueError(f"robot '{robot}': no parameter file {path} (parameter files there: {known or 'none'})")
+    return path
 
 
 def with_defaults(args: dict[str, str], arguments: list[LaunchArgument]) -> dict[str, str]:
@@ -148,9 +150,10 @@ def mpc_graph(args: dict[str, str], model: str = "analytic") -> list[NodeSpec]:
     what the controller plans on, whose file beside the robot config (``model_config``) is applied
     after the rate's and before overrides."""
     a = with_defaults(args, MPC_ARGUMENTS)
-    config = robot_config(a["robot"])
-    if not config.is_file():
-        raise ValueError(f"launch argument 'robot': no parameter file {config}")
+    try:
+        config = robot_config(a["robot"])
+    except ValueError as exc:
+        raise ValueError(f"launch argument {exc}") from None
     lockstep = a["mode"] == "lockstep"
     files = [str(config)]
     rate = {}
