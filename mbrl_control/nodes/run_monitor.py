@@ -7,7 +7,8 @@ how much the command changes per tick over the last 5 s, ``command_delta_rms``, 
 joint; the estimator's velocity RMSE against the truth, when ``estimate`` is an
 estimator's output; the controller's tick statistics from /diagnostics: ticks, missed ticks, tick
 compute time p50/p99 and, in realtime, lateness from the timer's release p99 and late ticks, as
-mbrl_control.core.timing defines them) and exits, which ends the launch.
+mbrl_control.core.timing defines them, from its first report stamped at or after the window's end,
+waited for up to ``report_timeout``) and exits, which ends the launch.
 
 It is how ``make demo`` and the integration tests judge a run through ROS alone. The summary goes
 out on ``~/summary`` (std_msgs/String holding JSON, transient-local) and, when ``summary_path`` is
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
+from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -44,6 +46,8 @@ PARAMS = [
     ParamSpec("estimator", "none", "estimator kind, reported; 'none': no velocity RMSE"),
     ParamSpec("goal_success_fraction", 0.9, "a run with goals succeeds when at least this share of them is reached", 0.0, 1.0),
     ParamSpec("command_window", 5.0, "command_delta_rms over this much robot time at the end of the run [s]", 0.1, 3600.0),
+    ParamSpec("report_timeout", 3.0, "after the watched time, wait at most this long (wall clock) for the controller's "
+              "diagnostics that cover it [s]", 0.0, 60.0),
 ]
 
 
@@ -66,6 +70,8 @@ class RunMonitor(Node):
         self.estimate_times: list[float] = []
         self.estimates: list[np.ndarray] = []
         self.controller: dict[str, str] = {}
+        self.controller_stamp: Time | None = None  # robot time of the controller's last diagnostics
+        self.end: Time | None = None  # robot time the watched window closed
         self.summary_pub = self.create_publisher(
             String,
             "~/summary",
@@ -88,7 +94,7 @@ class RunMonitor(Node):
             self.get_logger().info(f"controller planning; watching {self.p['duration']:.1f} s of robot time")
 
     def _on_command(self, msg: Float64MultiArray) -> None:
-        if self.start is None:
+        if self.start is None or self.end is not None:
             return
         self.command_times.append((self.get_clock().now() - self.start).nanoseconds * 1e-9)
         self.commands.append(np.asarray(msg.data, dtype=float))
@@ -105,9 +111,25 @@ class RunMonitor(Node):
         for status in msg.status:
             if status.name == self.p["controller_name"]:
                 self.controller = values_of(status)
+                self.controller_stamp = Time.from_msg(msg.header.stamp)
+        if self.end is not None and self._controller_reported():
+            self.finish()
+
+    def _controller_reported(self) -> bool:
+        """Whether the controller's tick statistics cover the whole window: it reports at its
+        diagnostics rate, so the last report may predate the window's end by up to a period."""
+        return self.controller_stamp is not None and self.controller_stamp >= self.end
+
+    def _close_window(self, stamp: Time) -> None:
+        self.end = stamp
+        if self._controller_reported():
+            self.finish()
+        # A controller that died reports nothing more: the summary then carries its last report.
+        self.create_timer(max(self.p["report_timeout"], 1e-3), self.finish,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def _elapsed(self, msg: JointState) -> float | None:
-        if self.start is None:
+        if self.start is None or self.end is not None:
             return None
         t = (Time.from_msg(msg.header.stamp) - self.start).nanoseconds * 1e-9
         return t if t >= 0 else None
@@ -128,7 +150,7 @@ class RunMonitor(Node):
         self.states.append(x)
         self.truth_velocity_known.append(len(msg.velocity) == len(msg.name))
         if self.p["duration"] > 0 and t >= self.p["duration"]:
-            self.finish()
+            self._close_window(Time.from_msg(msg.header.stamp))
 
     def velocity_rmse(self) -> list[float] | None:
         """Per joint, the estimate's velocity error against the truth at the estimate's stamps."""
