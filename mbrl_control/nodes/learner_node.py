@@ -303,14 +303,14 @@ class LearnerNode(Node):
         check = outcome.info.get("check")
         if "check" in outcome.info:
             self.last_check = {"residual_check": "passed" if check and check.passed else "failed" if check else "too little data",
-                               "residual_check_score": check.model_score if check else math.nan}
+                               "residual_check_score": check.model_score if check else math.nan,
+                               "residual_dims": list(check.dims) if check and check.passed else []}
         if outcome.error is not None:
             self.counts["errors"] += 1
             self.get_logger().error(f"training failed: {outcome.error}")
         elif outcome.state is None:  # a residual that does not generalize yet: the analytic model alone
             self.counts["withheld"] += 1
-            why = (f"trained on {check.trained_on} transitions it scored {check.model_score:.3f} on the newest "
-                   f"episode's last {check.samples} (a zero residual: 1.0)") if check else "too little data to test it"
+            why = check.describe() if check else "too little data to test it"
             if self.model.is_zero_residual():
                 self.get_logger().info(f"the residual stays zero (the analytic model alone): {why}")
             else:
@@ -386,7 +386,8 @@ class LearnerNode(Node):
         self.counts["accepted"] += 1
         self._publish(outcome.data_size, r.holdout.nll, r.holdout.mse,
                       f"held-out MSE {r.holdout.mse:.4f} (was {r.previous.mse if r.previous else math.nan:.4f}), "
-                      f"{r.epochs} epochs in {r.seconds:.1f} s")
+                      f"{r.epochs} epochs in {r.seconds:.1f} s"
+                      + (f"; the residual's check: {check.describe()}" if (check := outcome.info.get("check")) else ""))
 
     def _publish(self, data_size: int, holdout_nll: float, holdout_mse: float, what: str) -> None:
         """The model now in ``self.model`` as the next version: on the topic and checkpointed."""

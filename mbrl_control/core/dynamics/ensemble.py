@@ -42,7 +42,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -534,6 +534,17 @@ class EnsembleDynamics(DynamicsModel):
         self.weights[-1][:, :nx].zero_()
         self.biases[-1][..., :nx].zero_()
         self.delta_mean.zero_()
+
+    @torch.no_grad()
+    def keep_residual_dims_(self, dims: Sequence[int]) -> None:
+        """Make a residual model correct only the state dimensions ``dims``: the others' output
+        range becomes [0, 0], so their residual (mean and noise) is exactly zero, on the wire too."""
+        if not self._residual:
+            raise RuntimeError("only a residual model (target 'residual') has dimensions to keep")
+        drop = torch.ones(self.state_dim, dtype=torch.bool, device=self.device)
+        drop[list(dims)] = False
+        self.delta_low[drop] = 0.0
+        self.delta_high[drop] = 0.0
 
     def is_zero_residual(self) -> bool:
         """Whether this residual model adds nothing (untrained, or zeroed)."""
