@@ -440,8 +440,9 @@ class ControllerNode(Node):
 
     def _observe_model_offset(self) -> None:
         """Offset-free MPC: this tick's state against what the model predicted for it (a new
-        model starts from no offset: the old model's error is not its own)."""
-        if self.model_offset is None or self.receiver.version is None:
+        model starts from no offset: the old model's error is not its own). A residual model plans
+        from its first tick (the zero residual: the URDF model), so its offset does too."""
+        if self.model_offset is None or (self.learned and self.receiver.version is None):
             return
         if self.receiver.version != self.offset_model_version:
             self.offset_model_version = self.receiver.version
@@ -530,6 +531,8 @@ class ControllerNode(Node):
             self.explorer.reset()
             self.last_plan = None
             if self.model_offset is not None:
+                self.get_logger().info("model offset at the episode's end: [" + ", ".join(
+                    f"{v:.3f}" for v in self.model_offset.offset.tolist()) + f"] ({self.model_offset.updates} updates)")
                 self.model_offset.reset()
 
     def _on_pause(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
