@@ -154,18 +154,24 @@ def _episodes(x, u, x_next, per_episode, dt):
         episode=np.arange(n) // per_episode)
 
 
+def _states_and_forces(seed: int, n: int = 1500):
+    """The cart-pole and ``n`` states and forces drawn across its range (and the generator)."""
+    robot = load_robot("cartpole")
+    g = torch.Generator().manual_seed(seed)
+    low = torch.tensor([-1.0, -np.pi, -2.0, -6.0])
+    x = low + 2 * (-low) * torch.rand(n, 4, generator=g)
+    u = 20.0 * (2 * torch.rand(n, 1, generator=g) - 1)
+    return robot, x, u, g
+
+
 def test_a_residual_reaches_the_robot_only_if_it_predicts_the_newest_episodes_end():
     """The check trains without the newest episode and scores it there: a real model
     error (a weak motor) passes; residuals that are only noise (estimates' jitter) do not, so the
     controller keeps the URDF model rather than a network extrapolating noise."""
     from mbrl_control.core.learning.trainer import BackgroundTrainer, check_generalization
 
-    robot = load_robot("cartpole")
+    robot, x, u, g = _states_and_forces(3)
     analytic, dt = robot.model, robot.model.dt
-    g = torch.Generator().manual_seed(3)
-    low = torch.tensor([-1.0, -np.pi, -2.0, -6.0])
-    x = low + 2 * (-low) * torch.rand(1500, 4, generator=g)
-    u = 20.0 * (2 * torch.rand(1500, 1, generator=g) - 1)
     with torch.no_grad():
         weak = analytic.step(x, 0.7 * u)
         noisy = analytic.step(x, u) + torch.tensor([0.002, 0.004, 0.06, 0.12]) * torch.randn(1500, 4, generator=g)
@@ -216,12 +222,8 @@ def test_a_residual_corrects_only_the_dimensions_where_it_predicted_the_newest_e
     from mbrl_control.core.learning.model_io import ModelInfo, encode, load_into
     from mbrl_control.core.learning.trainer import BackgroundTrainer
 
-    robot = load_robot("cartpole")
+    robot, x, u, g = _states_and_forces(4)
     analytic, dt = robot.model, robot.model.dt
-    g = torch.Generator().manual_seed(4)
-    low = torch.tensor([-1.0, -np.pi, -2.0, -6.0])
-    x = low + 2 * (-low) * torch.rand(1500, 4, generator=g)
-    u = 20.0 * (2 * torch.rand(1500, 1, generator=g) - 1)
     with torch.no_grad():
         weak = analytic.step(x, 0.7 * u)
         weak[:, :2] += torch.tensor([0.0008, 0.0015]) * torch.randn(1500, 2, generator=g)
