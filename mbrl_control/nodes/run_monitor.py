@@ -102,7 +102,7 @@ class RunMonitor(Node):
     def _on_goal(self, msg: PoseStamped) -> None:
         """Goals are judged as the controller takes them (clamped into the reachable region)."""
         position = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
-        if not np.all(np.isfinite(position)):
+        if not np.all(np.isfinite(position)) or self.end is not None:
             return
         now = (self.get_clock().now() - self.start).nanoseconds * 1e-9 if self.start is not None else 0.0
         self.goals.append((now, self.task.clamp_goal(position)[0]))
