@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from mbrl_control.core.dynamics import CartPoleDynamics, CartPoleParams, DynamicsModel
+from mbrl_control.core.dynamics.effort_offset import EffortOffsetDynamics
 from mbrl_control.core.dynamics.ensemble import EnsembleConfig, EnsembleDynamics, PropagationConfig
 from mbrl_control.core.dynamics.residual import ResidualDynamics
 from mbrl_control.core.dynamics.rigid_body import RigidBodyDynamics
@@ -334,6 +335,7 @@ class MPCSetup:
     learned: EnsembleDynamics | None = None  # the ensemble the learner's models are swapped into (model:=learned, residual)
     policy_pending: bool = False  # planner:=policy learning from scratch: no trained policy yet
     planning_task: Task | None = None  # what the planner prices plans with: ``task``, or it with a terminal cost
+    effort_offset: EffortOffsetDynamics | None = None  # model_offset.kind effort: where its offset goes
 
 
 def checked_device(name: str) -> torch.device:
@@ -386,11 +388,18 @@ def build_mpc(p: Mapping[str, Any], planner: str | None = None, robot: Robot | N
             raise ValueError("terminal lqr and dp are solved once at start, from a model: use them with model:=analytic "
                              "or residual")
         ensemble = build_ensemble(p, spec, propagation, device=str(device)).freeze()
+    effort_offset = None
+    if p.get("model_offset.kind") == "effort" and p.get("model_offset.time_constant", 0.0) > 0:
+        if learned or name == "nmpc":
+            raise ValueError("model_offset.kind 'effort' adds an effort to the URDF model's commands: it needs "
+                             "model:=analytic or residual and a planner other than nmpc")
+        effort_offset = EffortOffsetDynamics(robot.model)
     if learned:
         model: DynamicsModel = ensemble
         fallback = None
     else:
-        model = robot.model if ensemble is None else ResidualDynamics(robot.model, ensemble)
+        analytic = robot.model if effort_offset is None else effort_offset
+        model = analytic if ensemble is None else ResidualDynamics(analytic, ensemble)
         # Near the equilibrium, LQR takes over a tick whose planner missed its deadline or failed
         # (for model:=residual: LQR of the analytic model, which the residual corrects).
         fallback = LQRFallback.from_model(robot.model, task, dataclass_from(LQRConfig, section(p, "lqr")), equilibrium)
@@ -403,6 +412,8 @@ def build_mpc(p: Mapping[str, Any], planner: str | None = None, robot: Robot | N
         if ensemble is not None:
             model.to(device)
             ensemble = model.residual
+        if effort_offset is not None:
+            effort_offset = model.analytic if ensemble is not None else model
     policy_path = section(p, "policy").get("path", "")
     policy = load_policy(policy_path) if policy_path and name in ("icem", "policy") else None
     pending = name == "policy" and policy is None and learned
@@ -434,4 +445,5 @@ def build_mpc(p: Mapping[str, Any], planner: str | None = None, robot: Robot | N
         learned=ensemble,
         policy_pending=pending,
         planning_task=planning_task,
+        effort_offset=effort_offset,
     )

@@ -70,7 +70,7 @@ from mbrl_control.core.builders import (
 )
 from mbrl_control.core.dynamics.ensemble import EnsembleConfig, PropagationConfig
 from mbrl_control.core.estimation.lookahead import StateLookahead
-from mbrl_control.core.estimation.model_offset import ModelOffset
+from mbrl_control.core.estimation.model_offset import EffortOffset, ModelOffset
 from mbrl_control.core.learning.sample_layout import SampleLayout
 from mbrl_control.core.mbpo.config import MBPOConfig
 from mbrl_control.core.planners.random import RandomConfig, RandomPlanner
@@ -139,6 +139,10 @@ PARAMS = [
               "one-step error on the joint velocities averaged over this time constant and added to its predictions "
               "(core/estimation/model_offset.py: a steady model error otherwise shows as drift) [s]; 0: off",
               0.0, 10.0),
+    ParamSpec("model_offset.kind", "state_change", "offset-free MPC's disturbance: 'state_change', on a learned "
+              "ensemble's predicted change (model:=learned or residual); 'effort', an effort added to every command "
+              "the URDF model is given (model:=analytic or residual: a payload, friction; core/estimation/model_offset.py)",
+              choices=("state_change", "effort")),
     ParamSpec("deadline_fraction", 0.8, "realtime: planning budget as a fraction of the period", 0.05, 1.0,
               dynamic=True),
     ParamSpec("fault.planner_delay", 0.0, "fault injection: seconds added inside each planning call in the fault window (a slow planner)", 0.0, 10.0),
@@ -206,10 +210,15 @@ class ControllerNode(Node):
         self.receiver = ModelReceiver(self, mpc.learned, "/learner/model") if mpc.learned is not None else None
         self.model_offset = None
         if p["model_offset.time_constant"] > 0:
-            if mpc.learned is None:
-                raise ParameterError("model_offset.time_constant: offset-free MPC corrects a learned model "
-                                     f"(model:=learned or residual), not model:={p['model']}")
-            self.model_offset = ModelOffset(self.model, mpc.learned, p["model_offset.time_constant"])
+            if mpc.effort_offset is not None:
+                self.model_offset = EffortOffset(self.model, mpc.effort_offset, p["model_offset.time_constant"],
+                                                 self.task.action_high)
+            elif mpc.learned is None:
+                raise ParameterError("model_offset.time_constant: a state-change offset corrects a learned model "
+                                     f"(model:=learned or residual), not model:={p['model']}; "
+                                     "model_offset.kind 'effort' corrects the URDF model")
+            else:
+                self.model_offset = ModelOffset(self.model, mpc.learned, p["model_offset.time_constant"])
         self.offset_model_version = None  # the model the offset was estimated on
         # MBPO's policy (planner:=policy, or iCEM's warm start) is updated the way models are.
         uses_policy = p["planner"] == "policy" or (p["planner"] == "icem" and p["policy.path"])
@@ -440,12 +449,14 @@ class ControllerNode(Node):
 
     def _observe_model_offset(self) -> None:
         """Offset-free MPC: this tick's state against what the model predicted for it (a new
-        model starts from no offset: the old model's error is not its own). A residual model plans
-        from its first tick (the zero residual: the URDF model), so its offset does too."""
-        if self.model_offset is None or (self.learned and self.receiver.version is None):
+        model starts from no offset: the old model's error is not its own). The URDF model, and a
+        residual model (the zero residual until one arrives), plan from the first tick, so their
+        offsets run from then too."""
+        version = self.receiver.version if self.receiver is not None else None
+        if self.model_offset is None or (self.learned and version is None):
             return
-        if self.receiver.version != self.offset_model_version:
-            self.offset_model_version = self.receiver.version
+        if version != self.offset_model_version:
+            self.offset_model_version = version
             self.model_offset.reset()
         self.model_offset.observe(torch.from_numpy(self.state), self.state_stamp.nanoseconds * 1e-9)
 

@@ -3,6 +3,7 @@ estimated from the states that follow its commands and fed back into its predict
 
 import math
 
+import pytest
 import torch
 
 from mbrl_control.core.dynamics import EnsembleConfig, EnsembleDynamics, PropagationConfig
@@ -87,3 +88,53 @@ def test_a_model_saved_or_cloned_carries_no_offset():
     model.set_output_offset_(BIAS)
     assert "output_offset" not in model.state_dict()
     assert model.clone().output_offset.abs().max() == 0
+
+
+def test_an_arm_holding_still_with_a_payload_its_urdf_lacks_gets_the_payloads_weight_as_its_effort_offset(tmp_path):
+    """The iiwa holds still with 2 kg at its flange: it is commanded the torques that hold the true
+    (loaded) arm, and the URDF model, without the payload, predicts it moving. The effort offset
+    that explains its one-step errors converges to the payload's pull as joint torques (the URDF's
+    gravity torques minus the loaded arm's: what the commands lose to the payload), and the URDF
+    model with it holds still, and holds the arm with the loaded arm's torques."""
+    from mbrl_control.core.builders import build_robot, robot_parameters
+    from mbrl_control.core.dynamics.effort_offset import EffortOffsetDynamics
+    from mbrl_control.core.estimation.model_offset import EffortOffset
+    from mbrl_control.paths import resolve_urdf
+    from mbrl_control.sim.randomization import apply_payload
+
+    p = robot_parameters("iiwa")
+    urdf = resolve_urdf(p["urdf"])
+    loaded = tmp_path / "loaded.urdf"
+    loaded.write_text(apply_payload(urdf.read_text(), "lbr_iiwa_link_7", 2.0, (0.0, 0.0, 0.05)))
+    truth, urdf_model = build_robot(p, loaded).model, build_robot(p).model
+    shifted = EffortOffsetDynamics(urdf_model)
+    offset = EffortOffset(shifted, shifted, time_constant=0.1, limit=build_robot(p).task.action_high)
+    x = torch.tensor([0.3, 0.7, -0.2, -1.1, 0.4, 0.9, 0.1] + [0.0] * 7)
+    with torch.no_grad():
+        hold = truth.hold_action(x[None])[0]  # what keeps the loaded arm still
+        weight = hold - urdf_model.hold_action(x[None])[0]
+        for k in range(40):
+            offset.observe(x, k * 0.02)  # it stays where it is: the truth's next state is x again
+            offset.command_sent(x, hold, k * 0.02)
+        assert float((truth.step(x[None], hold[None])[0] - x).abs().max()) < 1e-4
+        torch.testing.assert_close(offset.offset, -weight, atol=0.05 * float(weight.abs().max()), rtol=0.0)
+        torch.testing.assert_close(shifted.hold_action(x[None])[0], hold, atol=0.05 * float(weight.abs().max()), rtol=0.0)
+        assert float(weight.abs().max()) > 5.0  # the payload is felt: N m on the shoulder and elbow
+        torch.testing.assert_close(shifted.step(x[None], hold[None])[0], x, atol=2e-3, rtol=0.0)  # held, with the offset
+        assert float((urdf_model.step(x[None], hold[None])[0] - x).abs().max()) > 0.05  # without it, it moves
+    offset.reset()
+    assert float(shifted.effort_offset.abs().max()) == 0.0
+
+
+def test_the_effort_offset_goes_into_the_urdf_model_that_plans_and_is_refused_for_a_learned_one():
+    from mbrl_control.core.builders import build_mpc, robot_parameters
+
+    p = robot_parameters("cartpole") | {"planner": "cem", "compile": False, "model_offset.kind": "effort", "model_offset.time_constant": 0.2,
+                                        "cem.population": 20, "cem.elites": 4, "cem.iterations": 1}
+    analytic = build_mpc(p)
+    assert analytic.effort_offset is analytic.model and analytic.effort_offset.model is analytic.robot.model
+    residual = build_mpc(p | {"model": "residual"})
+    assert residual.model.analytic is residual.effort_offset
+    with pytest.raises(ValueError, match="model_offset.kind 'effort'"):
+        build_mpc(p | {"model": "learned"})
+    assert build_mpc(p | {"model_offset.time_constant": 0.0}).effort_offset is None  # off: the model as it is

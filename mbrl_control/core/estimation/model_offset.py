@@ -1,17 +1,31 @@
-"""Offset-free MPC on a learned model: its observed one-step error, fed back into its predictions.
+"""Offset-free MPC: the model's observed one-step error, fed back into its predictions.
 
-An early learned model is wrong in a consistent way where its data were thin (a cart-pole's model
-trained on random swinging has seen the pole upright for a few hundred steps). Replanning every tick
-corrects a fast error, not a steady one: balancing on a model whose cart acceleration is biased, the
-plan holds the pole where the model thinks it balances and the real cart drifts into its track
-limit. Offset-free MPC (the integrating disturbance model of process control; Pannocchia and
-Rawlings 2003) estimates that bias from what the model predicted one tick ago and what the estimate
-shows now, and adds it to every predicted change, so the plan accounts for it.
+A model is wrong in a consistent way where it is wrong at all: an early learned model where its
+data were thin (a cart-pole's model trained on random swinging has seen the pole upright for a few
+hundred steps), a URDF model where the robot carries what its URDF does not know. Replanning every
+tick corrects a fast error, not a steady one: balancing on a model whose cart acceleration is
+biased, the plan holds the pole where the model thinks it balances and the real cart drifts into its
+track limit; an arm planned on its URDF with 2 kg at the flange sags 2-3 cm below its goals.
+Offset-free MPC (the integrating disturbance model of process control; Pannocchia and Rawlings
+2003) estimates that bias from what the model predicted one tick ago and what the estimate shows
+now, and feeds it into every prediction, so the plan accounts for it. Two disturbance models:
 
-Here the disturbance is an exponential average of the one-step errors on the joint velocities
-(positions follow from them; their one-step errors are the estimate's noise), with a time constant
-in seconds, each component bounded by the model's own typical change (``delta_std``): an error
-larger than that is a broken estimate or a new regime, not an offset.
+- ``ModelOffset``, on a learned ensemble's predicted state change: an exponential average of the
+  one-step errors on the joint velocities (positions follow from them; their one-step errors are
+  the estimate's noise), each component bounded by the model's own typical change (``delta_std``):
+  an error larger than that is a broken estimate or a new regime, not an offset.
+- ``EffortOffset``, an effort added to every command the model is given
+  (``dynamics.effort_offset.EffortOffsetDynamics``): the one-step velocity error mapped to the
+  effort that explains it through the model's own ``df/du`` (least squares), averaged the same way
+  and bounded by the effort limits. For a model with the URDF's dynamics (``model:=analytic`` or
+  ``residual``): a payload is a torque that depends on where the arm is, and the model's inverse
+  inertia turns it into the velocity error; averaged as a state change it is the inverse inertia
+  where it was seen, wrong elsewhere (the iiwa with 2 kg: 1 rad/s per step on the wrist, the goals
+  missed by 2-4 cm); as an effort it is 10, -9 and 1 N m on joints 2, 4 and 6 and the arm ends
+  2 mm from its goals (2026-12-07, README).
+
+Both: ``observe`` each tick's state and its time, then ``command_sent`` with the command that went
+(a tick without one leaves the next state unused: it is not one model step from a known command).
 """
 
 from __future__ import annotations
@@ -21,36 +35,32 @@ import math
 import torch
 from torch import Tensor
 
+from mbrl_control.core.dynamics.base import DynamicsModel
+from mbrl_control.core.dynamics.effort_offset import EffortOffsetDynamics
 from mbrl_control.core.dynamics.ensemble import EnsembleDynamics
 from mbrl_control.core.dynamics.residual import ResidualDynamics
 
 
-class ModelOffset:
-    """The disturbance of ``ensemble`` (the learned part of ``model``, which plans; ``model`` may
-    be the ensemble itself or the analytic model plus a residual ensemble): call ``observe`` with
-    each tick's state and its time, then ``command_sent`` with the command that went (a tick
-    without one leaves the next state unused: it is not one model step from a known command)."""
+class _OneStepOffset:
+    """What both disturbance models share: the time constant, the pairing of a state with the
+    command before it, the counts; ``_update`` folds one step's error into the offset."""
 
-    def __init__(self, model: EnsembleDynamics | ResidualDynamics, ensemble: EnsembleDynamics, time_constant: float,
-                 dims: list[int] | None = None) -> None:
+    def __init__(self, model: DynamicsModel, time_constant: float, device: torch.device) -> None:
         if time_constant <= 0:
             raise ValueError(f"time_constant must be > 0 s, got {time_constant}")
-        self.model, self.ensemble = model, ensemble
+        self.model = model
         self.rate = 1.0 - math.exp(-model.dt / time_constant)  # per model step
-        nx = model.state_dim
-        dims = list(range(nx // 2, nx)) if dims is None else dims  # the joint velocities
-        self.mask = torch.zeros(nx, device=ensemble.device)
-        self.mask[dims] = 1.0
-        self.offset = torch.zeros(nx, device=ensemble.device)
+        self.device = device
         self.previous: tuple[Tensor, Tensor, float] | None = None
         self.updates = 0
         self.skipped = 0  # states that were not one model step after the last command
 
-    def reset(self) -> None:
-        """Forget the offset (a new episode, a new model: its error is not the old one's)."""
-        self.offset.zero_()
-        self.ensemble.set_output_offset_(self.offset)
-        self.previous = None
+    def _predict(self, x: Tensor, u: Tensor) -> Tensor:
+        mean_step = getattr(self.model, "mean_step", self.model.step)  # an ensemble's mean, not a draw
+        return mean_step(x.unsqueeze(0), u.unsqueeze(0))[0]
+
+    def _update(self, error: Tensor, x_prev: Tensor, u_prev: Tensor) -> None:
+        raise NotImplementedError
 
     @torch.no_grad()
     def observe(self, x: Tensor, t: float) -> Tensor:
@@ -63,17 +73,68 @@ class ModelOffset:
         if abs((t - t_prev) - self.model.dt) > 0.5 * self.model.dt:  # a missed tick: not one step
             self.skipped += 1
             return self.offset
-        x = x.to(self.offset.device, torch.float32)
-        error = x - self.model.mean_step(x_prev.unsqueeze(0), u_prev.unsqueeze(0))[0]  # the offset included
+        error = x.to(self.device, torch.float32) - self._predict(x_prev, u_prev)  # the offset included
         if not bool(torch.isfinite(error).all()):
             self.skipped += 1
             return self.offset
-        bound = self.ensemble.delta_std
-        self.offset.add_(self.rate * self.mask * error).clamp_(-bound, bound)
-        self.ensemble.set_output_offset_(self.offset)
+        self._update(error, x_prev, u_prev)
         self.updates += 1
         return self.offset
 
     def command_sent(self, x: Tensor, u: Tensor, t: float) -> None:
         """The command ``u [nu]`` left for the state ``x`` of time ``t``."""
-        self.previous = (x.to(self.offset.device, torch.float32), u.to(self.offset.device, torch.float32), t)
+        self.previous = (x.to(self.device, torch.float32), u.to(self.device, torch.float32), t)
+
+
+class ModelOffset(_OneStepOffset):
+    """The disturbance of ``ensemble`` (the learned part of ``model``, which plans; ``model`` may
+    be the ensemble itself or the analytic model plus a residual ensemble), on its predicted
+    state change."""
+
+    def __init__(self, model: EnsembleDynamics | ResidualDynamics, ensemble: EnsembleDynamics, time_constant: float,
+                 dims: list[int] | None = None) -> None:
+        super().__init__(model, time_constant, ensemble.device)
+        self.ensemble = ensemble
+        nx = model.state_dim
+        dims = list(range(nx // 2, nx)) if dims is None else dims  # the joint velocities
+        self.mask = torch.zeros(nx, device=ensemble.device)
+        self.mask[dims] = 1.0
+        self.offset = torch.zeros(nx, device=ensemble.device)
+
+    def reset(self) -> None:
+        """Forget the offset (a new episode, a new model: its error is not the old one's)."""
+        self.offset.zero_()
+        self.ensemble.set_output_offset_(self.offset)
+        self.previous = None
+
+    def _update(self, error: Tensor, x_prev: Tensor, u_prev: Tensor) -> None:
+        bound = self.ensemble.delta_std
+        self.offset.add_(self.rate * self.mask * error).clamp_(-bound, bound)
+        self.ensemble.set_output_offset_(self.offset)
+
+
+class EffortOffset(_OneStepOffset):
+    """The effort ``d`` that ``shifted`` (inside ``model``, which plans) adds to every command:
+    each step, the least-squares effort that explains the joint velocities' one-step error through
+    ``model``'s ``df/du`` at the last state and command, averaged; each component within
+    ``[-limit, limit]`` (the effort limits: a motor cannot deliver more)."""
+
+    def __init__(self, model: DynamicsModel, shifted: EffortOffsetDynamics, time_constant: float, limit: Tensor) -> None:
+        device = shifted.effort_offset.device
+        super().__init__(model, time_constant, device)
+        self.shifted = shifted
+        self.limit = limit.to(device, torch.float32)
+        self.offset = torch.zeros(model.action_dim, device=device)
+
+    def reset(self) -> None:
+        """Forget the offset (a new episode: the robot may carry something else)."""
+        self.offset.zero_()
+        self.shifted.set_effort_offset_(self.offset)
+        self.previous = None
+
+    def _update(self, error: Tensor, x_prev: Tensor, u_prev: Tensor) -> None:
+        nq = self.model.state_dim // 2
+        b = self.model.jacobians(x_prev.unsqueeze(0), u_prev.unsqueeze(0))[1][0, nq:]  # d velocity / d effort
+        effort = torch.linalg.lstsq(b.double().cpu(), error[nq:].double().cpu().unsqueeze(-1)).solution[:, 0]
+        self.offset.add_(self.rate * effort.to(self.offset)).clamp_(-self.limit, self.limit)
+        self.shifted.set_effort_offset_(self.offset)

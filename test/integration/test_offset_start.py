@@ -1,6 +1,7 @@
-"""A residual model plans on the URDF model from its first tick (the zero residual), so its
-offset-free MPC (``model_offset.time_constant``) runs from then too, before the learner has
-published anything; a model learned from scratch has no offset until its first model arrives."""
+"""The URDF model, and a residual model (the zero residual until the learner publishes one), plan
+from the first tick, so their offset-free MPC (``model_offset.time_constant``; on the URDF model an
+effort offset, ``model_offset.kind: effort``) runs from then too; a model learned from scratch has
+no offset until its first model arrives."""
 
 import math
 
@@ -14,11 +15,12 @@ from sensor_msgs.msg import JointState
 from mbrl_control.paths import config_dir
 
 
-@pytest.mark.parametrize("model, updates_before_a_model", [("residual", True), ("learned", False)])
-def test_offset_free_mpc_starts_with_the_first_tick_the_model_plans(domain, tmp_path, model, updates_before_a_model):
+@pytest.mark.parametrize("model, kind, updates_before_a_model", [
+    ("residual", "state_change", True), ("learned", "state_change", False), ("analytic", "effort", True)])
+def test_offset_free_mpc_starts_with_the_first_tick_the_model_plans(domain, tmp_path, model, kind, updates_before_a_model):
     from mbrl_control.nodes.controller_node import ControllerNode
 
-    values = {"mode": "realtime", "compile": False, "model": model, "model_offset": {"time_constant": 0.2},
+    values = {"mode": "realtime", "compile": False, "model": model, "model_offset": {"time_constant": 0.2, "kind": kind},
               "cem": {"population": 50, "elites": 5, "iterations": 1, "horizon": 10}}
     path = tmp_path / "controller.yaml"
     path.write_text(yaml.safe_dump({"mpc_controller": {"ros__parameters": values}}))
@@ -27,7 +29,7 @@ def test_offset_free_mpc_starts_with_the_first_tick_the_model_plans(domain, tmp_
     try:
         node.command_pub.publish = lambda msg: None
         node.sample_pub.publish = lambda msg: None
-        assert node.receiver.version is None  # nothing from the learner
+        assert node.receiver is None or node.receiver.version is None  # nothing from a learner
         state = JointState(name=list(node.spec.state_joints), position=[0.0, math.pi - 0.2], velocity=[0.0, 0.0])
         start = node.get_clock().now().nanoseconds
         for k in range(12):  # one control period apart: each state is one model step after a command
