@@ -3,7 +3,9 @@ cart-pole's pole 30 % heavier; the iiwa with 2 kg at the flange), and the contro
 
 - ``analytic``: the URDF model alone (what a stack without learning does);
 - ``learned``: a learned ensemble from scratch (PETS; the URDF thrown away);
-- ``residual``: the URDF model plus a learned ensemble of its residual (``model:=residual``),
+- ``residual``: the URDF model plus a learned ensemble of its residual (``model:=residual``);
+- ``analytic_offset``: the URDF model with offset-free MPC, an effort added to every command and
+  estimated from the one-step errors (``model_offset.kind: effort``), no learning,
 
 through the nodes (learn.launch.py, lockstep), per episode the task's success and its error at the
 end (the pole's angle from upright; the hand's distance to that episode's goal, a new seeded goal
@@ -64,7 +66,10 @@ CASES = {
                   "__launch__": {"payload": "0.0"}},
                  5.0, "m", {"estimator": {"estimator": {"accel_noise_density": [30.0]}}}),
 }
-MODELS = ("analytic", "learned", "residual")
+MODELS = ("analytic", "learned", "residual", "analytic_offset")
+# Offset-free MPC on the URDF model, no learning: an effort added to every command, estimated from
+# the one-step errors (mpc_controller.model_offset, core/estimation/model_offset.py).
+EFFORT_OFFSET = {"model_offset": {"kind": "effort", "time_constant": 0.2}}
 
 
 def run_one(robot: str, model: str, seed: int, args, out: Path) -> dict:
@@ -76,6 +81,9 @@ def run_one(robot: str, model: str, seed: int, args, out: Path) -> dict:
               "mode": "lockstep", "wait_for_model": "true"}
     if model == "analytic_nominal":
         launch |= {"model": "analytic"}
+    elif model == "analytic_offset":
+        launch |= {"model": "analytic"} | case.launch
+        overrides.setdefault("mpc_controller", {"ros__parameters": {}})["ros__parameters"].update(EFFORT_OFFSET)
     elif model == "residual_dr":
         launch |= {"model": "residual"} | case.launch | case.randomized["__launch__"] | {"randomize": "true"}
         for node, values in case.randomized.items():
