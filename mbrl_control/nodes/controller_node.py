@@ -68,6 +68,7 @@ from mbrl_control.core.builders import (
     model_from_params,
     planner_config_class,
 )
+from mbrl_control.core.dynamics.effort_offset import EffortOffsetDynamics
 from mbrl_control.core.dynamics.ensemble import EnsembleConfig, PropagationConfig
 from mbrl_control.core.estimation.lookahead import StateLookahead
 from mbrl_control.core.estimation.model_offset import EffortOffset, ModelOffset
@@ -236,6 +237,9 @@ class ControllerNode(Node):
         self.lookahead = None
         if p["latency_compensation"] and not self.lockstep and not self.learned:
             model = model_from_params(self.spec, p, dt=min(p["latency_compensation_dt"], self.period))
+            if isinstance(self.model_offset, EffortOffset):  # it predicts the robot: with the same offset
+                model = EffortOffsetDynamics(model)
+                self.model_offset.carry_into(model)
             self.lookahead = StateLookahead(model, p["latency_compensation_max"], compile=p["compile"])
         self.plan_lead = 0.5 * self.period  # [s] from a tick's start to its command: the ticks' running mean
         self.held_position: np.ndarray | None = None  # the joints' positions last seen (gravity hold)

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import rclpy
+import torch
 import yaml
 from rclpy.time import Time
 from sensor_msgs.msg import JointState
@@ -42,6 +43,11 @@ def test_offset_free_mpc_starts_with_the_first_tick_the_model_plans(domain, tmp_
             assert np.isfinite(node.model_offset.offset.numpy()).all()
         else:
             assert updates == 0
+        if kind == "effort":  # the realtime lookahead predicts the robot too: with the same offset
+            planned, carried = node.model_offset.targets
+            assert planned is node.model and carried is not planned
+            assert float(node.model_offset.offset.abs().max()) > 0.0
+            torch.testing.assert_close(carried.effort_offset, node.model_offset.offset)
     finally:
         node.destroy_node()
         rclpy.shutdown()

@@ -122,14 +122,26 @@ class EffortOffset(_OneStepOffset):
     def __init__(self, model: DynamicsModel, shifted: EffortOffsetDynamics, time_constant: float, limit: Tensor) -> None:
         device = shifted.effort_offset.device
         super().__init__(model, time_constant, device)
-        self.shifted = shifted
+        self.targets = [shifted]
         self.limit = limit.to(device, torch.float32)
         self.offset = torch.zeros(model.action_dim, device=device)
+
+    def carry_into(self, shifted: EffortOffsetDynamics) -> None:
+        """Give another model the same offset from now on: every model that predicts this robot
+        for the controller must (the realtime lookahead's: carrying the state forward without it,
+        the plans started from where the arm would be without its payload; the iiwa with 2 kg
+        reached 1 and 5 of 10 goals in realtime, 10 of 10 with the lookahead off)."""
+        shifted.set_effort_offset_(self.offset)
+        self.targets.append(shifted)
+
+    def _publish(self) -> None:
+        for shifted in self.targets:
+            shifted.set_effort_offset_(self.offset)
 
     def reset(self) -> None:
         """Forget the offset (a new episode: the robot may carry something else)."""
         self.offset.zero_()
-        self.shifted.set_effort_offset_(self.offset)
+        self._publish()
         self.previous = None
 
     def _update(self, error: Tensor, x_prev: Tensor, u_prev: Tensor) -> None:
@@ -137,4 +149,4 @@ class EffortOffset(_OneStepOffset):
         b = self.model.jacobians(x_prev.unsqueeze(0), u_prev.unsqueeze(0))[1][0, nq:]  # d velocity / d effort
         effort = torch.linalg.lstsq(b.double().cpu(), error[nq:].double().cpu().unsqueeze(-1)).solution[:, 0]
         self.offset.add_(self.rate * effort.to(self.offset)).clamp_(-self.limit, self.limit)
-        self.shifted.set_effort_offset_(self.offset)
+        self._publish()
