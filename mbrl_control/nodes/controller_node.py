@@ -136,9 +136,9 @@ PARAMS = [
     ParamSpec("latency_compensation_max", 0.05, "the longest span an estimate is carried forward [s]: every "
               "latency_compensation_dt of it is a model step inside the tick (an estimator hiccup left the arm's "
               "estimates 130 ms old and its ticks 30 ms long); an older one is carried this far", 0.0, 1.0),
-    ParamSpec("model_offset.time_constant", 0.0, "model:=learned or residual: offset-free MPC, the learned model's "
-              "one-step error on the joint velocities averaged over this time constant and added to its predictions "
-              "(core/estimation/model_offset.py: a steady model error otherwise shows as drift) [s]; 0: off",
+    ParamSpec("model_offset.time_constant", 0.0, "offset-free MPC: the model's one-step error averaged over this "
+              "time constant and fed back into its predictions, as model_offset.kind says (core/estimation/"
+              "model_offset.py: a steady model error otherwise shows as drift or sag) [s]; 0: off",
               0.0, 10.0),
     ParamSpec("model_offset.kind", "state_change", "offset-free MPC's disturbance: 'state_change', on a learned "
               "ensemble's predicted change (model:=learned or residual); 'effort', an effort added to every command "
