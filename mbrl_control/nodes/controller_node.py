@@ -80,6 +80,7 @@ from mbrl_control.core.safety import DEGRADED, RUNNING, STOPPED, JointLimits, Sa
 from mbrl_control.core.tasks.critic_terminal import ValueTerminalConfig
 from mbrl_control.core.timing import TickStats
 from mbrl_control.core.util import dataclass_from, section
+from mbrl_control.nodes.aligned_timer import create_aligned_timer
 from mbrl_control.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher
 from mbrl_control.nodes.joint_io import JointStateReader, command_message
 from mbrl_control.nodes.markers import goal_marker, plan_markers
@@ -300,7 +301,8 @@ class ControllerNode(Node):
             watch = min(p["lockstep_watchdog"], p["lockstep_stale_watchdog"]) / 2
             self.create_timer(watch, self._lockstep_watchdog, clock=Clock(clock_type=ClockType.STEADY_TIME))
         else:
-            self.timer = self.create_timer(self.period, self._on_timer)
+            # At whole multiples of the period on the ROS clock: the estimator publishes just before them.
+            self.timer = create_aligned_timer(self, self.period, self._on_timer)
         self.create_timer(1.0 / p["diagnostics_rate"], self._publish_diagnostics)
         self.last_tick_end = time.perf_counter()
         self.get_logger().info(
