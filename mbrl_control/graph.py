@@ -522,6 +522,9 @@ def fleet_graph(args: dict[str, str]) -> list[NodeSpec]:
                         extra |= FLEET_SPREAD
                 if spec.executable in ("goal_publisher", "run_monitor"):  # they follow their robot's controller
                     extra["controller_name"] = f"{ns}/mpc_controller"
+                if not lockstep and spec.executable in ("controller_node", "estimator_node"):
+                    # Spread across the period: the robots of one host do not all tick at once.
+                    extra["control_phase"] = i / count
                 nodes.append(in_namespace(spec, ns, lockstep, extra))
         manager = next(s for s in single if s.name == "episode_manager")
         nodes.append(dataclasses.replace(

@@ -39,6 +39,10 @@ class RobotConfig:
     state_joints: tuple[str, ...] = setting((), "joints of the state vector, in order (positions, then velocities)")
     command_joints: tuple[str, ...] = setting((), "actuated joints, in the order of the command array")
     control_rate: float = setting(50.0, "control ticks per second [Hz]", 1.0, 1000.0)
+    control_phase: float = setting(0.0, "realtime: the controller ticks this fraction of the control period past each "
+                                        "multiple of it on the ROS clock, and the estimator publishes its publish_lead "
+                                        "before that (fleet.launch.py spreads the robots of one host across the period)",
+                                   0.0, 0.999)
     effort_limits: tuple[float, ...] = setting((), "per command joint, an effort limit below the URDF's that planners, "
                                                    "tasks and the safety layer use (a data sheet's; empty: the URDF's)",
                                                0.0, 1e6)

@@ -301,8 +301,8 @@ class ControllerNode(Node):
             watch = min(p["lockstep_watchdog"], p["lockstep_stale_watchdog"]) / 2
             self.create_timer(watch, self._lockstep_watchdog, clock=Clock(clock_type=ClockType.STEADY_TIME))
         else:
-            # At whole multiples of the period on the ROS clock: the estimator publishes just before them.
-            self.timer = create_aligned_timer(self, self.period, self._on_timer)
+            # At a fixed phase of the period on the ROS clock: the estimator publishes just before it.
+            self.timer = create_aligned_timer(self, self.period, self._on_timer, offset=p["control_phase"] * self.period)
         self.create_timer(1.0 / p["diagnostics_rate"], self._publish_diagnostics)
         self.last_tick_end = time.perf_counter()
         self.get_logger().info(

@@ -10,8 +10,9 @@ MarkerArray: 2-sigma ellipsoids of the cart and the pole tip, throttled) and ``/
 The filter's process model is the controller's own dynamics model (same parameters). While the
 estimate is stale (no reading fused for ``estimator.stale_after``, or its uncertainty too large)
 nothing is published on ``~/state``, so the controller's state watchdog sends the safe command.
-In realtime the estimate is published once per control period, ``publish_lead`` before each
-multiple of it on the ROS clock, where the controller ticks (mbrl_control.nodes.aligned_timer); in
+In realtime the estimate is published once per control period, ``publish_lead`` before the
+controller's ticks, both at a fixed phase of the period on the ROS clock (``control_phase``;
+mbrl_control.nodes.aligned_timer); in
 lockstep once per control period of sim time, as /clock advances.
 The joints' travel limits come from the URDF: a prediction past an end stop (which the model does
 not know) makes the estimate stale until readings pin the velocities down again
@@ -81,10 +82,10 @@ PARAMS = [
                                   "dropped, uncounted, by the middleware; 5: the sensor-data QoS depth). 1: a filter "
                                   "that fell behind skips to the newest reading instead of working through old ones, "
                                   "each dearer the later it is fused (lockstep: always the sensor-data depth)", 1, 100),
-    ParamSpec("publish_lead", 0.006, "realtime: the estimate is published this long before each multiple of the control "
-                                     "period on the ROS clock, where the controller's ticks fall (both aligned to it): "
-                                     "the tick then plans from an estimate this fresh, whatever the order the nodes "
-                                     "started in [s]", 0.0, 0.1),
+    ParamSpec("publish_lead", 0.006, "realtime: the estimate is published this long before the controller's ticks "
+                                     "(both at a fixed phase of the control period on the ROS clock: control_phase): "
+                                     "a tick plans from an estimate this fresh, whatever order the nodes started in [s]",
+              0.0, 0.1),
     ParamSpec("marker_rate", 10.0, "rate of ~/uncertainty markers [Hz]; 0 disables them", 0.0, 100.0, dynamic=True),
     ParamSpec("diagnostics_rate", 1.0, "diagnostics publish rate [Hz]", 0.1, 100.0),
     ParamSpec("frame_id", "world", "fixed frame of the markers"),
@@ -167,7 +168,7 @@ class EstimatorNode(Node):
         if self.lockstep:
             self.create_subscription(ClockMsg, "/clock", self._on_clock, 10)
         else:
-            create_aligned_timer(self, self.period, self._publish, offset=-p["publish_lead"])
+            create_aligned_timer(self, self.period, self._publish, offset=p["control_phase"] * self.period - p["publish_lead"])
         self.create_timer(1.0 / p["diagnostics_rate"], self._publish_diagnostics)
         self.get_logger().info(
             f"{p['estimator.kind'].upper()} on the {p['model.integrator']} model, {p['control_rate']:.0f} Hz "

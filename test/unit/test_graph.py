@@ -432,6 +432,19 @@ def test_fleet_gives_each_robot_its_own_namespace_topics_clock_and_seeds_and_one
     assert len({s.fqn for s in specs}) == len(specs)
 
 
+def test_a_realtime_fleet_spreads_its_robots_controllers_and_estimators_across_the_control_period():
+    """On one host, robots at one phase would all tick at once; lockstep has no phase (sim time)."""
+    def phases(mode: str) -> dict[str, list]:
+        specs = fleet_graph({"robots": "4", "mode": mode, "output_dir": "/tmp/fleet"})
+        return {name: [s.parameters[-1].get("control_phase") for s in specs if s.name == name]
+                for name in ("mpc_controller", "estimator", "sim")}
+
+    realtime = phases("realtime")
+    assert realtime["mpc_controller"] == realtime["estimator"] == [0.0, 0.25, 0.5, 0.75]
+    assert realtime["sim"] == [None] * 4
+    assert set(phases("lockstep")["mpc_controller"]) == {None}
+
+
 def test_fleet_splits_into_a_robots_launch_and_a_learner_launch_that_together_are_the_whole():
     whole = fleet_graph({"robots": "2", "output_dir": "/tmp/fleet"})
     robots = fleet_graph({"robots": "2", "part": "robots", "output_dir": "/tmp/fleet"})
