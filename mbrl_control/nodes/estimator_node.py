@@ -12,8 +12,8 @@ estimate is stale (no reading fused for ``estimator.stale_after``, or its uncert
 nothing is published on ``~/state``, so the controller's state watchdog sends the safe command.
 In realtime the estimate is published once per control period, ``publish_lead`` before the
 controller's ticks, both at a fixed phase of the period on the ROS clock (``control_phase``;
-mbrl_control.nodes.aligned_timer); in
-lockstep once per control period of sim time, as /clock advances.
+mbrl_control.nodes.aligned_timer); in lockstep once per control period of sim time, as /clock
+advances.
 The joints' travel limits come from the URDF: a prediction past an end stop (which the model does
 not know) makes the estimate stale until readings pin the velocities down again
 (mbrl_control.core.estimation.kalman; ``event_limit_contact`` in /diagnostics).

@@ -65,7 +65,7 @@ def compile_traced(fn: Callable, example: tuple[Tensor, ...]) -> Callable:
         # (AOTAutograd's own cache cannot key this traced graph and warns: it stays off.)
         # The C++ wrapper calls the graph's kernels without a Python line each: a filter's model
         # step is many tiny kernels, and the wrapper was most of its cost (the iiwa's EKF step
-        # 0.18 -> 0.11 ms, its plain step 0.13 -> 0.07 ms; bench/estimation.py --robot iiwa).
+        # 0.18 -> 0.11 ms, its plain step 0.13 -> 0.07 ms, timed alone on one thread).
         with tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv()))), \
                 torch._functorch.config.patch(enable_autograd_cache=False), \
                 torch._inductor.config.patch(cpp_wrapper=True):
