@@ -214,7 +214,7 @@ class ControllerNode(Node):
         if p["model_offset.time_constant"] > 0:
             if mpc.effort_offset is not None:
                 self.model_offset = EffortOffset(self.model, mpc.effort_offset, p["model_offset.time_constant"],
-                                                 self.task.action_high)
+                                                 self.task.action_high, compile=p["compile"])
             elif mpc.learned is None:
                 raise ParameterError("model_offset.time_constant: a state-change offset corrects a learned model "
                                      f"(model:=learned or residual), not model:={p['model']}; "

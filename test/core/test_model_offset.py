@@ -138,3 +138,29 @@ def test_the_effort_offset_goes_into_the_urdf_model_that_plans_and_is_refused_fo
     with pytest.raises(ValueError, match="model_offset.kind 'effort'"):
         build_mpc(p | {"model": "learned"})
     assert build_mpc(p | {"model_offset.time_constant": 0.0}).effort_offset is None  # off: the model as it is
+
+
+def test_the_compiled_effort_update_follows_the_offset_it_changes_as_eager_does():
+    """Compiled, the prediction reads the offset buffer that every update changes in place (a
+    traced graph would bake its first value): the same offsets as eager, step by step."""
+    from mbrl_control.core.builders import build_robot, robot_parameters
+    from mbrl_control.core.dynamics.effort_offset import EffortOffsetDynamics
+    from mbrl_control.core.estimation.model_offset import EffortOffset
+
+    robot = build_robot(robot_parameters("cartpole"))
+    offsets = {}
+    for compiled in (False, True):
+        shifted = EffortOffsetDynamics(robot.model)
+        offset = EffortOffset(shifted, shifted, time_constant=0.1, limit=robot.task.action_high, compile=compiled)
+        g = torch.Generator().manual_seed(1)
+        x, trace = torch.tensor([0.1, 0.2, 0.0, 0.0]), []
+        for k in range(30):
+            offset.observe(x, k * 0.02)
+            u = torch.randn(1, generator=g)
+            offset.command_sent(x, u, k * 0.02)
+            with torch.no_grad():
+                x = robot.model.step(x[None], (u + 2.0)[None])[0]  # a cart pushed 2 N harder than commanded
+            trace.append(offset.offset.clone())
+        offsets[compiled] = torch.stack(trace)
+    torch.testing.assert_close(offsets[True], offsets[False], atol=1e-3, rtol=1e-3)
+    assert abs(float(offsets[True][-1, 0]) - 2.0) < 0.1  # and it found the push
