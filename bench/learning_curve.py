@@ -135,6 +135,7 @@ def learning_run(launch_args: dict, overrides: dict, work: Path, output, args) -
         finally:
             probe.close()
     summary["timing"] = probe.figures(1.0 / (args.control_rate or 50.0))
+    probe.save(work / "timing.csv")
     curve = work / "learning_curve.json"
     if curve.is_file():
         curve.write_text(json.dumps(json.loads(curve.read_text()) | {"timing": summary["timing"]}, indent=1))

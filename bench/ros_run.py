@@ -190,6 +190,13 @@ class TimingProbe:
     def close(self) -> bool:
         return self.spinning.close()
 
+    def save(self, path: Path) -> None:
+        """Every record as CSV, one row a tick, under its fields' names (where a run's slow ticks
+        fell: in which episode, after which model)."""
+        rows = [r for r in self.records if len(r) == len(self.fields)]
+        if self.fields:
+            path.write_text(",".join(self.fields) + "\n" + "".join(",".join(f"{v:.6g}" for v in r) + "\n" for r in rows))
+
     def figures(self, period: float) -> dict:
         """Tick p50/p99 over every tick and over the planning ticks, ticks that overran the period
         (lateness + tick time past it), records lost by sequence number, and the controller's own
