@@ -70,8 +70,11 @@ def compile_traced(fn: Callable, example: tuple[Tensor, ...]) -> Callable:
                 torch._functorch.config.patch(enable_autograd_cache=False), \
                 torch._inductor.config.patch(cpp_wrapper=True):
             compiled = torch._inductor.compile(graph, list(example))
+        # Within float32 rounding, relative to each output's scale: fused kernels round differently,
+        # and through the iiwa's chain and Cholesky an entry near zero differed by 2.8e-6 at a scale
+        # of 1.1, which a fixed 1e-6 took for a wrong graph (its step fell back to torch.compile).
         agree = all(
-            torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+            torch.allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(a.abs().max())))
             for a, b in zip(torch.utils._pytree.tree_leaves(fn(*example)), torch.utils._pytree.tree_leaves(compiled(*example)))
         )
         if agree:
