@@ -147,11 +147,14 @@ def test_the_compiled_effort_update_follows_the_offset_it_changes_as_eager_does(
     from mbrl_control.core.dynamics.effort_offset import EffortOffsetDynamics
     from mbrl_control.core.estimation.model_offset import EffortOffset
 
+    from torch._dynamo.utils import counters
+
     robot = build_robot(robot_parameters("cartpole"))
     offsets = {}
     for compiled in (False, True):
         shifted = EffortOffsetDynamics(robot.model)
         offset = EffortOffset(shifted, shifted, time_constant=0.1, limit=robot.task.action_high, compile=compiled)
+        graphs = counters["stats"]["unique_graphs"]  # compiled at construction: none more in the loop (a stalled tick)
         g = torch.Generator().manual_seed(1)
         x, trace = torch.tensor([0.1, 0.2, 0.0, 0.0]), []
         for k in range(30):
@@ -161,6 +164,7 @@ def test_the_compiled_effort_update_follows_the_offset_it_changes_as_eager_does(
             with torch.no_grad():
                 x = robot.model.step(x[None], (u + 2.0)[None])[0]  # a cart pushed 2 N harder than commanded
             trace.append(offset.offset.clone())
+        assert counters["stats"]["unique_graphs"] == graphs
         offsets[compiled] = torch.stack(trace)
     torch.testing.assert_close(offsets[True], offsets[False], atol=1e-3, rtol=1e-3)
     assert abs(float(offsets[True][-1, 0]) - 2.0) < 0.1  # and it found the push

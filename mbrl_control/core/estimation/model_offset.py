@@ -88,7 +88,8 @@ class _OneStepOffset:
 
     def command_sent(self, x: Tensor, u: Tensor, t: float) -> None:
         """The command ``u [nu]`` left for the state ``x`` of time ``t``."""
-        self.previous = (x.to(self.device, torch.float32), u.to(self.device, torch.float32), t)
+        # Copies: the caller may reuse its tensors (and a compiled update would recompile for an alias).
+        self.previous = (x.to(self.device, torch.float32, copy=True), u.to(self.device, torch.float32, copy=True), t)
 
 
 class ModelOffset(_OneStepOffset):
@@ -139,8 +140,9 @@ class EffortOffset(_OneStepOffset):
         if compile:  # torch.compile, not a traced graph: the offset and a residual's weights change in place
             example = (torch.zeros(model.state_dim, device=device), torch.zeros(model.action_dim, device=device),
                        torch.zeros(model.state_dim, device=device))
-            self._error_and_input_jacobian = compile_or_eager(self._error_and_input_jacobian_eager, example,
-                                                              device=device, cpp_wrapper=True, cuda_graphs=False)
+            with torch.no_grad():  # as observe calls it: grad mode is a guard, and a recompile in a tick stalls it
+                self._error_and_input_jacobian = compile_or_eager(self._error_and_input_jacobian_eager, example,
+                                                                  device=device, cpp_wrapper=True, cuda_graphs=False)
 
     def _error_and_input_jacobian_eager(self, x_prev: Tensor, u_prev: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         """The one-step error and ``d velocity / d effort [nq, nu]`` at ``(x_prev, u_prev)``."""
