@@ -143,11 +143,11 @@ def test_the_effort_offset_goes_into_the_urdf_model_that_plans_and_is_refused_fo
 def test_the_compiled_effort_update_follows_the_offset_it_changes_as_eager_does():
     """Compiled, the prediction reads the offset buffer that every update changes in place (a
     traced graph would bake its first value): the same offsets as eager, step by step."""
+    from torch._dynamo.utils import counters
+
     from mbrl_control.core.builders import build_robot, robot_parameters
     from mbrl_control.core.dynamics.effort_offset import EffortOffsetDynamics
     from mbrl_control.core.estimation.model_offset import EffortOffset
-
-    from torch._dynamo.utils import counters
 
     robot = build_robot(robot_parameters("cartpole"))
     offsets = {}
