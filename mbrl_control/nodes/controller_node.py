@@ -402,7 +402,7 @@ class ControllerNode(Node):
             if plan is not None:
                 self.deadline_stops += int(plan.deadline_missed)
                 cost, iterations = plan.cost, plan.iterations
-                action = plan.actions[0].double().numpy()
+                action = self._trusted(plan.actions[0]).double().numpy()
             action = self._fall_back_if_needed(plan, action)
             # The state's age as the command leaves, not as planning began: a tick that overran
             # can carry its state past state_timeout, and then it was not planned from a fresh
@@ -452,6 +452,12 @@ class ControllerNode(Node):
             self.fallbacks["planner_error"] += 1
             self.get_logger().error(f"planner failed: {type(exc).__name__}: {exc}", throttle_duration_sec=1.0)
             return None
+
+    def _trusted(self, action: torch.Tensor) -> torch.Tensor:
+        """A learned model's plan acts only within the actions the model was fitted for
+        (``ensemble.action_margin``): the model predicted the clamped action, so that is what goes."""
+        trusted = None if not self.learned or self.receiver.version is None else self.receiver.model.trusted_actions()
+        return action if trusted is None else torch.clamp(action, trusted[0].cpu(), trusted[1].cpu())
 
     def _observe_model_offset(self) -> None:
         """Offset-free MPC: this tick's state against what the model predicted for it (a new

@@ -204,3 +204,31 @@ def test_refitting_the_normalizer_keeps_the_learned_function():
     torch.testing.assert_close(mean1, mean0, atol=1e-5, rtol=1e-5)  # the statistics moved, the function did not
     torch.testing.assert_close(var1, var0, atol=1e-6, rtol=1e-4)
     torch.testing.assert_close(r1, r0, atol=1e-5, rtol=1e-5)
+
+
+def test_action_margin_trusts_the_model_only_for_the_actions_it_was_fitted_on():
+    config = EnsembleConfig(state_dim=2, action_dim=1, dt=0.1, hidden=8, layers=2, action_margin=0.25)
+    model = EnsembleDynamics(config, PropagationConfig(mode="expectation")).freeze()
+    assert model.kernel_unsupported and "action_margin" in model.kernel_unsupported
+    x = torch.zeros(4, 2)
+    far = torch.tensor([[-100.0], [-3.0], [3.0], [100.0]])
+    unfitted = model.mean_step(x, far)
+    assert not torch.allclose(unfitted[0], unfitted[1])  # wide open before it has seen data
+    actions = torch.linspace(-1.0, 1.0, 50).unsqueeze(-1)
+    states = torch.randn(50, 2)
+    model.fit_normalizer(states, actions, states + 0.1 * actions)
+    low, high = model.trusted_actions()
+    torch.testing.assert_close(low, torch.tensor([-1.5]))  # the data's range [-1, 1] widened by 0.25 of it
+    torch.testing.assert_close(high, torch.tensor([1.5]))
+    x = torch.zeros(4, 2)
+    torch.testing.assert_close(model.mean_step(x, far), model.mean_step(x, far.clamp(-1.5, 1.5)))
+    inside = torch.tensor([[-1.2], [0.0], [0.7], [1.4]])
+    assert len({round(float(v), 6) for v in model.mean_step(x, inside)[:, 0]}) == 4  # inside: not clamped
+    # The range is part of the learned model: it travels with the weights.
+    copy = EnsembleDynamics(config)
+    copy.load_state_(model.state_dict())
+    torch.testing.assert_close(copy.trusted_actions()[1], high)
+    # Off by default, and never on a residual (whose inputs are clamped to their range already).
+    assert EnsembleDynamics(CARTPOLE).trusted_actions() is None
+    residual = EnsembleConfig(state_dim=2, action_dim=1, dt=0.1, action_margin=0.25, target="residual")
+    assert EnsembleDynamics(residual).trusted_actions() is None

@@ -75,6 +75,10 @@ class EnsembleConfig:
     activation: str = setting("silu", "hidden activation", choices=("silu", "relu", "tanh"))
     angle_dims: tuple[int, ...] = setting((), "state dimensions that are angles, fed as (sin, cos)", 0, 64)
     learn_reward: bool = setting(False, "also predict the reward r(x, u): one more output of every member")
+    action_margin: float = setting(
+        -1.0, "a model learned from scratch is trusted only for actions within its data's range, widened on each side "
+              "by this fraction of the range: outside, its action input is clamped, and the controller sends the "
+              "clamped action (a trust region that grows with the data); < 0: off", -1.0, 10.0)
     # What the "state change" it predicts is: ``state_change`` (x_next - x: the dynamics learned
     # from scratch) or ``residual`` (x_next - f_urdf(x, u): the correction ``ResidualDynamics``
     # adds to the analytic model). Set by the ``model`` parameter, not a parameter of its own.
@@ -200,6 +204,12 @@ class EnsembleDynamics(DynamicsModel):
                 self.register_buffer("input_high", torch.full((config.input_dim,), UNFITTED_RANGE))
                 self.register_buffer("delta_low", torch.full((nx,), -UNFITTED_RANGE))
                 self.register_buffer("delta_high", torch.full((nx,), UNFITTED_RANGE))
+            if config.action_margin >= 0 and config.target != "residual":
+                # The actions it was trained on, widened by the margin (physical units); wide open
+                # until fitted. An arm's first model, fitted on gentle exploration, predicts full
+                # torques nothing like the robot: iLQR on it drove the arm into its stops.
+                self.register_buffer("action_low", torch.full((config.action_dim,), -UNFITTED_RANGE))
+                self.register_buffer("action_high", torch.full((config.action_dim,), UNFITTED_RANGE))
             # Offset-free MPC (core/estimation/model_offset.py): the model's observed one-step
             # error, added to every predicted change. Not part of the learned model (not saved,
             # not on the wire, not copied by ``clone``): the controller's, zero unless it sets it.
@@ -212,6 +222,7 @@ class EnsembleDynamics(DynamicsModel):
             self._draws = torch.zeros((), dtype=torch.long)
         self._plain_dims = tuple(d for d in range(nx) if d not in config.angle_dims)
         self._residual = config.target == "residual"
+        self._trusts_actions = hasattr(self, "action_low")
         self._plan_dtype = PLANNING_DTYPES[propagation.dtype]
         for k in range(1, config.layers):  # bf16 copies of the hidden x hidden weights, if asked for
             if self._plan_dtype != torch.float32:
@@ -232,10 +243,16 @@ class EnsembleDynamics(DynamicsModel):
         angles, the action."""
         # Static per-dimension slices, not an index_select: compiled, this stays a vector loop.
         angles = [x[..., d] for d in self.config.angle_dims]
+        if self._trusts_actions:
+            u = torch.clamp(u, self.action_low, self.action_high)
         parts = [x[..., d] for d in self._plain_dims] + [torch.sin(a) for a in angles] + [torch.cos(a) for a in angles]
         f = torch.stack(parts + [u[..., j] for j in range(self.action_dim)], dim=-1)
         f = (f - self.input_mean) / self.input_std
         return torch.clamp(f, self.input_low, self.input_high) if self._residual else f
+
+    def trusted_actions(self) -> tuple[Tensor, Tensor] | None:
+        """The actions this model was fitted for (``action_margin``), ``(low, high)``, else None."""
+        return (self.action_low, self.action_high) if self._trusts_actions else None
 
     def _bounded(self, delta: Tensor) -> Tensor:
         """A residual model's physical output clamped to its data's range (else as it is)."""
@@ -249,6 +266,11 @@ class EnsembleDynamics(DynamicsModel):
         if self._residual:
             self.input_low.fill_(-UNFITTED_RANGE)
             self.input_high.fill_(UNFITTED_RANGE)
+        if self._trusts_actions:
+            low, high = actions.amin(0), actions.amax(0)
+            widen = self.config.action_margin * (high - low)
+            self.action_low.copy_(low - widen)
+            self.action_high.copy_(high + widen)
         f = self.features(states, actions)
         _set_stats(self.input_mean, self.input_std, f)
         _set_stats(self.delta_mean, self.delta_std, next_states - states)

@@ -101,6 +101,8 @@ def unsupported(model) -> str | None:
         return f"propagation.kernel is '{propagation.kernel}'"
     if config.target == "residual":
         return "a residual model clamps its inputs and outputs to its data's range; the kernel does not"
+    if model.trusted_actions() is not None:
+        return "the model clamps its actions to its data's range (ensemble.action_margin); the kernel does not"
     if propagation.mode == "expectation":
         return "the kernel runs trajectory sampling (ts1, tsinf), not the members' expectation"
     if propagation.output_noise:
