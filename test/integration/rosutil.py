@@ -83,6 +83,16 @@ def start(specs: list[NodeSpec], domain: int, log_dir: Path) -> Launch:
     return Launch(specs, log_dir=log_dir, env=node_env(domain))
 
 
+def run_to_end(specs: list[NodeSpec], domain: int, tmp_path: Path, timeout: float = 600.0) -> None:
+    """Run a graph that ends itself (an episode manager's last episode) and check it ended cleanly."""
+    launch = start(specs, domain, tmp_path / "logs")
+    try:
+        code = launch.wait(timeout)
+    finally:
+        launch.stop()
+    assert code == 0, logs(tmp_path)
+
+
 def run_mpc(args: dict[str, str], domain: int, tmp_path: Path, timeout: float = 600.0) -> tuple[int, dict]:
     """Run mpc.launch.py's graph with a run monitor until it reports; return (exit code, summary).
 

@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import yaml
-from rosutil import logs, start
+from rosutil import run_to_end
 
 from mbrl_control.core.learning import ReplayBuffer
 from mbrl_control.core.learning.model_io import build_from_bytes, read_checkpoint
@@ -27,12 +27,7 @@ def test_arm_learned_from_scratch_commands_only_the_efforts_its_first_model_know
     out = tmp_path / "experiment"
     specs = learn_graph({"robot": "iiwa", "episodes": "2", "episode_length": "2", "output_dir": str(out),
                          "overrides": str(overrides)})
-    launch = start(specs, domain, tmp_path / "logs")
-    try:
-        code = launch.wait(600)
-    finally:
-        launch.stop()
-    assert code == 0, logs(tmp_path)
+    run_to_end(specs, domain, tmp_path)
     curve = json.loads((out / "learning_curve.json").read_text())["curve"]
     assert len(curve) == 2 and curve[0]["model_version"] == "none" and curve[1]["model_version"] == "1", curve
     model, _ = build_from_bytes(read_checkpoint(out / "learner" / "checkpoints" / "ensemble_v00000001.json"))

@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 import yaml
-from rosutil import logs, start
+from rosutil import run_to_end
 
 from mbrl_control.core.learning import ReplayBuffer
 from mbrl_control.graph import learn_graph
@@ -28,12 +28,7 @@ def test_arm_learns_its_residual_through_the_nodes_with_a_goal_per_episode(domai
     out = tmp_path / "experiment"
     specs = learn_graph({"robot": "iiwa", "model": "residual", "payload": "2.0", "episodes": "2",
                          "episode_length": "2", "output_dir": str(out), "overrides": str(overrides)})
-    launch = start(specs, domain, tmp_path / "logs")
-    try:
-        code = launch.wait(600)
-    finally:
-        launch.stop()
-    assert code == 0, logs(tmp_path)
+    run_to_end(specs, domain, tmp_path)
     curve = json.loads((out / "learning_curve.json").read_text())["curve"]
     assert len(curve) == 2 and all(e["steps"] >= 90 for e in curve), curve  # 2 s at 50 Hz each, no stall
     goals = [np.array(e["goal"]) for e in curve]
