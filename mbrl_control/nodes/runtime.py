@@ -4,6 +4,7 @@ parameter file)."""
 
 from __future__ import annotations
 
+import _thread
 import gc
 import signal
 import sys
@@ -22,6 +23,8 @@ from rclpy.subscription import RCLError
 from mbrl_control.graph import EXIT_BAD_PARAMETER
 from mbrl_control.nodes.params import ParameterError, declare_parameters
 from mbrl_control.nodes.scheduling import SCHEDULING_PARAMS, apply_scheduling
+
+INTERRUPT_REDELIVERY_S = 0.02  # [s] after a Ctrl-C that landed where Python could not raise it
 
 
 class NodeDone(Exception):
@@ -45,6 +48,26 @@ def parameter_file_problem(args: list[str]) -> str | None:
     return None
 
 
+def redeliver_lost_interrupts() -> None:
+    """Ctrl-C that lands in code Python cannot raise from (a weakref callback or ``__del__``, run
+    by the garbage collector mid start-up: torch's compile caches have many) is printed as
+    "Exception ignored ... KeyboardInterrupt" with a traceback and lost. Deliver it again instead,
+    a moment later, from another thread (raised at once, it would land in this hook and be lost
+    again; should the redelivery land in such code too, it comes back here), so a node stopped
+    while starting stops, quietly."""
+    default = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            timer = threading.Timer(INTERRUPT_REDELIVERY_S, _thread.interrupt_main)
+            timer.daemon = True
+            timer.start()
+        else:
+            default(unraisable)
+
+    sys.unraisablehook = hook
+
+
 def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
     problem = parameter_file_problem(sys.argv if args is None else args)
     if problem is not None:
@@ -54,6 +77,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
         # A node started with SIGINT ignored (inherited from a background job) must still stop on
         # the launcher's SIGINT: Python leaves an inherited SIG_IGN in place, and so would rclpy.
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        redeliver_lost_interrupts()
     try:
         rclpy.init(args=args)
     except RCLError as exc:  # e.g. a parameter file rcl cannot parse
