@@ -64,6 +64,11 @@ VARIANTS = {
     # config/cartpole.100hz.yaml puts the controller above the sim and the estimator (60 over 50): back level
     "controller_level": ("the controller at SCHED_FIFO 50, level with the sim and the estimator",
                          {"mpc_controller": {"scheduling": {"priority": 50}}}, {}),
+    # A torque-controlled arm driven as Franka's, Kinova's and KUKA FRI's are: the robot's own
+    # controller cancels gravity under every command (the sim from the nominal URDF), so the
+    # models learn the arm without its weight
+    "gravity_compensated": ("the robot compensates gravity itself (gravity_compensated: the commands are the efforts on top)",
+                            {"/**": {"gravity_compensated": True}}, {}),
     # off in config/cartpole.learned.yaml (its comment says why): on
     "model_offset": ("offset-free MPC (model_offset.time_constant 0.2 s: the model's one-step error fed back)",
                      {"mpc_controller": {"model_offset": {"time_constant": 0.2}}}, {}),

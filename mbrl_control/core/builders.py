@@ -115,13 +115,13 @@ def build_model(spec: RobotSpec, dt: float | None = None, dynamics: str = "rigid
         if spec.nq != 2 or spec.action_dim != 1:
             raise RobotSpecError("parameter 'model.dynamics': cartpole needs two state joints (the rail's, the "
                                  "pole's) and one command joint")
-        params = CartPoleParams.from_urdf(spec.urdf, gravity=spec.gravity, cart_joint=spec.state_joints[0],
+        params = CartPoleParams.from_urdf(spec.urdf, gravity=spec.model_gravity, cart_joint=spec.state_joints[0],
                                           pole_joint=spec.state_joints[1])
         return CartPoleDynamics(params, dt, substeps=substeps, integrator=integrator)
     if dynamics != "rigid_body":
         raise RobotSpecError(f"parameter 'model.dynamics' must be one of {DYNAMICS}, got '{dynamics}'")
     return RigidBodyDynamics(spec.urdf, list(spec.state_joints), list(spec.command_joints), dt=dt, substeps=substeps,
-                             integrator=integrator, gravity=spec.gravity)
+                             integrator=integrator, gravity=spec.model_gravity)
 
 
 def model_from_params(spec: RobotSpec, p: Mapping[str, Any], dt: float | None = None) -> DynamicsModel:
@@ -135,7 +135,7 @@ def build_kinematics(spec: RobotSpec, model: DynamicsModel | None = None) -> Rig
     if isinstance(model, RigidBodyDynamics):
         return model
     return RigidBodyDynamics(spec.urdf, list(spec.state_joints), list(spec.command_joints), dt=spec.dt,
-                             gravity=spec.gravity)
+                             gravity=spec.model_gravity)
 
 
 def estimator_from_params(spec: RobotSpec, p: Mapping[str, Any], model: DynamicsModel | None = None) -> KalmanFilter:

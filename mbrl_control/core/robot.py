@@ -36,6 +36,10 @@ class RobotConfig:
     urdf: str = setting("", "robot URDF; relative paths are under the package's config/, 'pybullet_data:<path>' "
                             "is a file shipped with pybullet")
     gravity: float = setting(9.81, "gravity [m/s^2]", 0.0, 30.0)
+    gravity_compensated: bool = setting(
+        False, "the robot's own controller adds the efforts that hold it against gravity (from its nominal URDF) to "
+               "every command, as Franka's (libfranka: torques 'without gravity'), Kinova's and KUKA's FRI torque mode "
+               "do: commands, and every model, are the efforts on top (the sim compensates so too)")
     state_joints: tuple[str, ...] = setting((), "joints of the state vector, in order (positions, then velocities)")
     command_joints: tuple[str, ...] = setting((), "actuated joints, in the order of the command array")
     control_rate: float = setting(50.0, "control ticks per second [Hz]", 1.0, 1000.0)
@@ -63,7 +67,7 @@ class RobotSpec:
     state_joints: tuple[str, ...]
     command_joints: tuple[str, ...]
     joint_types: tuple[str, ...]
-    gravity: float
+    gravity: float  # the world's
     dt: float
     position_lower: np.ndarray  # -inf where unlimited (continuous joints)
     position_upper: np.ndarray
@@ -72,6 +76,12 @@ class RobotSpec:
     equilibrium: np.ndarray  # [nq] positions
     keypoint_links: tuple[str, ...]  # points of the robot drawn in rviz ...
     keypoint_offsets: np.ndarray  # ... [K, 3], each in its link's frame
+    gravity_compensated: bool = False  # the robot's controller cancels gravity under every command
+
+    @property
+    def model_gravity(self) -> float:
+        """The gravity the robot's models see: none where its own controller compensates it."""
+        return 0.0 if self.gravity_compensated else self.gravity
 
     @property
     def nq(self) -> int:
@@ -168,4 +178,5 @@ def robot_spec(p: Mapping[str, Any], urdf: str | Path | None = None) -> RobotSpe
         equilibrium=equilibrium,
         keypoint_links=links,
         keypoint_offsets=offsets.reshape(-1, 3),
+        gravity_compensated=bool(p.get("gravity_compensated", RobotConfig.gravity_compensated)),
     )

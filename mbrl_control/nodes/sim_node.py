@@ -101,6 +101,8 @@ class SimNode(Node):
         self.steps_per_control = max(1, round(1.0 / (p["control_rate"] * self.physics_dt)))
         urdf = urdf_param(p)
         self.robot = BulletRobot(urdf, self.physics_dt, p["gravity"], gui=p["gui"])
+        if p["gravity_compensated"]:  # as the robot's own controller would: from the URDF it was given
+            self.robot.compensate_gravity(urdf, p["gravity"])
         names = self.robot.joint_names
         urdf_joints = read_urdf(urdf).joints
         limits = [urdf_joints[j] for j in names]

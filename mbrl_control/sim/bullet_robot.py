@@ -40,6 +40,30 @@ class BulletRobot:
         self.physics_dt = physics_dt
         self._folder = Path(urdf).parent  # a reloaded text's relative meshes are found from here
         self._load(urdf)
+        self._nominal: tuple[BulletClient, int, list[int]] | None = None
+
+    def compensate_gravity(self, urdf: str | Path, gravity: float) -> None:
+        """From now on add, at every physics step, the efforts that hold the robot ``urdf`` still
+        against ``gravity``: the robot's own controller compensating gravity from its nominal
+        model (Franka, Kinova, KUKA FRI torque mode). What the nominal model lacks (a payload, a
+        randomized link) stays uncompensated, as on a real robot. Computed in a client of its own
+        that is never stepped."""
+        c = BulletClient(connection_mode=pybullet.DIRECT)
+        c.setGravity(0.0, 0.0, -gravity)
+        body = c.loadURDF(str(urdf), useFixedBase=True, flags=pybullet.URDF_USE_INERTIA_FROM_FILE)
+        named = {c.getJointInfo(body, j)[1].decode(): j for j in range(c.getNumJoints(body))}
+        missing = [n for n in self.joint_names if n not in named]
+        if missing:
+            raise ValueError(f"the nominal robot {urdf} lacks joints {missing}")
+        self._nominal = (c, body, [named[n] for n in self.joint_names])
+
+    def compensation(self, position: np.ndarray) -> np.ndarray:
+        """The efforts the robot's own gravity compensation adds at ``position`` (zeros without one)."""
+        if self._nominal is None:
+            return np.zeros(len(self._indices))
+        c, body, indices = self._nominal
+        zeros = [0.0] * len(indices)
+        return np.array(c.calculateInverseDynamics(body, [float(q) for q in position], zeros, zeros))
 
     def reload(self, urdf_text: str) -> None:
         """Replace the robot by the one ``urdf_text`` describes (same joints; domain randomization)."""
@@ -90,6 +114,8 @@ class BulletRobot:
         self._effort[:] = effort
         forces = self._effort.tolist()
         for _ in range(n_steps):
+            if self._nominal is not None:
+                forces = (self._effort + self.compensation(self.state().position)).tolist()
             # PyBullet clears TORQUE_CONTROL forces after every stepSimulation: set them each step.
             self._client.setJointMotorControlArray(
                 self.body, self._indices, pybullet.TORQUE_CONTROL, forces=forces
@@ -99,9 +125,10 @@ class BulletRobot:
     def holding_effort(self, position: np.ndarray) -> np.ndarray:
         """The effort that holds the joints still at ``position`` against gravity (PyBullet's
         inverse dynamics at rest): what brakes holding them there exert, and their joint torque
-        sensors read."""
+        sensors read; on top of the robot's own gravity compensation, where it has one)."""
         zeros = [0.0] * len(self._indices)
-        return np.array(self._client.calculateInverseDynamics(self.body, [float(q) for q in position], zeros, zeros))
+        held = np.array(self._client.calculateInverseDynamics(self.body, [float(q) for q in position], zeros, zeros))
+        return held - self.compensation(position)
 
     def state(self) -> JointSample:
         states = self._client.getJointStates(self.body, self._indices)
@@ -112,7 +139,9 @@ class BulletRobot:
         )
 
     def close(self) -> None:
-        try:
-            self._client.disconnect()
-        except pybullet.error:
-            pass
+        for client in (self._client, self._nominal[0] if self._nominal else None):
+            try:
+                if client is not None:
+                    client.disconnect()
+            except pybullet.error:
+                pass

@@ -229,3 +229,43 @@ def test_rollout_is_repeated_steps_and_end_effector_point():
     torch.testing.assert_close(tip, origin + 0.1 * rot[:, :, 2])
     base, _ = model.forward_kinematics(x[:, :7], "lbr_iiwa_link_0")
     torch.testing.assert_close(base, torch.zeros(5, 3, dtype=torch.float64))
+
+
+def test_a_gravity_compensated_arm_steps_as_its_model_without_gravity():
+    """``gravity_compensated``: the sim adds the nominal URDF's gravity torques at every physics
+    step (the robot's own controller), so the commands move the arm as the models built for it
+    (gravity 0) say; a payload the nominal URDF lacks is left for the models to learn."""
+    from mbrl_control.core.builders import build_model
+    from mbrl_control.core.robot import robot_spec
+    from mbrl_control.sim.randomization import apply_payload
+
+    p = {"state_joints": IIWA_JOINTS, "command_joints": IIWA_JOINTS, "control_rate": 1.0 / (PHYSICS_DT * SUBSTEPS)}
+    spec = robot_spec(p | {"gravity_compensated": True}, urdf=IIWA)
+    assert spec.model_gravity == 0.0 and robot_spec(p, urdf=IIWA).model_gravity == 9.81
+    model = build_model(spec, integrator="euler", substeps=SUBSTEPS).double()
+    q, qd, _ = _states(7, 10, seed=7)
+    u = np.random.default_rng(8).uniform(-20, 20, (10, 7))
+    predicted = model.step(torch.tensor(np.hstack([q, qd])), torch.tensor(u)).numpy()
+    sim = BulletRobot(IIWA, PHYSICS_DT)
+    sim.compensate_gravity(IIWA, 9.81)
+    loaded = BulletRobot(IIWA, PHYSICS_DT)
+    loaded.reload(apply_payload(IIWA.read_text(), "lbr_iiwa_link_7", 2.0, (0.0, 0.0, 0.05)))
+    loaded.compensate_gravity(IIWA, 9.81)
+    try:
+        for i in range(len(q)):
+            sim.reset(q[i], qd[i])
+            sim.step(u[i], SUBSTEPS)
+            s = sim.state()
+            assert _relative(predicted[i], np.concatenate([s.position, s.velocity])) < 1e-5  # 1e-2 uncompensated
+        still = np.array([0.0, 0.6, 0.0, -1.2, 0.0, 0.8, 0.0])
+        sim.reset(still, np.zeros(7))
+        sim.step(np.zeros(7), 40)  # zero command: held by the robot's own compensation
+        assert np.abs(sim.state().position - still).max() < 1e-9
+        assert np.abs(sim.holding_effort(still)).max() < 1e-9  # braked, the joints carry nothing on top
+        loaded.reset(still, np.zeros(7))
+        loaded.step(np.zeros(7), 40)  # the payload's weight is not compensated: the arm sags
+        assert np.abs(loaded.state().position - still).max() > 1e-2
+        assert np.abs(loaded.holding_effort(still)).max() > 1.0
+    finally:
+        sim.close()
+        loaded.close()
