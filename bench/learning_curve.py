@@ -69,6 +69,16 @@ VARIANTS = {
     # models learn the arm without its weight
     "gravity_compensated": ("the robot compensates gravity itself (gravity_compensated: the commands are the efforts on top)",
                             {"/**": {"gravity_compensated": True}}, {}),
+    # A torque-controlled arm driven as Franka's, Kinova's and KUKA FRI's are: the robot's own
+    # controller cancels gravity under every command (the sim from the nominal URDF), so the
+    # models learn the arm without its weight
+    "gravity_compensated": ("the robot compensates gravity itself (gravity_compensated: the commands are the efforts on top)",
+                            {"/**": {"gravity_compensated": True}}, {}),
+    # config/iiwa.learned.yaml widens the effort trust region by 25 % per side: 10 %
+    "margin_10pct": ("the effort trust region widened by 10 % of the data's range per side (config/iiwa.learned.yaml: 25 %)",
+                     {"/**": {"ensemble": {"action_margin": 0.1}}}, {}),
+    "gravity_compensated_margin_10pct": ("gravity_compensated and margin_10pct together",
+                                         {"/**": {"gravity_compensated": True, "ensemble": {"action_margin": 0.1}}}, {}),
     # off in config/cartpole.learned.yaml (its comment says why): on
     "model_offset": ("offset-free MPC (model_offset.time_constant 0.2 s: the model's one-step error fed back)",
                      {"mpc_controller": {"model_offset": {"time_constant": 0.2}}}, {}),

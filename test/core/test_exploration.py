@@ -20,6 +20,8 @@ def explore_arm(config: RandomConfig, seconds: float = 5.0) -> tuple[np.ndarray,
     torque = ComputedTorque(robot.kinematics, spec.command_index, task.action_low, task.action_high)
     planner = RandomPlanner(task.action_low, task.action_high, spec.state_dim, config, computed_torque=torque.efforts)
     sim = BulletRobot(spec.urdf, spec.dt / PHYSICS_STEPS)
+    if spec.gravity_compensated:  # as the sim node builds it (config/iiwa.yaml)
+        sim.compensate_gravity(spec.urdf, spec.gravity)
     try:
         assert sim.joint_names == list(spec.state_joints)  # the iiwa's movable joints, all state joints
         sim.reset(spec.equilibrium, np.zeros(spec.nq))
