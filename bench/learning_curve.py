@@ -69,11 +69,6 @@ VARIANTS = {
     # models learn the arm without its weight
     "gravity_compensated": ("the robot compensates gravity itself (gravity_compensated: the commands are the efforts on top)",
                             {"/**": {"gravity_compensated": True}}, {}),
-    # A torque-controlled arm driven as Franka's, Kinova's and KUKA FRI's are: the robot's own
-    # controller cancels gravity under every command (the sim from the nominal URDF), so the
-    # models learn the arm without its weight
-    "gravity_compensated": ("the robot compensates gravity itself (gravity_compensated: the commands are the efforts on top)",
-                            {"/**": {"gravity_compensated": True}}, {}),
     # config/iiwa.learned.yaml widens the effort trust region by 25 % per side: 10 %
     "margin_10pct": ("the effort trust region widened by 10 % of the data's range per side (config/iiwa.learned.yaml: 25 %)",
                      {"/**": {"ensemble": {"action_margin": 0.1}}}, {}),
