@@ -57,7 +57,7 @@ class BulletRobot:
             raise ValueError(f"the nominal robot {urdf} lacks joints {missing}")
         self._nominal = (c, body, [named[n] for n in self.joint_names])
 
-    def compensation(self, position: np.ndarray) -> np.ndarray:
+    def compensation(self, position: "np.ndarray | list[float]") -> np.ndarray:
         """The efforts the robot's own gravity compensation adds at ``position`` (zeros without one)."""
         if self._nominal is None:
             return np.zeros(len(self._indices))
@@ -114,8 +114,9 @@ class BulletRobot:
         self._effort[:] = effort
         forces = self._effort.tolist()
         for _ in range(n_steps):
-            if self._nominal is not None:
-                forces = (self._effort + self.compensation(self.state().position)).tolist()
+            if self._nominal is not None:  # positions only: this runs every physics step
+                positions = [s[0] for s in self._client.getJointStates(self.body, self._indices)]
+                forces = (self._effort + self.compensation(positions)).tolist()
             # PyBullet clears TORQUE_CONTROL forces after every stepSimulation: set them each step.
             self._client.setJointMotorControlArray(
                 self.body, self._indices, pybullet.TORQUE_CONTROL, forces=forces
