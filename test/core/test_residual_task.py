@@ -155,7 +155,11 @@ def test_random_goals_are_reachable_seeded_and_inside_the_region(iiwa):
     assert np.linalg.norm(goals[:, :2], axis=1).max() > 0.3  # spread over the workspace, not one point
 
 
-def test_the_arm_is_held_at_its_equilibrium_by_the_equilibrium_effort(iiwa):
+def test_the_arm_is_held_at_its_equilibrium_by_the_equilibrium_effort():
+    """The arm carrying its own weight (config/iiwa.yaml has it compensated, where zero holds)."""
+    from mbrl_control.core.builders import load_robot
+
+    iiwa = load_robot("iiwa", overrides={"gravity_compensated": False})
     eq = iiwa.equilibrium()
     x = torch.tensor(eq.x_eq, dtype=torch.float32).unsqueeze(0)
     moved = iiwa.model.step(x, torch.tensor(eq.u_eq, dtype=torch.float32).unsqueeze(0))

@@ -52,8 +52,13 @@ def test_an_arm_carrying_2_kg_its_urdf_lacks_reaches_its_goals_with_offset_free_
 def test_realtime_arm_sim_brakes_until_commanded_and_again_when_the_commands_stop(domain, probe, tmp_path):
     """sim.brakes (config/iiwa.yaml), as a real arm's brakes and drive watchdog: held still before
     the first command; released by it (zero effort: the arm falls); braked again once no command
-    came for command_timeout, where it stays, reporting the brakes' holding torque as its effort."""
-    sim = next(s for s in mpc_graph({"robot": "iiwa", "mode": "realtime"}) if s.name == "sim")
+    came for command_timeout, where it stays, reporting the brakes' holding torque as its effort.
+    The arm carries its own weight here (config/iiwa.yaml has it compensated, where zero effort
+    holds it): what the brakes hold is then its weight."""
+    carrying = tmp_path / "carrying_its_weight.yaml"
+    carrying.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"gravity_compensated": False}}}))
+    sim = next(s for s in mpc_graph({"robot": "iiwa", "mode": "realtime", "overrides": str(carrying)})
+               if s.name == "sim")
     running = start([sim], domain, tmp_path / "logs")
     truth, status = [], {}
     reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)

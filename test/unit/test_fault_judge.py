@@ -65,16 +65,36 @@ def test_the_safe_command_is_accepted_and_a_nonzero_command_without_a_state_is_n
     assert _tick(0.5, 25.0, state=[0.0, 0.5, 0.0, 1.0]).truth_kind == UNSAFE  # past the effort limit
 
 
-def test_an_arms_safe_command_holds_it_against_gravity_where_it_truly_is():
+def _iiwa_carrying_its_weight(tmp_path):
+    """config/iiwa.yaml with the arm's own gravity compensation off."""
+    import yaml
+
+    from mbrl_control.paths import config_dir
+
+    data = yaml.safe_load((config_dir() / "iiwa.yaml").read_text())
+    data["/**"]["ros__parameters"]["gravity_compensated"] = False
+    path = tmp_path / "iiwa_uncompensated.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return robot_under_test(path)
+
+
+def test_an_arms_safe_command_holds_it_against_gravity_where_it_truly_is(tmp_path):
     """The iiwa's safe command (stale_action: gravity_hold) is its gravity torques at the posture
     held, not zero effort: zero drops the arm; a hold of a posture the judge's position tolerance
     away from the truth is accepted; one of a posture well off it is not; while the truth is
-    unknown no hold can be judged (unjudged, where zero effort is judged safe anywhere)."""
-    arm = robot_under_test("iiwa")
-    hold = arm.safe_command
+    unknown no hold can be judged (unjudged, where zero effort is judged safe anywhere). An arm
+    that compensates its weight itself (config/iiwa.yaml) is held by zero effort on top."""
     ready = np.array([0.0, 0.6, 0.0, -1.2, 0.0, 0.8, 0.0])
     t = np.arange(0.0, 1.0 + 1e-9, 0.01)
-    truth = GroundTruth(t, [ready for _ in t], [np.zeros(7) for _ in t], angle_joints=arm.angle_joints)
+    compensated = robot_under_test("iiwa")
+    truth = GroundTruth(t, [ready for _ in t], [np.zeros(7) for _ in t], angle_joints=compensated.angle_joints)
+    tick = Tick(wall_ns=int(0.5e9), robot_time=0.5, command=np.zeros(7), tick_ms=1.0, iterations=1,
+                state_age_ms=math.inf, sample_sent=False)
+    judge_tick(tick, truth, compensated.tolerance, compensated.effort_limit, compensated.safe_command)
+    assert tick.truth_kind == SAFE_COMMAND
+
+    arm = _iiwa_carrying_its_weight(tmp_path)
+    hold = arm.safe_command
 
     def judged(command: np.ndarray, at: float = 0.5) -> str:
         tick = Tick(wall_ns=int(at * 1e9), robot_time=at, command=command, tick_ms=1.0, iterations=1,
