@@ -74,6 +74,10 @@ VARIANTS = {
                      {"/**": {"ensemble": {"action_margin": 0.1}}}, {}),
     "gravity_compensated_margin_10pct": ("gravity_compensated and margin_10pct together",
                                          {"/**": {"gravity_compensated": True, "ensemble": {"action_margin": 0.1}}}, {}),
+    # The seed's "a model of transitions and reward": the planner prices plans with the ensemble's
+    # reward head (trained on the transitions' rewards) instead of the known task cost
+    "learned_reward": ("the reward learned too: the planner maximises the ensemble's reward head (reward: learned)",
+                       {"/**": {"ensemble": {"learn_reward": True}}, "mpc_controller": {"reward": "learned"}}, {}),
     # off in config/cartpole.learned.yaml (its comment says why): on
     "model_offset": ("offset-free MPC (model_offset.time_constant 0.2 s: the model's one-step error fed back)",
                      {"mpc_controller": {"model_offset": {"time_constant": 0.2}}}, {}),

@@ -23,6 +23,7 @@ from mbrl_control.core.dynamics.ensemble import EnsembleConfig, EnsembleDynamics
 from mbrl_control.core.dynamics.residual import ResidualDynamics
 from mbrl_control.core.dynamics.rigid_body import RigidBodyDynamics
 from mbrl_control.core.estimation import KalmanFilter, build_estimator
+from mbrl_control.core.learning.reward_task import LearnedRewardTask
 from mbrl_control.core.mbpo.config import MBPOConfig
 from mbrl_control.core.mbpo.policy import Policy, ValueFunction, load_policy, load_value, policy_spec
 from mbrl_control.core.planners import (
@@ -70,6 +71,8 @@ MODELS = ("analytic", "learned", "residual")
 PLANNERS = ("cem", "icem", "mppi", "ilqr", "ilqr_offline", "lqr", "nmpc", "dp", "policy")
 SAMPLING_PLANNERS = ("cem", "icem", "mppi")
 TERMINALS = ("task", "lqr", "dp", "value")
+# What the planner maximises: the task's known cost, or the learned model's reward head
+REWARDS = ("task", "learned")
 DYNAMICS = ("rigid_body", "cartpole")
 INTEGRATORS = ("rk4", "euler", "euler_implicit_damping")
 DP_MAX_STATES = 4  # a grid of k points per dimension has k^nx cells: 15^4 = 50 625 is ~1 s to solve
@@ -352,10 +355,24 @@ def checked_device(name: str) -> torch.device:
     return device
 
 
+def learned_reward_task(p: Mapping[str, Any], ensemble: EnsembleDynamics | None, task: Task) -> LearnedRewardTask:
+    """``reward: learned``: the planner prices plans with the learned model's reward head instead
+    of the task's cost (whose bounds, goal and success it keeps). ValueError naming the
+    parameter that does not fit."""
+    if ensemble is None:
+        raise ValueError("reward 'learned' is the reward head of a model learned from scratch: use model:=learned")
+    if not ensemble.config.learn_reward:
+        raise ValueError("reward 'learned' needs ensemble.learn_reward: true (for the learner too, so its models "
+                         "carry the reward head)")
+    if p.get("terminal", "task") != "task":
+        raise ValueError("reward 'learned' prices the horizon's end with the learned reward as well: use terminal:=task")
+    return LearnedRewardTask(ensemble, task)
+
+
 def build_mpc(p: Mapping[str, Any], planner: str | None = None, robot: Robot | None = None) -> MPCSetup:
     """The controller's planning stack from its flat parameters (the robot's, ``model``,
     ``model.*``, ``task.*``, ``terminal``, ``terminal_weight``, ``<planner>.*``, ``lqr.*``,
-    ``compile``, ``policy.*``, ``value.*``, ``device``, ``rollout_threads``, ``sampling_actions``,
+    ``compile``, ``policy.*``, ``value.*``, ``device``, ``rollout_threads``, ``reward``, ``sampling_actions``,
     ``velocity_command.*``): the node and
     ``mbrl-control warmup`` build exactly the same thing. ``policy.path`` is the policy planner's
     policy and, if set, iCEM's warm start; ``value.path`` is the critic of ``terminal:=value``.
@@ -407,6 +424,8 @@ def build_mpc(p: Mapping[str, Any], planner: str | None = None, robot: Robot | N
     planning_task = with_terminal(task, robot.model if kind == "residual" else model, p.get("terminal", "task"),
                                   p.get("terminal_weight", 1.0), section(p, "dp"), value=value_path,
                                   equilibrium=equilibrium)
+    if p.get("reward", "task") == "learned":
+        planning_task = learned_reward_task(p, ensemble if learned else None, task)
     if device.type != "cpu" and kind != "learned":  # the node keeps the CPU originals (gravity hold, markers)
         model, planning_task = copy.deepcopy((model, planning_task))
         if ensemble is not None:

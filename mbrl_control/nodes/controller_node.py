@@ -62,6 +62,7 @@ from visualization_msgs.msg import MarkerArray
 from mbrl_control.core.builders import (
     MODELS,
     PLANNERS,
+    REWARDS,
     TERMINALS,
     ModelConfig,
     build_mpc,
@@ -169,6 +170,9 @@ PARAMS = [
     ParamSpec("terminal", "task", "terminal cost of sampling planners and iLQR: the task's, the LQR cost-to-go, the DP value, or MBPO's critic",
               choices=TERMINALS),
     ParamSpec("terminal_weight", 1.0, "multiplier of an lqr, dp or value terminal cost", 0.0, 1e6, dynamic=True),
+    ParamSpec("reward", "task", "what the planner maximises: the task's cost, or the reward head of the model learned "
+              "from scratch (learned: model:=learned with ensemble.learn_reward; the horizon's end priced by it too, "
+              "task.terminal times its reward there)", choices=REWARDS),
     *[spec for name in PLANNERS for spec in specs_from(planner_config_class(name), name, exclude=("periodic",),
                                                        dynamic=RUNTIME_BUDGET.get(name, ()),
                                                        fixed_because=PLANNER_FIXED)],

@@ -185,7 +185,7 @@ def test_learned_reward_head_replaces_the_task_cost(setup, logged):
     model = EnsembleDynamics(EnsembleConfig(**{**CONFIG.to_dict(), "learn_reward": True}))
     train_ensemble(model, dataclasses.replace(logged, reward=rewards), TrainerConfig(max_epochs=60, patience=8))
     _, held = split(logged, TrainerConfig())
-    learned_task = LearnedRewardTask(model.freeze(), task, terminal_from_task=True)
+    learned_task = LearnedRewardTask(model.freeze(), task, terminal="task")
     # Costs of held-out pairs, each pair a one-step trajectory: learned vs known.
     x, u = torch.from_numpy(held.state).unsqueeze(1), torch.from_numpy(held.action).unsqueeze(1)
     learned, known = learned_task.running_cost(x, u), task.running_cost(x, u)
@@ -196,3 +196,39 @@ def test_learned_reward_head_replaces_the_task_cost(setup, logged):
     # The planner's view: [B, T] trajectories scored in one call.
     costs = learned_task.trajectory_cost(torch.zeros(7, 11, 4), torch.zeros(7, 10, 1))
     assert costs.shape == (7,) and torch.isfinite(costs).all()
+
+
+def test_a_controller_plans_on_the_learned_reward_of_each_model_it_is_sent(logged):
+    """``reward: learned``: the planner prices plans with the reward head of the controller's own
+    ensemble, so a model swapped in (in place, as the model receiver does) reprices them at once;
+    the horizon's end is the learned reward there, counted as the task counts its final state.
+    What does not fit is refused by name."""
+    from mbrl_control.core.builders import build_ensemble, build_mpc, learned_reward_task, robot_parameters
+
+    p = robot_parameters("cartpole") | {"model": "learned", "reward": "learned", "ensemble.learn_reward": True,
+                                         "task.track.weight": 0.0, "compile": False}
+    mpc = build_mpc(p, "cem")
+    planning, task = mpc.planning_task, mpc.task
+    assert isinstance(planning, LearnedRewardTask) and planning.model is mpc.learned
+    trained = build_ensemble(p, mpc.robot.spec)
+    x, u = torch.from_numpy(logged.state), torch.from_numpy(logged.action)
+    rewards = -task.step_cost(x, u).numpy()
+    train_ensemble(trained, dataclasses.replace(logged, reward=rewards), TrainerConfig(max_epochs=60, patience=8))
+    _, held = split(logged, TrainerConfig())
+    x, u = torch.from_numpy(held.state).unsqueeze(1), torch.from_numpy(held.action).unsqueeze(1)
+    known = task.running_cost(x, u)
+
+    def agreement(costs: torch.Tensor, truth: torch.Tensor) -> float:
+        return float(torch.corrcoef(torch.stack([costs, truth]))[0, 1])
+
+    with torch.no_grad():
+        before = planning.running_cost(x, u)
+        mpc.learned.load_state_(trained.state_dict())
+        after = planning.running_cost(x, u)
+        assert agreement(after, known) > 0.98 and not agreement(before, known) > 0.5, (agreement(before, known))
+        assert agreement(planning.terminal_cost(x[:, 0]), task.terminal_cost(x[:, 0])) > 0.98
+    for bad, named in (({"model": "analytic"}, "model:=learned"), ({"ensemble.learn_reward": False}, "learn_reward")):
+        with pytest.raises(ValueError, match=named):
+            build_mpc(p | bad, "cem")
+    with pytest.raises(ValueError, match="terminal:=task"):
+        learned_reward_task(p | {"terminal": "dp"}, mpc.learned, task)
