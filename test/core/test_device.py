@@ -73,6 +73,15 @@ def ensemble(params, mode: str = "ts1", noise: bool = True):
     return EnsembleDynamics(ENSEMBLE, PropagationConfig(mode=mode, output_noise=noise, seed=4)).freeze(), load_robot("cartpole").task
 
 
+def ensemble_with_reward(params):
+    """An (untrained) ensemble with a reward head, planned on with its reward (``reward: learned``)."""
+    from mbrl_control.core.learning import LearnedRewardTask
+
+    config = EnsembleConfig(**{**ENSEMBLE.to_dict(), "learn_reward": True})
+    model = EnsembleDynamics(config, PropagationConfig(mode="ts1", output_noise=True, seed=4)).freeze()
+    return model, LearnedRewardTask(model, load_robot("cartpole").task)
+
+
 def a_policy(task) -> Policy:
     torch.manual_seed(0)
     return Policy(policy_spec(task, (16, 16), (1,)))
@@ -96,6 +105,8 @@ PLANNERS = {
     "policy": (analytic, lambda m, t, d, p: PolicyPlanner(m, t, p, PolicyPlannerConfig(horizon=3), device=d)),
     "random": (analytic, lambda m, t, d, p: RandomPlanner(t.action_low, t.action_high, 4)),
     "cem on ensemble ts1": (ensemble, lambda m, t, d, p: CEMPlanner(
+        TrajectoryEvaluator(m, t), CEMConfig(population=40, elites=6, iterations=2, horizon=8), device=d)),
+    "cem on ensemble's learned reward": (ensemble_with_reward, lambda m, t, d, p: CEMPlanner(
         TrajectoryEvaluator(m, t), CEMConfig(population=40, elites=6, iterations=2, horizon=8), device=d)),
     "icem on ensemble tsinf": (lambda p: ensemble(p, "tsinf"), lambda m, t, d, p: ICEMPlanner(
         TrajectoryEvaluator(m, t), ICEMConfig(population=40, elites=6, iterations=2, horizon=8), device=d)),
