@@ -76,8 +76,10 @@ VARIANTS = {
                                          {"/**": {"gravity_compensated": True, "ensemble": {"action_margin": 0.1}}}, {}),
     # The seed's "a model of transitions and reward": the planner prices plans with the ensemble's
     # reward head (trained on the transitions' rewards) instead of the known task cost
+    # (iLQR then takes the reward's second derivatives by autograd: Gauss-Newton needs residual terms)
     "learned_reward": ("the reward learned too: the planner maximises the ensemble's reward head (reward: learned)",
-                       {"/**": {"ensemble": {"learn_reward": True}}, "mpc_controller": {"reward": "learned"}}, {}),
+                       {"/**": {"ensemble": {"learn_reward": True}},
+                        "mpc_controller": {"reward": "learned", "ilqr": {"hessians": "exact"}}}, {}),
     # off in config/cartpole.learned.yaml (its comment says why): on
     "model_offset": ("offset-free MPC (model_offset.time_constant 0.2 s: the model's one-step error fed back)",
                      {"mpc_controller": {"model_offset": {"time_constant": 0.2}}}, {}),
@@ -171,7 +173,7 @@ def finished_run(work: Path, overrides: dict, episodes: int, episode_length: flo
     return summary | {"work_dir": str(work), "reused": True}
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--robot", default="cartpole", help="robot config (config/<robot>.yaml); a reach task (iiwa) "
                         "draws a new goal each episode and counts episodes until the hand ends within 5 cm on 3 "
@@ -197,7 +199,7 @@ def main() -> None:
         parser.error(f"unknown variants {unknown}; known: {sorted(VARIANTS)}")
     if args.task != "balance" and NEEDS_BALANCE & set(variants):
         parser.error(f"{sorted(NEEDS_BALANCE & set(variants))} need --task balance (MBPO's policy covers a region around upright)")
-    rows, results, curves, labels = [], {}, [], []
+    rows, results, curves, labels, broken = [], {}, [], [], []
     seeds_of = {v: args.seeds if v == "baseline" else args.ablation_seeds for v in variants}
     all_runs = progress_bar(total=sum(seeds_of.values()), desc="runs", unit="run")
     task_label = f"{args.robot}_reach" if args.robot != "cartpole" else args.task  # --task is the cart-pole's
@@ -224,12 +226,17 @@ def main() -> None:
                 first = reach_episodes_to_success(summary["curve"])
                 summary = summary | {"episodes_to_success": first, "env_steps_to_success":
                                      sum(e["steps"] for e in summary["curve"][:first]) if first else None}
-            runs.append(summary)
             if summary.get("curve"):
+                runs.append(summary)
                 curves.append(summary)
                 labels.append(f"{variant} seed {seed}")
+                note(f"{variant} seed {seed}: episodes to success {summary.get('episodes_to_success')}")
+            else:  # a graph that did not run (a node refused to start) is no failure to learn
+                broken.append(f"{variant} seed {seed}")
+                note(f"{variant} seed {seed}: no episode ran (exit code {summary.get('exit_code')}): see {work / 'logs'}")
             all_runs.update(1)
-            note(f"{variant} seed {seed}: episodes to success {summary.get('episodes_to_success')}")
+        if not runs:
+            continue
         to_success = [r.get("episodes_to_success") for r in runs]
         reached = [e for e in to_success if e is not None]
         steps = [r["env_steps_to_success"] for r in runs if r.get("env_steps_to_success") is not None]
@@ -271,7 +278,7 @@ def main() -> None:
                      "overran the period", "missed", "missed fraction"],
                     [[v, t["ticks"], t["records_lost"], t["tick_ms_p99_worst"], t["planning_tick_ms_p99_worst"],
                       t["overrun_ticks"], t["missed_ticks"], t["missed_fraction"]]
-                     for v, t in ((v, results[v]["timing"]) for v in variants)])
+                     for v, t in ((v, r["timing"]) for v, r in results.items())])
     if curves:
         png = plot_learning_curve(curves, args.out / f"learning_curves_{task_label}.png", labels)
         print(f"curves: {png}")
@@ -299,8 +306,9 @@ def main() -> None:
                "episodes_to_success": base.get("episodes_to_success"), "success_rate": base.get("success_rate"),
                "env_steps_to_success_median": base.get("env_steps_to_success_median"),
                # the learning issue's target is for swing-up from scratch; the balance task has none
-               "target": target})
+               "target": target, "runs_that_did_not_run": broken})
+    return 1 if broken else 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
