@@ -339,6 +339,9 @@ class EstimatorNode(Node):
             **{f"event_{k}": v for k, v in status.events.items()},
             "nis_mean": f"{status.nis_mean:.3f}",
             "nis_dof": status.nis_dof,
+            # The effort the robot gets that the model does not know (estimator.effort_disturbance_density).
+            **({"effort_disturbance": " ".join(f"{v:.4g}" for v in status.disturbance)}
+               if status.disturbance is not None else {}),
             **self.counts,
             "publish_us_p99": f"{self.stats.percentile_ms(99) * 1e3:.0f}",
             "warmup_s": f"{self.warmup_s:.2f}",

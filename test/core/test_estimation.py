@@ -97,6 +97,54 @@ def test_a_mistuned_filter_fails_the_consistency_test(model, plant, mistuning, t
         assert c["nees_mean"] > c["nees_hi"], c
 
 
+class _Pushed:
+    """The plant with an effort its model does not know (a payload's weight, friction): ``push``
+    added to every command."""
+
+    def __init__(self, plant, push):
+        self.plant, self.push, self.dt, self.state_dim = plant, push, plant.dt, plant.state_dim
+
+    def step(self, x, u):
+        return self.plant.step(x, u + self.push)
+
+
+def test_an_unknown_effort_is_estimated_and_keeps_the_filter_consistent(model, plant):
+    # A 3 N push on the cart the model does not know: the plain filter trusts its model, its errors
+    # far outside its covariance; estimating the push (the state's random-walk effort) finds it
+    # within its std and the filter is consistent again, its velocities several times better.
+    truth = _truth(_Pushed(plant, 3.0), 8, seed=3)
+    runs, pushes = {}, []
+    for density in (0.0, 1.0):
+        estimator = build_estimator("ekf", model, cartpole_estimator(effort_disturbance_density=(density,)), ANGULAR)
+        runs[density] = []
+        for r in range(len(truth.states)):
+            runs[density].append(run_filter(estimator, truth, r, JointSensor(dataclasses.replace(cartpole_sensor(), seed=r)), ANGULAR))
+            pushes.append(estimator.disturbance)
+    plain, estimated = (consistency(runs[d], state_dim=4, measurement_dim=2) for d in (0.0, 1.0))
+    assert plain["nees_mean"] > plain["nees_hi"], plain
+    assert estimated["nees_lo"] <= estimated["nees_mean"] <= estimated["nees_hi"], estimated
+    assert np.all(rmse([r.velocity_errors for r in runs[1.0]]) * 3.0 < rmse([r.velocity_errors for r in runs[0.0]]))
+    assert all(d.size == 0 for d, _ in pushes[:8])  # none estimated at density 0
+    found = np.array([d[0] for d, _ in pushes[8:]])
+    std = np.array([s[0] for _, s in pushes[8:]])
+    assert np.all(np.abs(found - 3.0) < 3.0 * std) and np.all(std < 1.0), (found, std)
+    assert np.abs(found.mean() - 3.0) < 0.3, found
+
+
+def test_an_effort_disturbance_is_the_ekfs_alone_and_sized_per_command(model):
+    with pytest.raises(ValueError, match="effort_disturbance_density"):
+        build_estimator("ukf", model, cartpole_estimator(effort_disturbance_density=(1.0,)), ANGULAR)
+    with pytest.raises(ValueError, match="effort_disturbance_density"):
+        build_estimator("ekf", model, cartpole_estimator(effort_disturbance_density=(1.0, 2.0)), ANGULAR)
+    f = _eager(model, effort_disturbance_density=(1.0,))
+    f.update(np.array([0.0, math.pi]), 0.0)
+    # The robot's state and covariance as without it; the disturbance apart, at its prior.
+    assert f.mean.shape == (4,) and f.cov.shape == (4, 4) and f.status().std.shape == (4,)
+    d, std = f.disturbance
+    assert d.tolist() == [0.0] and std[0] == pytest.approx(cartpole_estimator().initial_disturbance_std[0])
+    np.testing.assert_array_equal(f.status().disturbance, d)
+
+
 def test_delay_compensation_removes_the_error_a_30ms_latency_causes(model, plant):
     truth = _truth(plant, 6, seed=2)
     sensor = cartpole_sensor(latency=0.03)

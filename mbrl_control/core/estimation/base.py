@@ -37,6 +37,7 @@ class EstimatorStatus:
     events: dict[str, int] = field(default_factory=dict)  # reinitialisations, bad commands, ...
     nis_mean: float = float("nan")  # over the last readings; a consistent filter averages nis_dof
     nis_dof: int = 0
+    disturbance: np.ndarray | None = None  # the estimated effort disturbance per command entry, if estimated
 
 
 class Estimator(abc.ABC):

@@ -44,6 +44,14 @@ class EstimatorConfig:
         (1.0,), "unmodelled acceleration per joint [m^2/s^3, rad^2/s^3]", 0.0, 100.0)
     initial_velocity_std: tuple[float, ...] = setting(
         (1.0,), "velocity prior per joint at (re)initialisation [m/s, rad/s]", 0.01, 100.0)
+    # An effort the model does not know (a payload's weight, friction, a motor gain off), estimated
+    # as part of the state: the model predicts under the command plus it, so the velocities follow
+    # the robot rather than the model (a disturbance observer). EKF only.
+    effort_disturbance_density: tuple[float, ...] = setting(
+        (0.0,), "random-walk density of an unknown effort on each command entry, estimated with the state "
+                "[N^2/s, N^2 m^2/s] (one value: every entry's; 0: none estimated)", 0.0, 1e6)
+    initial_disturbance_std: tuple[float, ...] = setting(
+        (10.0,), "that effort's prior std per command entry at (re)initialisation [N, N m]", 1e-6, 1e4)
     gate_probability: float = setting(0.999, "chi-square gate on the innovations; 1 disables gating", 0.9, 1.0)
     # This many gated readings in a row that agree with each other (one trajectory, moving no faster
     # than 3 initial_velocity_std): re-initialise from them (0: never). Disagreeing ones (spikes) never
@@ -135,9 +143,16 @@ class KalmanFilter(Estimator):
     ) -> None:
         config = config.for_joints(model.state_dim // 2)
         self.config = config
-        self.process = ProcessModel(model, config.accel_noise_density, compile=config.compile)
+        nu = model.action_dim
+        disturbance = _per_command(config.effort_disturbance_density, nu, "effort_disturbance_density")
+        self._disturbance_var = np.square(_per_command(config.initial_disturbance_std, nu, "initial_disturbance_std"))
+        disturbance = disturbance if np.any(disturbance > 0) else np.zeros(0)
+        self.process = ProcessModel(model, config.accel_noise_density, compile=config.compile,
+                                    disturbance_density=disturbance)
         nq = self.process.nq
-        self.state_dim, self.action_dim = 2 * nq, model.action_dim
+        self.state_dim, self.action_dim = 2 * nq, nu
+        # The filter's own state: the robot's, then the estimated effort disturbance (if any).
+        self._nx, self._n = 2 * nq, 2 * nq + self.process.nd
         per_joint = ("position_noise_std", "position_resolution", "velocity_noise_std", "initial_velocity_std",
                      "stale_position_std", "stale_velocity_std")
         for name in per_joint:
@@ -164,13 +179,13 @@ class KalmanFilter(Estimator):
         self._gate = chdtri(self._measured_count, 1.0 - config.gate_probability) if config.gate_probability < 1 else math.inf
         self._initial_velocity_var = np.square(config.initial_velocity_std)
         self._stale_std = np.concatenate([config.stale_position_std, config.stale_velocity_std])
-        self._eye = np.eye(self.state_dim)
+        self._eye = np.eye(self._n)
         self.reset()
 
     # -- interface -----------------------------------------------------------------------------
     def reset(self) -> None:
-        self._mean = np.zeros(self.state_dim)
-        self._cov = np.eye(self.state_dim)
+        self._mean = np.zeros(self._n)
+        self._cov = np.eye(self._n)
         self._time = math.nan
         self._command = np.zeros(self.action_dim)
         self._commanded = False  # a command has arrived (held_until_commanded: motion starts with it)
@@ -190,11 +205,18 @@ class KalmanFilter(Estimator):
 
     @property
     def mean(self) -> np.ndarray:
-        return self._mean.copy()
+        return self._mean[: self._nx].copy()
 
     @property
     def cov(self) -> np.ndarray:
-        return self._cov.copy()
+        return self._cov[: self._nx, : self._nx].copy()
+
+    @property
+    def disturbance(self) -> tuple[np.ndarray, np.ndarray]:
+        """The estimated effort disturbance per command entry and its std (empty when none is
+        estimated: ``effort_disturbance_density`` 0)."""
+        nx = self._nx
+        return self._mean[nx:].copy(), np.sqrt(np.maximum(np.diag(self._cov)[nx:], 0.0))
 
     @property
     def time(self) -> float:
@@ -205,6 +227,7 @@ class KalmanFilter(Estimator):
         return self._command.copy()
 
     def predicted(self, t: float, commands: Sequence[tuple[float, np.ndarray]] = ()) -> tuple[np.ndarray, np.ndarray]:
+        nx = self._nx
         if not self.initialized or t <= self._time + TIME_EPS:
             return self.mean, self.cov
         events = self.events.copy()
@@ -217,7 +240,7 @@ class KalmanFilter(Estimator):
                 u = self._checked_command(command)
         mean, cov = self._safe_propagate(mean, cov, u, t - at)
         self.events = events  # a look-ahead's end-stop contacts are counted when the estimate gets there
-        return mean.copy(), cov.copy()
+        return mean[:nx].copy(), cov[:nx, :nx].copy()
 
     def predict(self, u: np.ndarray, dt: float) -> None:
         u = self._checked_command(u)
@@ -292,7 +315,7 @@ class KalmanFilter(Estimator):
 
     def status(self, now: float | None = None) -> EstimatorStatus:
         now = self._time if now is None else now
-        std = np.sqrt(np.maximum(np.diag(self._cov), 0.0))
+        std = np.sqrt(np.maximum(np.diag(self._cov)[: self._nx], 0.0))
         age = now - self._last_stamp if self.initialized else math.inf
         stale = not self.initialized or age > self.config.stale_after or bool(np.any(std > self._stale_std))
         filled = self._nis[: min(self._nis_count, len(self._nis))]
@@ -307,6 +330,7 @@ class KalmanFilter(Estimator):
             events=dict(self.events),
             nis_mean=float(filled.mean()) if filled.size else math.nan,
             nis_dof=self._measured_count,
+            disturbance=self.disturbance[0] if self.process.nd else None,
         )
 
     def warm_up(self) -> None:
@@ -316,7 +340,7 @@ class KalmanFilter(Estimator):
         self._commanded = True  # the model's predictions, even for a robot held until commanded
         self.predict(self._command, self.process.dt)
         self.predict(self._command, 0.5 * self.process.dt)
-        self.process.switch_acceleration(self._mean, self._command, self._command + 1.0)
+        self._switch_acceleration(self._mean, self._command, self._command + 1.0)
         self.reset()
 
     def reset_estimate(self) -> None:
@@ -371,12 +395,12 @@ class KalmanFilter(Estimator):
         if self.config.held_until_commanded and not self._commanded:
             # Held still: the velocities are known to be zero (as well as the process noise
             # allows); the positions keep what the readings told, with the noise's doubt added.
-            nq, noise = self.process.nq, self.process.noise(duration)
+            nq, nx, noise = self.process.nq, self._nx, self.process.noise(duration)
             held, held_cov = mean.copy(), cov + noise
-            held[nq:] = 0.0
-            held_cov[nq:, :] = 0.0
-            held_cov[:, nq:] = 0.0
-            held_cov[nq:, nq:] = noise[nq:, nq:]
+            held[nq:nx] = 0.0
+            held_cov[nq:nx, :] = 0.0
+            held_cov[:, nq:nx] = 0.0
+            held_cov[nq:nx, nq:nx] = noise[nq:nx, nq:nx]
             return held, held_cov
         new_mean, new_cov = self._propagate(mean, cov, u, duration)
         if np.isfinite(new_mean).all() and np.isfinite(new_cov).all():
@@ -399,7 +423,7 @@ class KalmanFilter(Estimator):
         tol = self.config.limit_tolerance
         # Known to be slow (a step's travel within the tolerance, two sigmas included): an impact's
         # aftermath, velocities unknown, is not a rest (it may bounce).
-        speed = np.abs(before[nq:]) + 2.0 * np.sqrt(np.maximum(np.diag(cov)[nq:], 0.0))
+        speed = np.abs(before[nq : 2 * nq]) + 2.0 * np.sqrt(np.maximum(np.diag(cov)[nq : 2 * nq], 0.0))
         slow = speed * self.process.dt <= tol
         resting = self._commanded_joint & slow & (((q0 <= self._lower + tol) & (q < q0)) | ((q0 >= self._upper - tol) & (q > q0)))
         if not resting.any():
@@ -452,12 +476,12 @@ class KalmanFilter(Estimator):
         if not hit.any():
             return mean, cov
         self.events["limit_contact"] += 1
-        mean, cov = mean.copy(), cov.copy()
+        mean, cov, nx = mean.copy(), cov.copy(), self._nx
         mean[:nq][hit] = np.clip(q[hit], self._lower[hit], self._upper[hit])
-        mean[nq:][hit] = 0.0
-        cov[nq:, :] = 0.0
-        cov[:, nq:] = 0.0
-        cov[nq:, nq:] = np.diag(self._initial_velocity_var)
+        mean[nq:nx][hit] = 0.0
+        cov[nq:nx, :] = 0.0
+        cov[:, nq:nx] = 0.0
+        cov[nq:nx, nq:nx] = np.diag(self._initial_velocity_var)
         cov[:nq, :nq] += np.diag(self._initial_velocity_var) * duration**2
         return mean, cov
 
@@ -573,11 +597,19 @@ class KalmanFilter(Estimator):
         sigmas, and a filter that does not know it gates the readings that tell it."""
         if timing_std <= 0.0 or np.array_equal(u_old, u_new):
             return cov
-        spread = np.zeros(self.state_dim)
-        spread[self.process.nq :] = timing_std * self.process.switch_acceleration(mean, u_old, u_new)
+        spread = np.zeros(self._n)
+        spread[self.process.nq : self._nx] = timing_std * self._switch_acceleration(mean, u_old, u_new)
         if not np.isfinite(spread).all():
             return cov
         return cov + np.outer(spread, spread)
+
+    def _switch_acceleration(self, mean: np.ndarray, u_old: np.ndarray, u_new: np.ndarray) -> np.ndarray:
+        """The process model's ``switch_acceleration`` at the filter's state: the robot's part of
+        it, both commands with the estimated disturbance added."""
+        d = mean[self._nx :]
+        if d.size:
+            u_old, u_new = u_old + d, u_new + d
+        return self.process.switch_acceleration(mean[: self._nx], u_old, u_new)
 
     def _apply_late_command(self, u: np.ndarray, t: float, timing_std: float = 0.0) -> None:
         """``u`` applied from ``t``, in the estimate's past (it reached us late): re-predict from
@@ -616,8 +648,9 @@ class KalmanFilter(Estimator):
 
     def _initial_estimate(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         nq = self.process.nq
-        mean = np.zeros(self.state_dim)
-        var = np.concatenate([np.diag(self._measurement_cov)[:nq], self._initial_velocity_var])
+        mean = np.zeros(self._n)
+        var = np.concatenate([np.diag(self._measurement_cov)[:nq], self._initial_velocity_var,
+                              self._disturbance_var[: self.process.nd]])
         mean[: self._measured_count] = z
         var[: self._measured_count] = np.diag(self._measurement_cov)
         return mean, np.diag(var)
@@ -651,6 +684,16 @@ class KalmanFilter(Estimator):
         horizon = self._time - self.config.history_duration
         while len(self._history) > 1 and self._history[1].time <= horizon:
             self._history.popleft()
+
+
+def _per_command(values: Sequence[float], nu: int, name: str) -> np.ndarray:
+    """A per-command-entry setting: one value for every entry, or ``nu`` of them."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if values.size == 1:
+        return np.full(nu, values[0])
+    if values.size != nu:
+        raise ValueError(f"estimator config '{name}' needs {nu} values (one per command entry) or one for all")
+    return values
 
 
 def _wrap(a: np.ndarray) -> np.ndarray:

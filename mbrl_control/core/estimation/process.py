@@ -120,12 +120,54 @@ def _step_and_state_jacobian(model: DynamicsModel) -> Callable[[Tensor, Tensor],
     return torch.func.jacrev(step_one, argnums=0, has_aux=True)
 
 
-def _linearized_step(model: DynamicsModel, dtype: torch.dtype) -> Callable[..., tuple[Tensor, Tensor]]:
+def _step_and_jacobians(model: DynamicsModel) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]:
+    """``(x[nx], u[nu]) -> (A[nx, nx], B[nx, nu], x_next[nx])``: the model's own Jacobians where it
+    has them (analytic, or the rigid body's batched central differences), else reverse-mode autograd."""
+    if _has_analytic_jacobians(model):
+
+        def analytic(x: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            a, b = model.jacobians(x.unsqueeze(0), u.unsqueeze(0))
+            return a[0], b[0], model.step(x.unsqueeze(0), u.unsqueeze(0))[0]
+
+        return analytic
+
+    def step_one(x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        x_next = model.step(x.unsqueeze(0), u.unsqueeze(0)).squeeze(0)
+        return x_next, x_next
+
+    jacobians = torch.func.jacrev(step_one, argnums=(0, 1), has_aux=True)
+
+    def autograd(x: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        (a, b), x_next = jacobians(x, u)
+        return a, b, x_next
+
+    return autograd
+
+
+def _linearized_step(model: DynamicsModel, dtype: torch.dtype, disturbed: bool = False) -> Callable[..., tuple[Tensor, Tensor]]:
+    if disturbed:
+        return _linearized_disturbed_step(model, dtype)
     step_and_jacobian = _step_and_state_jacobian(model)
 
     def linearized_step(mean: Tensor, cov: Tensor, u: Tensor, w0: Tensor, w1: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
         jac, x_next = step_and_jacobian(mean.to(dtype), u.to(dtype))
         f = w0 + w1 @ jac.to(cov.dtype)
+        new_cov = f @ cov @ f.T + noise
+        return w0 @ mean + w1 @ x_next.to(mean.dtype), 0.5 * (new_cov + new_cov.T)
+
+    return linearized_step
+
+
+def _linearized_disturbed_step(model: DynamicsModel, dtype: torch.dtype) -> Callable[..., tuple[Tensor, Tensor]]:
+    """The prediction of ``[x, d]``: the model steps ``x`` under the command plus the effort
+    disturbance ``d``, which itself stays (a random walk: its doubt grows by the noise). ``w0 [n, n]``
+    and ``w1 [n, nx]`` interpolate the state's rows and keep ``d``'s."""
+    step_and_jacobians = _step_and_jacobians(model)
+
+    def linearized_step(mean: Tensor, cov: Tensor, u: Tensor, w0: Tensor, w1: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
+        nx = w1.shape[1]
+        a, b, x_next = step_and_jacobians(mean[:nx].to(dtype), (u + mean[nx:]).to(dtype))
+        f = w0 + w1 @ torch.cat([a, b], dim=1).to(cov.dtype)
         new_cov = f @ cov @ f.T + noise
         return w0 @ mean + w1 @ x_next.to(mean.dtype), 0.5 * (new_cov + new_cov.T)
 
@@ -143,9 +185,14 @@ class ProcessModel:
 
     Process noise is white acceleration per joint with spectral density ``q`` [m^2/s^3, rad^2/s^3]:
     over ``tau`` a joint's ``(q, qd)`` covariance grows by ``q [[tau^3/3, tau^2/2], [tau^2/2, tau]]``.
+
+    With ``disturbance_density`` (one per command entry) ``linearized_step`` predicts the augmented
+    state ``[x, d]``: an effort ``d`` the model does not know (a payload's weight, friction) acts
+    with every command, and drifts as a random walk (its variance grows by ``density * tau``).
     """
 
-    def __init__(self, model: DynamicsModel, accel_noise_density: Sequence[float], compile: bool = True) -> None:
+    def __init__(self, model: DynamicsModel, accel_noise_density: Sequence[float], compile: bool = True,
+                 disturbance_density: Sequence[float] = ()) -> None:
         if model.state_dim % 2:
             raise ValueError("the state must be [positions, velocities]: state_dim must be even")
         self.model = model
@@ -154,6 +201,11 @@ class ProcessModel:
         self.density = np.asarray(accel_noise_density, dtype=np.float64)
         if self.density.shape != (self.nq,) or np.any(self.density < 0):
             raise ValueError(f"need {self.nq} non-negative acceleration noise densities")
+        self.disturbance_density = np.asarray(disturbance_density, dtype=np.float64).reshape(-1)
+        self.nd = self.disturbance_density.size
+        if self.nd not in (0, model.action_dim) or np.any(self.disturbance_density < 0):
+            raise ValueError(f"need no or {model.action_dim} non-negative disturbance densities")
+        self.nx = model.state_dim
         self.compile = compile
         self.dtype = model_dtype(model)
         self._linearized_fn: Callable | None = None
@@ -161,7 +213,7 @@ class ProcessModel:
         self._batch_step_fns: dict[int, Callable] = {}
         self._interpolations: dict[float, tuple[np.ndarray, np.ndarray]] = {}
         self._noises: dict[float, np.ndarray] = {}
-        whole_step = (np.zeros((model.state_dim,) * 2), np.eye(model.state_dim), self.noise(self.dt))  # x(dt) = x1
+        whole_step = (*self._augmented(np.zeros((self.nx,) * 2), np.eye(self.nx)), self.noise(self.dt))  # x(dt) = x1
         self._whole_step_tensors = tuple(torch.from_numpy(a) for a in whole_step)
 
     # -- model evaluations ---------------------------------------------------------------------
@@ -184,12 +236,12 @@ class ProcessModel:
         if abs(tau - self.dt) < 1e-12:
             constants = self._whole_step_tensors
         else:
-            w0, w1 = self.interpolation(tau)
+            w0, w1 = self._augmented(*self.interpolation(tau))
             constants = (torch.from_numpy(w0), torch.from_numpy(w1), torch.from_numpy(self.noise(tau)))
         args = (torch.from_numpy(mean), torch.from_numpy(cov), torch.from_numpy(u), *constants)
         if self._linearized_fn is None:
-            key = ("linearized_step", self.dtype)
-            self._linearized_fn = self._compiled(key, _linearized_step(self.model, self.dtype), args)
+            key = ("linearized_step", self.dtype, self.nd > 0)
+            self._linearized_fn = self._compiled(key, _linearized_step(self.model, self.dtype, self.nd > 0), args)
         new_mean, new_cov = self._linearized_fn(*args)
         return new_mean.numpy(), new_cov.numpy()
 
@@ -266,12 +318,25 @@ class ProcessModel:
         self._noises.clear()
         self._whole_step_tensors[2].copy_(torch.from_numpy(self.noise(self.dt)))
 
+    def _augmented(self, w0: np.ndarray, w1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Interpolation weights of the state extended to ``[x, d]``: ``d`` is kept as it is."""
+        if not self.nd:
+            return w0, w1
+        n = self.nx + self.nd
+        a0, a1 = np.eye(n), np.zeros((n, self.nx))
+        a0[: self.nx, : self.nx], a1[: self.nx] = w0, w1
+        return a0, a1
+
     def noise(self, tau: float) -> np.ndarray:
-        """Process noise covariance ``Q(tau)`` [nx, nx]."""
+        """Process noise covariance ``Q(tau)`` [n, n] (``n = nx + nd``: the disturbance's random walk
+        last)."""
         key = round(tau, 12)
         q = self._noises.get(key)
         if q is None:
             q = np.kron(np.array([[tau**3 / 3, tau**2 / 2], [tau**2 / 2, tau]]), np.diag(self.density))
+            if self.nd:
+                q = np.block([[q, np.zeros((self.nx, self.nd))],
+                              [np.zeros((self.nd, self.nx)), np.diag(tau * self.disturbance_density)]])
             if len(self._noises) > 256:
                 self._noises.clear()
             self._noises[key] = q

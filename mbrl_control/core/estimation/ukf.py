@@ -26,6 +26,9 @@ class UnscentedKalmanFilter(KalmanFilter):
         command_index: Sequence[int] | None = None,
     ) -> None:
         super().__init__(model, config, angular_joints, position_limits, command_index)
+        if self.process.nd:
+            raise ValueError("estimator config 'effort_disturbance_density': an effort disturbance is estimated by "
+                             "the EKF only (kind: ekf)")
         n = self.state_dim
         alpha, beta, kappa = config.ukf_alpha, config.ukf_beta, config.ukf_kappa
         self._spread = alpha**2 * (n + kappa)  # n + lambda
