@@ -253,21 +253,42 @@ def closed_loop(params, model, plant, config: EstimatorConfig, sensor: SensorCon
 ARM_SCENARIOS = [(None, "the yaml's encoders"), (LATE, "30 ms latency")]  # (sensor latency [s]; None: the yaml's)
 
 
-def arm_excitation(model, targets: np.ndarray, effort_limit: np.ndarray) -> Callable:
+def arm_excitation(model, targets: np.ndarray, effort_limit: np.ndarray, holds_itself: bool = False) -> Callable:
     """Holds each run's arm about its own target pose and shakes it, joint by joint alike whatever
     its inertia: computed-torque PD (``u = g + M (kp e - kd qd + a)``, 1.2 Hz, critically damped,
     slow against the 20 ms hold) with white acceleration ``a`` (15 rad/s^2), clipped to the
-    effort limits; the joints swing at about a rad/s, as when reaching goals."""
+    effort limits; the joints swing at about a rad/s, as when reaching goals. ``holds_itself``: the
+    robot compensates its own weight, ``g`` is left out."""
     kp, kd, accel_std = (2 * math.pi * 1.2) ** 2, 2 * (2 * math.pi * 1.2), 15.0
 
     def policy(states: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         nq = states.shape[1] // 2
         x = torch.from_numpy(states)
         accel = kp * (targets - states[:, :nq]) - kd * states[:, nq:] + accel_std * rng.standard_normal(targets.shape)
-        effort = model.hold_action(x) + (model.mass_matrix(x[:, :nq]) @ torch.from_numpy(accel)[..., None])[..., 0]
+        hold = 0.0 if holds_itself else model.hold_action(x)
+        effort = hold + (model.mass_matrix(x[:, :nq]) @ torch.from_numpy(accel)[..., None])[..., 0]
         return np.clip(effort.numpy(), -effort_limit, effort_limit)
 
     return policy
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(","))
+
+
+class GravityCompensated:
+    """A plant whose controller adds ``compensation``'s gravity torques (its URDF's) to every
+    command at every physics step, as the sim does for a robot that compensates its own weight;
+    ``compensation`` None: the plant as it is."""
+
+    def __init__(self, plant: RigidBodyDynamics, compensation: RigidBodyDynamics | None) -> None:
+        self.plant, self.compensation = plant, compensation
+        self.dt, self.state_dim = plant.dt, plant.state_dim
+
+    def step(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        if self.compensation is not None:
+            u = u + self.compensation.hold_action(x)
+        return self.plant.step(x, u)
 
 
 def arm_main(args: argparse.Namespace, kinds: list[str]) -> None:
@@ -286,17 +307,25 @@ def arm_main(args: argparse.Namespace, kinds: list[str]) -> None:
     sensor = dataclass_from(SensorConfig, section(node_settings(path, "sim"), "sensor"))
     if args.accel_noise_density:
         deployed = dataclasses.replace(deployed, accel_noise_density=tuple(float(v) for v in args.accel_noise_density.split(",")))
+    if args.disturbance_density:
+        deployed = dataclasses.replace(deployed, effort_disturbance_density=_floats(args.disturbance_density))
+    if args.disturbance_std:
+        deployed = dataclasses.replace(deployed, initial_disturbance_std=_floats(args.disturbance_std))
     nq = spec.nq
     angular = [i in spec.rotational_dims for i in range(nq)]
     limits = list(zip(spec.position_lower, spec.position_upper))
     plant = RigidBodyDynamics(spec.urdf, list(spec.state_joints), list(spec.command_joints), dt=PHYSICS_DT, substeps=1,
                               integrator="euler", gravity=spec.gravity, dtype=torch.float64)
+    # A robot that compensates its own weight (config/iiwa.yaml) adds the torques its URDF says
+    # hold it to every command, as the sim does: a payload's weight is then what is left.
+    compensation = plant if spec.gravity_compensated else None
     rng = np.random.default_rng(0)
     x_eq = np.asarray(spec.x_eq, dtype=np.float64)
     targets = x_eq[:nq] + 0.4 * rng.uniform(-1.0, 1.0, (args.runs, nq))
     start = np.tile(x_eq, (args.runs, 1))
     start[:, :nq] += 0.02 * rng.standard_normal((args.runs, nq))
-    excitation = arm_excitation(plant, targets, spec.effort_limit)
+    excitation = arm_excitation(plant, targets, spec.effort_limit, holds_itself=spec.gravity_compensated)
+    plant = GravityCompensated(plant, compensation)
     truths = {  # name: (truth, what it is)
         "sim": (simulate_truth(plant, start, 200, round(DT / PHYSICS_DT), excitation, (0.0,) * nq, np.random.default_rng(1)),
                 "no force the model lacks"),
@@ -314,8 +343,9 @@ def arm_main(args: argparse.Namespace, kinds: list[str]) -> None:
         with tempfile.NamedTemporaryFile("w", suffix=".urdf") as f:
             f.write(text)
             f.flush()
-            heavy = RigidBodyDynamics(f.name, list(spec.state_joints), list(spec.command_joints), dt=PHYSICS_DT,
-                                      substeps=1, integrator="euler", gravity=spec.gravity, dtype=torch.float64)
+            heavy = GravityCompensated(
+                RigidBodyDynamics(f.name, list(spec.state_joints), list(spec.command_joints), dt=PHYSICS_DT, substeps=1,
+                                  integrator="euler", gravity=spec.gravity, dtype=torch.float64), compensation)
         truths[f"payload {args.payload:g} kg"] = (
             simulate_truth(heavy, start, 200, round(DT / PHYSICS_DT), excitation, (0.0,) * nq, np.random.default_rng(1)),
             f"{args.payload:g} kg at {payload.link} {list(payload.offset)} that the filter's URDF model lacks")
@@ -346,7 +376,9 @@ def arm_main(args: argparse.Namespace, kinds: list[str]) -> None:
           f"{peak_speed:.1f} rad/s); plant: the URDF model in semi-implicit Euler at 400 Hz (== PyBullet); filter: "
           f"config/iiwa.yaml's estimator (model {type(model).__name__}, {model.dt * 1e3:g} ms step in "
           f"{model.substeps}; accel_noise_density "
-          f"{list(deployed.accel_noise_density)}); encoders: its sim.sensor ({sensor.rate:.0f} Hz).")
+          f"{list(deployed.accel_noise_density)}, effort disturbance density "
+          f"{list(deployed.effort_disturbance_density)}); encoders: its sim.sensor ({sensor.rate:.0f} Hz)"
+          f"{'; the robot compensates its own weight (its URDF model), as config/iiwa.yaml says' if compensation else ''}.")
     for name, (_, description) in truths.items():
         print(f"  truth '{name}': {description}")
     print_table(["filter", "truth", "readings", "latency ms", "NEES", "95 % (dof 14)", "inside", "NIS", "95 % (dof 7)", "inside",
@@ -374,6 +406,11 @@ def main() -> None:
     parser.add_argument("--model-dt", type=float, default=0.0,
                         help="iiwa: evaluate the filter predicting with this model step [s] (the estimator's model.dt)")
     parser.add_argument("--model-substeps", type=int, default=1, help="iiwa: integrator substeps of --model-dt's step")
+    parser.add_argument("--disturbance-density", default="",
+                        help="iiwa: the filters estimate an unknown effort per joint at these random-walk densities "
+                             "(estimator.effort_disturbance_density, one or one per joint) [N^2 m^2/s]")
+    parser.add_argument("--disturbance-std", default="",
+                        help="iiwa: that effort's prior std (estimator.initial_disturbance_std) [N m]")
     parser.add_argument("--payload", type=float, default=0.0,
                         help="iiwa: also a truth carrying this many kg at the flange that the filter's model lacks")
     args = parser.parse_args()
