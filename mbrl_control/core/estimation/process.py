@@ -113,11 +113,18 @@ def _step_and_state_jacobian(model: DynamicsModel) -> Callable[[Tensor, Tensor],
 
         return analytic
 
+    return torch.func.jacrev(_one_step(model), argnums=0, has_aux=True)
+
+
+def _one_step(model: DynamicsModel) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """One unbatched model step, its value twice: for ``jacrev(..., has_aux=True)``, which then
+    returns the Jacobian and the value from one forward pass."""
+
     def step_one(x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
         x_next = model.step(x.unsqueeze(0), u.unsqueeze(0)).squeeze(0)
         return x_next, x_next
 
-    return torch.func.jacrev(step_one, argnums=0, has_aux=True)
+    return step_one
 
 
 def _step_and_jacobians(model: DynamicsModel) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]:
@@ -131,11 +138,7 @@ def _step_and_jacobians(model: DynamicsModel) -> Callable[[Tensor, Tensor], tupl
 
         return analytic
 
-    def step_one(x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-        x_next = model.step(x.unsqueeze(0), u.unsqueeze(0)).squeeze(0)
-        return x_next, x_next
-
-    jacobians = torch.func.jacrev(step_one, argnums=(0, 1), has_aux=True)
+    jacobians = torch.func.jacrev(_one_step(model), argnums=(0, 1), has_aux=True)
 
     def autograd(x: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         (a, b), x_next = jacobians(x, u)
