@@ -534,6 +534,14 @@ class RigidBodyDynamics(DynamicsModel):
         2 (nx + nu) + 1 step calls; on the arm 29 points against 43)."""
         return self._central_differences(x, u, x.shape[-1], with_point=True)
 
+    def step_and_jacobians(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``x_next [B, nx]``, ``A [B, nx, nx]`` and ``B [B, nx, nu]`` from one batched step of
+        the point and its perturbations (a filter estimating an effort needs both Jacobians and
+        the prediction: ``jacobians`` then ``step`` would be two step calls)."""
+        nx = x.shape[-1]
+        x_next, jac = self._central_differences(x, u, nx + u.shape[-1], with_point=True)
+        return x_next, jac[..., :nx], jac[..., nx:]
+
     def _central_differences(self, x: Tensor, u: Tensor, columns: int,
                              with_point: bool = False) -> tuple[Tensor | None, Tensor]:
         """The step at ``[x, u]`` (``with_point``) and its central-difference Jacobian

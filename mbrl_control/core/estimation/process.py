@@ -130,6 +130,14 @@ def _one_step(model: DynamicsModel) -> Callable[[Tensor, Tensor], tuple[Tensor, 
 def _step_and_jacobians(model: DynamicsModel) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]:
     """``(x[nx], u[nu]) -> (A[nx, nx], B[nx, nu], x_next[nx])``: the model's own Jacobians where it
     has them (analytic, or the rigid body's batched central differences), else reverse-mode autograd."""
+    together = getattr(model, "step_and_jacobians", None)
+    if together is not None:  # the model's own, the prediction in the same batched step (RigidBodyDynamics)
+
+        def in_one_step(x: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            x_next, a, b = together(x.unsqueeze(0), u.unsqueeze(0))
+            return a[0], b[0], x_next[0]
+
+        return in_one_step
     if _has_analytic_jacobians(model):
 
         def analytic(x: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
