@@ -61,7 +61,7 @@ from mbrl_control.core.robot import RobotSpec, RobotSpecError, robot_spec
 from mbrl_control.core.rollout import TrajectoryEvaluator
 from mbrl_control.core.tasks.base import Task
 from mbrl_control.core.tasks.critic_terminal import ValueFunctionTerminalCost, ValueTerminalConfig
-from mbrl_control.core.tasks.lqr_terminal import LQRTerminalCost
+from mbrl_control.core.tasks.lqr_terminal import LearnedLQRTerminal, LQRTerminalCost
 from mbrl_control.core.tasks.residual import ResidualTask, build_residual_task
 from mbrl_control.core.tasks.terms import LinkPosition
 from mbrl_control.core.tasks.value_terminal import ValueTerminalCost
@@ -339,6 +339,7 @@ class MPCSetup:
     policy_pending: bool = False  # planner:=policy learning from scratch: no trained policy yet
     planning_task: Task | None = None  # what the planner prices plans with: ``task``, or it with a terminal cost
     effort_offset: EffortOffsetDynamics | None = None  # model_offset.kind effort: where its offset goes
+    learned_terminal: LearnedLQRTerminal | None = None  # terminal lqr on a learned model: refit it after each swap
 
 
 def checked_device(name: str) -> torch.device:
@@ -401,9 +402,9 @@ def build_mpc(p: Mapping[str, Any], planner: str | None = None, robot: Robot | N
         propagation = section(p, "propagation")
         if name not in SAMPLING_PLANNERS:  # gradient and DP planners need a deterministic model
             propagation["mode"] = "expectation"
-        if learned and p.get("terminal", "task") not in ("task", "value"):  # the critic needs no model
-            raise ValueError("terminal lqr and dp are solved once at start, from a model: use them with model:=analytic "
-                             "or residual")
+        if learned and p.get("terminal", "task") == "dp":
+            raise ValueError("terminal dp is solved once at start, from a model: use it with model:=analytic or "
+                             "residual (terminal lqr is re-solved for each learned model)")
         ensemble = build_ensemble(p, spec, propagation, device=str(device)).freeze()
     effort_offset = None
     if p.get("model_offset.kind") == "effort" and p.get("model_offset.time_constant", 0.0) > 0:
@@ -421,9 +422,15 @@ def build_mpc(p: Mapping[str, Any], planner: str | None = None, robot: Robot | N
         # (for model:=residual: LQR of the analytic model, which the residual corrects).
         fallback = LQRFallback.from_model(robot.model, task, dataclass_from(LQRConfig, section(p, "lqr")), equilibrium)
     value_path = dataclass_from(ValueTerminalConfig, section(p, "value")).path
-    planning_task = with_terminal(task, robot.model if kind == "residual" else model, p.get("terminal", "task"),
-                                  p.get("terminal_weight", 1.0), section(p, "dp"), value=value_path,
-                                  equilibrium=equilibrium)
+    learned_terminal = None
+    if learned and p.get("terminal", "task") == "lqr":  # no model yet: solved for each one the learner sends
+        planning_task = LQRTerminalCost(task, np.zeros((task.state_dim, task.state_dim)), equilibrium.x_eq,
+                                        equilibrium.angle_dims, weight=p.get("terminal_weight", 1.0))
+        learned_terminal = LearnedLQRTerminal(planning_task, task, equilibrium.x_eq, equilibrium.u_eq)
+    else:
+        planning_task = with_terminal(task, robot.model if kind == "residual" else model, p.get("terminal", "task"),
+                                      p.get("terminal_weight", 1.0), section(p, "dp"), value=value_path,
+                                      equilibrium=equilibrium)
     if p.get("reward", "task") == "learned":
         planning_task = learned_reward_task(p, ensemble if learned else None, task)
     if device.type != "cpu" and kind != "learned":  # the node keeps the CPU originals (gravity hold, markers)
@@ -465,4 +472,5 @@ def build_mpc(p: Mapping[str, Any], planner: str | None = None, robot: Robot | N
         policy_pending=pending,
         planning_task=planning_task,
         effort_offset=effort_offset,
+        learned_terminal=learned_terminal,
     )

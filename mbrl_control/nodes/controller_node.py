@@ -167,7 +167,8 @@ PARAMS = [
     ParamSpec("diagnostics_rate", 1.0, "diagnostics publish rate [Hz]", 0.1, 100.0),
     ParamSpec("frame_id", "world", "fixed frame of the markers"),
     *specs_from(ModelConfig, "model"),
-    ParamSpec("terminal", "task", "terminal cost of sampling planners and iLQR: the task's, the LQR cost-to-go, the DP value, or MBPO's critic",
+    ParamSpec("terminal", "task", "terminal cost of sampling planners and iLQR: the task's, the LQR cost-to-go about the "
+              "equilibrium (on a learned model: re-solved for each model it receives), the DP value, or MBPO's critic",
               choices=TERMINALS),
     ParamSpec("terminal_weight", 1.0, "multiplier of an lqr, dp or value terminal cost", 0.0, 1e6, dynamic=True),
     ParamSpec("reward", "task", "what the planner maximises: the task's cost, or the reward head of the model learned "
@@ -213,7 +214,10 @@ class ControllerNode(Node):
         # Learning from scratch: explore with random actions until the first model (and, for
         # planner:=policy, the first MBPO policy) arrives. model:=residual plans on the analytic
         # model (a zero residual) until then.
-        self.receiver = ModelReceiver(self, mpc.learned, "/learner/model") if mpc.learned is not None else None
+        self.learned_terminal = mpc.learned_terminal  # terminal:=lqr on a learned model: solved for each model
+        self.receiver = (ModelReceiver(self, mpc.learned, "/learner/model",
+                                       on_swap=self._refit_terminal if self.learned_terminal is not None else None)
+                         if mpc.learned is not None else None)
         self.model_offset = None
         if p["model_offset.time_constant"] > 0:
             if mpc.effort_offset is not None:
@@ -463,6 +467,13 @@ class ControllerNode(Node):
         trusted = None if not self.learned or self.receiver.version is None else self.receiver.model.trusted_actions()
         return action if trusted is None else torch.clamp(action, trusted[0].cpu(), trusted[1].cpu())
 
+    def _refit_terminal(self) -> None:
+        """The LQR cost-to-go of the model just swapped in (a model that cannot be stabilised at the
+        equilibrium keeps the last one: counted, and said)."""
+        if not self.learned_terminal.refit(self.model):
+            self.get_logger().warning(f"model v{self.receiver.version}: no stabilising LQR solution at the "
+                                      "equilibrium; the terminal cost stays the last model's")
+
     def _observe_model_offset(self) -> None:
         """Offset-free MPC: this tick's state against what the model predicted for it (a new
         model starts from no offset: the old model's error is not its own). The URDF model, and a
@@ -692,6 +703,9 @@ class ControllerNode(Node):
         for receiver in (self.receiver, self.policy_receiver):
             if receiver is not None:
                 values |= receiver.diagnostics()
+        if self.learned_terminal is not None:
+            values["terminal_lqr_fits"] = self.learned_terminal.fits
+            values["terminal_lqr_failures"] = self.learned_terminal.failures
         if self.model_offset is not None:
             values["model_offset"] = " ".join(f"{v:.4f}" for v in self.model_offset.offset.tolist())
             values["model_offset_updates"] = self.model_offset.updates

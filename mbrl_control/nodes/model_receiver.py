@@ -9,6 +9,7 @@ good one is copied into the existing tensors in place (well under a millisecond)
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -22,9 +23,11 @@ MODEL_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durabili
 
 
 class ModelReceiver:
-    def __init__(self, node: Node, model: EnsembleDynamics, topic: str = "model") -> None:
+    def __init__(self, node: Node, model: EnsembleDynamics, topic: str = "model",
+                 on_swap: Callable[[], None] | None = None) -> None:
         self.node = node
         self.model = model
+        self.on_swap = on_swap  # what depends on the model in use (an LQR terminal cost), redone after a swap
         self.version: int | None = None
         self.received_at: float | None = None  # time.monotonic() of the last swap
         self.info = None
@@ -57,6 +60,8 @@ class ModelReceiver:
         self.swap_ms_max = max(self.swap_ms_max, self.swap_ms_last)
         self.swaps += 1
         self.version, self.info, self.received_at = info.version, info, time.monotonic()
+        if self.on_swap is not None:
+            self.on_swap()
         self.node.get_logger().info(
             f"model v{info.version} in use (trained on {info.data_size} transitions, held-out MSE "
             f"{info.holdout_mse:.4f}); swap {self.swap_ms_last:.3f} ms"

@@ -232,3 +232,28 @@ def test_a_controller_plans_on_the_learned_reward_of_each_model_it_is_sent(logge
             build_mpc(p | bad, "cem")
     with pytest.raises(ValueError, match="terminal:=task"):
         learned_reward_task(p | {"terminal": "dp"}, mpc.learned, task)
+
+
+def test_a_controller_on_a_learned_model_prices_its_horizons_end_with_each_models_own_lqr_cost_to_go(logged):
+    """``terminal: lqr`` with ``model: learned``: zero until the first model, then the LQR
+    cost-to-go of each model swapped in (the controller refits after each swap); ``dp`` (solved
+    once at start) is still refused for a learned model."""
+    from mbrl_control.core.builders import build_ensemble, build_mpc, robot_parameters
+    from mbrl_control.core.planners.lqr import solve_lqr
+    from mbrl_control.core.tasks.lqr_terminal import LQRTerminalCost
+
+    p = robot_parameters("cartpole") | {"model": "learned", "terminal": "lqr", "compile": False}
+    mpc = build_mpc(p, "cem")
+    planning = mpc.planning_task
+    assert isinstance(planning, LQRTerminalCost) and planning.value_matrix.abs().max() == 0
+    trained = build_ensemble(p, mpc.robot.spec)
+    train_ensemble(trained, logged, TrainerConfig(max_epochs=30, patience=8))
+    mpc.learned.load_state_(trained.state_dict())
+    assert mpc.learned_terminal.refit(mpc.model)
+    eq = mpc.robot.equilibrium()
+    own = solve_lqr(mpc.learned, mpc.task, 1.0, eq.x_eq, eq.u_eq).P
+    torch.testing.assert_close(planning.value_matrix, torch.as_tensor(0.5 * own, dtype=torch.float32))
+    analytic = solve_lqr(mpc.robot.model, mpc.task, 1.0, eq.x_eq, eq.u_eq).P
+    assert not np.allclose(own, analytic, rtol=1e-3)  # the learned model's, not the URDF's
+    with pytest.raises(ValueError, match="terminal dp"):
+        build_mpc(p | {"terminal": "dp"}, "cem")

@@ -99,15 +99,30 @@ def solve_lqr(model: DynamicsModel, task: Task, action_weight_scale: float = 1.0
     device = module_device(model)  # linearised where the model lives; the solve is float64 numpy
     x0 = torch.zeros(nx, device=device) if x_eq is None else torch.as_tensor(x_eq, dtype=torch.float32, device=device)
     u0 = torch.zeros(nu, device=device) if u_eq is None else torch.as_tensor(u_eq, dtype=torch.float32, device=device)
-    a, b = model.jacobians(x0.view(1, nx), u0.view(1, nu))
+    Q, R = lqr_weights(task, x0, u0, action_weight_scale)
+    return solve_linearized(model, Q, R, x0, u0)
+
+
+def lqr_weights(task: Task, x0: Tensor, u0: Tensor, action_weight_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """``(Q, R)``: ``task``'s stage-cost Hessians at ``(x0, u0)``, Q projected onto the positive
+    semidefinite cone."""
+    nx = task.state_dim
 
     def stage(xu: Tensor) -> Tensor:
-        return task.step_cost(xu[:nx].view(1, nx), xu[nx:].view(1, nu))[0]
+        return task.step_cost(xu[:nx].view(1, nx), xu[nx:].view(1, -1))[0]
 
     hessian = torch.func.hessian(stage)(torch.cat([x0, u0])).detach().cpu().double().numpy()
-    A, B = a[0].detach().cpu().double().numpy(), b[0].detach().cpu().double().numpy()
     Q = _nearest_psd(0.5 * (hessian[:nx, :nx] + hessian[:nx, :nx].T))
     R = action_weight_scale * 0.5 * (hessian[nx:, nx:] + hessian[nx:, nx:].T)
+    return Q, R
+
+
+def solve_linearized(model: DynamicsModel, Q: np.ndarray, R: np.ndarray, x0: Tensor, u0: Tensor) -> LQRSolution:
+    """LQR of ``model`` linearised at ``(x0, u0)`` (on the model's device) for the weights ``Q, R``;
+    raises ``numpy.linalg.LinAlgError`` or ``ValueError`` where the Riccati equation has no
+    stabilising solution (a model that cannot be stabilised there)."""
+    a, b = model.jacobians(x0.view(1, -1), u0.view(1, -1))
+    A, B = a[0].detach().cpu().double().numpy(), b[0].detach().cpu().double().numpy()
     P = scipy.linalg.solve_discrete_are(A, B, Q, R)
     K = np.linalg.solve(R + B.T @ P @ B, B.T @ P @ A)
     return LQRSolution(A=A, B=B, Q=Q, R=R, P=P, K=K)
