@@ -83,6 +83,8 @@ VARIANTS = {
     # off in config/cartpole.learned.yaml (its comment says why): on
     "model_offset": ("offset-free MPC (model_offset.time_constant 0.2 s: the model's one-step error fed back)",
                      {"mpc_controller": {"model_offset": {"time_constant": 0.2}}}, {}),
+    "lqr_terminal": ("the horizon's end priced by each learned model's own LQR cost-to-go (terminal: lqr)",
+                     {"mpc_controller": {"terminal": "lqr"}}, {}),
 }
 
 # name: what the episodes start from (the sim's reset state)
